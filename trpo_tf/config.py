@@ -1,0 +1,92 @@
+"""One frozen Config per run, built once at the edge (launch.py); library code never reads
+absl FLAGS. validate() checks every value before any environment starts."""
+import dataclasses
+import math
+
+from trpo_tf.advantages import ADVANTAGE_MODES
+
+
+class ConfigError(ValueError):
+    """A bad setting; the message names the flag and what is allowed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    env: str = "Cartpole"
+    seed: int = 0
+    iterations: int = 40
+    batch_steps: int = 5000          # environment steps per iteration
+    num_envs: int = 8                # envs stepped together
+    max_path_length: int = 0         # 0: the env's own time limit
+    gamma: float = 0.99
+    gae_lambda: float = 0.97
+    advantage: str = "gae"           # q | baseline | gae
+    normalize_advantages: bool = True
+    normalize_obs: bool = True
+    max_kl: float = 0.01             # delta
+    cg_iters: int = 10
+    cg_damping: float = 0.1
+    fvp_subsample: float = 0.1       # fraction of the batch used for Fisher-vector products
+    ls_shrink: float = 0.8
+    ls_max_backtracks: int = 10
+    policy_hidden: tuple = None      # None: the env's default (Table 2 for the paper's tasks)
+    value_hidden: tuple = (64, 64)
+    init_log_std: float = 0.0
+    vf_lr: float = 1e-3
+    vf_epochs: int = 5
+    vf_minibatch: int = 512
+    logdir: str = "runs/default"
+    export_dir: str = ""             # "" : <logdir>/policy
+    export_every: int = 0            # 0: only at the end
+    checkpoint_every: int = 1
+    resume: str = "auto"             # auto | never
+    quiet: bool = False
+
+    @property
+    def steps_per_env(self):
+        return math.ceil(self.batch_steps / self.num_envs)
+
+    @property
+    def policy_export_dir(self):
+        return self.export_dir or f"{self.logdir}/policy"
+
+
+def _check(ok, message):
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(cfg):
+    """Raise ConfigError naming the first bad flag; checks values only, not the env."""
+    _check(cfg.iterations >= 1, f"--iterations must be >= 1 (got {cfg.iterations})")
+    _check(cfg.num_envs >= 1, f"--num_envs must be >= 1 (got {cfg.num_envs})")
+    _check(cfg.batch_steps >= cfg.num_envs,
+           f"--batch_steps must be >= --num_envs={cfg.num_envs} (got {cfg.batch_steps})")
+    _check(cfg.max_path_length >= 0,
+           f"--max_path_length must be >= 0, 0 meaning the env's limit (got {cfg.max_path_length})")
+    _check(0.0 < cfg.gamma <= 1.0, f"--gamma must be in (0, 1] (got {cfg.gamma})")
+    _check(0.0 <= cfg.gae_lambda <= 1.0, f"--gae_lambda must be in [0, 1] (got {cfg.gae_lambda})")
+    _check(cfg.advantage in ADVANTAGE_MODES,
+           f"--advantage must be one of {'|'.join(ADVANTAGE_MODES)} (got {cfg.advantage!r})")
+    _check(cfg.max_kl > 0.0, f"--max_kl must be > 0 (got {cfg.max_kl})")
+    _check(cfg.cg_iters >= 1, f"--cg_iters must be >= 1 (got {cfg.cg_iters})")
+    _check(cfg.cg_damping >= 0.0, f"--cg_damping must be >= 0 (got {cfg.cg_damping})")
+    _check(0.0 < cfg.fvp_subsample <= 1.0,
+           f"--fvp_subsample must be in (0, 1] (got {cfg.fvp_subsample})")
+    _check(0.0 < cfg.ls_shrink < 1.0, f"--ls_shrink must be in (0, 1) (got {cfg.ls_shrink})")
+    _check(cfg.ls_max_backtracks >= 1,
+           f"--ls_max_backtracks must be >= 1 (got {cfg.ls_max_backtracks})")
+    for name in ("policy_hidden", "value_hidden"):
+        sizes = getattr(cfg, name)
+        _check(sizes is None or all(h >= 1 for h in sizes),
+               f"--{name} must be a comma-separated list of positive ints (got {sizes})")
+    _check(cfg.vf_lr > 0.0, f"--vf_lr must be > 0 (got {cfg.vf_lr})")
+    _check(cfg.vf_epochs >= 0, f"--vf_epochs must be >= 0 (got {cfg.vf_epochs})")
+    _check(cfg.vf_minibatch >= 1, f"--vf_minibatch must be >= 1 (got {cfg.vf_minibatch})")
+    _check(cfg.export_every >= 0, f"--export_every must be >= 0 (got {cfg.export_every})")
+    _check(cfg.checkpoint_every >= 0,
+           f"--checkpoint_every must be >= 0, 0 meaning never (got {cfg.checkpoint_every})")
+    _check(cfg.resume in ("auto", "never"),
+           f"--resume must be auto|never (got {cfg.resume!r})")
+    _check(bool(cfg.logdir), "--logdir must not be empty")
+    return cfg

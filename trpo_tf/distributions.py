@@ -1,0 +1,97 @@
+"""Action distributions as plain TF functions over one parameter tensor per state.
+
+Every distribution is described by a single tensor `params` of shape [batch, param_dim]:
+  * diagonal Gaussian: concat(mean, log_std)         param_dim = 2 * act_dim
+  * categorical:       logits                         param_dim = num_actions
+so a batch, the KL and the Fisher-vector products never care which family they hold.
+"""
+import math
+
+import numpy as np
+import tensorflow as tf
+
+
+class DiagGaussian:
+    """N(mean, diag(exp(log_std)^2)); appendix D: log_std is a state-independent vector r."""
+
+    discrete = False
+
+    def __init__(self, act_dim):
+        self.act_dim = act_dim
+        self.param_dim = 2 * act_dim
+
+    def split(self, params):
+        return params[..., : self.act_dim], params[..., self.act_dim :]
+
+    def log_prob(self, params, actions):  # [B, 2A], [B, A] -> [B]
+        mean, log_std = self.split(params)
+        z = (actions - mean) * tf.exp(-log_std)
+        return (-0.5 * tf.reduce_sum(tf.square(z), -1) - tf.reduce_sum(log_std, -1)
+                - 0.5 * self.act_dim * math.log(2.0 * math.pi))
+
+    def kl(self, params0, params1):  # KL(p0 || p1) per state, [B]
+        mean0, log_std0 = self.split(params0)
+        mean1, log_std1 = self.split(params1)
+        var0, var1 = tf.exp(2.0 * log_std0), tf.exp(2.0 * log_std1)
+        return tf.reduce_sum(
+            log_std1 - log_std0 + (var0 + tf.square(mean0 - mean1)) / (2.0 * var1) - 0.5, -1)
+
+    def entropy(self, params):  # [B]
+        _, log_std = self.split(params)
+        return tf.reduce_sum(log_std + 0.5 * math.log(2.0 * math.pi * math.e), -1)
+
+    def mode(self, params):
+        return self.split(params)[0]
+
+    def sample(self, params):
+        mean, log_std = self.split(params)
+        return mean + tf.exp(log_std) * tf.random.normal(tf.shape(mean))
+
+    def sample_np(self, params, rng):
+        """The same sampler on NumPy arrays (the fast acting path)."""
+        mean, log_std = params[:, : self.act_dim], params[:, self.act_dim :]
+        return mean + np.exp(log_std) * rng.standard_normal(mean.shape).astype(np.float32)
+
+
+class Categorical:
+    """Softmax over `num_actions` logits (the Atari policy of section 8.2)."""
+
+    discrete = True
+
+    def __init__(self, num_actions):
+        self.num_actions = num_actions
+        self.param_dim = num_actions
+
+    def log_prob(self, logits, actions):  # [B, K], [B] int -> [B]
+        log_p = tf.nn.log_softmax(logits)
+        return tf.gather(log_p, tf.cast(actions, tf.int32), axis=-1, batch_dims=1)
+
+    def kl(self, logits0, logits1):
+        log_p0, log_p1 = tf.nn.log_softmax(logits0), tf.nn.log_softmax(logits1)
+        return tf.reduce_sum(tf.exp(log_p0) * (log_p0 - log_p1), -1)
+
+    def entropy(self, logits):
+        log_p = tf.nn.log_softmax(logits)
+        return -tf.reduce_sum(tf.exp(log_p) * log_p, -1)
+
+    def mode(self, logits):
+        return tf.argmax(logits, -1, output_type=tf.int32)
+
+    def sample(self, logits):
+        return tf.random.categorical(logits, 1, dtype=tf.int32)[:, 0]
+
+    def sample_np(self, logits, rng):
+        """Gumbel-max: argmax(logits + Gumbel noise) is a draw from softmax(logits)."""
+        gumbel = -np.log(-np.log(rng.uniform(1e-12, 1.0, logits.shape)))
+        return np.argmax(logits + gumbel, axis=-1).astype(np.int32)
+
+
+def for_action_space(space):
+    """Dispatch on the gymnasium action space: Box -> DiagGaussian, Discrete -> Categorical."""
+    import gymnasium as gym
+
+    if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
+        return DiagGaussian(int(space.shape[0]))
+    if isinstance(space, gym.spaces.Discrete):
+        return Categorical(int(space.n))
+    raise ValueError(f"unsupported action space {space}: trpo_tf handles 1-D Box and Discrete")

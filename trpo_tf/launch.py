@@ -1,0 +1,71 @@
+"""python -m trpo_tf.launch --env=Walker [--flagfile=launch/walker.cfg] [--flag=value ...]
+
+absl flags -> one frozen Config -> train(). Flagfiles under launch/ hold the paper's settings.
+"""
+import dataclasses
+
+from absl import app, flags, logging
+
+from trpo_tf.config import Config, ConfigError, validate
+
+D = Config()
+flags.DEFINE_string("env", D.env, "Short name (Cartpole, Swimmer, Hopper, Walker) or any gymnasium id.")
+flags.DEFINE_integer("seed", D.seed, "Seeds network init, env resets and action noise.")
+flags.DEFINE_integer("iterations", D.iterations, "Policy iterations (one batch and one update each).")
+flags.DEFINE_integer("batch_steps", D.batch_steps, "Environment steps per iteration (rounded up to a multiple of --num_envs).")
+flags.DEFINE_integer("num_envs", D.num_envs, "Environments stepped together with one batched policy call per step.")
+flags.DEFINE_integer("max_path_length", D.max_path_length, "Truncate paths at this length (bootstrapped, not terminal); 0 = the env's own limit.")
+flags.DEFINE_float("gamma", D.gamma, "Discount factor gamma in (0, 1].")
+flags.DEFINE_float("gae_lambda", D.gae_lambda, "GAE lambda in [0, 1] (with --advantage=gae).")
+flags.DEFINE_enum("advantage", D.advantage, ["q", "baseline", "gae"], "q: the paper's Monte Carlo Q; baseline: Q - V(s); gae: GAE(lambda).")
+flags.DEFINE_boolean("normalize_advantages", D.normalize_advantages, "Standardise advantages per batch.")
+flags.DEFINE_boolean("normalize_obs", D.normalize_obs, "Running mean/std observation normalisation (inside the exported policy).")
+flags.DEFINE_float("max_kl", D.max_kl, "delta: bound on the mean KL(pi_old || pi) per update (eq. 13).")
+flags.DEFINE_integer("cg_iters", D.cg_iters, "Conjugate-gradient iterations (appendix C: 10).")
+flags.DEFINE_float("cg_damping", D.cg_damping, "CG solves (A + damping I) x = g.")
+flags.DEFINE_float("fvp_subsample", D.fvp_subsample, "Fraction of the batch used for Fisher-vector products (appendix C: 0.1).")
+flags.DEFINE_float("ls_shrink", D.ls_shrink, "Line search: step shrinks by this factor per backtrack.")
+flags.DEFINE_integer("ls_max_backtracks", D.ls_max_backtracks, "Line search: steps tried before the update is rejected.")
+flags.DEFINE_list("policy_hidden", None, "Policy hidden sizes, e.g. 64,64; empty string = linear; unset = the env's default (Table 2).")
+flags.DEFINE_list("value_hidden", list(map(str, D.value_hidden)), "Value network hidden sizes.")
+flags.DEFINE_float("init_log_std", D.init_log_std, "Initial log standard deviation of Gaussian policies.")
+flags.DEFINE_float("vf_lr", D.vf_lr, "Value function Adam learning rate.")
+flags.DEFINE_integer("vf_epochs", D.vf_epochs, "Value function epochs per iteration.")
+flags.DEFINE_integer("vf_minibatch", D.vf_minibatch, "Value function minibatch size.")
+flags.DEFINE_string("logdir", D.logdir, "TensorBoard events, checkpoints and (by default) the exported policy.")
+flags.DEFINE_string("export_dir", D.export_dir, "Where the SavedModel goes; empty = <logdir>/policy.")
+flags.DEFINE_integer("export_every", D.export_every, "Also export every N iterations; 0 = only at the end.")
+flags.DEFINE_integer("checkpoint_every", D.checkpoint_every, "Checkpoint every N iterations; 0 = never.")
+flags.DEFINE_enum("resume", D.resume, ["auto", "never"], "auto: continue from the last checkpoint in --logdir.")
+flags.DEFINE_boolean("quiet", D.quiet, "No per-iteration progress lines.")
+FLAGS = flags.FLAGS
+
+
+def _int_tuple(values, flag):
+    try:
+        return tuple(int(v) for v in values if v != "")
+    except ValueError:
+        raise ConfigError(f"--{flag} must be a comma-separated list of positive ints (got {','.join(values)})")
+
+
+def config_from_flags(f=FLAGS):
+    fields = {field.name for field in dataclasses.fields(Config)}
+    values = {name: f[name].value for name in fields}
+    values["policy_hidden"] = (None if f.policy_hidden is None
+                               else _int_tuple(f.policy_hidden, "policy_hidden"))
+    values["value_hidden"] = _int_tuple(f.value_hidden, "value_hidden")
+    return validate(Config(**values))
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS["verbosity"].present:  # our progress lines, not TensorFlow's INFO logs
+        logging.set_verbosity(logging.WARNING)
+    from trpo_tf.train import main_guard, train
+
+    main_guard(lambda: train(config_from_flags()))
+
+
+if __name__ == "__main__":
+    app.run(main)

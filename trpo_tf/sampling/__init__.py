@@ -1,0 +1,1 @@
+"""Producers of one Batch structure (NumPy arrays, whole batches at a time)."""

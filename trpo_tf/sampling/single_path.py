@@ -1,0 +1,91 @@
+"""Single path sampling (section 5.1): run the current policy in n envs at once.
+
+A batch is `steps_per_env` steps of each env, laid out env-major: each env's steps are
+contiguous, split into path segments. A segment ends when the env terminates, when its
+TimeLimit truncates it, or at the batch cut; the cut path goes on in the next batch, and its
+segment here is bootstrapped from V(next state) like a truncation, never treated as terminal.
+
+Batch fields (N = num_envs * steps_per_env, P = number of segment ends):
+  obs [N, *obs_shape]  act [N, act_dim] or [N]  rew [N]
+  terminal [N]  1.0 where the env terminated after this step (no bootstrap)
+  path_end [N]  1.0 on the last step of each segment (terminal, truncated or cut)
+  end_obs [P, *obs_shape]  the state after each segment end, in order, to bootstrap from
+  episode_return [M], episode_length [M]  episodes completed during this batch
+  time_policy, time_env  seconds of this batch spent acting and inside the simulators
+"""
+import time
+
+import numpy as np
+
+
+class SinglePathSampler:
+    def __init__(self, envs, dist, steps_per_env, seed):
+        self.envs = envs
+        self.dist = dist
+        self.steps_per_env = steps_per_env
+        self.rng = np.random.default_rng(seed)
+        space = envs.action_space
+        self._clip = (space.low, space.high) if not dist.discrete else None
+        self._obs = None
+        self._ep_return = np.zeros(envs.num_envs)
+        self._ep_length = np.zeros(envs.num_envs, np.int64)
+        self.batches_produced = 0
+
+    def sample(self, params_fn):
+        """One batch with the policy `params_fn` (NumPy obs [E, ...] -> params [E, P])."""
+        if self._obs is None:
+            self._obs = self.envs.reset()
+        T, E = self.steps_per_env, self.envs.num_envs
+        obs_space = self.envs.observation_space
+        obs_buf = np.empty((T, E) + obs_space.shape, np.float32 if obs_space.dtype == np.float64 else obs_space.dtype)
+        act_buf = None
+        rew_buf = np.empty((T, E), np.float32)
+        term_buf = np.zeros((T, E), np.float32)
+        end_buf = np.zeros((T, E), np.float32)
+        end_obs = {}  # flat index (env-major) -> observation after the segment end
+        episodes = []
+        time_policy = time_env = 0.0
+        for t in range(T):
+            tic = time.perf_counter()
+            obs_buf[t] = self._obs
+            actions = self.dist.sample_np(params_fn(obs_buf[t]), self.rng)
+            if act_buf is None:
+                act_buf = np.empty((T,) + actions.shape, actions.dtype)
+            act_buf[t] = actions
+            env_actions = actions if self._clip is None else np.clip(actions, *self._clip)
+            toc = time.perf_counter()
+            self._obs, rew, term, trunc, final_obs = self.envs.step(env_actions)
+            time_env += time.perf_counter() - toc
+            time_policy += toc - tic
+            rew_buf[t] = rew
+            term_buf[t] = term
+            self._ep_return += rew
+            self._ep_length += 1
+            for i, o in final_obs.items():
+                end_buf[t, i] = 1.0
+                end_obs[i * T + t] = o
+                episodes.append((self._ep_return[i], self._ep_length[i]))
+                self._ep_return[i], self._ep_length[i] = 0.0, 0
+        for i in range(E):  # the batch cut: bootstrap from the state the env is in now
+            if not end_buf[T - 1, i]:
+                end_buf[T - 1, i] = 1.0
+                end_obs[i * T + T - 1] = self._obs[i]
+        self.batches_produced += 1
+        ep = np.asarray(episodes, np.float64).reshape(-1, 2)
+        return {
+            "obs": _env_major(obs_buf),
+            "act": _env_major(act_buf),
+            "rew": _env_major(rew_buf),
+            "terminal": _env_major(term_buf),
+            "path_end": _env_major(end_buf),
+            "end_obs": np.stack([end_obs[k] for k in sorted(end_obs)]).astype(obs_buf.dtype),
+            "episode_return": ep[:, 0].astype(np.float32),
+            "episode_length": ep[:, 1].astype(np.float32),
+            "time_policy": np.float32(time_policy),
+            "time_env": np.float32(time_env),
+        }
+
+
+def _env_major(x):
+    """[T, E, ...] -> [E * T, ...] so that each env's steps are contiguous."""
+    return np.ascontiguousarray(np.swapaxes(x, 0, 1)).reshape((-1,) + x.shape[2:])

@@ -1,0 +1,59 @@
+"""TensorBoard tags in one place, and the one-line terminal report."""
+import tensorflow as tf
+
+TAGS = {
+    "return_mean": "Train/EpisodeReturnMean",
+    "return_min": "Train/EpisodeReturnMin",
+    "return_max": "Train/EpisodeReturnMax",
+    "episode_length": "Train/EpisodeLength",
+    "episodes": "Train/Episodes",
+    "env_steps": "Train/EnvSteps",
+    "steps_per_sec": "Train/EnvStepsPerSecond",
+    "sample_steps_per_sec": "Train/SamplingStepsPerSecond",
+    "surrogate_before": "Policy/SurrogateBefore",
+    "surrogate_after": "Policy/SurrogateAfter",
+    "kl": "Policy/MeanKL",
+    "entropy": "Policy/Entropy",
+    "linesearch_steps": "Policy/LineSearchSteps",
+    "step_accepted": "Policy/StepAccepted",
+    "cg_residual": "Policy/CGResidual",
+    "grad_norm": "Policy/GradNorm",
+    "step_norm": "Policy/StepNorm",
+    "value_loss_before": "Value/LossBefore",
+    "value_loss_after": "Value/LossAfter",
+    "explained_variance": "Value/ExplainedVariance",
+    "time_sample": "Time/Sample",
+    "time_sample_policy": "Time/SamplePolicy",
+    "time_sample_env": "Time/SampleEnv",
+    "time_advantage": "Time/Advantage",
+    "time_update": "Time/Update",
+    "time_value": "Time/ValueFit",
+    "time_iteration": "Time/Iteration",
+}
+
+
+def write_scalars(writer, step, metrics):
+    """Every known metric as a scalar at `step`; NaN (no episode finished) is skipped."""
+    with writer.as_default(step=step):
+        for key, value in metrics.items():
+            if key in TAGS and value == value:
+                tf.summary.scalar(TAGS[key], value)
+    writer.flush()
+
+
+def write_flags(writer, cfg_dict):
+    """The run's settings as a Markdown table under Run/Config."""
+    rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(cfg_dict.items()))
+    with writer.as_default(step=0):
+        tf.summary.text("Run/Config", "| flag | value |\n|---|---|\n" + rows)
+    writer.flush()
+
+
+def progress_line(it, iterations, m):
+    ret = ("      -" if m["return_mean"] != m["return_mean"]
+           else f"{m['return_mean']:7.1f} [{m['return_min']:.0f}, {m['return_max']:.0f}]")
+    return (f"it {it + 1:4d}/{iterations} | steps {int(m['env_steps']):>9,} | return {ret}"
+            f" | kl {m['kl']:.4f} ls {int(m['linesearch_steps'])} | ent {m['entropy']:+.2f}"
+            f" | ev {m['explained_variance']:+.2f} | {m['steps_per_sec']:,.0f} steps/s"
+            f" | {m['time_iteration']:.2f}s (sample {m['time_sample']:.2f}, adv"
+            f" {m['time_advantage']:.2f}, update {m['time_update']:.2f}, vf {m['time_value']:.2f})")

@@ -1,0 +1,167 @@
+"""The training loop: wires environments -> sampler -> tf.data -> advantages -> TRPO update
+-> value fit -> summaries / checkpoints / export. Everything it needs comes from a Config."""
+import dataclasses
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from trpo_tf import advantages as adv_lib
+from trpo_tf import distributions, envs, pipeline, policies, summaries
+from trpo_tf.checkpoint import Checkpointer
+from trpo_tf.export import export_policy
+from trpo_tf.sampling.single_path import SinglePathSampler
+from trpo_tf.update import TRPOLearner
+from trpo_tf.value import ValueFitter
+
+
+def make_advantage_fn(value_net, cfg, obs_spec):
+    """A tf.function: batch -> (advantages, value targets, explained variance) (traced once)."""
+    per_step = tf.TensorSpec((None,), tf.float32)
+
+    @tf.function(input_signature=[obs_spec, obs_spec, per_step, per_step, per_step])
+    def advantage_fn(obs, end_obs, rew, terminal, path_end):
+        values = value_net(obs)
+        next_values = adv_lib.next_state_values(values, value_net(end_obs), path_end)
+        adv, targets = adv_lib.advantages_and_targets(
+            cfg.advantage, rew, values, next_values, terminal, path_end, cfg.gamma,
+            cfg.gae_lambda)
+        if cfg.normalize_advantages:
+            adv = adv_lib.normalize(adv)
+        return adv, targets, adv_lib.explained_variance(values, targets)
+
+    return advantage_fn
+
+
+def episode_metrics(batch):
+    returns, lengths = batch["episode_return"].numpy(), batch["episode_length"].numpy()
+    if returns.size == 0:
+        nan = float("nan")
+        return {"return_mean": nan, "return_min": nan, "return_max": nan,
+                "episode_length": nan, "episodes": 0.0}
+    return {"return_mean": float(returns.mean()), "return_min": float(returns.min()),
+            "return_max": float(returns.max()), "episode_length": float(lengths.mean()),
+            "episodes": float(returns.size)}
+
+
+class Trainer:
+    """Holds the run's objects; `run()` trains from the last checkpoint to cfg.iterations."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        keras.utils.set_random_seed(cfg.seed)
+        self.spec = envs.resolve_env(cfg.env)
+        self.envs = envs.EnvGroup(self.spec, cfg.num_envs, cfg.seed, cfg.max_path_length or None)
+        self.dist = distributions.for_action_space(self.envs.action_space)
+        obs_space = self.envs.observation_space
+        hidden = cfg.policy_hidden if cfg.policy_hidden is not None else self.spec.policy_hidden
+        self.policy, self.value_net = policies.build_models(
+            obs_space.shape[0], self.dist, hidden, cfg.value_hidden, cfg.normalize_obs,
+            cfg.init_log_std)
+        self.signature = pipeline.batch_signature(obs_space.shape, np.float32, self.dist)
+        obs_spec = self.signature["obs"]
+        self.sampler = SinglePathSampler(self.envs, self.dist, cfg.steps_per_env, cfg.seed)
+        self.dataset = pipeline.batch_dataset(
+            lambda: self.sampler.sample(self.policy.numpy_fn()), self.signature)
+        self.advantage_fn = make_advantage_fn(self.value_net, cfg, obs_spec)
+        self.learner = TRPOLearner(
+            self.policy, self.dist, obs_spec, self.signature["act"], cfg.max_kl, cfg.cg_iters,
+            cfg.cg_damping, cfg.fvp_subsample, cfg.ls_shrink, cfg.ls_max_backtracks)
+        self.value_fitter = ValueFitter(
+            self.value_net, obs_spec, cfg.vf_lr, cfg.vf_epochs, cfg.vf_minibatch)
+        self.checkpointer = Checkpointer(
+            os.path.join(cfg.logdir, "checkpoints"), self.policy, self.value_net,
+            self.value_fitter.optimizer)
+        self.writer = tf.summary.create_file_writer(cfg.logdir)
+
+    def log(self, line):
+        if not self.cfg.quiet:
+            print(line, flush=True)
+
+    def iteration(self, batch):
+        """Advantages, TRPO step, value fit and normaliser update on one batch -> metrics."""
+        t0 = time.perf_counter()
+        adv, targets, ev = self.advantage_fn(
+            batch["obs"], batch["end_obs"], batch["rew"], batch["terminal"], batch["path_end"])
+        t1 = time.perf_counter()
+        metrics = {k: float(v) for k, v in self.learner.step(batch["obs"], batch["act"], adv).items()}
+        t2 = time.perf_counter()
+        vf = self.value_fitter.fit(batch["obs"], targets)
+        t3 = time.perf_counter()
+        self.policy.normalizer.update(batch["obs"].numpy())
+        metrics.update(
+            explained_variance=float(ev), value_loss_before=float(vf["loss_before"]),
+            value_loss_after=float(vf["loss_after"]), time_advantage=t1 - t0,
+            time_update=t2 - t1, time_value=t3 - t2)
+        return metrics
+
+    def export(self):
+        return export_policy(self.policy, self.dist, self.signature["obs"], self.spec.gym_id,
+                             self.cfg.policy_export_dir)
+
+    def run(self):
+        """Train; returns the list of per-iteration metric dicts of this invocation."""
+        cfg = self.cfg
+        start, env_steps = (0, 0) if cfg.resume == "never" else self.checkpointer.restore_latest()
+        if start:
+            self.log(f"resuming {cfg.logdir} after iteration {start} ({env_steps:,} steps)")
+        else:
+            summaries.write_flags(self.writer, dataclasses.asdict(cfg))
+        self.log(f"trpo_tf: {self.spec.name} ({self.spec.gym_id}), {self.dist.__class__.__name__} "
+                 f"policy, {sum(int(np.prod(v.shape)) for v in self.policy.trainable_variables)} "
+                 f"parameters, {cfg.num_envs} envs x {cfg.steps_per_env} steps per iteration")
+        history = []
+        batches = iter(self.dataset)
+        for it in range(start, cfg.iterations):
+            t0 = time.perf_counter()
+            batch = next(batches)
+            t_sample = time.perf_counter() - t0
+            if self.sampler.batches_produced != it - start + 1:
+                raise RuntimeError("tf.data sampled ahead of the update: batches are off-policy")
+            n = int(batch["rew"].shape[0])
+            env_steps += n
+            m = self.iteration(batch)
+            m.update(episode_metrics(batch))
+            m.update(env_steps=env_steps, time_sample=t_sample,
+                     time_sample_policy=float(batch["time_policy"]),
+                     time_sample_env=float(batch["time_env"]),
+                     time_iteration=time.perf_counter() - t0)
+            m["steps_per_sec"] = n / m["time_iteration"]
+            m["sample_steps_per_sec"] = n / t_sample
+            summaries.write_scalars(self.writer, it + 1, m)
+            self.log(summaries.progress_line(it, cfg.iterations, m))
+            if cfg.checkpoint_every and ((it + 1) % cfg.checkpoint_every == 0
+                                         or it + 1 == cfg.iterations):
+                self.checkpointer.save(it + 1, env_steps)
+            if cfg.export_every and (it + 1) % cfg.export_every == 0:
+                self.export()
+            history.append(m)
+        path = self.export()
+        self.log(f"exported policy to {path}")
+        return history
+
+    def close(self):
+        self.envs.close()
+        self.writer.close()
+
+
+def train(cfg):
+    trainer = Trainer(cfg)
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()
+
+
+def main_guard(fn):
+    """Run fn(); a user error (bad flag or env) is one line on stderr and exit code 2."""
+    from trpo_tf.config import ConfigError
+
+    try:
+        return fn()
+    except (ConfigError, envs.EnvError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
