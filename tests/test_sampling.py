@@ -1,0 +1,86 @@
+import numpy as np
+import tensorflow as tf
+
+from trpo_tf import envs, pipeline
+from trpo_tf.distributions import for_action_space
+from trpo_tf.sampling.single_path import SinglePathSampler
+
+
+def zero_policy(dist):
+    return lambda obs: np.zeros((len(obs), dist.param_dim), np.float32)  # mean 0, std 1
+
+
+def make_sampler(name="Cartpole", num_envs=3, steps=50, seed=0, max_path_length=None):
+    group = envs.EnvGroup(envs.resolve_env(name), num_envs, seed, max_path_length)
+    dist = for_action_space(group.action_space)
+    return SinglePathSampler(group, dist, steps, seed), dist
+
+
+def test_batch_structure_paths_and_episodes():
+    sampler, dist = make_sampler(max_path_length=20)
+    batch = sampler.sample(zero_policy(dist))
+    n = 3 * 50
+    assert batch["obs"].shape == (n, 4) and batch["obs"].dtype == np.float32
+    assert batch["act"].shape == (n, 1) and batch["rew"].shape == (n,)
+    end = batch["path_end"].astype(bool)
+    assert batch["end_obs"].shape == (end.sum(), 4)
+    assert np.all(end[batch["terminal"].astype(bool)])           # terminal => path end
+    assert np.all(end.reshape(3, 50)[:, -1])                     # the batch cut ends every env's run
+    # every completed episode (terminated, or truncated at 20 steps) is reported
+    assert len(batch["episode_return"]) > 0 and batch["episode_length"].max() <= 20
+
+
+def test_vectorised_batch_replays_exactly_in_single_envs():
+    """Env i's contiguous slice of the batch is the trajectory one env seeded seed+i yields
+    under the same actions: layout, resets, end observations and rewards all line up."""
+    sampler, dist = make_sampler(num_envs=3, steps=40, seed=7, max_path_length=15)
+    batch = sampler.sample(lambda obs: np.tile([[0.3, -0.5]], (len(obs), 1)).astype(np.float32))
+    ends = np.flatnonzero(batch["path_end"])
+    for i in range(3):
+        env = envs.make_env(envs.resolve_env("Cartpole"), 15)
+        obs, _ = env.reset(seed=7 + i)
+        for t in range(40):
+            k = i * 40 + t
+            np.testing.assert_allclose(batch["obs"][k], obs, rtol=1e-6)
+            obs, rew, term, trunc, _ = env.step(np.clip(batch["act"][k], -3, 3))
+            assert batch["rew"][k] == np.float32(rew) and batch["terminal"][k] == term
+            if term or trunc or t == 39:
+                assert batch["path_end"][k] == 1.0
+                np.testing.assert_allclose(batch["end_obs"][np.searchsorted(ends, k)], obs, rtol=1e-6)
+                if term or trunc:
+                    obs, _ = env.reset()
+        env.close()
+
+
+def test_truncation_is_not_terminal():
+    sampler, dist = make_sampler("Swimmer", num_envs=1, steps=25, max_path_length=10)
+    batch = sampler.sample(zero_policy(dist))
+    assert batch["terminal"].sum() == 0                        # Swimmer never terminates
+    np.testing.assert_array_equal(np.flatnonzero(batch["path_end"]), [9, 19, 24])
+    np.testing.assert_array_equal(batch["episode_length"], [10, 10])
+
+
+def test_cut_paths_continue_into_the_next_batch():
+    sampler, dist = make_sampler("Swimmer", num_envs=1, steps=6, max_path_length=10)
+    first = sampler.sample(zero_policy(dist))
+    second = sampler.sample(zero_policy(dist))
+    np.testing.assert_array_equal(second["obs"][0], first["end_obs"][-1])
+    np.testing.assert_array_equal(second["episode_length"], [10])
+
+
+def test_same_seed_same_batch():
+    a = make_sampler(seed=3)[0].sample(zero_policy(make_sampler()[1]))
+    b = make_sampler(seed=3)[0].sample(zero_policy(make_sampler()[1]))
+    for key in ("obs", "act", "rew", "path_end", "end_obs"):
+        np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_dataset_draws_one_batch_per_element_and_never_ahead():
+    sampler, dist = make_sampler()
+    signature = pipeline.batch_signature((4,), np.float32, dist)
+    dataset = pipeline.batch_dataset(lambda: sampler.sample(zero_policy(dist)), signature)
+    it = iter(dataset)
+    for k in range(1, 4):
+        batch = next(it)
+        assert sampler.batches_produced == k
+        assert batch["obs"].dtype == tf.float32 and batch["obs"].shape[0] == 150

@@ -1,0 +1,173 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from trpo_tf import update as U
+from trpo_tf.distributions import Categorical, DiagGaussian
+from trpo_tf.policies import build_models
+
+
+def small_policy(dist, obs_dim=3, hidden=(5,), seed=0):
+    keras.utils.set_random_seed(seed)
+    policy, _ = build_models(obs_dim, dist, hidden, (4,), normalize_obs=False, init_log_std=-0.3)
+    return policy
+
+
+def perturb(policy, scale, seed):
+    """Move the parameters away from the near-zero output init so every term matters."""
+    theta = U.get_flat(policy.trainable_variables)
+    noise = np.random.default_rng(seed).standard_normal(theta.shape).astype(np.float32)
+    U.set_flat(policy.trainable_variables, theta + scale * noise)
+
+
+def test_get_set_flat_round_trip():
+    policy = small_policy(DiagGaussian(2))
+    variables = policy.trainable_variables
+    theta = U.get_flat(variables).numpy()
+    n = sum(int(np.prod(v.shape)) for v in variables)
+    assert theta.shape == (n,)
+    new = np.arange(n, dtype=np.float32)
+    U.set_flat(variables, new)
+    np.testing.assert_array_equal(U.get_flat(variables).numpy(), new)
+    np.testing.assert_array_equal(policy.log_std.numpy(), new[:2])  # first variable is log_std
+
+
+@pytest.mark.parametrize("dist", [DiagGaussian(2), Categorical(3)], ids=["gaussian", "categorical"])
+def test_fisher_vector_product_equals_explicit_kl_hessian_and_finite_differences(dist):
+    policy = small_policy(dist)
+    perturb(policy, 0.5, seed=1)
+    variables = policy.trainable_variables
+    obs = tf.constant(np.random.default_rng(2).standard_normal((16, 3)), tf.float32)
+    old = tf.stop_gradient(policy(obs))
+    kl_fn = lambda: U.mean_kl(dist, old, policy(obs))
+    theta0 = U.get_flat(variables)
+    n = int(theta0.shape[0])
+
+    # the explicit Hessian of the mean KL at theta_old, row by row (a jacobian of the gradient)
+    with tf.GradientTape() as outer:
+        with tf.GradientTape() as inner:
+            kl = kl_fn()
+        grad = U.flat_concat(inner.gradient(kl, variables))
+    jacobians = outer.jacobian(grad, variables)  # one [n, *var.shape] per variable
+    hessian = tf.concat([tf.reshape(j, [n, -1]) for j in jacobians], axis=1).numpy()
+    assert np.allclose(hessian, hessian.T, atol=1e-5)
+
+    v = np.random.default_rng(3).standard_normal(n).astype(np.float32)
+    fvp = U.fisher_vector_product(kl_fn, variables, tf.constant(v)).numpy()
+    np.testing.assert_allclose(fvp, hessian @ v, rtol=1e-4, atol=1e-5)
+
+    # central finite differences of the KL gradient along v
+    def grad_at(theta):
+        U.set_flat(variables, theta)
+        with tf.GradientTape() as tape:
+            value = kl_fn()
+        return U.flat_concat(tape.gradient(value, variables)).numpy()
+
+    eps = 1e-2
+    fd = (grad_at(theta0 + eps * v) - grad_at(theta0 - eps * v)) / (2 * eps)
+    U.set_flat(variables, theta0)
+    np.testing.assert_allclose(fvp, fd, rtol=2e-2, atol=2e-3)
+
+
+def test_conjugate_gradient_matches_direct_solve():
+    rng = np.random.default_rng(0)
+    m = rng.standard_normal((8, 8))
+    a = (m @ m.T + 0.5 * np.eye(8)).astype(np.float64)
+    b = rng.standard_normal(8)
+    x, residual = U.conjugate_gradient(lambda p: tf.linalg.matvec(a, p), tf.constant(b), 8)
+    np.testing.assert_allclose(x.numpy(), np.linalg.solve(a, b), rtol=1e-6, atol=1e-8)
+    assert float(residual) < 1e-6
+    # fewer iterations: a worse but honest answer, its residual reported
+    x3, r3 = U.conjugate_gradient(lambda p: tf.linalg.matvec(a, p), tf.constant(b), 3)
+    np.testing.assert_allclose(float(r3), np.linalg.norm(b - a @ x3.numpy()), rtol=1e-6)
+
+
+def test_max_step_length_puts_quadratic_kl_at_delta():
+    a = np.diag([2.0, 8.0])
+    s = np.array([1.0, 1.0])
+    beta = float(U.max_step_length(tf.constant(s), tf.constant(a @ s), 0.01))
+    assert 0.5 * (beta * s) @ a @ (beta * s) == pytest.approx(0.01)
+
+
+def test_surrogate_gradient_at_theta_old_is_the_policy_gradient():
+    dist = DiagGaussian(2)
+    policy = small_policy(dist)
+    perturb(policy, 0.3, seed=4)
+    variables = policy.trainable_variables
+    rng = np.random.default_rng(5)
+    obs = tf.constant(rng.standard_normal((32, 3)), tf.float32)
+    act = tf.constant(rng.standard_normal((32, 2)), tf.float32)
+    adv = tf.constant(rng.standard_normal(32), tf.float32)
+    old_logp = dist.log_prob(policy(obs), act)
+    with tf.GradientTape() as tape:
+        gain = U.surrogate_gain(dist, policy(obs), act, tf.stop_gradient(old_logp), adv)
+    g_surr = U.flat_concat(tape.gradient(gain, variables)).numpy()
+    with tf.GradientTape() as tape:
+        pg = tf.reduce_mean(dist.log_prob(policy(obs), act) * adv)  # E[grad log pi * A]
+    g_pg = U.flat_concat(tape.gradient(pg, variables)).numpy()
+    np.testing.assert_allclose(g_surr, g_pg, rtol=1e-5, atol=1e-7)
+    # and the policy gradient against a numerical derivative of the surrogate
+    theta0 = U.get_flat(variables).numpy()
+    eps, i = 1e-3, 2
+    e = np.zeros_like(theta0)
+    e[i] = eps
+
+    def gain_at(theta):
+        U.set_flat(variables, theta)
+        return float(U.surrogate_gain(dist, policy(obs), act, old_logp, adv))
+
+    numeric = (gain_at(theta0 + e) - gain_at(theta0 - e)) / (2 * eps)
+    assert numeric == pytest.approx(g_pg[i], rel=1e-2, abs=1e-4)
+
+
+def test_line_search_takes_first_improving_step_within_kl():
+    # gain(theta) = theta, kl(theta) = theta^2: the full step 1.0 violates KL <= 0.3;
+    # shrink 0.5 -> 0.5 (kl 0.25) is accepted after 2 tries.
+    evaluate = lambda th: (th[0], th[0] ** 2)
+    theta, accepted, tried, gain, kl = U.backtracking_line_search(
+        evaluate, tf.constant([0.0]), tf.constant([1.0]), tf.constant(0.0), 0.3, 0.5, 10)
+    assert bool(accepted) and int(tried) == 2
+    assert float(theta[0]) == pytest.approx(0.5) and float(kl) == pytest.approx(0.25)
+
+
+def test_line_search_rejects_when_nothing_improves_or_is_finite():
+    for evaluate in (lambda th: (-th[0], th[0] ** 2),                    # only worse
+                     lambda th: (th[0] * np.nan, th[0] ** 2)):          # NaN gain
+        theta, accepted, tried, gain, kl = U.backtracking_line_search(
+            evaluate, tf.constant([0.0]), tf.constant([1.0]), tf.constant(0.0), 0.3, 0.5, 4)
+        assert not bool(accepted) and int(tried) == 4
+        assert float(theta[0]) == 0.0 and float(kl) == 0.0
+
+
+def make_learner(dist, policy, max_kl=0.01):
+    obs_spec = tf.TensorSpec((None, 3), tf.float32)
+    act_spec = (tf.TensorSpec((None,), tf.int32) if dist.discrete
+                else tf.TensorSpec((None, dist.act_dim), tf.float32))
+    return U.TRPOLearner(policy, dist, obs_spec, act_spec, max_kl=max_kl, cg_iters=10,
+                         cg_damping=0.01, fvp_subsample=0.5, ls_shrink=0.8, ls_max_backtracks=10)
+
+
+def random_batch(dist, n, seed):
+    rng = np.random.default_rng(seed)
+    obs = rng.standard_normal((n, 3)).astype(np.float32)
+    act = (rng.integers(0, dist.num_actions, n).astype(np.int32) if dist.discrete
+           else rng.standard_normal((n, dist.act_dim)).astype(np.float32))
+    adv = (obs[:, 0] + 0.1 * rng.standard_normal(n)).astype(np.float32)
+    return obs, act, adv
+
+
+@pytest.mark.parametrize("dist", [DiagGaussian(2), Categorical(3)], ids=["gaussian", "categorical"])
+def test_trpo_step_respects_kl_bound_improves_surrogate_and_traces_once(dist):
+    policy = small_policy(dist)
+    learner = make_learner(dist, policy, max_kl=0.01)
+    for i, n in enumerate((200, 333, 257)):  # new batch sizes must not retrace
+        obs, act, adv = random_batch(dist, n, seed=i)
+        before = policy(obs)
+        m = learner.step(obs, act, adv)
+        assert float(m["step_accepted"]) == 1.0
+        assert float(m["surrogate_after"]) > float(m["surrogate_before"])
+        kl = float(U.mean_kl(dist, before, policy(obs)))
+        assert kl == pytest.approx(float(m["kl"]), rel=1e-4)
+        assert 0.0 < kl <= 0.01
+    assert learner.trace_count == 1

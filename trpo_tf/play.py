@@ -1,0 +1,67 @@
+"""python -m trpo_tf.play --policy=runs/default/policy [--env=Cartpole] [--episodes=10]
+
+Loads an exported SavedModel and prints the return of N episodes, acting deterministically
+(mean / argmax) and stochastically (sampled actions)."""
+import os
+
+from absl import app, flags, logging
+
+flags.DEFINE_string("policy", None, "Directory of an exported policy (SavedModel).")
+flags.DEFINE_string("env", None, "Env short name or gymnasium id; default: the one it was trained on.")
+flags.DEFINE_integer("episodes", 10, "Episodes per mode.")
+flags.DEFINE_integer("seed", 1000, "Seed of the first episode's reset.")
+flags.DEFINE_integer("max_path_length", 0, "Truncate episodes at this length; 0 = the env's limit.")
+FLAGS = flags.FLAGS
+
+
+def run_episodes(serve, env, episodes, seed, deterministic):
+    """Returns of `episodes` episodes acting with the exported policy."""
+    import numpy as np
+    import tensorflow as tf
+
+    key = "deterministic_action" if deterministic else "action"
+    box = hasattr(env.action_space, "low")
+    returns = []
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        total, done = 0.0, False
+        while not done:
+            action = serve(tf.constant(obs[None], tf.float32))[key].numpy()[0]
+            if box:
+                action = np.clip(action, env.action_space.low, env.action_space.high)
+            obs, rew, term, trunc, _ = env.step(action)
+            total += rew
+            done = term or trunc
+        returns.append(total)
+    return np.asarray(returns)
+
+
+def main(argv):
+    del argv
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    from trpo_tf import envs
+    from trpo_tf.export import load_policy
+    from trpo_tf.train import main_guard
+
+    def play():
+        if not FLAGS.policy or not os.path.isfile(os.path.join(FLAGS.policy, "saved_model.pb")):
+            raise envs.EnvError(f"--policy={FLAGS.policy!r} is not an exported policy directory "
+                                "(no saved_model.pb in it)")
+        serve, env_id = load_policy(FLAGS.policy)
+        spec = envs.resolve_env(FLAGS.env or env_id)
+        env = envs.make_env(spec, FLAGS.max_path_length or None)
+        try:
+            for deterministic in (True, False):
+                r = run_episodes(serve, env, FLAGS.episodes, FLAGS.seed, deterministic)
+                mode = "deterministic" if deterministic else "stochastic"
+                print(f"{spec.gym_id} {mode:>13}: return {r.mean():.1f} +- {r.std():.1f} "
+                      f"(min {r.min():.1f}, max {r.max():.1f}) over {len(r)} episodes", flush=True)
+        finally:
+            env.close()
+
+    main_guard(play)
+
+
+if __name__ == "__main__":
+    app.run(main)
