@@ -1,0 +1,64 @@
+"""The command line: bad input is one line naming the flag, exit code 2; a run works."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from trpo_tf.config import Config, ConfigError, validate
+
+
+def launch(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "trpo_tf.launch", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--env=NoSuchEnv-v9"], "--env='NoSuchEnv-v9' is neither a short name (Cartpole, Swimmer, Hopper, Walker)"),
+    (["--max_kl=0"], "--max_kl must be > 0"),
+    (["--gamma=1.5"], "--gamma must be in (0, 1]"),
+    (["--gae_lambda=-0.1"], "--gae_lambda must be in [0, 1]"),
+    (["--batch_steps=4", "--num_envs=8"], "--batch_steps must be >= --num_envs=8"),
+    (["--policy_hidden=64,x"], "--policy_hidden must be a comma-separated list of positive ints"),
+])
+def test_bad_input_is_one_clear_line_and_exit_2(args, needle):
+    out = launch(*args, "--logdir=/nonexistent-never-written")
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_validate_catches_each_bad_value():
+    for bad in (dict(iterations=0), dict(cg_iters=0), dict(cg_damping=-1.0), dict(fvp_subsample=0.0),
+                dict(ls_shrink=1.0), dict(advantage="td"), dict(resume="maybe"), dict(vf_lr=0.0)):
+        with pytest.raises(ConfigError, match="--" + next(iter(bad))):
+            validate(Config(**bad))
+    assert validate(Config()) == Config()
+
+
+def test_short_run_from_a_flagfile_prints_progress_and_exports(tmp_path):
+    out = launch("--flagfile=launch/cartpole_quick.cfg", "--iterations=2", "--batch_steps=500",
+                 f"--logdir={tmp_path}")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[0].startswith("trpo_tf: Cartpole (InvertedPendulum-v5)")
+    assert [line[:12] for line in lines[1:3]] == ["it    1/2 | ", "it    2/2 | "]
+    assert lines[-1] == f"exported policy to {tmp_path}/policy"
+    assert out.stderr.strip() == ""  # no TensorFlow start-up logs
+    assert os.path.isfile(tmp_path / "policy" / "saved_model.pb")
+
+
+def test_every_flagfile_parses_to_a_valid_config():
+    from absl import flags
+
+    import trpo_tf.launch as launch_mod
+
+    for name in sorted(os.listdir("launch")):
+        fv = flags.FlagValues()
+        for flag in launch_mod.FLAGS.get_key_flags_for_module(launch_mod):
+            fv[flag.name] = flag  # our flags only, reset to their defaults below
+        fv.unparse_flags()
+        fv(["prog", f"--flagfile=launch/{name}"])
+        cfg = launch_mod.config_from_flags(fv)
+        assert cfg.logdir.startswith("runs/"), name
