@@ -11,7 +11,7 @@ def zero_policy(dist):
 
 
 def make_sampler(name="Cartpole", num_envs=3, steps=50, seed=0, max_path_length=None):
-    group = envs.EnvGroup(envs.resolve_env(name), num_envs, seed, max_path_length)
+    group = envs.GymnasiumEnvs(envs.resolve_env(name), num_envs, seed, max_path_length)
     dist = for_action_space(group.action_space)
     return SinglePathSampler(group, dist, steps, seed), dist
 

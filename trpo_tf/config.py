@@ -17,6 +17,8 @@ class Config:
     iterations: int = 40
     batch_steps: int = 5000          # environment steps per iteration
     num_envs: int = 8                # envs stepped together
+    env_backend: str = "auto"        # auto | envpool | gymnasium
+    env_threads: int = 0             # EnvPool worker threads; 0 = min(num_envs, cores)
     max_path_length: int = 0         # 0: the env's own time limit
     gamma: float = 0.99
     gae_lambda: float = 0.97
@@ -60,6 +62,9 @@ def validate(cfg):
     """Raise ConfigError naming the first bad flag; checks values only, not the env."""
     _check(cfg.iterations >= 1, f"--iterations must be >= 1 (got {cfg.iterations})")
     _check(cfg.num_envs >= 1, f"--num_envs must be >= 1 (got {cfg.num_envs})")
+    _check(cfg.env_backend in ("auto", "envpool", "gymnasium"),
+           f"--env_backend must be auto|envpool|gymnasium (got {cfg.env_backend!r})")
+    _check(cfg.env_threads >= 0, f"--env_threads must be >= 0 (got {cfg.env_threads})")
     _check(cfg.batch_steps >= cfg.num_envs,
            f"--batch_steps must be >= --num_envs={cfg.num_envs} (got {cfg.batch_steps})")
     _check(cfg.max_path_length >= 0,

@@ -1,6 +1,7 @@
 """Environments: the paper's short names, any gymnasium id, and a group of envs stepped
 together with automatic reset (the gymnasium backend of vectorised sampling)."""
 import dataclasses
+import os
 
 import gymnasium as gym
 import numpy as np
@@ -52,14 +53,16 @@ def make_env(spec, max_path_length=None):
         raise EnvError(f"--env={spec.name!r}: gymnasium could not make {spec.gym_id}: {err}") from err
 
 
-class EnvGroup:
-    """n envs stepped in lock-step with NumPy arrays in and out; done envs reset themselves.
+class GymnasiumEnvs:
+    """n gymnasium envs stepped in lock-step with NumPy arrays in and out; done envs reset
+    themselves in the same step (any registered id; the backend vine needs).
 
     step() returns the observation to act on next (after any reset) and, for envs whose path
     ended this step, the true final observation (needed to bootstrap a truncated path).
     """
 
-    def __init__(self, spec, num_envs, seed, max_path_length=None):
+    def __init__(self, spec, num_envs, seed, max_path_length=None, num_threads=0):
+        del num_threads  # one Python thread steps them all
         self.envs = [make_env(spec, max_path_length) for _ in range(num_envs)]
         self.observation_space = self.envs[0].observation_space
         self.action_space = self.envs[0].action_space
@@ -85,3 +88,73 @@ class EnvGroup:
     def close(self):
         for env in self.envs:
             env.close()
+
+
+class EnvPoolEnvs:
+    """The same interface over EnvPool (C++ threads). EnvPool resets a done env on the *next*
+    step and returns a dummy transition then; resetting the done envs at once instead gives
+    gymnasium's same-step semantics, so the sampler cannot tell the backends apart."""
+
+    def __init__(self, spec, num_envs, seed, max_path_length=None, num_threads=0):
+        import envpool
+
+        kwargs = {"env_type": "gymnasium", "num_envs": num_envs, "batch_size": num_envs,
+                  "seed": seed, "num_threads": num_threads or min(num_envs, os.cpu_count() or 1)}
+        if max_path_length:
+            kwargs["max_episode_steps"] = max_path_length
+        self.pool = envpool.make(spec.gym_id, **kwargs)
+        self.observation_space = self.pool.observation_space
+        self.action_space = self.pool.action_space
+        self.num_envs = num_envs
+
+    def reset(self):
+        obs, info = self.pool.reset()
+        return _by_env_id(obs, info)
+
+    def step(self, actions):
+        obs, rew, term, trunc, info = self.pool.step(actions)
+        order = np.argsort(info["env_id"])
+        obs, rew, term, trunc = obs[order], rew[order], term[order], trunc[order]
+        done = np.flatnonzero(term | trunc)
+        final_obs = {}
+        if done.size:
+            final_obs = {i: obs[i].copy() for i in done}
+            reset_obs, reset_info = self.pool.reset(done.astype(np.int32))
+            obs[np.sort(reset_info["env_id"])] = _by_env_id(reset_obs, reset_info)
+        return obs, rew, term, trunc, final_obs
+
+    def close(self):
+        self.pool.close()
+
+
+def _by_env_id(obs, info):
+    return obs[np.argsort(info["env_id"])]
+
+
+def envpool_ids():
+    """Env ids EnvPool can make here (empty if EnvPool is not installed)."""
+    try:
+        import envpool
+    except ImportError:
+        return frozenset()
+    return frozenset(envpool.list_all_envs())
+
+
+BACKENDS = {"gymnasium": GymnasiumEnvs, "envpool": EnvPoolEnvs}
+
+
+def pick_backend(spec, backend):
+    """--env_backend: auto = EnvPool where it has the env, gymnasium otherwise."""
+    if backend != "auto" and backend not in BACKENDS:
+        raise EnvError(f"--env_backend must be auto|{'|'.join(BACKENDS)} (got {backend!r})")
+    if backend == "auto":
+        return "envpool" if spec.gym_id in envpool_ids() else "gymnasium"
+    if backend == "envpool" and spec.gym_id not in envpool_ids():
+        raise EnvError(f"--env_backend=envpool: EnvPool is not installed or has no {spec.gym_id}; "
+                       "use --env_backend=gymnasium or auto")
+    return backend
+
+
+def make_env_group(spec, backend, num_envs, seed, max_path_length=None, num_threads=0):
+    """num_envs envs of `spec` behind the backend's common interface."""
+    return BACKENDS[pick_backend(spec, backend)](spec, num_envs, seed, max_path_length, num_threads)

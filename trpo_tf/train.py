@@ -54,7 +54,9 @@ class Trainer:
         self.cfg = cfg
         keras.utils.set_random_seed(cfg.seed)
         self.spec = envs.resolve_env(cfg.env)
-        self.envs = envs.EnvGroup(self.spec, cfg.num_envs, cfg.seed, cfg.max_path_length or None)
+        self.backend = envs.pick_backend(self.spec, cfg.env_backend)
+        self.envs = envs.make_env_group(self.spec, self.backend, cfg.num_envs, cfg.seed,
+                                        cfg.max_path_length or None, cfg.env_threads)
         self.dist = distributions.for_action_space(self.envs.action_space)
         obs_space = self.envs.observation_space
         hidden = cfg.policy_hidden if cfg.policy_hidden is not None else self.spec.policy_hidden
@@ -112,7 +114,7 @@ class Trainer:
             summaries.write_flags(self.writer, dataclasses.asdict(cfg))
         self.log(f"trpo_tf: {self.spec.name} ({self.spec.gym_id}), {self.dist.__class__.__name__} "
                  f"policy, {sum(int(np.prod(v.shape)) for v in self.policy.trainable_variables)} "
-                 f"parameters, {cfg.num_envs} envs x {cfg.steps_per_env} steps per iteration")
+                 f"parameters, {cfg.num_envs} {self.backend} envs x {cfg.steps_per_env} steps per iteration")
         history = []
         batches = iter(self.dataset)
         for it in range(start, cfg.iterations):
