@@ -61,6 +61,8 @@ class GymnasiumEnvs:
     ended this step, the true final observation (needed to bootstrap a truncated path).
     """
 
+    autoreset_next_step = False
+
     def __init__(self, spec, num_envs, seed, max_path_length=None, num_threads=0):
         del num_threads  # one Python thread steps them all
         self.envs = [make_env(spec, max_path_length) for _ in range(num_envs)]
@@ -91,9 +93,12 @@ class GymnasiumEnvs:
 
 
 class EnvPoolEnvs:
-    """The same interface over EnvPool (C++ threads). EnvPool resets a done env on the *next*
-    step and returns a dummy transition then; resetting the done envs at once instead gives
-    gymnasium's same-step semantics, so the sampler cannot tell the backends apart."""
+    """The same interface over EnvPool (C++ threads). EnvPool resets a done env on its *next*
+    step, ignoring that step's action and returning the first observation of the new episode
+    with reward 0: `autoreset_next_step` tells the sampler to drop those rows (resetting at
+    once instead would cost a second round trip to the threads on every step with an end)."""
+
+    autoreset_next_step = True
 
     def __init__(self, spec, num_envs, seed, max_path_length=None, num_threads=0):
         import envpool
@@ -115,12 +120,7 @@ class EnvPoolEnvs:
         obs, rew, term, trunc, info = self.pool.step(actions)
         order = np.argsort(info["env_id"])
         obs, rew, term, trunc = obs[order], rew[order], term[order], trunc[order]
-        done = np.flatnonzero(term | trunc)
-        final_obs = {}
-        if done.size:
-            final_obs = {i: obs[i].copy() for i in done}
-            reset_obs, reset_info = self.pool.reset(done.astype(np.int32))
-            obs[np.sort(reset_info["env_id"])] = _by_env_id(reset_obs, reset_info)
+        final_obs = {i: obs[i] for i in np.flatnonzero(term | trunc)}
         return obs, rew, term, trunc, final_obs
 
     def close(self):

@@ -1,7 +1,9 @@
 """Single path sampling (section 5.1): run the current policy in n envs at once.
 
 A batch is `steps_per_env` steps of each env, laid out env-major: each env's steps are
-contiguous, split into path segments. A segment ends when the env terminates, when its
+contiguous, split into path segments. (A backend that resets on the step after an end, as
+EnvPool does, spends that step on the reset: its row is dropped, so such an env contributes
+one row fewer per episode.) A segment ends when the env terminates, when its
 TimeLimit truncates it, or at the batch cut; the cut path goes on in the next batch, and its
 segment here is bootstrapped from V(next state) like a truncation, never treated as terminal.
 
@@ -29,6 +31,7 @@ class SinglePathSampler:
         self._obs = None
         self._ep_return = np.zeros(envs.num_envs)
         self._ep_length = np.zeros(envs.num_envs, np.int64)
+        self._resetting = np.zeros(envs.num_envs, bool)  # next step only resets (EnvPool)
         self.batches_produced = 0
 
     def sample(self, params_fn):
@@ -42,6 +45,7 @@ class SinglePathSampler:
         rew_buf = np.empty((T, E), np.float32)
         term_buf = np.zeros((T, E), np.float32)
         end_buf = np.zeros((T, E), np.float32)
+        valid_buf = np.ones((T, E), bool)
         end_obs = {}  # flat index (env-major) -> observation after the segment end
         episodes = []
         time_policy = time_env = 0.0
@@ -59,25 +63,30 @@ class SinglePathSampler:
             time_policy += toc - tic
             rew_buf[t] = rew
             term_buf[t] = term
+            valid_buf[t] = ~self._resetting
             self._ep_return += rew
-            self._ep_length += 1
+            self._ep_length += valid_buf[t]
+            if self.envs.autoreset_next_step:
+                self._resetting = term | trunc
             for i, o in final_obs.items():
                 end_buf[t, i] = 1.0
                 end_obs[i * T + t] = o
                 episodes.append((self._ep_return[i], self._ep_length[i]))
                 self._ep_return[i], self._ep_length[i] = 0.0, 0
         for i in range(E):  # the batch cut: bootstrap from the state the env is in now
-            if not end_buf[T - 1, i]:
-                end_buf[T - 1, i] = 1.0
-                end_obs[i * T + T - 1] = self._obs[i]
+            last = T - 1 if valid_buf[T - 1, i] else T - 2  # a reset row follows an end
+            if not end_buf[last, i]:
+                end_buf[last, i] = 1.0
+                end_obs[i * T + last] = self._obs[i]
         self.batches_produced += 1
         ep = np.asarray(episodes, np.float64).reshape(-1, 2)
+        valid = None if valid_buf.all() else _env_major(valid_buf)
         return {
-            "obs": _env_major(obs_buf),
-            "act": _env_major(act_buf),
-            "rew": _env_major(rew_buf),
-            "terminal": _env_major(term_buf),
-            "path_end": _env_major(end_buf),
+            "obs": _env_major(obs_buf, valid),
+            "act": _env_major(act_buf, valid),
+            "rew": _env_major(rew_buf, valid),
+            "terminal": _env_major(term_buf, valid),
+            "path_end": _env_major(end_buf, valid),
             "end_obs": np.stack([end_obs[k] for k in sorted(end_obs)]).astype(obs_buf.dtype),
             "episode_return": ep[:, 0].astype(np.float32),
             "episode_length": ep[:, 1].astype(np.float32),
@@ -86,6 +95,8 @@ class SinglePathSampler:
         }
 
 
-def _env_major(x):
-    """[T, E, ...] -> [E * T, ...] so that each env's steps are contiguous."""
-    return np.ascontiguousarray(np.swapaxes(x, 0, 1)).reshape((-1,) + x.shape[2:])
+def _env_major(x, valid=None):
+    """[T, E, ...] -> [E * T, ...] so that each env's steps are contiguous; then keep the
+    rows where `valid` (env-major too) is set, if given."""
+    flat = np.ascontiguousarray(np.swapaxes(x, 0, 1)).reshape((-1,) + x.shape[2:])
+    return flat if valid is None else flat[valid]
