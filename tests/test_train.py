@@ -46,7 +46,8 @@ def test_graphs_trace_once_and_summaries_and_checkpoints_are_written(tmp_path):
 
 
 def test_resume_continues_from_the_last_checkpoint(tmp_path):
-    base = dict(env="Cartpole", batch_steps=400, num_envs=2, logdir=str(tmp_path), quiet=True)
+    base = dict(env="Cartpole", batch_steps=400, num_envs=2, logdir=str(tmp_path), quiet=True,
+                env_backend="gymnasium")  # gymnasium: exactly 400 rows per batch
     train(Config(iterations=2, **base))
     trainer = Trainer(Config(iterations=4, **base))
     try:

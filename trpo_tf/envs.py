@@ -2,6 +2,7 @@
 together with automatic reset (the gymnasium backend of vectorised sampling)."""
 import dataclasses
 import os
+import warnings
 
 import gymnasium as gym
 import numpy as np
@@ -107,7 +108,9 @@ class EnvPoolEnvs:
                   "seed": seed, "num_threads": num_threads or min(num_envs, os.cpu_count() or 1)}
         if max_path_length:
             kwargs["max_episode_steps"] = max_path_length
-        self.pool = envpool.make(spec.gym_id, **kwargs)
+        with warnings.catch_warnings():  # EnvPool's float64 bounds -> gymnasium float32 Box
+            warnings.simplefilter("ignore", UserWarning)
+            self.pool = envpool.make(spec.gym_id, **kwargs)
         self.observation_space = self.pool.observation_space
         self.action_space = self.pool.action_space
         self.num_envs = num_envs
