@@ -111,8 +111,8 @@ class EnvPoolEnvs:
         with warnings.catch_warnings():  # EnvPool's float64 bounds -> gymnasium float32 Box
             warnings.simplefilter("ignore", UserWarning)
             self.pool = envpool.make(spec.gym_id, **kwargs)
-        self.observation_space = self.pool.observation_space
-        self.action_space = self.pool.action_space
+            self.observation_space = self.pool.observation_space
+            self.action_space = self.pool.action_space
         self.num_envs = num_envs
 
     def reset(self):
