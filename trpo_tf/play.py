@@ -14,33 +14,12 @@ flags.DEFINE_integer("max_path_length", 0, "Truncate episodes at this length; 0 
 FLAGS = flags.FLAGS
 
 
-def run_episodes(serve, env, episodes, seed, deterministic):
-    """Returns of `episodes` episodes acting with the exported policy."""
-    import numpy as np
-    import tensorflow as tf
-
-    key = "deterministic_action" if deterministic else "action"
-    box = hasattr(env.action_space, "low")
-    returns = []
-    for ep in range(episodes):
-        obs, _ = env.reset(seed=seed + ep)
-        total, done = 0.0, False
-        while not done:
-            action = serve(tf.constant(obs[None], tf.float32))[key].numpy()[0]
-            if box:
-                action = np.clip(action, env.action_space.low, env.action_space.high)
-            obs, rew, term, trunc, _ = env.step(action)
-            total += rew
-            done = term or trunc
-        returns.append(total)
-    return np.asarray(returns)
-
-
 def main(argv):
     del argv
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
     from trpo_tf import envs
+    from trpo_tf.evaluate import run_episodes
     from trpo_tf.export import load_policy
     from trpo_tf.train import main_guard
 

@@ -1,0 +1,93 @@
+"""Seconds per TRPO update on a synthetic batch, split by stage.
+
+    python bench/update.py --env=Hopper --batch_steps=50000
+    python bench/update.py --smoke
+
+Builds the env's default policy and value nets (or --policy_hidden), fills a batch of
+--batch_steps random observations / actions / rewards with paths of 1,000 steps, then times
+the advantage graph, the TRPO step (gradient, CG on Fisher-vector products, line search) and
+the value fit, after one untimed call that traces them.
+"""
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from bench.common import peak_rss_mb, write_result  # noqa: E402
+from trpo_tf import envs  # noqa: E402
+from trpo_tf.config import Config  # noqa: E402
+from trpo_tf.distributions import for_action_space  # noqa: E402
+from trpo_tf.pipeline import batch_signature  # noqa: E402
+from trpo_tf.policies import build_models  # noqa: E402
+from trpo_tf.train import make_advantage_fn  # noqa: E402
+from trpo_tf.update import TRPOLearner  # noqa: E402
+from trpo_tf.value import ValueFitter  # noqa: E402
+
+flags.DEFINE_string("env", "Hopper", "Short name or gymnasium id (for the spaces and nets).")
+flags.DEFINE_integer("batch_steps", 50_000, "Steps in the synthetic batch.")
+flags.DEFINE_list("policy_hidden", None, "Policy hidden sizes (default: the env's).")
+flags.DEFINE_integer("repeats", 5, "Timed updates.")
+flags.DEFINE_boolean("smoke", False, "Tiny run (the test suite uses it).")
+flags.DEFINE_string("out", "bench/results.jsonl", "Append results here ('' = don't).")
+FLAGS = flags.FLAGS
+
+
+def synthetic_batch(obs_dim, dist, n, rng, path_length=1000):
+    end = np.zeros(n, np.float32)
+    end[path_length - 1::path_length] = 1.0
+    end[-1] = 1.0
+    act = (rng.integers(0, dist.num_actions, n).astype(np.int32) if dist.discrete
+           else rng.standard_normal((n, dist.act_dim)).astype(np.float32))
+    return {"obs": rng.standard_normal((n, obs_dim)).astype(np.float32), "act": act,
+            "rew": rng.standard_normal(n).astype(np.float32), "terminal": np.zeros(n, np.float32),
+            "path_end": end, "end_obs": rng.standard_normal((int(end.sum()), obs_dim)).astype(np.float32)}
+
+
+def main(argv):
+    del argv
+    n, repeats = (2_000, 1) if FLAGS.smoke else (FLAGS.batch_steps, FLAGS.repeats)
+    spec = envs.resolve_env(FLAGS.env)
+    env = envs.make_env(spec)
+    obs_dim, dist = env.observation_space.shape[0], for_action_space(env.action_space)
+    env.close()
+    hidden = tuple(map(int, FLAGS.policy_hidden)) if FLAGS.policy_hidden is not None else spec.policy_hidden
+    cfg = Config()
+    policy, value = build_models(obs_dim, dist, hidden, cfg.value_hidden, True)
+    sig = batch_signature((obs_dim,), np.float32, dist)
+    advantage_fn = make_advantage_fn(value, cfg, sig["obs"])
+    learner = TRPOLearner(policy, dist, sig["obs"], sig["act"], cfg.max_kl, cfg.cg_iters,
+                          cfg.cg_damping, cfg.fvp_subsample, cfg.ls_shrink, cfg.ls_max_backtracks)
+    fitter = ValueFitter(value, sig["obs"], cfg.vf_lr, cfg.vf_epochs, cfg.vf_minibatch)
+    batch = synthetic_batch(obs_dim, dist, n, np.random.default_rng(0))
+    times = {"advantage": [], "update": [], "value_fit": []}
+    for r in range(repeats + 1):
+        t0 = time.perf_counter()
+        adv, targets, _ = advantage_fn(batch["obs"], batch["end_obs"], batch["rew"],
+                                       batch["terminal"], batch["path_end"])
+        t1 = time.perf_counter()
+        learner.step(batch["obs"], batch["act"], adv)
+        t2 = time.perf_counter()
+        fitter.fit(batch["obs"], targets)
+        t3 = time.perf_counter()
+        if r:  # the first call traces
+            for key, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2)):
+                times[key].append(dt)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    params = sum(int(np.prod(v.shape)) for v in policy.trainable_variables)
+    record = write_result("" if FLAGS.smoke else FLAGS.out, {
+        "bench": "update", "env": spec.gym_id, "batch_steps": n, "policy_params": params,
+        "seconds": med, "total_seconds": sum(med.values()), "peak_rss_mb": peak_rss_mb()})
+    print(f"update {spec.gym_id} batch {n:,} policy {params:,} params: advantage "
+          f"{med['advantage']:.3f}s | TRPO step {med['update']:.3f}s | value fit "
+          f"{med['value_fit']:.3f}s | total {record['total_seconds']:.3f}s | peak RSS "
+          f"{record['peak_rss_mb']:.0f} MB", flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
