@@ -18,6 +18,7 @@ def test_backend_choice():
     assert envs.pick_backend(hopper, "auto") == "envpool"
     assert envs.pick_backend(taxi, "auto") == "gymnasium"  # EnvPool has no Taxi
     assert envs.pick_backend(hopper, "gymnasium") == "gymnasium"
+    assert envs.pick_backend(envs.resolve_env("Cartpole"), "auto") == "gymnasium"  # measured faster
     with pytest.raises(envs.EnvError, match="--env_backend=envpool: .* no Taxi-v4"):
         envs.pick_backend(taxi, "envpool")
     with pytest.raises(envs.EnvError, match="--env_backend must be"):

@@ -34,9 +34,9 @@ class Config:
     policy_hidden: tuple = None      # None: the env's default (Table 2 for the paper's tasks)
     value_hidden: tuple = (64, 64)
     init_log_std: float = 0.0
-    vf_lr: float = 1e-3
+    vf_lr: float = 2e-3
     vf_epochs: int = 5
-    vf_minibatch: int = 512
+    vf_minibatch: int = 1024
     logdir: str = "runs/default"
     export_dir: str = ""             # "" : <logdir>/policy
     export_every: int = 0            # 0: only at the end

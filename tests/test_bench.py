@@ -1,0 +1,40 @@
+"""The benchmarks in smoke mode, so they cannot rot (their numbers are not checked here)."""
+import re
+import subprocess
+import sys
+
+import pytest
+
+
+def bench(script, *args, timeout=300):
+    out = subprocess.run([sys.executable, f"bench/{script}", "--smoke", *args], capture_output=True,
+                         text=True, timeout=timeout)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def test_sampling_bench_reports_both_rates_and_their_ratio():
+    lines = bench("sampling.py", "--env=Cartpole", "--num_envs=4").strip().splitlines()
+    assert len(lines) == 2  # gymnasium, envpool
+    for line, backend in zip(lines, ("gymnasium", "envpool")):
+        m = re.search(rf"{backend} x4: raw ([\d,]+) steps/s \| trpo_tf ([\d,]+) steps/s \| ratio ([\d.]+)", line)
+        assert m, line
+        raw, ours, ratio = (float(g.replace(",", "")) for g in m.groups())
+        assert raw > 0 and ours > 0 and ratio == pytest.approx(ours / raw, rel=0.02, abs=0.01)
+        assert "peak RSS" in line
+
+
+def test_update_bench_reports_stages():
+    out = bench("update.py", "--env=Swimmer")
+    assert re.search(r"advantage [\d.]+s \| TRPO step [\d.]+s \| value fit [\d.]+s \| total [\d.]+s", out), out
+
+
+def test_vs_sb3_bench_runs_both_libraries_or_trpo_tf_alone():
+    out = bench("vs_sb3.py", "--env=Cartpole", timeout=600)
+    assert re.search(r"trpo_tf seed 0: +[\d.]+ s wall \| +[\d,]+ steps/s", out), out
+    try:
+        import sb3_contrib  # noqa: F401
+    except ImportError:
+        assert "running trpo_tf alone" in out
+    else:
+        assert re.search(r"sb3 seed 0: +[\d.]+ s wall", out) and "trpo_tf / SB3:" in out, out
