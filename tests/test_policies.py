@@ -25,7 +25,7 @@ def test_numpy_fast_path_equals_keras_model(dist, hidden):
     policy, _ = build_models(5, dist, hidden, (8,), normalize_obs=True, init_log_std=-0.5)
     rng = np.random.default_rng(0)
     policy.normalizer.update(rng.normal(3.0, 2.0, (500, 5)).astype(np.float32))
-    for layer in policy.dense:  # move off the tiny output init
+    for layer in policy.mlp.layers:  # move off the tiny output init
         layer.kernel.assign(rng.standard_normal(layer.kernel.shape).astype(np.float32))
     obs = rng.normal(3.0, 2.0, (64, 5)).astype(np.float32)
     np.testing.assert_allclose(policy.numpy_fn()(obs), policy(obs).numpy(), rtol=1e-5, atol=1e-5)

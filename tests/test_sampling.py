@@ -78,9 +78,30 @@ def test_same_seed_same_batch():
 def test_dataset_draws_one_batch_per_element_and_never_ahead():
     sampler, dist = make_sampler()
     signature = pipeline.batch_signature((4,), np.float32, dist)
-    dataset = pipeline.batch_dataset(lambda: sampler.sample(zero_policy(dist)), signature)
-    it = iter(dataset)
+    stream = pipeline.BatchStream(lambda: sampler.sample(zero_policy(dist)), signature)
+    it = iter(stream)
     for k in range(1, 4):
         batch = next(it)
         assert sampler.batches_produced == k
         assert batch["obs"].dtype == tf.float32 and batch["obs"].shape[0] == 150
+
+
+def test_a_crashing_env_surfaces_as_its_own_exception_naming_the_env():
+    class Boom(RuntimeError):
+        pass
+
+    calls = []
+
+    def produce():
+        calls.append(1)
+        if len(calls) == 2:
+            raise Boom("InvertedPendulum-v5 env 3 raised ValueError: bad physics")
+        return make_sampler()[0].sample(zero_policy(make_sampler()[1]))
+
+    stream = pipeline.BatchStream(produce, pipeline.batch_signature((4,), np.float32, make_sampler()[1]))
+    it = iter(stream)
+    next(it)
+    import pytest
+
+    with pytest.raises(Boom, match="env 3 raised ValueError"):
+        next(it)

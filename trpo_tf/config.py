@@ -42,6 +42,7 @@ class Config:
     export_every: int = 0            # 0: only at the end
     checkpoint_every: int = 1
     resume: str = "auto"             # auto | never
+    max_faults: int = 3              # iterations in a row skipped for NaN/Inf before stopping
     quiet: bool = False
 
     @property
@@ -93,5 +94,9 @@ def validate(cfg):
            f"--checkpoint_every must be >= 0, 0 meaning never (got {cfg.checkpoint_every})")
     _check(cfg.resume in ("auto", "never"),
            f"--resume must be auto|never (got {cfg.resume!r})")
+    _check(cfg.max_faults >= 1, f"--max_faults must be >= 1 (got {cfg.max_faults})")
+    _check(not cfg.max_path_length or cfg.batch_steps >= cfg.max_path_length,
+           f"--batch_steps={cfg.batch_steps} is smaller than one path "
+           f"(--max_path_length={cfg.max_path_length}); raise it or shorten paths")
     _check(bool(cfg.logdir), "--logdir must not be empty")
     return cfg

@@ -7,9 +7,15 @@ import warnings
 import gymnasium as gym
 import numpy as np
 
+from trpo_tf.sampling import simstate
+
 
 class EnvError(ValueError):
     """A bad --env value; its message is shown to the user as is."""
+
+
+class EnvStepError(RuntimeError):
+    """An env raised while stepping or resetting; names the env id and which env it was."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +81,7 @@ class GymnasiumEnvs:
         self.action_space = self.envs[0].action_space
         self.num_envs = num_envs
         self.seed = seed
+        self.gym_id = spec.gym_id
 
     def reset(self):
         return np.stack([env.reset(seed=self.seed + i)[0] for i, env in enumerate(self.envs)])
@@ -85,12 +92,24 @@ class GymnasiumEnvs:
         rew, term, trunc = np.empty(n), np.empty(n, bool), np.empty(n, bool)
         final_obs = {}
         for i, (env, action) in enumerate(zip(self.envs, actions)):
-            o, rew[i], term[i], trunc[i], _ = env.step(action)
-            if term[i] or trunc[i]:
-                final_obs[i] = o
-                o, _ = env.reset()
+            try:
+                o, rew[i], term[i], trunc[i], _ = env.step(action)
+                if term[i] or trunc[i]:
+                    final_obs[i] = o
+                    o, _ = env.reset()
+            except Exception as err:
+                raise EnvStepError(f"{self.gym_id} env {i} of {self.num_envs} raised "
+                                   f"{type(err).__name__}: {err}") from err
             obs[i] = o
         return obs, rew, term, trunc, final_obs
+
+    def snapshot(self):
+        return [simstate.snapshot(env) for env in self.envs]
+
+    def restore(self, snapshots):
+        for env, snap in zip(self.envs, snapshots):
+            env.reset()  # wrappers (OrderEnforcing) must see a reset; the state overrides it
+            simstate.restore(env, snap)
 
     def close(self):
         for env in self.envs:
@@ -129,6 +148,9 @@ class EnvPoolEnvs:
         obs, rew, term, trunc = obs[order], rew[order], term[order], trunc[order]
         final_obs = {i: obs[i] for i in np.flatnonzero(term | trunc)}
         return obs, rew, term, trunc, final_obs
+
+    def snapshot(self):
+        raise simstate.NotRestorable("EnvPool cannot save its envs' state")
 
     def close(self):
         self.pool.close()

@@ -44,6 +44,12 @@ def export_policy(policy, dist, obs_spec, env_id, export_dir):
     return export_dir
 
 
+def observation_shape(serve):
+    """The observation shape (without the batch dim) an exported policy accepts."""
+    (spec,) = serve.structured_input_signature[1].values()
+    return tuple(spec.shape[1:])
+
+
 def load_policy(export_dir):
     """(serving function, env id) of an exported policy."""
     model = tf.saved_model.load(export_dir)

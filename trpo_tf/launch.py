@@ -4,7 +4,9 @@ absl flags -> one frozen Config -> train(). Flagfiles under launch/ hold the pap
 """
 import dataclasses
 
-from absl import app, flags, logging
+from absl import app, flags
+
+from trpo_tf.cli import parse_flags, quiet_logging
 
 from trpo_tf.config import Config, ConfigError, validate
 
@@ -39,6 +41,7 @@ flags.DEFINE_string("export_dir", D.export_dir, "Where the SavedModel goes; empt
 flags.DEFINE_integer("export_every", D.export_every, "Also export every N iterations; 0 = only at the end.")
 flags.DEFINE_integer("checkpoint_every", D.checkpoint_every, "Checkpoint every N iterations; 0 = never.")
 flags.DEFINE_enum("resume", D.resume, ["auto", "never"], "auto: continue from the last checkpoint in --logdir.")
+flags.DEFINE_integer("max_faults", D.max_faults, "Stop after this many iterations in a row skipped for NaN/Inf.")
 flags.DEFINE_boolean("quiet", D.quiet, "No per-iteration progress lines.")
 FLAGS = flags.FLAGS
 
@@ -62,12 +65,11 @@ def config_from_flags(f=FLAGS):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    if not FLAGS["verbosity"].present:  # our progress lines, not TensorFlow's INFO logs
-        logging.set_verbosity(logging.WARNING)
+    quiet_logging()
     from trpo_tf.train import main_guard, train
 
     main_guard(lambda: train(config_from_flags()))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

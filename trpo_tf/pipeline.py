@@ -21,15 +21,35 @@ def batch_signature(obs_shape, obs_dtype, dist):
     }
 
 
-def batch_dataset(produce_batch, signature):
-    """An endless Dataset of batches; `produce_batch()` is called once per element pulled."""
+class BatchStream:
+    """An endless Dataset of batches (`.dataset`); `produce_batch()` is called once per element
+    pulled. Iterating it yields the batches and re-raises the sampler's own exception (an env
+    that crashed, say) instead of the OpError tf.data wraps it in."""
 
-    def batches():
+    def __init__(self, produce_batch, signature):
+        self.error = None
+
+        def batches():
+            while True:
+                try:
+                    batch = produce_batch()
+                except Exception as err:
+                    self.error = err
+                    raise
+                yield batch
+
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        options.experimental_optimization.inject_prefetch = False
+        self.dataset = tf.data.Dataset.from_generator(
+            batches, output_signature=signature).with_options(options)
+
+    def __iter__(self):
+        iterator = iter(self.dataset)
         while True:
-            yield produce_batch()
-
-    dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    options.experimental_optimization.inject_prefetch = False
-    return dataset.with_options(options)
+            try:
+                yield next(iterator)
+            except tf.errors.OpError:
+                if self.error is not None:
+                    raise self.error from None
+                raise

@@ -4,7 +4,9 @@ Loads an exported SavedModel and prints the return of N episodes, acting determi
 (mean / argmax) and stochastically (sampled actions)."""
 import os
 
-from absl import app, flags, logging
+from absl import app, flags
+
+from trpo_tf.cli import parse_flags, quiet_logging
 
 flags.DEFINE_string("policy", None, "Directory of an exported policy (SavedModel).")
 flags.DEFINE_string("env", None, "Env short name or gymnasium id; default: the one it was trained on.")
@@ -16,11 +18,10 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    if not FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)
+    quiet_logging()
     from trpo_tf import envs
     from trpo_tf.evaluate import run_episodes
-    from trpo_tf.export import load_policy
+    from trpo_tf.export import load_policy, observation_shape
     from trpo_tf.train import main_guard
 
     def play():
@@ -30,6 +31,11 @@ def main(argv):
         serve, env_id = load_policy(FLAGS.policy)
         spec = envs.resolve_env(FLAGS.env or env_id)
         env = envs.make_env(spec, FLAGS.max_path_length or None)
+        if observation_shape(serve) != env.observation_space.shape:
+            env.close()
+            raise envs.EnvError(
+                f"--policy={FLAGS.policy} takes observations of shape {observation_shape(serve)}, "
+                f"but --env={spec.name} gives {env.observation_space.shape}")
         try:
             for deterministic in (True, False):
                 r = run_episodes(serve, env, FLAGS.episodes, FLAGS.seed, deterministic)
@@ -43,4 +49,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

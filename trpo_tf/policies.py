@@ -48,11 +48,12 @@ class ObsNormalizer(keras.layers.Layer):
         return lambda obs: np.clip((obs - mean) * inv_std, -OBS_CLIP, OBS_CLIP)
 
 
-def _mlp_layers(hidden, out_dim, out_scale):
+def _mlp(hidden, out_dim, out_scale):
+    """tanh hidden layers and a linear output, as one Sequential (so checkpoints see them)."""
     layers = [keras.layers.Dense(h, activation="tanh") for h in hidden]
     layers.append(keras.layers.Dense(
         out_dim, kernel_initializer=keras.initializers.RandomNormal(stddev=out_scale)))
-    return layers
+    return keras.Sequential(layers)
 
 
 class MLPPolicy(keras.Model):
@@ -67,7 +68,7 @@ class MLPPolicy(keras.Model):
         self.dist = dist
         self.normalizer = normalizer
         out_dim = dist.act_dim if isinstance(dist, DiagGaussian) else dist.num_actions
-        self.dense = _mlp_layers(hidden, out_dim, out_scale=0.01)
+        self.mlp = _mlp(hidden, out_dim, out_scale=0.01)
         self.log_std = None
         if isinstance(dist, DiagGaussian):
             self.log_std = self.add_weight(
@@ -75,9 +76,7 @@ class MLPPolicy(keras.Model):
                 name="log_std")
 
     def call(self, obs):
-        x = self.normalizer(obs)
-        for layer in self.dense:
-            x = layer(x)
+        x = self.mlp(self.normalizer(obs))
         if self.log_std is None:
             return x
         return tf.concat([x, tf.broadcast_to(self.log_std, tf.shape(x))], -1)
@@ -89,7 +88,7 @@ class MLPPolicy(keras.Model):
         acts through this frozen copy; tests check it against `call`.
         """
         normalize = self.normalizer.numpy_fn()
-        weights = [(layer.kernel.numpy(), layer.bias.numpy()) for layer in self.dense]
+        weights = [(layer.kernel.numpy(), layer.bias.numpy()) for layer in self.mlp.layers]
         log_std = None if self.log_std is None else self.log_std.numpy()
 
         def params(obs):
@@ -111,13 +110,10 @@ class ValueNet(keras.Model):
     def __init__(self, normalizer, hidden=(64, 64)):
         super().__init__()
         self.normalizer = normalizer
-        self.dense = _mlp_layers(hidden, 1, out_scale=1.0)
+        self.mlp = _mlp(hidden, 1, out_scale=1.0)
 
     def call(self, obs):
-        x = self.normalizer(obs)
-        for layer in self.dense:
-            x = layer(x)
-        return x[:, 0]
+        return self.mlp(self.normalizer(obs))[:, 0]
 
 
 def build_models(obs_dim, dist, policy_hidden, value_hidden, normalize_obs, init_log_std=0.0):

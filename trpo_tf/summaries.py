@@ -1,4 +1,7 @@
 """TensorBoard tags in one place, and the one-line terminal report."""
+import glob
+import os
+
 import tensorflow as tf
 
 TAGS = {
@@ -29,16 +32,32 @@ TAGS = {
     "time_update": "Time/Update",
     "time_value": "Time/ValueFit",
     "time_iteration": "Time/Iteration",
+    "faults": "Faults/SkippedIterations",
 }
 
 
-def write_scalars(writer, step, metrics):
-    """Every known metric as a scalar at `step`; NaN (no episode finished) is skipped."""
+def write_scalars(writer, step, metrics, skip_tags=frozenset()):
+    """Every known metric as a scalar at `step`; NaN (no episode finished) is skipped, and so
+    are `skip_tags` (already in the event files)."""
     with writer.as_default(step=step):
         for key, value in metrics.items():
-            if key in TAGS and value == value:
+            if key in TAGS and value == value and TAGS[key] not in skip_tags:
                 tf.summary.scalar(TAGS[key], value)
     writer.flush()
+
+
+def logged_steps(logdir):
+    """{tag: set of steps} over every event file in logdir (a record cut short by a kill
+    ends that file's reading)."""
+    steps = {}
+    for path in sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*"))):
+        try:
+            for event in tf.compat.v1.train.summary_iterator(path):
+                for value in event.summary.value:
+                    steps.setdefault(value.tag, set()).add(event.step)
+        except tf.errors.DataLossError:
+            continue
+    return steps
 
 
 def write_flags(writer, cfg_dict):

@@ -2,6 +2,7 @@
 -> value fit -> summaries / checkpoints / export. Everything it needs comes from a Config."""
 import dataclasses
 import os
+import signal
 import sys
 import time
 
@@ -36,6 +37,35 @@ def make_advantage_fn(value_net, cfg, obs_spec):
     return advantage_fn
 
 
+class TrainingFault(RuntimeError):
+    """Too many iterations in a row were skipped for non-finite numbers."""
+
+
+def all_finite(*tensors):
+    return all(bool(tf.reduce_all(tf.math.is_finite(t))) for t in tensors)
+
+
+class StopOnSignal:
+    """While active, SIGINT / SIGTERM only set `.signum`: the loop finishes the iteration,
+    checkpoints, exports and returns. A second signal interrupts at once."""
+
+    def __init__(self):
+        self.signum = None
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self):
+        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
 def episode_metrics(batch):
     returns, lengths = batch["episode_return"].numpy(), batch["episode_length"].numpy()
     if returns.size == 0:
@@ -66,17 +96,17 @@ class Trainer:
         self.signature = pipeline.batch_signature(obs_space.shape, np.float32, self.dist)
         obs_spec = self.signature["obs"]
         self.sampler = SinglePathSampler(self.envs, self.dist, cfg.steps_per_env, cfg.seed)
-        self.dataset = pipeline.batch_dataset(
+        self.stream = pipeline.BatchStream(
             lambda: self.sampler.sample(self.policy.numpy_fn()), self.signature)
         self.advantage_fn = make_advantage_fn(self.value_net, cfg, obs_spec)
         self.learner = TRPOLearner(
             self.policy, self.dist, obs_spec, self.signature["act"], cfg.max_kl, cfg.cg_iters,
             cfg.cg_damping, cfg.fvp_subsample, cfg.ls_shrink, cfg.ls_max_backtracks)
         self.value_fitter = ValueFitter(
-            self.value_net, obs_spec, cfg.vf_lr, cfg.vf_epochs, cfg.vf_minibatch)
+            self.value_net, obs_spec, cfg.vf_lr, cfg.vf_epochs, cfg.vf_minibatch, cfg.seed)
         self.checkpointer = Checkpointer(
             os.path.join(cfg.logdir, "checkpoints"), self.policy, self.value_net,
-            self.value_fitter.optimizer)
+            self.value_fitter.optimizer, self.value_fitter.rng)
         self.writer = tf.summary.create_file_writer(cfg.logdir)
 
     def log(self, line):
@@ -84,12 +114,19 @@ class Trainer:
             print(line, flush=True)
 
     def iteration(self, batch):
-        """Advantages, TRPO step, value fit and normaliser update on one batch -> metrics."""
+        """Advantages, TRPO step, value fit and normaliser update on one batch -> metrics, or
+        (None, what) when non-finite numbers turned up; then nothing is changed."""
+        if not all_finite(batch["obs"], batch["end_obs"], batch["rew"]):
+            return None, "observations or rewards"
         t0 = time.perf_counter()
         adv, targets, ev = self.advantage_fn(
             batch["obs"], batch["end_obs"], batch["rew"], batch["terminal"], batch["path_end"])
+        if not all_finite(adv, targets):
+            return None, "advantages or value targets"
         t1 = time.perf_counter()
         metrics = {k: float(v) for k, v in self.learner.step(batch["obs"], batch["act"], adv).items()}
+        if metrics["fault"]:
+            return None, "gradient, Fisher-vector products or CG solution"
         t2 = time.perf_counter()
         vf = self.value_fitter.fit(batch["obs"], targets)
         t3 = time.perf_counter()
@@ -98,50 +135,88 @@ class Trainer:
             explained_variance=float(ev), value_loss_before=float(vf["loss_before"]),
             value_loss_after=float(vf["loss_after"]), time_advantage=t1 - t0,
             time_update=t2 - t1, time_value=t3 - t2)
-        return metrics
+        return metrics, None
 
     def export(self):
         return export_policy(self.policy, self.dist, self.signature["obs"], self.spec.gym_id,
                              self.cfg.policy_export_dir)
 
+    def write_summaries(self, pending):
+        """Write [(step, metrics)], skipping tags a killed earlier run already wrote."""
+        logged = summaries.logged_steps(self.cfg.logdir) if self._resumed else {}
+        for step, m in pending:
+            skip = {tag for tag, steps in logged.items() if step in steps}
+            summaries.write_scalars(self.writer, step, m, skip)
+
+    def resume(self):
+        """Restore the last checkpoint (if any): (iterations done, env steps done)."""
+        start, env_steps, pending, sampler_state = self.checkpointer.restore_latest()
+        self._resumed = start > 0
+        if start:
+            self.write_summaries(pending)  # those a kill may have cut short
+            if sampler_state is not None:
+                self.sampler.load_state(sampler_state)
+            self.log(f"resuming {self.cfg.logdir} after iteration {start} ({env_steps:,} steps); "
+                     + ("sampling goes on where it stopped" if sampler_state is not None
+                        else f"{self.backend} envs cannot be saved: they start new episodes"))
+        return start, env_steps
+
     def run(self):
         """Train; returns the list of per-iteration metric dicts of this invocation."""
         cfg = self.cfg
-        start, env_steps = (0, 0) if cfg.resume == "never" else self.checkpointer.restore_latest()
-        if start:
-            self.log(f"resuming {cfg.logdir} after iteration {start} ({env_steps:,} steps)")
-        else:
+        self._resumed = False
+        start, env_steps = (0, 0) if cfg.resume == "never" else self.resume()
+        if not start:
             summaries.write_flags(self.writer, dataclasses.asdict(cfg))
         self.log(f"trpo_tf: {self.spec.name} ({self.spec.gym_id}), {self.dist.__class__.__name__} "
                  f"policy, {sum(int(np.prod(v.shape)) for v in self.policy.trainable_variables)} "
                  f"parameters, {cfg.num_envs} {self.backend} envs x {cfg.steps_per_env} steps per iteration")
-        history = []
-        batches = iter(self.dataset)
-        for it in range(start, cfg.iterations):
-            t0 = time.perf_counter()
-            batch = next(batches)
-            t_sample = time.perf_counter() - t0
-            if self.sampler.batches_produced != it - start + 1:
-                raise RuntimeError("tf.data sampled ahead of the update: batches are off-policy")
-            n = int(batch["rew"].shape[0])
-            env_steps += n
-            m = self.iteration(batch)
-            m.update(episode_metrics(batch))
-            m.update(env_steps=env_steps, time_sample=t_sample,
-                     time_sample_policy=float(batch["time_policy"]),
-                     time_sample_env=float(batch["time_env"]),
-                     time_iteration=time.perf_counter() - t0)
-            m["steps_per_sec"] = n / m["time_iteration"]
-            m["sample_steps_per_sec"] = n / t_sample
-            summaries.write_scalars(self.writer, it + 1, m)
-            self.log(summaries.progress_line(it, cfg.iterations, m))
-            if cfg.checkpoint_every and ((it + 1) % cfg.checkpoint_every == 0
-                                         or it + 1 == cfg.iterations):
-                self.checkpointer.save(it + 1, env_steps)
-            if cfg.export_every and (it + 1) % cfg.export_every == 0:
-                self.export()
-            history.append(m)
-        path = self.export()
+        history, pending, faults_in_row, faults = [], [], 0, 0
+        batches = iter(self.stream)
+        with StopOnSignal() as stop:
+            for it in range(start, cfg.iterations):
+                t0 = time.perf_counter()
+                batch = next(batches)
+                t_sample = time.perf_counter() - t0
+                if self.sampler.batches_produced != it - start + 1:
+                    raise RuntimeError("tf.data sampled ahead of the update: batches are off-policy")
+                n = int(batch["rew"].shape[0])
+                env_steps += n
+                m, fault = self.iteration(batch)
+                if fault:
+                    faults_in_row, faults = faults_in_row + 1, faults + 1
+                    self.log(f"it {it + 1:4d}/{cfg.iterations} | skipped: non-finite {fault} "
+                             f"({faults_in_row} in a row)")
+                    if faults_in_row >= cfg.max_faults:
+                        raise TrainingFault(
+                            f"{faults_in_row} iterations in a row had non-finite {fault}; stopped "
+                            f"with the last good checkpoint (iteration {self.checkpointer.iteration.numpy()}) "
+                            f"in {self.checkpointer.directory}")
+                    m = {"faults": faults, "env_steps": env_steps}
+                else:
+                    faults_in_row = 0
+                    m.update(episode_metrics(batch))
+                    m.update(env_steps=env_steps, faults=faults, time_sample=t_sample,
+                             time_sample_policy=float(batch["time_policy"]),
+                             time_sample_env=float(batch["time_env"]),
+                             time_iteration=time.perf_counter() - t0)
+                    m["steps_per_sec"] = n / m["time_iteration"]
+                    m["sample_steps_per_sec"] = n / t_sample
+                    self.log(summaries.progress_line(it, cfg.iterations, m))
+                pending.append((it + 1, m))
+                last = it + 1 == cfg.iterations or stop.signum is not None
+                if not cfg.checkpoint_every or (it + 1) % cfg.checkpoint_every == 0 or last:
+                    if cfg.checkpoint_every:  # checkpoint first: its metrics can refill TensorBoard
+                        self.checkpointer.save(it + 1, env_steps, pending, self.sampler.state())
+                    self.write_summaries(pending)
+                    pending = []
+                if cfg.export_every and (it + 1) % cfg.export_every == 0:
+                    self.export()
+                history.append(m)
+                if stop.signum is not None:
+                    self.log(f"stopping after iteration {it + 1} on {signal.Signals(stop.signum).name}")
+                    break
+            path = self.export()
         self.log(f"exported policy to {path}")
         return history
 
@@ -159,7 +234,8 @@ def train(cfg):
 
 
 def main_guard(fn):
-    """Run fn(); a user error (bad flag or env) is one line on stderr and exit code 2."""
+    """Run fn(); a user error (bad flag or env) is one line on stderr and exit code 2; a run
+    stopped by a crashing env or repeated numerical faults is one line and exit code 1."""
     from trpo_tf.config import ConfigError
 
     try:
@@ -167,3 +243,6 @@ def main_guard(fn):
     except (ConfigError, envs.EnvError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except (envs.EnvStepError, TrainingFault) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)

@@ -135,6 +135,9 @@ class TRPOLearner:
 
         direction, cg_residual = conjugate_gradient(damped_fvp, grad, self.cg_iters)
         full_step = max_step_length(direction, damped_fvp(direction), self.max_kl) * direction
+        # a non-finite gradient, Fisher-vector product or CG solution never reaches theta
+        finite = tf.reduce_all(tf.math.is_finite(full_step)) & tf.math.is_finite(gain_old)
+        full_step = tf.where(finite, full_step, tf.zeros_like(full_step))
 
         def evaluate(theta):
             set_flat(variables, theta)
@@ -156,4 +159,5 @@ class TRPOLearner:
             "cg_residual": cg_residual,
             "grad_norm": tf.norm(grad),
             "step_norm": tf.norm(theta - theta_old),
+            "fault": 1.0 - tf.cast(finite, tf.float32),
         }

@@ -5,12 +5,13 @@ import tensorflow as tf
 
 
 class ValueFitter:
-    def __init__(self, value_net, obs_spec, learning_rate, epochs, minibatch):
+    def __init__(self, value_net, obs_spec, learning_rate, epochs, minibatch, seed=0):
         self.value_net = value_net
         self.epochs = epochs
         self.minibatch = minibatch
         self.optimizer = keras.optimizers.Adam(learning_rate)
         self.optimizer.build(value_net.trainable_variables)
+        self.rng = tf.random.Generator.from_seed(seed)  # checkpointed: resumes reshuffle alike
         self.trace_count = 0
         self.fit = tf.function(
             self._fit, input_signature=[obs_spec, tf.TensorSpec((None,), tf.float32)])
@@ -25,7 +26,7 @@ class ValueFitter:
         n = tf.shape(obs)[0]
         num_minibatches = (n + self.minibatch - 1) // self.minibatch
         for _ in tf.range(self.epochs):
-            order = tf.random.shuffle(tf.range(n))
+            order = tf.argsort(self.rng.uniform([n]))
             for j in tf.range(num_minibatches):
                 idx = order[j * self.minibatch:(j + 1) * self.minibatch]
                 with tf.GradientTape() as tape:

@@ -19,6 +19,8 @@ import time
 
 import numpy as np
 
+from trpo_tf.sampling import simstate
+
 
 class SinglePathSampler:
     def __init__(self, envs, dist, steps_per_env, seed):
@@ -93,6 +95,24 @@ class SinglePathSampler:
             "time_policy": np.float32(time_policy),
             "time_env": np.float32(time_env),
         }
+
+
+    def state(self):
+        """Everything needed to go on sampling exactly where this sampler is, or None where
+        the envs cannot be snapshotted (EnvPool, non-MuJoCo envs)."""
+        try:
+            envs = self.envs.snapshot()
+        except simstate.NotRestorable:
+            return None
+        return {"envs": envs, "obs": self._obs, "ep_return": self._ep_return.copy(),
+                "ep_length": self._ep_length.copy(), "resetting": self._resetting.copy(),
+                "rng": self.rng.bit_generator.state}
+
+    def load_state(self, state):
+        self.envs.restore(state["envs"])
+        self._obs, self._ep_return, self._ep_length = state["obs"], state["ep_return"], state["ep_length"]
+        self._resetting = state["resetting"]
+        self.rng.bit_generator.state = state["rng"]
 
 
 def _env_major(x, valid=None):
