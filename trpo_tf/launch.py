@@ -3,6 +3,7 @@
 absl flags -> one frozen Config -> train(). Flagfiles under launch/ hold the paper's settings.
 """
 import dataclasses
+import sys
 
 from absl import app, flags
 
@@ -16,7 +17,7 @@ flags.DEFINE_integer("seed", D.seed, "Seeds network init, env resets and action 
 flags.DEFINE_integer("iterations", D.iterations, "Policy iterations (one batch and one update each).")
 flags.DEFINE_integer("batch_steps", D.batch_steps, "Environment steps per iteration (rounded up to a multiple of --num_envs).")
 flags.DEFINE_integer("num_envs", D.num_envs, "Environments stepped together with one batched policy call per step.")
-flags.DEFINE_enum("env_backend", D.env_backend, ["auto", "envpool", "gymnasium"], "auto: EnvPool where it has the env, else gymnasium's.")
+flags.DEFINE_enum("env_backend", D.env_backend, ["auto", "envpool", "gymnasium"], "auto: EnvPool where it has the env and is faster, else gymnasium's.")
 flags.DEFINE_integer("env_threads", D.env_threads, "EnvPool worker threads; 0 = min(num_envs, CPU cores).")
 flags.DEFINE_integer("max_path_length", D.max_path_length, "Truncate paths at this length (bootstrapped, not terminal); 0 = the env's own limit.")
 flags.DEFINE_float("gamma", D.gamma, "Discount factor gamma in (0, 1].")
@@ -64,7 +65,9 @@ def config_from_flags(f=FLAGS):
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        print(f"error: unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)",
+              file=sys.stderr)
+        sys.exit(2)
     quiet_logging()
     from trpo_tf.train import main_guard, train
 
