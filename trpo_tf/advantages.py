@@ -73,5 +73,3 @@ def advantages_and_targets(mode, rew, values, next_values, terminal, path_end, g
         return returns, returns
     return returns - values, returns
 
-
-ADVANTAGE_MODES = ("q", "baseline", "gae")

@@ -4,6 +4,8 @@ import sys
 
 from absl import flags, logging
 
+from trpo_tf import errors
+
 
 def parse_flags(argv):
     """absl's parser, but a bad flag or an unreadable flagfile is one line and exit code 2."""
@@ -12,6 +14,19 @@ def parse_flags(argv):
     except flags.Error as err:
         print(f"error: {str(err).removeprefix('ERROR:: ')}", file=sys.stderr)
         sys.exit(2)
+
+
+def main_guard(fn):
+    """Run fn(); a user error (bad flag, env or policy) is one line on stderr and exit code 2;
+    a run stopped by a crashing env or repeated numerical faults is one line and exit code 1."""
+    try:
+        return fn()
+    except (errors.ConfigError, errors.EnvError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except (errors.EnvStepError, errors.TrainingFault) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 def quiet_logging():

@@ -3,11 +3,9 @@ absl FLAGS. validate() checks every value before any environment starts."""
 import dataclasses
 import math
 
-from trpo_tf.advantages import ADVANTAGE_MODES
+from trpo_tf.errors import ConfigError
 
-
-class ConfigError(ValueError):
-    """A bad setting; the message names the flag and what is allowed."""
+ADVANTAGE_MODES = ("q", "baseline", "gae")
 
 
 @dataclasses.dataclass(frozen=True)

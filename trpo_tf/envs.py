@@ -10,12 +10,7 @@ import numpy as np
 from trpo_tf.sampling import simstate
 
 
-class EnvError(ValueError):
-    """A bad --env value; its message is shown to the user as is."""
-
-
-class EnvStepError(RuntimeError):
-    """An env raised while stepping or resetting; names the env id and which env it was."""
+from trpo_tf.errors import EnvError, EnvStepError  # noqa: F401 (raised here, caught in cli)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,7 +7,8 @@ import sys
 
 from absl import app, flags
 
-from trpo_tf.cli import parse_flags, quiet_logging
+from trpo_tf import envs
+from trpo_tf.cli import main_guard, parse_flags, quiet_logging
 
 from trpo_tf.config import Config, ConfigError, validate
 
@@ -69,9 +70,15 @@ def main(argv):
               file=sys.stderr)
         sys.exit(2)
     quiet_logging()
-    from trpo_tf.train import main_guard, train
 
-    main_guard(lambda: train(config_from_flags()))
+    def run():
+        cfg = config_from_flags()
+        envs.pick_backend(envs.resolve_env(cfg.env), cfg.env_backend)  # before TensorFlow loads
+        from trpo_tf.train import train
+
+        train(cfg)
+
+    main_guard(run)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import os
 
 from absl import app, flags
 
-from trpo_tf.cli import parse_flags, quiet_logging
+from trpo_tf.cli import main_guard, parse_flags, quiet_logging
 
 flags.DEFINE_string("policy", None, "Directory of an exported policy (SavedModel).")
 flags.DEFINE_string("env", None, "Env short name or gymnasium id; default: the one it was trained on.")
@@ -20,14 +20,14 @@ def main(argv):
     del argv
     quiet_logging()
     from trpo_tf import envs
-    from trpo_tf.evaluate import run_episodes
-    from trpo_tf.export import load_policy, observation_shape
-    from trpo_tf.train import main_guard
 
     def play():
         if not FLAGS.policy or not os.path.isfile(os.path.join(FLAGS.policy, "saved_model.pb")):
             raise envs.EnvError(f"--policy={FLAGS.policy!r} is not an exported policy directory "
                                 "(no saved_model.pb in it)")
+        from trpo_tf.evaluate import run_episodes
+        from trpo_tf.export import load_policy, observation_shape
+
         serve, env_id = load_policy(FLAGS.policy)
         spec = envs.resolve_env(FLAGS.env or env_id)
         env = envs.make_env(spec, FLAGS.max_path_length or None)

@@ -3,7 +3,6 @@
 import dataclasses
 import os
 import signal
-import sys
 import time
 
 import keras
@@ -13,6 +12,7 @@ import tensorflow as tf
 from trpo_tf import advantages as adv_lib
 from trpo_tf import distributions, envs, pipeline, policies, summaries
 from trpo_tf.checkpoint import Checkpointer
+from trpo_tf.errors import TrainingFault
 from trpo_tf.export import export_policy
 from trpo_tf.sampling.single_path import SinglePathSampler
 from trpo_tf.update import TRPOLearner
@@ -35,10 +35,6 @@ def make_advantage_fn(value_net, cfg, obs_spec):
         return adv, targets, adv_lib.explained_variance(values, targets)
 
     return advantage_fn
-
-
-class TrainingFault(RuntimeError):
-    """Too many iterations in a row were skipped for non-finite numbers."""
 
 
 def all_finite(*tensors):
@@ -231,18 +227,3 @@ def train(cfg):
         return trainer.run()
     finally:
         trainer.close()
-
-
-def main_guard(fn):
-    """Run fn(); a user error (bad flag or env) is one line on stderr and exit code 2; a run
-    stopped by a crashing env or repeated numerical faults is one line and exit code 1."""
-    from trpo_tf.config import ConfigError
-
-    try:
-        return fn()
-    except (ConfigError, envs.EnvError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except (envs.EnvStepError, TrainingFault) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)

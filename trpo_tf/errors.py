@@ -1,0 +1,17 @@
+"""The errors a user sees as one line (no traceback); importing this costs nothing."""
+
+
+class ConfigError(ValueError):
+    """A bad setting; the message names the flag and what is allowed (exit code 2)."""
+
+
+class EnvError(ValueError):
+    """A bad --env / --env_backend / --policy value (exit code 2)."""
+
+
+class EnvStepError(RuntimeError):
+    """An env raised while stepping or resetting; names the env id and which env (exit 1)."""
+
+
+class TrainingFault(RuntimeError):
+    """Too many iterations in a row were skipped for non-finite numbers (exit code 1)."""
