@@ -18,7 +18,6 @@ class EnvSpec:
     name: str                  # what the user typed
     gym_id: str                # the registered gymnasium id
     policy_hidden: tuple       # default hidden sizes of the policy; () = linear
-    description: str = ""
     auto_backend: str = "envpool"  # what --env_backend=auto picks when EnvPool has the env
 
 
@@ -28,11 +27,10 @@ class EnvSpec:
 SHORT_NAMES = {
     # InvertedPendulum steps so cheaply that EnvPool's thread hand-off costs more than it
     # saves: bench/sampling.py measured 15.9k steps/s on gymnasium against 12.2k on EnvPool.
-    "Cartpole": EnvSpec("Cartpole", "InvertedPendulum-v5", (), "cart-pole, linear policy",
-                        auto_backend="gymnasium"),
-    "Swimmer": EnvSpec("Swimmer", "Swimmer-v5", (30,), "swimmer, 30 hidden units"),
-    "Hopper": EnvSpec("Hopper", "Hopper-v5", (50,), "hopper, 50 hidden units"),
-    "Walker": EnvSpec("Walker", "Walker2d-v5", (50,), "walker, 50 hidden units"),
+    "Cartpole": EnvSpec("Cartpole", "InvertedPendulum-v5", (), auto_backend="gymnasium"),
+    "Swimmer": EnvSpec("Swimmer", "Swimmer-v5", (30,)),
+    "Hopper": EnvSpec("Hopper", "Hopper-v5", (50,)),
+    "Walker": EnvSpec("Walker", "Walker2d-v5", (50,)),
 }
 DEFAULT_HIDDEN = (64, 64)  # for any other gymnasium id
 
