@@ -3,10 +3,11 @@
     python bench/update.py --env=Hopper --batch_steps=50000
     python bench/update.py --smoke
 
-Builds the env's default policy and value nets (or --policy_hidden), fills a batch of
---batch_steps random observations / actions / rewards with paths of 1,000 steps, then times
-the advantage graph, the TRPO step (gradient, CG on Fisher-vector products, line search) and
-the value fit, after one untimed call that traces them.
+Builds the env's default policy and value nets (or --policy_hidden), samples one real batch
+of --batch_steps steps with them (synthetic random data made CG stop at once on a vanishing
+gradient and flattered the step 2x), then times the advantage graph, the TRPO step
+(gradient, CG on Fisher-vector products, line search) and the value fit, after one untimed
+call that traces them. Every repeat starts from the same parameters.
 """
 import os
 import statistics
@@ -26,7 +27,8 @@ from trpo_tf.distributions import for_action_space  # noqa: E402
 from trpo_tf.pipeline import batch_signature  # noqa: E402
 from trpo_tf.policies import build_models  # noqa: E402
 from trpo_tf.train import make_advantage_fn  # noqa: E402
-from trpo_tf.update import TRPOLearner  # noqa: E402
+from trpo_tf.sampling.single_path import SinglePathSampler  # noqa: E402
+from trpo_tf.update import TRPOLearner, get_flat, set_flat  # noqa: E402
 from trpo_tf.value import ValueFitter  # noqa: E402
 
 flags.DEFINE_string("env", "Hopper", "Short name or gymnasium id (for the spaces and nets).")
@@ -38,24 +40,12 @@ flags.DEFINE_string("out", "bench/results.jsonl", "Append results here ('' = don
 FLAGS = flags.FLAGS
 
 
-def synthetic_batch(obs_dim, dist, n, rng, path_length=1000):
-    end = np.zeros(n, np.float32)
-    end[path_length - 1::path_length] = 1.0
-    end[-1] = 1.0
-    act = (rng.integers(0, dist.num_actions, n).astype(np.int32) if dist.discrete
-           else rng.standard_normal((n, dist.act_dim)).astype(np.float32))
-    return {"obs": rng.standard_normal((n, obs_dim)).astype(np.float32), "act": act,
-            "rew": rng.standard_normal(n).astype(np.float32), "terminal": np.zeros(n, np.float32),
-            "path_end": end, "end_obs": rng.standard_normal((int(end.sum()), obs_dim)).astype(np.float32)}
-
-
 def main(argv):
     del argv
     n, repeats = (2_000, 1) if FLAGS.smoke else (FLAGS.batch_steps, FLAGS.repeats)
     spec = envs.resolve_env(FLAGS.env)
-    env = envs.make_env(spec)
-    obs_dim, dist = env.observation_space.shape[0], for_action_space(env.action_space)
-    env.close()
+    group = envs.make_env_group(spec, "auto", 16, 0)
+    obs_dim, dist = group.observation_space.shape[0], for_action_space(group.action_space)
     hidden = tuple(map(int, FLAGS.policy_hidden)) if FLAGS.policy_hidden is not None else spec.policy_hidden
     cfg = Config()
     policy, value = build_models(obs_dim, dist, hidden, cfg.value_hidden, True)
@@ -64,9 +54,13 @@ def main(argv):
     learner = TRPOLearner(policy, dist, sig["obs"], sig["act"], cfg.max_kl, cfg.cg_iters,
                           cfg.cg_damping, cfg.fvp_subsample, cfg.ls_shrink, cfg.ls_max_backtracks)
     fitter = ValueFitter(value, sig["obs"], cfg.vf_lr, cfg.vf_epochs, cfg.vf_minibatch)
-    batch = synthetic_batch(obs_dim, dist, n, np.random.default_rng(0))
+    batch = SinglePathSampler(group, dist, n // 16, 0).sample(policy.numpy_fn())
+    group.close()
+    n = len(batch["rew"])
+    start = get_flat(policy.trainable_variables + value.trainable_variables)
     times = {"advantage": [], "update": [], "value_fit": []}
     for r in range(repeats + 1):
+        set_flat(policy.trainable_variables + value.trainable_variables, start)
         t0 = time.perf_counter()
         adv, targets, _ = advantage_fn(batch["obs"], batch["end_obs"], batch["rew"],
                                        batch["terminal"], batch["path_end"])
