@@ -30,6 +30,9 @@ from absl import app, flags  # noqa: E402
 flags.DEFINE_string("env", "Hopper", "Short name or gymnasium id.")
 flags.DEFINE_integer("steps", 1_000_000, "Environment steps per training run.")
 flags.DEFINE_integer("seeds", 3, "Seeds per library (runs alternate between libraries).")
+flags.DEFINE_integer("first_seed", 0, "Seeds run are first_seed .. first_seed + seeds - 1.")
+flags.DEFINE_string("merge", "", "Also summarise the runs of earlier vs_sb3 lines of this JSONL file "
+                    "with the same env, steps and trpo_flags (to add seeds to a comparison).")
 flags.DEFINE_integer("eval_episodes", 10, "Deterministic episodes to score the final policy.")
 flags.DEFINE_list("trpo_flags", ["batch_steps=10000", "num_envs=16"], "Config overrides for trpo_tf.")
 flags.DEFINE_boolean("smoke", False, "Tiny run (the test suite uses it).")
@@ -164,13 +167,20 @@ def main(argv):
         print("sb3-contrib is not installed (pip install -r bench/requirements.txt): "
               "running trpo_tf alone", flush=True)
     results = []
-    for seed in range(seeds):
+    for seed in range(FLAGS.first_seed, FLAGS.first_seed + seeds):
         for library in libraries:
             r = run_child(library, seed, steps, episodes)
             results.append(r)
             print(f"{library:>8} seed {seed}: {r['wall_seconds']:8.1f} s wall | {r['steps_per_sec']:8,.0f} "
                   f"steps/s | sample {r['sample_seconds']:7.1f} s | update {r['update_seconds']:7.1f} s | "
                   f"eval return {r['eval_return']:8.1f} | peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+    if FLAGS.merge:
+        with open(FLAGS.merge) as f:
+            earlier = [json.loads(line) for line in f]
+        results += [r for rec in earlier if rec.get("bench") == "vs_sb3" and rec["env"] == FLAGS.env
+                    and rec["steps"] == steps and rec["trpo_flags"] == FLAGS.trpo_flags
+                    for r in rec["runs"] if r["seed"] not in {x["seed"] for x in results}]
+        print(f"merged with earlier runs: seeds {sorted({r['seed'] for r in results})}", flush=True)
     means, ratios = summarize(results)
     for lib, m in means.items():
         print(f"{lib:>8} mean: {m['wall_seconds']:8.1f} s wall | {m['steps_per_sec']:8,.0f} steps/s | "
