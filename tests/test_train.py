@@ -77,3 +77,19 @@ def test_discrete_and_mlp_envs_run(tmp_path, env):
     history = train(Config(env=env, iterations=2, batch_steps=400, num_envs=2,
                            logdir=str(tmp_path), quiet=True))
     assert len(history) == 2 and all(np.isfinite(m["surrogate_after"]) for m in history)
+
+
+def test_without_checkpoints_summaries_go_out_every_iteration(tmp_path):
+    train(Config(env="Cartpole", iterations=3, batch_steps=400, num_envs=2, logdir=str(tmp_path),
+                 quiet=True, checkpoint_every=0, export_every=2))
+    assert event_steps(str(tmp_path), "Policy/MeanKL") == [1, 2, 3]
+    assert not os.path.exists(tmp_path / "checkpoints")
+    assert os.path.isfile(tmp_path / "policy" / "saved_model.pb")
+
+
+def test_checkpoint_every_two_writes_summaries_in_pairs_and_after_the_last(tmp_path):
+    train(Config(env="Cartpole", iterations=3, batch_steps=400, num_envs=2, logdir=str(tmp_path),
+                 quiet=True, checkpoint_every=2))
+    assert event_steps(str(tmp_path), "Policy/MeanKL") == [1, 2, 3]
+    assert sorted(os.listdir(tmp_path / "checkpoints"))[:2] == ["checkpoint", "ckpt-2.data-00000-of-00001"]
+    assert os.path.isfile(tmp_path / "checkpoints" / "ckpt-3.index")

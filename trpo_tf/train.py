@@ -167,54 +167,73 @@ class Trainer:
         self.log(f"trpo_tf: {self.spec.name} ({self.spec.gym_id}), {self.dist.__class__.__name__} "
                  f"policy, {sum(int(np.prod(v.shape)) for v in self.policy.trainable_variables)} "
                  f"parameters, {cfg.num_envs} {self.backend} envs x {cfg.steps_per_env} steps per iteration")
-        history, pending, faults_in_row, faults = [], [], 0, 0
+        history, pending = [], []
+        self._faults_in_row = self._faults = 0
         batches = iter(self.stream)
         with StopOnSignal() as stop:
             for it in range(start, cfg.iterations):
-                t0 = time.perf_counter()
-                batch = next(batches)
-                t_sample = time.perf_counter() - t0
-                if self.sampler.batches_produced != it - start + 1:
-                    raise RuntimeError("tf.data sampled ahead of the update: batches are off-policy")
-                n = int(batch["rew"].shape[0])
-                env_steps += n
-                m, fault = self.iteration(batch)
-                if fault:
-                    faults_in_row, faults = faults_in_row + 1, faults + 1
-                    self.log(f"it {it + 1:4d}/{cfg.iterations} | skipped: non-finite {fault} "
-                             f"({faults_in_row} in a row)")
-                    if faults_in_row >= cfg.max_faults:
-                        raise TrainingFault(
-                            f"{faults_in_row} iterations in a row had non-finite {fault}; stopped "
-                            f"with the last good checkpoint (iteration {self.checkpointer.iteration.numpy()}) "
-                            f"in {self.checkpointer.directory}")
-                    m = {"faults": faults, "env_steps": env_steps}
-                else:
-                    faults_in_row = 0
-                    m.update(episode_metrics(batch))
-                    m.update(env_steps=env_steps, faults=faults, time_sample=t_sample,
-                             time_sample_policy=float(batch["time_policy"]),
-                             time_sample_env=float(batch["time_env"]),
-                             time_iteration=time.perf_counter() - t0)
-                    m["steps_per_sec"] = n / m["time_iteration"]
-                    m["sample_steps_per_sec"] = n / t_sample
-                    self.log(summaries.progress_line(it, cfg.iterations, m))
+                m = self.train_iteration(batches, it, start, env_steps)
+                env_steps = m["env_steps"]
+                history.append(m)
                 pending.append((it + 1, m))
-                last = it + 1 == cfg.iterations or stop.signum is not None
-                if not cfg.checkpoint_every or (it + 1) % cfg.checkpoint_every == 0 or last:
-                    if cfg.checkpoint_every:  # checkpoint first: its metrics can refill TensorBoard
-                        self.checkpointer.save(it + 1, env_steps, pending, self.sampler.state())
-                    self.write_summaries(pending)
+                # without checkpoints, summaries go out every iteration
+                if (not cfg.checkpoint_every or self.due(it + 1, cfg.checkpoint_every)
+                        or stop.signum is not None):
+                    self.save(it + 1, env_steps, pending)
                     pending = []
                 if cfg.export_every and (it + 1) % cfg.export_every == 0:
                     self.export()
-                history.append(m)
                 if stop.signum is not None:
                     self.log(f"stopping after iteration {it + 1} on {signal.Signals(stop.signum).name}")
                     break
             path = self.export()
         self.log(f"exported policy to {path}")
         return history
+
+    def due(self, iterations_done, every):
+        """Every `every` iterations and after the last one."""
+        return iterations_done % every == 0 or iterations_done == self.cfg.iterations
+
+    def train_iteration(self, batches, it, start, env_steps):
+        """Sample, update and report iteration `it` -> its metrics (a skipped one's too)."""
+        t0 = time.perf_counter()
+        batch = next(batches)
+        t_sample = time.perf_counter() - t0
+        if self.sampler.batches_produced != it - start + 1:
+            raise RuntimeError("tf.data sampled ahead of the update: batches are off-policy")
+        n = int(batch["rew"].shape[0])
+        m, fault = self.iteration(batch)
+        if fault:
+            return self.skip(it, fault, env_steps + n)
+        self._faults_in_row = 0
+        m.update(episode_metrics(batch))
+        m.update(env_steps=env_steps + n, faults=self._faults, time_sample=t_sample,
+                 time_sample_policy=float(batch["time_policy"]),
+                 time_sample_env=float(batch["time_env"]), time_iteration=time.perf_counter() - t0)
+        m["steps_per_sec"] = n / m["time_iteration"]
+        m["sample_steps_per_sec"] = n / t_sample
+        self.log(summaries.progress_line(it, self.cfg.iterations, m))
+        return m
+
+    def skip(self, it, fault, env_steps):
+        """Count a skipped iteration; --max_faults of them in a row stop the run."""
+        self._faults_in_row += 1
+        self._faults += 1
+        self.log(f"it {it + 1:4d}/{self.cfg.iterations} | skipped: non-finite {fault} "
+                 f"({self._faults_in_row} in a row)")
+        if self._faults_in_row >= self.cfg.max_faults:
+            raise TrainingFault(
+                f"{self._faults_in_row} iterations in a row had non-finite {fault}; stopped with "
+                f"the last good checkpoint (iteration {self.checkpointer.iteration.numpy()}) in "
+                f"{self.checkpointer.directory}")
+        return {"faults": self._faults, "env_steps": env_steps}
+
+    def save(self, iterations_done, env_steps, pending):
+        """Checkpoint first (it holds `pending`, so a kill before the summaries loses none),
+        then write the summaries."""
+        if self.cfg.checkpoint_every:
+            self.checkpointer.save(iterations_done, env_steps, pending, self.sampler.state())
+        self.write_summaries(pending)
 
     def close(self):
         self.envs.close()
