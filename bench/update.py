@@ -28,7 +28,7 @@ from trpo_tf.pipeline import batch_signature  # noqa: E402
 from trpo_tf.policies import build_models  # noqa: E402
 from trpo_tf.train import make_advantage_fn  # noqa: E402
 from trpo_tf.sampling.single_path import SinglePathSampler  # noqa: E402
-from trpo_tf.update import TRPOLearner, get_flat, set_flat  # noqa: E402
+from trpo_tf.update import TRPOLearner, get_flat, set_flat, single_path_gain  # noqa: E402
 from trpo_tf.value import ValueFitter  # noqa: E402
 
 flags.DEFINE_string("env", "Hopper", "Short name or gymnasium id (for the spaces and nets).")
@@ -51,8 +51,9 @@ def main(argv):
     policy, value = build_models(obs_dim, dist, hidden, cfg.value_hidden, True)
     sig = batch_signature((obs_dim,), np.float32, dist)
     advantage_fn = make_advantage_fn(value, cfg, sig["obs"])
-    learner = TRPOLearner(policy, dist, sig["obs"], sig["act"], cfg.max_kl, cfg.cg_iters,
-                          cfg.cg_damping, cfg.fvp_subsample, cfg.ls_shrink, cfg.ls_max_backtracks)
+    learner = TRPOLearner(policy, dist, single_path_gain(dist), [sig["obs"], sig["act"], sig["rew"]],
+                          cfg.max_kl, cfg.cg_iters, cfg.cg_damping, cfg.fvp_subsample,
+                          cfg.ls_shrink, cfg.ls_max_backtracks)
     fitter = ValueFitter(value, sig["obs"], cfg.vf_lr, cfg.vf_epochs, cfg.vf_minibatch)
     batch = SinglePathSampler(group, dist, n // 16, 0).sample(policy.numpy_fn())
     group.close()

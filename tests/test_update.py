@@ -144,8 +144,10 @@ def make_learner(dist, policy, max_kl=0.01):
     obs_spec = tf.TensorSpec((None, 3), tf.float32)
     act_spec = (tf.TensorSpec((None,), tf.int32) if dist.discrete
                 else tf.TensorSpec((None, dist.act_dim), tf.float32))
-    return U.TRPOLearner(policy, dist, obs_spec, act_spec, max_kl=max_kl, cg_iters=10,
-                         cg_damping=0.01, fvp_subsample=0.5, ls_shrink=0.8, ls_max_backtracks=10)
+    adv_spec = tf.TensorSpec((None,), tf.float32)
+    return U.TRPOLearner(policy, dist, U.single_path_gain(dist), [obs_spec, act_spec, adv_spec],
+                         max_kl=max_kl, cg_iters=10, cg_damping=0.01, fvp_subsample=0.5,
+                         ls_shrink=0.8, ls_max_backtracks=10)
 
 
 def random_batch(dist, n, seed):

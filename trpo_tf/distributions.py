@@ -47,10 +47,19 @@ class DiagGaussian:
         mean, log_std = self.split(params)
         return mean + tf.exp(log_std) * tf.random.normal(tf.shape(mean))
 
-    def sample_np(self, params, rng):
-        """The same sampler on NumPy arrays (the fast acting path)."""
+    def draw_noise(self, rng, n):
+        """The randomness of n draws, apart from the parameters (shared for common random
+        numbers in vine branches)."""
+        return rng.standard_normal((n, self.act_dim)).astype(np.float32)
+
+    def sample_from_noise(self, params, noise):
+        """NumPy: the draws that `noise` makes from the distributions `params`."""
         mean, log_std = params[:, : self.act_dim], params[:, self.act_dim :]
-        return mean + np.exp(log_std) * rng.standard_normal(mean.shape).astype(np.float32)
+        return mean + np.exp(log_std) * noise
+
+    def sample_np(self, params, rng):
+        """The same sampler as `sample`, on NumPy arrays (the fast acting path)."""
+        return self.sample_from_noise(params, self.draw_noise(rng, len(params)))
 
 
 class Categorical:
@@ -80,10 +89,16 @@ class Categorical:
     def sample(self, logits):
         return tf.random.categorical(logits, 1, dtype=tf.int32)[:, 0]
 
-    def sample_np(self, logits, rng):
+    def draw_noise(self, rng, n):
+        """Gumbel noise, one per action, for n draws."""
+        return -np.log(-np.log(rng.uniform(1e-12, 1.0, (n, self.num_actions))))
+
+    def sample_from_noise(self, logits, noise):
         """Gumbel-max: argmax(logits + Gumbel noise) is a draw from softmax(logits)."""
-        gumbel = -np.log(-np.log(rng.uniform(1e-12, 1.0, logits.shape)))
-        return np.argmax(logits + gumbel, axis=-1).astype(np.int32)
+        return np.argmax(logits + noise, axis=-1).astype(np.int32)
+
+    def sample_np(self, logits, rng):
+        return self.sample_from_noise(logits, self.draw_noise(rng, len(logits)))
 
 
 def for_action_space(space):

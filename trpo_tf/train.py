@@ -15,7 +15,7 @@ from trpo_tf.checkpoint import Checkpointer
 from trpo_tf.errors import TrainingFault
 from trpo_tf.export import export_policy
 from trpo_tf.sampling.single_path import SinglePathSampler
-from trpo_tf.update import TRPOLearner
+from trpo_tf.update import TRPOLearner, single_path_gain
 from trpo_tf.value import ValueFitter
 
 
@@ -96,7 +96,8 @@ class Trainer:
             lambda: self.sampler.sample(self.policy.numpy_fn()), self.signature)
         self.advantage_fn = make_advantage_fn(self.value_net, cfg, obs_spec)
         self.learner = TRPOLearner(
-            self.policy, self.dist, obs_spec, self.signature["act"], cfg.max_kl, cfg.cg_iters,
+            self.policy, self.dist, single_path_gain(self.dist),
+            [obs_spec, self.signature["act"], self.signature["rew"]], cfg.max_kl, cfg.cg_iters,
             cfg.cg_damping, cfg.fvp_subsample, cfg.ls_shrink, cfg.ls_max_backtracks)
         self.value_fitter = ValueFitter(
             self.value_net, obs_spec, cfg.vf_lr, cfg.vf_epochs, cfg.vf_minibatch, cfg.seed)

@@ -35,6 +35,15 @@ def surrogate_gain(dist, params, actions, old_log_prob, advantages):
     return tf.reduce_mean(ratio * advantages)
 
 
+def single_path_gain(dist):
+    """gain(params, old_params, actions, advantages) for TRPOLearner: eq. 14-15, q = pi_old."""
+
+    def gain(params, old_params, actions, advantages):
+        return surrogate_gain(dist, params, actions, dist.log_prob(old_params, actions), advantages)
+
+    return gain
+
+
 def mean_kl(dist, old_params, params):
     """Eq. 13's constraint: the mean over states of KL(pi_old || pi_theta)."""
     return tf.reduce_mean(dist.kl(old_params, params))
@@ -99,12 +108,18 @@ def backtracking_line_search(evaluate, theta_old, full_step, gain_old, max_kl, s
 
 
 class TRPOLearner:
-    """One TRPO update per call, as a tf.function traced once per run (input_signature)."""
+    """One TRPO update per call, as a tf.function traced once per run (input_signature).
 
-    def __init__(self, policy, dist, obs_spec, act_spec, max_kl, cg_iters, cg_damping,
+    step(obs, *data) maximises gain_fn(params, old_params, *data), the surrogate of the
+    sampling scheme (single path: single_path_gain; vine: eq. 16 / 17), under the mean KL
+    over `obs`. input_specs = [obs spec, *data specs].
+    """
+
+    def __init__(self, policy, dist, gain_fn, input_specs, max_kl, cg_iters, cg_damping,
                  fvp_subsample, ls_shrink, ls_max_backtracks):
         self.policy = policy
         self.dist = dist
+        self.gain_fn = gain_fn
         self.variables = policy.trainable_variables
         self.max_kl = max_kl
         self.cg_iters = cg_iters
@@ -113,18 +128,16 @@ class TRPOLearner:
         self.ls_shrink = ls_shrink
         self.ls_max_backtracks = ls_max_backtracks
         self.trace_count = 0
-        adv_spec = tf.TensorSpec((None,), tf.float32)
-        self.step = tf.function(self._step, input_signature=[obs_spec, act_spec, adv_spec])
+        self.step = tf.function(self._step, input_signature=list(input_specs))
 
-    def _step(self, obs, act, adv):
+    def _step(self, obs, *data):
         self.trace_count += 1  # Python side effect: runs only while tracing
         dist, policy, variables = self.dist, self.policy, self.variables
         old_params = tf.stop_gradient(policy(obs))
-        old_log_prob = dist.log_prob(old_params, act)
         theta_old = get_flat(variables)
 
         with tf.GradientTape() as tape:
-            gain_old = surrogate_gain(dist, policy(obs), act, old_log_prob, adv)
+            gain_old = self.gain_fn(policy(obs), old_params, *data)
         grad = flat_concat(tape.gradient(gain_old, variables))
 
         fvp_obs, fvp_old = obs[::self.fvp_stride], old_params[::self.fvp_stride]
@@ -142,8 +155,7 @@ class TRPOLearner:
         def evaluate(theta):
             set_flat(variables, theta)
             params = policy(obs)
-            return (surrogate_gain(dist, params, act, old_log_prob, adv),
-                    mean_kl(dist, old_params, params))
+            return self.gain_fn(params, old_params, *data), mean_kl(dist, old_params, params)
 
         theta, accepted, tried, gain, kl = backtracking_line_search(
             evaluate, theta_old, full_step, gain_old, self.max_kl, self.ls_shrink,
