@@ -26,6 +26,8 @@ def launch(*args, timeout=300):
     (["--batch_steps=500", "--max_path_length=1000"], "--batch_steps=500 is smaller than one path (--max_path_length=1000)"),
     (["--env=Taxi-v4", "--env_backend=envpool"], "--env_backend=envpool: EnvPool is not installed or has no Taxi-v4"),
     (["--iterations=3", "extra"], "unexpected arguments: extra"),
+    (["--sampler=vine", "--env=CartPole-v1"], "--sampler=vine needs a simulator whose state can be restored; CartPole-v1 cannot"),
+    (["--sampler=vine", "--env_backend=envpool"], "--sampler=vine restores simulator states, which EnvPool cannot"),
 ])
 def test_bad_input_is_one_clear_line_and_exit_2(args, needle):
     out = launch(*args, "--logdir=/nonexistent-never-written")

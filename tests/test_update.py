@@ -173,3 +173,40 @@ def test_trpo_step_respects_kl_bound_improves_surrogate_and_traces_once(dist):
         assert kl == pytest.approx(float(m["kl"]), rel=1e-4)
         assert 0.0 < kl <= 0.01
     assert learner.trace_count == 1
+
+
+def test_vine_estimators_by_hand_and_eq17_ignores_a_constant_added_to_q():
+    dist = Categorical(2)
+    params = tf.math.log(tf.constant([[0.25, 0.75]]))      # pi_theta
+    old = tf.math.log(tf.constant([[0.5, 0.5]]))           # pi_old
+    actions = tf.constant([[0, 1]])
+    q = tf.constant([[1.0, 3.0]])
+    # eq. 16: 0.25 * 1 + 0.75 * 3
+    assert float(U.vine_gain(dist, "all")(params, old, actions, q)) == pytest.approx(2.5)
+    # eq. 17, q = pi_old: w = (0.5, 1.5), (0.5 * 1 + 1.5 * 3) / 2
+    is_gain = U.vine_gain(dist, "policy")
+    assert float(is_gain(params, old, actions, q)) == pytest.approx(2.5)
+    # uniform proposal: w proportional to pi_theta: (0.25 * 1 + 0.75 * 3) / 1
+    assert float(U.vine_gain(dist, "uniform")(params, old, actions, q)) == pytest.approx(2.5)
+    # a repeated action: w = (0.5, 0.5) -> the mean of its two Q-hats
+    assert float(is_gain(params, old, tf.constant([[0, 0]]), q)) == pytest.approx(2.0)
+
+    def value_and_grad(q_hat):
+        p = tf.Variable(tf.constant([[0.3, -0.2]]))
+        with tf.GradientTape() as tape:
+            value = is_gain(p, old, actions, q_hat)
+        return float(value), tape.gradient(value, p).numpy()
+
+    v0, g0 = value_and_grad(q)
+    v1, g1 = value_and_grad(q + 100.0)
+    assert v1 == pytest.approx(v0 + 100.0)
+    np.testing.assert_allclose(g1, g0, atol=1e-5)
+
+
+def test_vine_gain_for_gaussian_branches():
+    dist = DiagGaussian(1)
+    params = tf.constant([[0.0, 0.0], [1.0, 0.0]])               # N(0,1), N(1,1)
+    actions = tf.constant([[[0.0], [1.0]], [[1.0], [1.0]]])       # [N=2, K=2, 1]
+    q = tf.constant([[2.0, 4.0], [5.0, 7.0]])
+    # at theta = theta_old every weight is 1: the mean Q-hat per state, then over states
+    assert float(U.vine_gain(dist, "policy")(params, params, actions, q)) == pytest.approx(4.5)

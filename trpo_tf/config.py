@@ -40,6 +40,14 @@ class Config:
     export_every: int = 0            # 0: only at the end
     checkpoint_every: int = 1
     resume: str = "auto"             # auto | never
+    sampler: str = "single_path"     # single_path | vine (section 5)
+    vine_trunk_paths: int = 16       # Table 2: 16 trunk rollouts x 1000 steps
+    vine_trunk_length: int = 1000
+    vine_states: int = 125           # rollout set size N; Table 2's 500 Q-values = N x K
+    vine_actions_per_state: int = 4  # K (Table 2: 4 rollouts per state)
+    vine_rollout_length: int = 50    # Table 2: 50 (Swimmer), 100 (Hopper, Walker)
+    vine_proposal: str = "policy"    # policy | uniform | all (q of section 5.2)
+    vine_crn: bool = True            # common random numbers across a state's K branches
     max_faults: int = 3              # iterations in a row skipped for NaN/Inf before stopping
     quiet: bool = False
 
@@ -96,5 +104,15 @@ def validate(cfg):
     _check(not cfg.max_path_length or cfg.batch_steps >= cfg.max_path_length,
            f"--batch_steps={cfg.batch_steps} is smaller than one path "
            f"(--max_path_length={cfg.max_path_length}); raise it or shorten paths")
+    _check(cfg.sampler in ("single_path", "vine"),
+           f"--sampler must be single_path|vine (got {cfg.sampler!r})")
+    _check(cfg.sampler != "vine" or cfg.env_backend != "envpool",
+           "--sampler=vine restores simulator states, which EnvPool cannot: use "
+           "--env_backend=gymnasium or auto")
+    for name in ("vine_trunk_paths", "vine_trunk_length", "vine_states", "vine_actions_per_state",
+                 "vine_rollout_length"):
+        _check(getattr(cfg, name) >= 1, f"--{name} must be >= 1 (got {getattr(cfg, name)})")
+    _check(cfg.vine_proposal in ("policy", "uniform", "all"),
+           f"--vine_proposal must be policy|uniform|all (got {cfg.vine_proposal!r})")
     _check(bool(cfg.logdir), "--logdir must not be empty")
     return cfg

@@ -97,12 +97,18 @@ class GymnasiumEnvs:
         return obs, rew, term, trunc, final_obs
 
     def snapshot(self):
-        return [simstate.snapshot(env) for env in self.envs]
+        return [self.snapshot_one(i) for i in range(self.num_envs)]
 
     def restore(self, snapshots):
-        for env, snap in zip(self.envs, snapshots):
-            env.reset()  # wrappers (OrderEnforcing) must see a reset; the state overrides it
-            simstate.restore(env, snap)
+        for i, snap in enumerate(snapshots):
+            self.restore_one(i, snap)
+
+    def snapshot_one(self, i):
+        return simstate.snapshot(self.envs[i])
+
+    def restore_one(self, i, snap):
+        self.envs[i].reset()  # wrappers (OrderEnforcing) must see a reset; the state overrides it
+        simstate.restore(self.envs[i], snap)
 
     def close(self):
         for env in self.envs:
@@ -176,6 +182,19 @@ def pick_backend(spec, backend):
         raise EnvError(f"--env_backend=envpool: EnvPool is not installed or has no {spec.gym_id}; "
                        "use --env_backend=gymnasium or auto")
     return backend
+
+
+def check_restorable(spec):
+    """Vine needs to snapshot and restore the simulator: an EnvError if this env cannot."""
+    env = make_env(spec)
+    try:
+        env.reset(seed=0)
+        simstate.snapshot(env)
+    except simstate.NotRestorable as err:
+        raise EnvError(f"--sampler=vine needs a simulator whose state can be restored; {spec.gym_id} "
+                       f"cannot ({err}); --sampler=single_path works with it") from None
+    finally:
+        env.close()
 
 
 def make_env_group(spec, backend, num_envs, seed, max_path_length=None, num_threads=0):

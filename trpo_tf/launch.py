@@ -43,6 +43,14 @@ flags.DEFINE_string("export_dir", D.export_dir, "Where the SavedModel goes; empt
 flags.DEFINE_integer("export_every", D.export_every, "Also export every N iterations; 0 = only at the end.")
 flags.DEFINE_integer("checkpoint_every", D.checkpoint_every, "Checkpoint every N iterations; 0 = never.")
 flags.DEFINE_enum("resume", D.resume, ["auto", "never"], "auto: continue from the last checkpoint in --logdir.")
+flags.DEFINE_enum("sampler", D.sampler, ["single_path", "vine"], "Section 5: single path, or vine (rollout set + K branches from restored states).")
+flags.DEFINE_integer("vine_trunk_paths", D.vine_trunk_paths, "Vine: trunk trajectories per iteration.")
+flags.DEFINE_integer("vine_trunk_length", D.vine_trunk_length, "Vine: steps per trunk trajectory (at most).")
+flags.DEFINE_integer("vine_states", D.vine_states, "Vine: states in the rollout set (N), drawn along the trunks.")
+flags.DEFINE_integer("vine_actions_per_state", D.vine_actions_per_state, "Vine: actions (branches) per state (K).")
+flags.DEFINE_integer("vine_rollout_length", D.vine_rollout_length, "Vine: steps per branch rollout.")
+flags.DEFINE_enum("vine_proposal", D.vine_proposal, ["policy", "uniform", "all"], "Vine: q, the branch actions' distribution; all = every action (small discrete spaces, eq. 16).")
+flags.DEFINE_boolean("vine_crn", D.vine_crn, "Vine: common random numbers across a state's branches.")
 flags.DEFINE_integer("max_faults", D.max_faults, "Stop after this many iterations in a row skipped for NaN/Inf.")
 flags.DEFINE_boolean("quiet", D.quiet, "No per-iteration progress lines.")
 FLAGS = flags.FLAGS
@@ -73,7 +81,10 @@ def main(argv):
 
     def run():
         cfg = config_from_flags()
-        envs.pick_backend(envs.resolve_env(cfg.env), cfg.env_backend)  # before TensorFlow loads
+        spec = envs.resolve_env(cfg.env)  # checked before TensorFlow loads
+        envs.pick_backend(spec, cfg.env_backend)
+        if cfg.sampler == "vine":
+            envs.check_restorable(spec)
         from trpo_tf.train import train
 
         train(cfg)

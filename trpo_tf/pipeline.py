@@ -17,8 +17,21 @@ def batch_signature(obs_shape, obs_dtype, dist):
     return {
         "obs": obs, "act": act, "rew": per_step, "terminal": per_step, "path_end": per_step,
         "end_obs": obs, "episode_return": per_step, "episode_length": per_step,
+        "sim_steps": tf.TensorSpec((), tf.float32),
         "time_policy": tf.TensorSpec((), tf.float32), "time_env": tf.TensorSpec((), tf.float32),
     }
+
+
+def vine_signature(obs_shape, obs_dtype, dist):
+    """The TensorSpecs of a vine batch (sampling/vine.py): N states, K branches each."""
+    obs = tf.TensorSpec((None,) + tuple(obs_shape), tf.as_dtype(obs_dtype))
+    act = (tf.TensorSpec((None, None), tf.int32) if dist.discrete
+           else tf.TensorSpec((None, None, dist.act_dim), tf.float32))
+    scalar = tf.TensorSpec((), tf.float32)
+    return {"obs": obs, "act": act, "q_hat": tf.TensorSpec((None, None), tf.float32),
+            "episode_return": tf.TensorSpec((None,), tf.float32),
+            "episode_length": tf.TensorSpec((None,), tf.float32),
+            "sim_steps": scalar, "q_spread": scalar}
 
 
 class BatchStream:

@@ -33,6 +33,10 @@ TAGS = {
     "time_value": "Time/ValueFit",
     "time_iteration": "Time/Iteration",
     "faults": "Faults/SkippedIterations",
+    "vine_states": "Vine/StatesInRolloutSet",
+    "vine_branches": "Vine/Branches",
+    "vine_q_spread": "Vine/MeanQSpreadPerState",
+    "vine_sim_steps": "Vine/SimulatorStepsPerIteration",
 }
 
 

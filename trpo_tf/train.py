@@ -15,7 +15,8 @@ from trpo_tf.checkpoint import Checkpointer
 from trpo_tf.errors import TrainingFault
 from trpo_tf.export import export_policy
 from trpo_tf.sampling.single_path import SinglePathSampler
-from trpo_tf.update import TRPOLearner, single_path_gain
+from trpo_tf.sampling.vine import VineSampler
+from trpo_tf.update import TRPOLearner, single_path_gain, vine_gain
 from trpo_tf.value import ValueFitter
 
 
@@ -80,7 +81,11 @@ class Trainer:
         self.cfg = cfg
         keras.utils.set_random_seed(cfg.seed)
         self.spec = envs.resolve_env(cfg.env)
-        self.backend = envs.pick_backend(self.spec, cfg.env_backend)
+        if cfg.sampler == "vine":  # branches restore simulator states: gymnasium MuJoCo envs
+            envs.check_restorable(self.spec)
+            self.backend = "gymnasium"
+        else:
+            self.backend = envs.pick_backend(self.spec, cfg.env_backend)
         self.envs = envs.make_env_group(self.spec, self.backend, cfg.num_envs, cfg.seed,
                                         cfg.max_path_length or None, cfg.env_threads)
         self.dist = distributions.for_action_space(self.envs.action_space)
@@ -89,16 +94,22 @@ class Trainer:
         self.policy, self.value_net = policies.build_models(
             obs_space.shape[0], self.dist, hidden, cfg.value_hidden, cfg.normalize_obs,
             cfg.init_log_std)
-        self.signature = pipeline.batch_signature(obs_space.shape, np.float32, self.dist)
+        vine = cfg.sampler == "vine"
+        self.signature = (pipeline.vine_signature if vine else pipeline.batch_signature)(
+            obs_space.shape, np.float32, self.dist)
         obs_spec = self.signature["obs"]
-        self.sampler = SinglePathSampler(self.envs, self.dist, cfg.steps_per_env, cfg.seed)
+        self.sampler = self.make_vine_sampler() if vine else SinglePathSampler(
+            self.envs, self.dist, cfg.steps_per_env, cfg.seed)
         self.stream = pipeline.BatchStream(
             lambda: self.sampler.sample(self.policy.numpy_fn()), self.signature)
         self.advantage_fn = make_advantage_fn(self.value_net, cfg, obs_spec)
+        gain, data = ((vine_gain(self.dist, cfg.vine_proposal), "q_hat") if vine
+                      else (single_path_gain(self.dist), "rew"))  # rew: the spec of advantages
         self.learner = TRPOLearner(
-            self.policy, self.dist, single_path_gain(self.dist),
-            [obs_spec, self.signature["act"], self.signature["rew"]], cfg.max_kl, cfg.cg_iters,
-            cfg.cg_damping, cfg.fvp_subsample, cfg.ls_shrink, cfg.ls_max_backtracks)
+            self.policy, self.dist, gain, [obs_spec, self.signature["act"], self.signature[data]],
+            cfg.max_kl, cfg.cg_iters, cfg.cg_damping, cfg.fvp_subsample, cfg.ls_shrink,
+            cfg.ls_max_backtracks)
+        self.iteration = self.vine_iteration if vine else self.single_path_iteration
         self.value_fitter = ValueFitter(
             self.value_net, obs_spec, cfg.vf_lr, cfg.vf_epochs, cfg.vf_minibatch, cfg.seed)
         self.checkpointer = Checkpointer(
@@ -110,7 +121,31 @@ class Trainer:
         if not self.cfg.quiet:
             print(line, flush=True)
 
-    def iteration(self, batch):
+    def make_vine_sampler(self):
+        cfg = self.cfg
+        return VineSampler(self.envs, self.dist, cfg.vine_trunk_paths, cfg.vine_trunk_length,
+                           cfg.vine_states, cfg.vine_actions_per_state, cfg.vine_rollout_length,
+                           cfg.gamma, cfg.vine_proposal, cfg.vine_crn, cfg.seed)
+
+    def vine_iteration(self, batch):
+        """TRPO step on the rollout set (eq. 16 / 17) and normaliser update -> metrics, or
+        (None, what) when non-finite numbers turned up. Vine needs no value function."""
+        if not all_finite(batch["obs"], batch["q_hat"]):
+            return None, "observations or Q-values"
+        t0 = time.perf_counter()
+        metrics = {k: float(v) for k, v in self.learner.step(batch["obs"], batch["act"], batch["q_hat"]).items()}
+        if metrics["fault"]:
+            return None, "gradient, Fisher-vector products or CG solution"
+        self.policy.normalizer.update(batch["obs"].numpy())
+        nan = float("nan")
+        q_shape = batch["q_hat"].shape
+        metrics.update(explained_variance=nan, value_loss_before=nan, value_loss_after=nan,
+                       time_advantage=0.0, time_update=time.perf_counter() - t0, time_value=0.0,
+                       vine_states=float(q_shape[0]), vine_branches=float(q_shape[0] * q_shape[1]),
+                       vine_q_spread=float(batch["q_spread"]), vine_sim_steps=float(batch["sim_steps"]))
+        return metrics, None
+
+    def single_path_iteration(self, batch):
         """Advantages, TRPO step, value fit and normaliser update on one batch -> metrics, or
         (None, what) when non-finite numbers turned up; then nothing is changed."""
         if not all_finite(batch["obs"], batch["end_obs"], batch["rew"]):
@@ -202,15 +237,16 @@ class Trainer:
         t_sample = time.perf_counter() - t0
         if self.sampler.batches_produced != it - start + 1:
             raise RuntimeError("tf.data sampled ahead of the update: batches are off-policy")
-        n = int(batch["rew"].shape[0])
+        n = int(batch["sim_steps"])  # simulator steps, vine's branches included
         m, fault = self.iteration(batch)
         if fault:
             return self.skip(it, fault, env_steps + n)
         self._faults_in_row = 0
         m.update(episode_metrics(batch))
         m.update(env_steps=env_steps + n, faults=self._faults, time_sample=t_sample,
-                 time_sample_policy=float(batch["time_policy"]),
-                 time_sample_env=float(batch["time_env"]), time_iteration=time.perf_counter() - t0)
+                 time_iteration=time.perf_counter() - t0)
+        m.update({f"time_sample_{k}": float(batch[f"time_{k}"]) for k in ("policy", "env")
+                  if f"time_{k}" in batch})
         m["steps_per_sec"] = n / m["time_iteration"]
         m["sample_steps_per_sec"] = n / t_sample
         self.log(summaries.progress_line(it, self.cfg.iterations, m))

@@ -44,6 +44,35 @@ def single_path_gain(dist):
     return gain
 
 
+def branch_log_prob(dist, params, actions):
+    """log pi(a_{n,k} | s_n) for K actions per state: params [N, P], actions [N, K, ...] -> [N, K]."""
+    k = tf.shape(actions)[1]
+    flat_actions = tf.reshape(actions, tf.concat([[-1], tf.shape(actions)[2:]], 0))
+    log_p = dist.log_prob(tf.repeat(params, k, axis=0), flat_actions)
+    return tf.reshape(log_p, [-1, k])
+
+
+def vine_gain(dist, proposal):
+    """gain(params, old_params, actions [N, K, ...], q_hat [N, K]) for vine (section 5.2):
+
+      all     eq. 16: L_n = sum_k pi(a_k|s_n) Q(s_n, a_k), every action of a small discrete space
+      policy  eq. 17: self-normalised importance sampling, w_k = pi(a_k|s_n) / pi_old(a_k|s_n)
+      uniform eq. 17 with q uniform: w_k = pi(a_k|s_n) / (1/|A|), the constant cancels
+    The mean over the rollout set's states is the surrogate.
+    """
+
+    def gain(params, old_params, actions, q_hat):
+        log_p = branch_log_prob(dist, params, actions)
+        if proposal == "all":
+            return tf.reduce_mean(tf.reduce_sum(tf.exp(log_p) * q_hat, 1))
+        if proposal == "policy":
+            log_p = log_p - branch_log_prob(dist, old_params, actions)
+        w = tf.exp(log_p - tf.reduce_max(log_p, 1, keepdims=True))  # the scale cancels in eq. 17
+        return tf.reduce_mean(tf.reduce_sum(w * q_hat, 1) / tf.reduce_sum(w, 1))
+
+    return gain
+
+
 def mean_kl(dist, old_params, params):
     """Eq. 13's constraint: the mean over states of KL(pi_old || pi_theta)."""
     return tf.reduce_mean(dist.kl(old_params, params))

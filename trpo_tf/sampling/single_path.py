@@ -13,6 +13,7 @@ Batch fields (N = num_envs * steps_per_env, P = number of segment ends):
   path_end [N]  1.0 on the last step of each segment (terminal, truncated or cut)
   end_obs [P, *obs_shape]  the state after each segment end, in order, to bootstrap from
   episode_return [M], episode_length [M]  episodes completed during this batch
+  sim_steps  the transitions in the batch (N)
   time_policy, time_env  seconds of this batch spent acting and inside the simulators
 """
 import time
@@ -92,6 +93,7 @@ class SinglePathSampler:
             "end_obs": np.stack([end_obs[k] for k in sorted(end_obs)]).astype(obs_buf.dtype),
             "episode_return": ep[:, 0].astype(np.float32),
             "episode_length": ep[:, 1].astype(np.float32),
+            "sim_steps": np.float32(valid_buf.sum()),
             "time_policy": np.float32(time_policy),
             "time_env": np.float32(time_env),
         }

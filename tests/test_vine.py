@@ -1,0 +1,87 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from trpo_tf import envs
+from trpo_tf.distributions import for_action_space
+from trpo_tf.sampling import simstate
+from trpo_tf.sampling.vine import VineSampler
+
+
+def test_mujoco_restore_is_bit_identical_through_resets():
+    env = envs.make_env(envs.resolve_env("Hopper"), max_path_length=40)
+    env.reset(seed=3)
+    for _ in range(5):
+        env.step(np.full(3, 0.3))
+    snap = simstate.snapshot(env)
+    actions = np.random.default_rng(0).uniform(-1, 1, (120, 3))
+
+    def roll():
+        out = []
+        for a in actions:
+            obs, rew, term, trunc, _ = env.step(a)
+            out.append((obs.copy(), rew, term, trunc))
+            if term or trunc:
+                out.append((env.reset()[0].copy(), 0.0, False, False))
+        return out
+
+    first = roll()
+    simstate.restore(env, snap)
+    second = roll()
+    assert any(step[3] for step in first)  # the TimeLimit fired: its counter was restored too
+    assert len(first) == len(second)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a[0], b[0])
+        assert a[1:] == b[1:]
+    env.close()
+
+
+def test_non_mujoco_envs_say_they_cannot_be_restored():
+    env = gym.make("CartPole-v1")
+    env.reset(seed=0)
+    with pytest.raises(simstate.NotRestorable, match="only MuJoCo envs"):
+        simstate.snapshot(env)
+
+
+def make_vine(crn, k=2, seed=0):
+    group = envs.GymnasiumEnvs(envs.resolve_env("Hopper"), 4, seed)
+    dist = for_action_space(group.action_space)
+    sampler = VineSampler(group, dist, trunk_paths=2, trunk_length=30, num_states=3,
+                          actions_per_state=k, rollout_length=20, gamma=0.99, proposal="policy",
+                          crn=crn, seed=seed)
+    params = lambda obs: np.tile(np.r_[np.zeros(3), np.full(3, -0.5)], (len(obs), 1)).astype(np.float32)
+    return sampler, dist, params
+
+
+def test_common_random_numbers_make_branches_with_the_same_first_action_equal():
+    for crn in (True, False):
+        sampler, dist, params = make_vine(crn)
+        obs, snaps, _, _ = sampler.trunks(params)
+        actions = np.repeat(sampler.proposals(params(obs[:3]))[:, :1], 2, axis=1)  # a_{n,1} = a_{n,2}
+        q_hat, _ = sampler.branches(params, snaps[:3], obs[:3], actions)
+        same = np.array_equal(q_hat[:, 0], q_hat[:, 1])
+        assert same == crn, (crn, q_hat)
+
+
+def test_vine_batch_shapes_and_counts():
+    sampler, dist, params = make_vine(True, k=3)
+    batch = sampler.sample(params)
+    assert batch["obs"].shape == (3, 11) and batch["act"].shape == (3, 3, 3)
+    assert batch["q_hat"].shape == (3, 3) and np.all(np.isfinite(batch["q_hat"]))
+    assert batch["sim_steps"] >= 2 * 1 + 3 * 3  # trunk steps plus at least one step per branch
+    assert batch["q_spread"] >= 0.0
+
+
+def test_vine_learns_cartpole_within_25_iterations_and_writes_vine_summaries(tmp_path):
+    from test_train import event_steps
+    from trpo_tf.config import Config
+    from trpo_tf.train import train
+
+    cfg = Config(env="Cartpole", sampler="vine", iterations=25, vine_trunk_paths=8,
+                 vine_states=100, vine_rollout_length=50, logdir=str(tmp_path), quiet=True)
+    history = train(cfg)
+    assert max(m["return_mean"] for m in history if m["return_mean"] == m["return_mean"]) == 1000.0
+    assert all(m["kl"] <= cfg.max_kl for m in history)
+    for tag in ("Vine/StatesInRolloutSet", "Vine/Branches", "Vine/MeanQSpreadPerState",
+                "Vine/SimulatorStepsPerIteration"):
+        assert event_steps(str(tmp_path), tag) == list(range(1, 26)), tag
