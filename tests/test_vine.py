@@ -36,10 +36,40 @@ def test_mujoco_restore_is_bit_identical_through_resets():
     env.close()
 
 
-def test_non_mujoco_envs_say_they_cannot_be_restored():
+def test_ale_restore_is_bit_identical_with_sticky_actions():
+    import ale_py
+
+    gym.register_envs(ale_py)
+    env = gym.make("ALE/Pong-v5", max_episode_steps=200)  # v5: sticky actions, p = 0.25
+    env.reset(seed=0)
+    for _ in range(10):
+        env.step(2)
+    snap = simstate.snapshot(env)
+    actions = np.random.default_rng(0).integers(0, 6, 250)
+
+    def roll():
+        out = []
+        for a in actions:
+            obs, rew, term, trunc, _ = env.step(int(a))
+            out.append((obs.copy(), rew, term, trunc))
+            if term or trunc:
+                out.append((env.reset()[0].copy(), 0.0, False, False))
+        return out
+
+    first = roll()
+    simstate.restore(env, snap)
+    second = roll()
+    assert any(step[3] for step in first)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a[0], b[0])
+        assert a[1:] == b[1:]
+    env.close()
+
+
+def test_other_envs_say_they_cannot_be_restored():
     env = gym.make("CartPole-v1")
     env.reset(seed=0)
-    with pytest.raises(simstate.NotRestorable, match="only MuJoCo envs"):
+    with pytest.raises(simstate.NotRestorable, match="only MuJoCo and ALE envs"):
         simstate.snapshot(env)
 
 

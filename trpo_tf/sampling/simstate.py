@@ -1,7 +1,8 @@
 """Snapshot / restore of a gymnasium env's whole simulator state, bit-identically.
 
 MuJoCo: mj_getState / mj_setState with the integration state (qpos, qvel, act, warm-start
-accelerations, time...), plus the env's reset RNG and the TimeLimit step counter, so that
+accelerations, time...). ALE: cloneState(include_rng=True) / restoreState, the RNG of sticky
+actions included. Both also keep the env's reset RNG and the TimeLimit step counter, so that
 stepping a restored env (resets included) repeats exactly. The vine sampler (section 5.2)
 branches from such snapshots; checkpoints use them to resume sampling mid-episode.
 """
@@ -24,27 +25,40 @@ def _time_limit(env):
     return None
 
 
-def _mujoco(env):
+def _is_mujoco(base):
+    return hasattr(base, "model") and isinstance(getattr(base, "data", None), mujoco.MjData)
+
+
+def _is_ale(base):
+    return hasattr(base, "ale") and hasattr(base.ale, "cloneState")
+
+
+def _simulator(env):
     base = env.unwrapped
-    if not (hasattr(base, "model") and hasattr(base, "data")
-            and isinstance(base.data, mujoco.MjData)):
-        raise NotRestorable(f"{env.spec.id if env.spec else base}: only MuJoCo envs can be "
-                            "snapshotted and restored")
+    if not (_is_mujoco(base) or _is_ale(base)):
+        raise NotRestorable(f"{env.spec.id if env.spec else base}: only MuJoCo and ALE envs can "
+                            "be snapshotted and restored")
     return base
 
 
 def snapshot(env):
-    base = _mujoco(env)
-    physics = np.empty(mujoco.mj_stateSize(base.model, _SPEC))
-    mujoco.mj_getState(base.model, base.data, physics, _SPEC)
+    base = _simulator(env)
+    if _is_ale(base):
+        physics = base.ale.cloneState(include_rng=True)
+    else:
+        physics = np.empty(mujoco.mj_stateSize(base.model, _SPEC))
+        mujoco.mj_getState(base.model, base.data, physics, _SPEC)
     limit = _time_limit(env)
     return {"physics": physics, "rng": base.np_random.bit_generator.state,
             "elapsed_steps": None if limit is None else limit._elapsed_steps}
 
 
 def restore(env, snap):
-    base = _mujoco(env)
-    mujoco.mj_setState(base.model, base.data, snap["physics"], _SPEC)
+    base = _simulator(env)
+    if _is_ale(base):
+        base.ale.restoreState(snap["physics"])
+    else:
+        mujoco.mj_setState(base.model, base.data, snap["physics"], _SPEC)
     base.np_random.bit_generator.state = snap["rng"]
     limit = _time_limit(env)
     if limit is not None:
