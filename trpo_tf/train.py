@@ -200,9 +200,13 @@ class Trainer:
         start, env_steps = (0, 0) if cfg.resume == "never" else self.resume()
         if not start:
             summaries.write_flags(self.writer, dataclasses.asdict(cfg))
+        sampling = (f"vine: {cfg.vine_trunk_paths} trunks x {cfg.vine_trunk_length} steps, "
+                    f"{cfg.vine_states} states x {self.sampler.k} branches x "
+                    f"{cfg.vine_rollout_length} steps" if cfg.sampler == "vine"
+                    else f"{cfg.steps_per_env} steps per iteration")
         self.log(f"trpo_tf: {self.spec.name} ({self.spec.gym_id}), {self.dist.__class__.__name__} "
                  f"policy, {sum(int(np.prod(v.shape)) for v in self.policy.trainable_variables)} "
-                 f"parameters, {cfg.num_envs} {self.backend} envs x {cfg.steps_per_env} steps per iteration")
+                 f"parameters, {cfg.num_envs} {self.backend} envs x {sampling}")
         history, pending = [], []
         self._faults_in_row = self._faults = 0
         batches = iter(self.stream)
