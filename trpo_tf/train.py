@@ -38,6 +38,9 @@ def make_advantage_fn(value_net, cfg, obs_spec):
     return advantage_fn
 
 
+POLICY_STEP_FAULT = "gradient, Fisher-vector products or CG solution"
+
+
 def all_finite(*tensors):
     return all(bool(tf.reduce_all(tf.math.is_finite(t))) for t in tensors)
 
@@ -81,7 +84,8 @@ class Trainer:
         self.cfg = cfg
         keras.utils.set_random_seed(cfg.seed)
         self.spec = envs.resolve_env(cfg.env)
-        if cfg.sampler == "vine":  # branches restore simulator states: gymnasium MuJoCo envs
+        vine = cfg.sampler == "vine"
+        if vine:  # branches restore simulator states: gymnasium MuJoCo envs
             envs.check_restorable(self.spec)
             self.backend = "gymnasium"
         else:
@@ -94,7 +98,6 @@ class Trainer:
         self.policy, self.value_net = policies.build_models(
             obs_space.shape[0], self.dist, hidden, cfg.value_hidden, cfg.normalize_obs,
             cfg.init_log_std)
-        vine = cfg.sampler == "vine"
         self.signature = (pipeline.vine_signature if vine else pipeline.batch_signature)(
             obs_space.shape, np.float32, self.dist)
         obs_spec = self.signature["obs"]
@@ -127,15 +130,21 @@ class Trainer:
                            cfg.vine_states, cfg.vine_actions_per_state, cfg.vine_rollout_length,
                            cfg.gamma, cfg.vine_proposal, cfg.vine_crn, cfg.seed)
 
+    def policy_step(self, obs, act, data):
+        """The TRPO step -> its metrics as floats, or None if it met non-finite numbers (then
+        the parameters were left as they were)."""
+        metrics = {k: float(v) for k, v in self.learner.step(obs, act, data).items()}
+        return None if metrics["fault"] else metrics
+
     def vine_iteration(self, batch):
         """TRPO step on the rollout set (eq. 16 / 17) and normaliser update -> metrics, or
         (None, what) when non-finite numbers turned up. Vine needs no value function."""
         if not all_finite(batch["obs"], batch["q_hat"]):
             return None, "observations or Q-values"
         t0 = time.perf_counter()
-        metrics = {k: float(v) for k, v in self.learner.step(batch["obs"], batch["act"], batch["q_hat"]).items()}
-        if metrics["fault"]:
-            return None, "gradient, Fisher-vector products or CG solution"
+        metrics = self.policy_step(batch["obs"], batch["act"], batch["q_hat"])
+        if metrics is None:
+            return None, POLICY_STEP_FAULT
         self.policy.normalizer.update(batch["obs"].numpy())
         nan = float("nan")
         q_shape = batch["q_hat"].shape
@@ -156,9 +165,9 @@ class Trainer:
         if not all_finite(adv, targets):
             return None, "advantages or value targets"
         t1 = time.perf_counter()
-        metrics = {k: float(v) for k, v in self.learner.step(batch["obs"], batch["act"], adv).items()}
-        if metrics["fault"]:
-            return None, "gradient, Fisher-vector products or CG solution"
+        metrics = self.policy_step(batch["obs"], batch["act"], adv)
+        if metrics is None:
+            return None, POLICY_STEP_FAULT
         t2 = time.perf_counter()
         vf = self.value_fitter.fit(batch["obs"], targets)
         t3 = time.perf_counter()

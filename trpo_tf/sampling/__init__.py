@@ -1,1 +1,19 @@
-"""Producers of one Batch structure (NumPy arrays, whole batches at a time)."""
+"""Producers of one Batch structure (NumPy arrays, whole batches at a time), and what the
+single path and vine samplers share."""
+import numpy as np
+
+
+def env_action_fn(action_space, dist):
+    """Policy actions -> what the env is given: Gaussian draws are clipped to the Box (the
+    batch keeps the unclipped draw, whose log-probability the surrogate needs)."""
+    if dist.discrete:
+        return lambda actions: actions
+    low, high = action_space.low, action_space.high
+    return lambda actions: np.clip(actions, low, high)
+
+
+def episode_fields(episodes):
+    """[(return, length)] of finished episodes -> the batch's episode_return / episode_length."""
+    ep = np.asarray(episodes, np.float64).reshape(-1, 2)
+    return {"episode_return": ep[:, 0].astype(np.float32),
+            "episode_length": ep[:, 1].astype(np.float32)}

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from trpo_tf.sampling import simstate
+from trpo_tf.sampling import env_action_fn, episode_fields, simstate
 
 
 class SinglePathSampler:
@@ -29,8 +29,7 @@ class SinglePathSampler:
         self.dist = dist
         self.steps_per_env = steps_per_env
         self.rng = np.random.default_rng(seed)
-        space = envs.action_space
-        self._clip = (space.low, space.high) if not dist.discrete else None
+        self._env_action = env_action_fn(envs.action_space, dist)
         self._obs = None
         self._ep_return = np.zeros(envs.num_envs)
         self._ep_length = np.zeros(envs.num_envs, np.int64)
@@ -59,7 +58,7 @@ class SinglePathSampler:
             if act_buf is None:
                 act_buf = np.empty((T,) + actions.shape, actions.dtype)
             act_buf[t] = actions
-            env_actions = actions if self._clip is None else np.clip(actions, *self._clip)
+            env_actions = self._env_action(actions)
             toc = time.perf_counter()
             self._obs, rew, term, trunc, final_obs = self.envs.step(env_actions)
             time_env += time.perf_counter() - toc
@@ -82,7 +81,6 @@ class SinglePathSampler:
                 end_buf[last, i] = 1.0
                 end_obs[i * T + last] = self._obs[i]
         self.batches_produced += 1
-        ep = np.asarray(episodes, np.float64).reshape(-1, 2)
         valid = None if valid_buf.all() else _env_major(valid_buf)
         return {
             "obs": _env_major(obs_buf, valid),
@@ -91,8 +89,7 @@ class SinglePathSampler:
             "terminal": _env_major(term_buf, valid),
             "path_end": _env_major(end_buf, valid),
             "end_obs": np.stack([end_obs[k] for k in sorted(end_obs)]).astype(obs_buf.dtype),
-            "episode_return": ep[:, 0].astype(np.float32),
-            "episode_length": ep[:, 1].astype(np.float32),
+            **episode_fields(episodes),
             "sim_steps": np.float32(valid_buf.sum()),
             "time_policy": np.float32(time_policy),
             "time_env": np.float32(time_env),

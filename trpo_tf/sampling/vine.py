@@ -16,6 +16,8 @@ max - min Q-hat).
 """
 import numpy as np
 
+from trpo_tf.sampling import env_action_fn, episode_fields
+
 PROPOSALS = ("policy", "uniform", "all")
 
 
@@ -30,12 +32,8 @@ class VineSampler:
         self.proposal, self.crn = proposal, crn
         self.k = dist.num_actions if proposal == "all" else actions_per_state
         self.rng = np.random.default_rng(seed)
-        space = envs.action_space
-        self._clip = None if dist.discrete else (space.low, space.high)
+        self._env_action = env_action_fn(envs.action_space, dist)
         self.batches_produced = 0
-
-    def _env_action(self, actions):
-        return actions if self._clip is None else np.clip(actions, *self._clip)
 
     def trunks(self, params_fn):
         """-> (observations, snapshots) of every trunk step, finished episodes, sim steps."""
@@ -128,11 +126,10 @@ class VineSampler:
         actions = self.proposals(params_fn(states))
         q_hat, branch_steps = self.branches(params_fn, state_snaps, states, actions)
         self.batches_produced += 1
-        ep = np.asarray(episodes, np.float64).reshape(-1, 2)
         return {
             "obs": states, "act": actions.astype(np.int32 if self.dist.discrete else np.float32),
             "q_hat": q_hat.astype(np.float32),
-            "episode_return": ep[:, 0].astype(np.float32), "episode_length": ep[:, 1].astype(np.float32),
+            **episode_fields(episodes),
             "sim_steps": np.float32(trunk_steps + branch_steps),
             "q_spread": np.float32(np.mean(q_hat.max(1) - q_hat.min(1))),
         }
