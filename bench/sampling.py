@@ -63,7 +63,7 @@ def sampler_rate(spec, backend, num_envs, threads, steps, seed=0):
     """Steps/s of trpo_tf's sampler with the env's default policy network."""
     group = envs.make_env_group(spec, backend, num_envs, seed, num_threads=threads)
     dist = for_action_space(group.action_space)
-    policy, _ = build_models(group.observation_space.shape[0], dist, spec.policy_hidden, (64, 64), True)
+    policy, _ = build_models(group.observation_space.shape, dist, spec.policy_hidden, (64, 64), True)
     sampler = SinglePathSampler(group, dist, max(1, steps // num_envs), seed)
     params_fn = policy.numpy_fn()
     tic = time.perf_counter()

@@ -48,7 +48,7 @@ def main(argv):
     obs_dim, dist = group.observation_space.shape[0], for_action_space(group.action_space)
     hidden = tuple(map(int, FLAGS.policy_hidden)) if FLAGS.policy_hidden is not None else spec.policy_hidden
     cfg = Config()
-    policy, value = build_models(obs_dim, dist, hidden, cfg.value_hidden, True)
+    policy, value = build_models((obs_dim,), dist, hidden, cfg.value_hidden, True)
     sig = batch_signature((obs_dim,), np.float32, dist)
     advantage_fn = make_advantage_fn(value, cfg, sig["obs"])
     learner = TRPOLearner(policy, dist, single_path_gain(dist), [sig["obs"], sig["act"], sig["rew"]],

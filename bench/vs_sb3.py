@@ -96,7 +96,7 @@ def run_trpo_tf(env_name, steps, seed, eval_episodes, overrides):
         tic = time.perf_counter()
         history = train(cfg)
         wall = time.perf_counter() - tic
-        serve, gym_id = load_policy(cfg.policy_export_dir)
+        serve, gym_id, _ = load_policy(cfg.policy_export_dir)
         env = envs.make_env(envs.resolve_env(gym_id))
         returns = run_episodes(serve, env, eval_episodes, 10_000 + seed, deterministic=True)
         env.close()

@@ -91,7 +91,7 @@ def test_play_rejects_an_env_whose_observations_do_not_fit_the_policy(tmp_path):
     from trpo_tf.export import export_policy
     from trpo_tf.policies import build_models
 
-    policy, _ = build_models(4, DiagGaussian(1), (), (8,), normalize_obs=False)
+    policy, _ = build_models((4,), DiagGaussian(1), (), (8,), normalize_obs=False)
     path = export_policy(policy, policy.dist, tf.TensorSpec((None, 4), tf.float32),
                          "InvertedPendulum-v5", str(tmp_path / "policy"))
     out = play(f"--policy={path}", "--env=Hopper")

@@ -10,7 +10,7 @@ from trpo_tf.policies import build_models
 
 def small_policy(dist, obs_dim=3, hidden=(5,), seed=0):
     keras.utils.set_random_seed(seed)
-    policy, _ = build_models(obs_dim, dist, hidden, (4,), normalize_obs=False, init_log_std=-0.3)
+    policy, _ = build_models((obs_dim,), dist, hidden, (4,), normalize_obs=False, init_log_std=-0.3)
     return policy
 
 

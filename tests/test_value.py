@@ -9,7 +9,7 @@ from trpo_tf.value import ValueFitter
 
 def test_value_fit_learns_a_known_function_and_traces_once():
     keras.utils.set_random_seed(0)
-    _, value = build_models(2, DiagGaussian(1), (), (32, 32), normalize_obs=False)
+    _, value = build_models((2,), DiagGaussian(1), (), (32, 32), normalize_obs=False)
     fitter = ValueFitter(value, tf.TensorSpec((None, 2), tf.float32), 3e-3, epochs=20, minibatch=128)
     rng = np.random.default_rng(0)
     for n in (1000, 777):

@@ -48,12 +48,27 @@ class Config:
     vine_rollout_length: int = 50    # Table 2: 50 (Swimmer), 100 (Hopper, Walker)
     vine_proposal: str = "policy"    # policy | uniform | all (q of section 5.2)
     vine_crn: bool = True            # common random numbers across a state's K branches
+    # Atari (section 8.2): gymnasium's AtariPreprocessing + FrameStackObservation
+    frame_skip: int = 0              # 0: the game's default (4; 3 for SpaceInvaders, Mnih 2013)
+    screen_size: int = 42            # frames are downsampled to screen_size x screen_size
+    frame_stack: int = 4             # the last frame_stack frames form one observation
+    sticky_actions: float = 0.0      # ALE repeat_action_probability (v5's default is 0.25)
+    noop_max: int = 0                # up to this many no-ops after each reset
+    terminal_on_life_loss: bool = False
     max_faults: int = 3              # iterations in a row skipped for NaN/Inf before stopping
     quiet: bool = False
 
     @property
     def steps_per_env(self):
         return math.ceil(self.batch_steps / self.num_envs)
+
+    @property
+    def atari(self):
+        """The Atari preprocessing these flags ask for (used only by ALE envs)."""
+        from trpo_tf.envs import AtariSettings
+
+        return AtariSettings(self.frame_skip, self.screen_size, self.frame_stack,
+                             self.sticky_actions, self.noop_max, self.terminal_on_life_loss)
 
     @property
     def policy_export_dir(self):
@@ -114,5 +129,11 @@ def validate(cfg):
         _check(getattr(cfg, name) >= 1, f"--{name} must be >= 1 (got {getattr(cfg, name)})")
     _check(cfg.vine_proposal in ("policy", "uniform", "all"),
            f"--vine_proposal must be policy|uniform|all (got {cfg.vine_proposal!r})")
+    _check(cfg.frame_skip >= 0, f"--frame_skip must be >= 0, 0 meaning the game's default (got {cfg.frame_skip})")
+    _check(cfg.screen_size >= 16, f"--screen_size must be >= 16 pixels (got {cfg.screen_size})")
+    _check(cfg.frame_stack >= 1, f"--frame_stack must be >= 1 (got {cfg.frame_stack})")
+    _check(0.0 <= cfg.sticky_actions < 1.0,
+           f"--sticky_actions must be a probability in [0, 1) (got {cfg.sticky_actions})")
+    _check(cfg.noop_max >= 0, f"--noop_max must be >= 0 (got {cfg.noop_max})")
     _check(bool(cfg.logdir), "--logdir must not be empty")
     return cfg

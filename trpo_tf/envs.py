@@ -4,6 +4,7 @@ import dataclasses
 import os
 import warnings
 
+import ale_py
 import gymnasium as gym
 import numpy as np
 
@@ -12,6 +13,27 @@ from trpo_tf.sampling import simstate
 
 from trpo_tf.errors import EnvError, EnvStepError  # noqa: F401 (raised here, caught in cli)
 
+gym.register_envs(ale_py)  # the ALE/...-v5 ids; the wheel ships the ROMs
+ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no banner per env
+
+
+@dataclasses.dataclass(frozen=True)
+class AtariSettings:
+    """Preprocessing of an ALE game, after Mnih et al. (2013) as section 8.2 did: grayscale,
+    downsampled, max over the last two of `frame_skip` repeated frames, `frame_stack` frames
+    per observation. The defaults are the paper-faithful ones (README, "Atari")."""
+    frame_skip: int = 0              # 0: the game's default (GAME_FRAME_SKIP, else 4)
+    screen_size: int = 42
+    frame_stack: int = 4
+    sticky_actions: float = 0.0      # 2013's ALE had none; ALE v5's default is 0.25
+    noop_max: int = 0                # no random no-op starts in 2013
+    terminal_on_life_loss: bool = False  # 2013 ended episodes at game over only
+
+    def for_game(self, gym_id):
+        """These settings with frame_skip resolved for the game."""
+        skip = self.frame_skip or GAME_FRAME_SKIP.get(gym_id, 4)
+        return dataclasses.replace(self, frame_skip=skip)
+
 
 @dataclasses.dataclass(frozen=True)
 class EnvSpec:
@@ -19,6 +41,7 @@ class EnvSpec:
     gym_id: str                # the registered gymnasium id
     policy_hidden: tuple       # default hidden sizes of the policy; () = linear
     auto_backend: str = "envpool"  # what --env_backend=auto picks when EnvPool has the env
+    atari: AtariSettings = None    # set for ALE games: the preprocessing wrappers to apply
 
 
 # The paper's locomotion tasks (section 8.1, Table 2). Cart-pole is continuous-action with a
@@ -34,27 +57,64 @@ SHORT_NAMES = {
 }
 DEFAULT_HIDDEN = (64, 64)  # for any other gymnasium id
 
+# Section 8.2's seven games (Table 1). Their policy is the CNN of policies.py with one
+# fully connected layer of 20 units.
+ATARI_GAMES = ("BeamRider", "Breakout", "Enduro", "Pong", "Qbert", "Seaquest", "SpaceInvaders")
+ATARI_HIDDEN = (20,)
+# Mnih et al. (2013) skipped 3 frames in Space Invaders (4 hides its blinking lasers).
+GAME_FRAME_SKIP = {"ALE/SpaceInvaders-v5": 3}
 
-def resolve_env(name):
-    """A short name or a registered gymnasium id -> EnvSpec; anything else is an EnvError."""
+
+def is_atari(gym_id):
+    """Is this a registered ALE game (ale_py's entry point)?"""
+    entry = gym.registry[gym_id].entry_point if gym_id in gym.registry else ""
+    return isinstance(entry, str) and entry.startswith("ale_py")
+
+
+def resolve_env(name, atari=AtariSettings()):
+    """A short name or a registered gymnasium id -> EnvSpec (ALE games carry `atari`, their
+    preprocessing); anything else is an EnvError."""
     if name in SHORT_NAMES:
         return SHORT_NAMES[name]
-    if name in gym.registry:
-        return EnvSpec(name, name, DEFAULT_HIDDEN)
+    gym_id = f"ALE/{name}-v5" if name in ATARI_GAMES else name
+    if gym_id in gym.registry:
+        if is_atari(gym_id):
+            return EnvSpec(name, gym_id, ATARI_HIDDEN, auto_backend="gymnasium",
+                           atari=atari.for_game(gym_id))
+        return EnvSpec(name, gym_id, DEFAULT_HIDDEN)
     raise EnvError(
-        f"--env={name!r} is neither a short name ({', '.join(SHORT_NAMES)}) "
-        "nor a registered gymnasium id (e.g. HalfCheetah-v5, CartPole-v1)")
+        f"--env={name!r} is neither a short name ({', '.join((*SHORT_NAMES, *ATARI_GAMES))}) "
+        "nor a registered gymnasium id (e.g. HalfCheetah-v5, CartPole-v1, ALE/Pong-v5)")
 
 
 def make_env(spec, max_path_length=None):
-    """One gymnasium env whose TimeLimit truncates paths at max_path_length (None: the id's own)."""
-    kwargs = {"disable_env_checker": True}
-    if max_path_length:
-        kwargs["max_episode_steps"] = max_path_length
+    """One gymnasium env whose TimeLimit truncates paths at max_path_length (None: the id's own);
+    ALE games come wrapped in their preprocessing (make_atari_env)."""
     try:
+        if spec.atari is not None:
+            return make_atari_env(spec.gym_id, spec.atari, max_path_length)
+        kwargs = {"disable_env_checker": True}
+        if max_path_length:
+            kwargs["max_episode_steps"] = max_path_length
         return gym.make(spec.gym_id, **kwargs)
     except (gym.error.Error, ImportError) as err:
         raise EnvError(f"--env={spec.name!r}: gymnasium could not make {spec.gym_id}: {err}") from err
+
+
+def make_atari_env(gym_id, settings, max_path_length=None):
+    """ALE with frameskip 1 and grayscale screens (the RGB frame is never fetched), then
+    gymnasium's AtariPreprocessing (frame skip with max-pooling of the last two frames,
+    no-ops, life loss, resize) and FrameStackObservation: observations are uint8
+    [frame_stack, screen_size, screen_size]. max_path_length counts agent steps."""
+    env = gym.make(gym_id, frameskip=1, repeat_action_probability=settings.sticky_actions,
+                   obs_type="grayscale", disable_env_checker=True)
+    env = gym.wrappers.AtariPreprocessing(
+        env, noop_max=settings.noop_max, frame_skip=settings.frame_skip,
+        screen_size=settings.screen_size, terminal_on_life_loss=settings.terminal_on_life_loss)
+    env = gym.wrappers.FrameStackObservation(env, settings.frame_stack)
+    if max_path_length:
+        env = gym.wrappers.TimeLimit(env, max_path_length)
+    return env
 
 
 class GymnasiumEnvs:
@@ -75,8 +135,10 @@ class GymnasiumEnvs:
         self.num_envs = num_envs
         self.seed = seed
         self.gym_id = spec.gym_id
+        self._reset_once = [False] * num_envs
 
     def reset(self):
+        self._reset_once = [True] * self.num_envs
         return np.stack([env.reset(seed=self.seed + i)[0] for i, env in enumerate(self.envs)])
 
     def step(self, actions):
@@ -107,7 +169,9 @@ class GymnasiumEnvs:
         return simstate.snapshot(self.envs[i])
 
     def restore_one(self, i, snap):
-        self.envs[i].reset()  # wrappers (OrderEnforcing) must see a reset; the state overrides it
+        if not self._reset_once[i]:  # wrappers (OrderEnforcing) must have seen a reset; the
+            self.envs[i].reset()     # state overrides it (once: an ALE reset costs ~8 ms)
+            self._reset_once[i] = True
         simstate.restore(self.envs[i], snap)
 
     def close(self):

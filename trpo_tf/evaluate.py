@@ -1,19 +1,44 @@
 """Scoring an exported policy: returns of whole episodes in one env (no flags here, so
 benchmarks and tools can import it)."""
+import os
+
 import numpy as np
 import tensorflow as tf
+
+from trpo_tf import envs
+from trpo_tf.export import load_policy, observation_shape, observation_spec
+
+
+def open_policy(policy_dir, env_name=None, max_path_length=None):
+    """(serving function, EnvSpec, env) for an exported policy: the env it was trained on
+    (or `env_name`) with the preprocessing recorded in the export, so it plays exactly as it
+    trained. EnvError for a directory that holds no policy or an env of another shape."""
+    if not policy_dir or not os.path.isfile(os.path.join(policy_dir, "saved_model.pb")):
+        raise envs.EnvError(f"--policy={policy_dir!r} is not an exported policy directory "
+                            "(no saved_model.pb in it)")
+    serve, env_id, settings = load_policy(policy_dir)
+    atari = envs.AtariSettings(**settings) if settings else envs.AtariSettings()
+    spec = envs.resolve_env(env_name or env_id, atari)
+    env = envs.make_env(spec, max_path_length)
+    if observation_shape(serve) != env.observation_space.shape:
+        env.close()
+        raise envs.EnvError(
+            f"--policy={policy_dir} takes observations of shape {observation_shape(serve)}, "
+            f"but --env={spec.name} gives {env.observation_space.shape}")
+    return serve, spec, env
 
 
 def run_episodes(serve, env, episodes, seed, deterministic):
     """Returns of `episodes` episodes acting with the exported policy."""
     key = "deterministic_action" if deterministic else "action"
     box = hasattr(env.action_space, "low")
+    obs_dtype = observation_spec(serve).dtype  # float32 vectors, uint8 frames
     returns = []
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep)
         total, done = 0.0, False
         while not done:
-            action = serve(tf.constant(obs[None], tf.float32))[key].numpy()[0]
+            action = serve(tf.constant(obs[None], obs_dtype))[key].numpy()[0]
             if box:
                 action = np.clip(action, env.action_space.low, env.action_space.high)
             obs, rew, term, trunc, _ = env.step(action)

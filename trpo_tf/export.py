@@ -1,4 +1,7 @@
-"""SavedModel export of the policy with a serving signature, written atomically."""
+"""SavedModel export of the policy with a serving signature, written atomically. The model
+also records the env it was trained on and, for Atari, the preprocessing its observations
+went through, so that `play` can rebuild exactly that env."""
+import json
 import os
 import shutil
 import tempfile
@@ -9,10 +12,11 @@ import tensorflow as tf
 class ServablePolicy(tf.Module):
     """obs batch -> {distribution parameters, deterministic action, sampled action}."""
 
-    def __init__(self, policy, dist, obs_spec, env_id):
+    def __init__(self, policy, dist, obs_spec, env_id, env_settings=None):
         super().__init__()
         self.policy = policy
         self.env_id = tf.Variable(env_id, trainable=False, dtype=tf.string)
+        self.env_settings = tf.Variable(json.dumps(env_settings), trainable=False, dtype=tf.string)
         self.serve = tf.function(self._serve, input_signature=[obs_spec])
 
     def _serve(self, obs):
@@ -26,12 +30,13 @@ class ServablePolicy(tf.Module):
         return out
 
 
-def export_policy(policy, dist, obs_spec, env_id, export_dir):
-    """Save to a temporary sibling, then swap it in: `play` never sees a half-written model."""
+def export_policy(policy, dist, obs_spec, env_id, export_dir, env_settings=None):
+    """Save to a temporary sibling, then swap it in: `play` never sees a half-written model.
+    env_settings: a JSON-able dict (the Atari preprocessing), or None."""
     export_dir = os.path.abspath(export_dir)
     parent = os.path.dirname(export_dir)
     os.makedirs(parent, exist_ok=True)
-    module = ServablePolicy(policy, dist, obs_spec, env_id)
+    module = ServablePolicy(policy, dist, obs_spec, env_id, env_settings)
     tmp = tempfile.mkdtemp(prefix=".policy-tmp-", dir=parent)
     tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve})
     old = None
@@ -44,13 +49,19 @@ def export_policy(policy, dist, obs_spec, env_id, export_dir):
     return export_dir
 
 
+def observation_spec(serve):
+    """The TensorSpec of the observation batch an exported policy accepts."""
+    (spec,) = serve.structured_input_signature[1].values()
+    return spec
+
+
 def observation_shape(serve):
     """The observation shape (without the batch dim) an exported policy accepts."""
-    (spec,) = serve.structured_input_signature[1].values()
-    return tuple(spec.shape[1:])
+    return tuple(observation_spec(serve).shape[1:])
 
 
 def load_policy(export_dir):
-    """(serving function, env id) of an exported policy."""
+    """(serving function, env id, env settings dict or None) of an exported policy."""
     model = tf.saved_model.load(export_dir)
-    return model.signatures["serving_default"], model.env_id.numpy().decode()
+    return (model.signatures["serving_default"], model.env_id.numpy().decode(),
+            json.loads(model.env_settings.numpy().decode()))

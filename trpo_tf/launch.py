@@ -13,7 +13,7 @@ from trpo_tf.cli import main_guard, parse_flags, quiet_logging
 from trpo_tf.config import Config, ConfigError, validate
 
 D = Config()
-flags.DEFINE_string("env", D.env, "Short name (Cartpole, Swimmer, Hopper, Walker) or any gymnasium id.")
+flags.DEFINE_string("env", D.env, "Short name (Cartpole, Swimmer, Hopper, Walker; BeamRider, Breakout, Enduro, Pong, Qbert, Seaquest, SpaceInvaders) or any gymnasium id (ALE/...-v5 included).")
 flags.DEFINE_integer("seed", D.seed, "Seeds network init, env resets and action noise.")
 flags.DEFINE_integer("iterations", D.iterations, "Policy iterations (one batch and one update each).")
 flags.DEFINE_integer("batch_steps", D.batch_steps, "Environment steps per iteration (rounded up to a multiple of --num_envs).")
@@ -25,7 +25,7 @@ flags.DEFINE_float("gamma", D.gamma, "Discount factor gamma in (0, 1].")
 flags.DEFINE_float("gae_lambda", D.gae_lambda, "GAE lambda in [0, 1] (with --advantage=gae).")
 flags.DEFINE_enum("advantage", D.advantage, ["q", "baseline", "gae"], "q: the paper's Monte Carlo Q; baseline: Q - V(s); gae: GAE(lambda).")
 flags.DEFINE_boolean("normalize_advantages", D.normalize_advantages, "Standardise advantages per batch.")
-flags.DEFINE_boolean("normalize_obs", D.normalize_obs, "Running mean/std observation normalisation (inside the exported policy).")
+flags.DEFINE_boolean("normalize_obs", D.normalize_obs, "Running mean/std observation normalisation (inside the exported policy); Atari frames are scaled by 1/255 instead.")
 flags.DEFINE_float("max_kl", D.max_kl, "delta: bound on the mean KL(pi_old || pi) per update (eq. 13).")
 flags.DEFINE_integer("cg_iters", D.cg_iters, "Conjugate-gradient iterations (appendix C: 10).")
 flags.DEFINE_float("cg_damping", D.cg_damping, "CG solves (A + damping I) x = g.")
@@ -51,6 +51,12 @@ flags.DEFINE_integer("vine_actions_per_state", D.vine_actions_per_state, "Vine: 
 flags.DEFINE_integer("vine_rollout_length", D.vine_rollout_length, "Vine: steps per branch rollout.")
 flags.DEFINE_enum("vine_proposal", D.vine_proposal, ["policy", "uniform", "all"], "Vine: q, the branch actions' distribution; all = every action (small discrete spaces, eq. 16).")
 flags.DEFINE_boolean("vine_crn", D.vine_crn, "Vine: common random numbers across a state's branches.")
+flags.DEFINE_integer("frame_skip", D.frame_skip, "Atari: emulator frames per action, max-pooled over the last two; 0 = the game's default (4; 3 for SpaceInvaders).")
+flags.DEFINE_integer("screen_size", D.screen_size, "Atari: frames are downsampled to this many pixels square (grayscale).")
+flags.DEFINE_integer("frame_stack", D.frame_stack, "Atari: the last N frames form one observation.")
+flags.DEFINE_float("sticky_actions", D.sticky_actions, "Atari: probability that ALE repeats the previous action (0 as in 2013; ALE v5 defaults to 0.25).")
+flags.DEFINE_integer("noop_max", D.noop_max, "Atari: up to this many random no-ops after each reset (0 as in Mnih et al. 2013).")
+flags.DEFINE_boolean("terminal_on_life_loss", D.terminal_on_life_loss, "Atari: end episodes when a life is lost (off as in Mnih et al. 2013).")
 flags.DEFINE_integer("max_faults", D.max_faults, "Stop after this many iterations in a row skipped for NaN/Inf.")
 flags.DEFINE_boolean("quiet", D.quiet, "No per-iteration progress lines.")
 FLAGS = flags.FLAGS
@@ -81,7 +87,7 @@ def main(argv):
 
     def run():
         cfg = config_from_flags()
-        spec = envs.resolve_env(cfg.env)  # checked before TensorFlow loads
+        spec = envs.resolve_env(cfg.env, cfg.atari)  # checked before TensorFlow loads
         envs.pick_backend(spec, cfg.env_backend)
         if cfg.sampler == "vine":
             envs.check_restorable(spec)

@@ -19,23 +19,11 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     quiet_logging()
-    from trpo_tf import envs
 
     def play():
-        if not FLAGS.policy or not os.path.isfile(os.path.join(FLAGS.policy, "saved_model.pb")):
-            raise envs.EnvError(f"--policy={FLAGS.policy!r} is not an exported policy directory "
-                                "(no saved_model.pb in it)")
-        from trpo_tf.evaluate import run_episodes
-        from trpo_tf.export import load_policy, observation_shape
+        from trpo_tf.evaluate import open_policy, run_episodes
 
-        serve, env_id = load_policy(FLAGS.policy)
-        spec = envs.resolve_env(FLAGS.env or env_id)
-        env = envs.make_env(spec, FLAGS.max_path_length or None)
-        if observation_shape(serve) != env.observation_space.shape:
-            env.close()
-            raise envs.EnvError(
-                f"--policy={FLAGS.policy} takes observations of shape {observation_shape(serve)}, "
-                f"but --env={spec.name} gives {env.observation_space.shape}")
+        serve, spec, env = open_policy(FLAGS.policy, FLAGS.env, FLAGS.max_path_length or None)
         try:
             for deterministic in (True, False):
                 r = run_episodes(serve, env, FLAGS.episodes, FLAGS.seed, deterministic)

@@ -1,5 +1,6 @@
-"""Keras models: the policy (linear / MLP, Gaussian or categorical head), the value
-baseline, the observation normaliser they share, and a NumPy copy of the policy for acting.
+"""Keras models: the policy (linear / MLP, Gaussian or categorical head; or the paper's CNN
+for Atari frames), the value baseline, the observation normaliser they share, and a fast
+acting path for sampling.
 """
 import keras
 import numpy as np
@@ -104,24 +105,88 @@ class MLPPolicy(keras.Model):
         return params
 
 
-class ValueNet(keras.Model):
-    """V(s): an MLP baseline on the same normalised observations as the policy."""
+# Section 8.2 / Figure 3 (bottom): two convolutional layers of 16 channels with stride 2,
+# then one fully connected layer of 20 units and a softmax over actions. The figure's filter
+# sizes and input resolution are not in our copy; 4x4 filters on 4 stacked 42x42 frames land
+# near the paper's 33,500 parameters (README, "Atari": 31,218 for Pong's 6 actions).
+CONV_CHANNELS = 16
+CONV_KERNEL = 4
+CONV_STRIDE = 2
 
-    def __init__(self, normalizer, hidden=(64, 64)):
+
+def _conv_torso():
+    """[B, frames, H, W] uint8 -> features: channels-last, scaled to [0, 1], two ReLU convs."""
+    return [
+        keras.layers.Permute((2, 3, 1)),
+        keras.layers.Rescaling(1.0 / 255.0),
+        keras.layers.Conv2D(CONV_CHANNELS, CONV_KERNEL, CONV_STRIDE, activation="relu"),
+        keras.layers.Conv2D(CONV_CHANNELS, CONV_KERNEL, CONV_STRIDE, activation="relu"),
+        keras.layers.Flatten(),
+    ]
+
+
+def _cnn(hidden, out_dim, out_scale):
+    layers = _conv_torso() + [keras.layers.Dense(h, activation="relu") for h in hidden]
+    layers.append(keras.layers.Dense(
+        out_dim, kernel_initializer=keras.initializers.RandomNormal(stddev=out_scale)))
+    return keras.Sequential(layers)
+
+
+class CNNPolicy(keras.Model):
+    """Stacked uint8 frames [B, frames, H, W] -> logits of a categorical policy (Atari).
+
+    Frames stay uint8 until inside the graph. Sampling acts through one tf.function traced
+    once per run (a CNN in NumPy would be far slower than TF's convolutions)."""
+
+    normalizer = None  # pixels are scaled by 1/255, not normalised by running statistics
+
+    def __init__(self, dist, obs_shape, hidden=(20,)):
         super().__init__()
-        self.normalizer = normalizer
-        self.mlp = _mlp(hidden, 1, out_scale=1.0)
+        if not dist.discrete:
+            raise ValueError("the Atari CNN policy needs a discrete action space")
+        self.dist = dist
+        self.net = _cnn(hidden, dist.num_actions, out_scale=0.01)
+        self._act = tf.function(
+            self.call, input_signature=[tf.TensorSpec((None,) + tuple(obs_shape), tf.uint8)])
 
     def call(self, obs):
-        return self.mlp(self.normalizer(obs))[:, 0]
+        return self.net(tf.cast(obs, tf.float32))
+
+    def numpy_fn(self):
+        """obs [B, frames, H, W] uint8 -> logits [B, num_actions] as NumPy, today's weights."""
+        return lambda obs: self._act(obs).numpy()
 
 
-def build_models(obs_dim, dist, policy_hidden, value_hidden, normalize_obs, init_log_std=0.0):
-    """The policy and value nets, built (variables created) and sharing one normaliser."""
-    normalizer = ObsNormalizer(obs_dim, enabled=normalize_obs)
-    policy = MLPPolicy(dist, normalizer, tuple(policy_hidden), init_log_std)
-    value = ValueNet(normalizer, tuple(value_hidden))
-    dummy = np.zeros((1, obs_dim), np.float32)
+class ValueNet(keras.Model):
+    """V(s): an MLP on the policy's normalised observations, or (normalizer None: frames) a
+    CNN of the policy's shape with its own weights."""
+
+    def __init__(self, normalizer, hidden=(64, 64), pixels=False):
+        super().__init__()
+        self.normalizer = normalizer
+        self.mlp = _cnn(hidden, 1, out_scale=1.0) if pixels else _mlp(hidden, 1, out_scale=1.0)
+
+    def call(self, obs):
+        x = tf.cast(obs, tf.float32) if self.normalizer is None else self.normalizer(obs)
+        return self.mlp(x)[:, 0]
+
+
+def build_models(obs_shape, dist, policy_hidden, value_hidden, normalize_obs, init_log_std=0.0):
+    """The policy and value nets, built (variables created): MLPs sharing one normaliser for
+    vector observations; CNNs for stacked frames [frames, H, W] (Atari)."""
+    obs_shape = tuple(obs_shape)
+    if len(obs_shape) == 3:
+        policy = CNNPolicy(dist, obs_shape, tuple(policy_hidden))
+        value = ValueNet(None, tuple(value_hidden), pixels=True)
+        dummy = np.zeros((1,) + obs_shape, np.uint8)
+    elif len(obs_shape) == 1:
+        normalizer = ObsNormalizer(obs_shape[0], enabled=normalize_obs)
+        policy = MLPPolicy(dist, normalizer, tuple(policy_hidden), init_log_std)
+        value = ValueNet(normalizer, tuple(value_hidden))
+        dummy = np.zeros((1,) + obs_shape, np.float32)
+    else:
+        raise ValueError(f"unsupported observation shape {obs_shape}: trpo_tf takes vectors or "
+                         "stacked frames [frames, height, width]")
     policy(dummy)
     value(dummy)
     return policy, value

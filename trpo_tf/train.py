@@ -14,6 +14,7 @@ from trpo_tf import distributions, envs, pipeline, policies, summaries
 from trpo_tf.checkpoint import Checkpointer
 from trpo_tf.errors import TrainingFault
 from trpo_tf.export import export_policy
+from trpo_tf.sampling import batch_obs_dtype
 from trpo_tf.sampling.single_path import SinglePathSampler
 from trpo_tf.sampling.vine import VineSampler
 from trpo_tf.update import TRPOLearner, single_path_gain, vine_gain
@@ -42,7 +43,9 @@ POLICY_STEP_FAULT = "gradient, Fisher-vector products or CG solution"
 
 
 def all_finite(*tensors):
-    return all(bool(tf.reduce_all(tf.math.is_finite(t))) for t in tensors)
+    """No NaN or Inf in any of them (integer tensors, such as uint8 frames, always pass)."""
+    return all(not t.dtype.is_floating or bool(tf.reduce_all(tf.math.is_finite(t)))
+               for t in tensors)
 
 
 class StopOnSignal:
@@ -83,7 +86,7 @@ class Trainer:
     def __init__(self, cfg):
         self.cfg = cfg
         keras.utils.set_random_seed(cfg.seed)
-        self.spec = envs.resolve_env(cfg.env)
+        self.spec = envs.resolve_env(cfg.env, cfg.atari)
         vine = cfg.sampler == "vine"
         if vine:  # branches restore simulator states: gymnasium MuJoCo envs
             envs.check_restorable(self.spec)
@@ -96,10 +99,10 @@ class Trainer:
         obs_space = self.envs.observation_space
         hidden = cfg.policy_hidden if cfg.policy_hidden is not None else self.spec.policy_hidden
         self.policy, self.value_net = policies.build_models(
-            obs_space.shape[0], self.dist, hidden, cfg.value_hidden, cfg.normalize_obs,
+            obs_space.shape, self.dist, hidden, cfg.value_hidden, cfg.normalize_obs,
             cfg.init_log_std)
         self.signature = (pipeline.vine_signature if vine else pipeline.batch_signature)(
-            obs_space.shape, np.float32, self.dist)
+            obs_space.shape, batch_obs_dtype(obs_space), self.dist)
         obs_spec = self.signature["obs"]
         self.sampler = self.make_vine_sampler() if vine else SinglePathSampler(
             self.envs, self.dist, cfg.steps_per_env, cfg.seed)
@@ -136,6 +139,11 @@ class Trainer:
         metrics = {k: float(v) for k, v in self.learner.step(obs, act, data).items()}
         return None if metrics["fault"] else metrics
 
+    def update_normalizer(self, obs):
+        """Fold the batch into the running observation statistics (vector observations)."""
+        if self.policy.normalizer is not None and self.policy.normalizer.enabled:
+            self.policy.normalizer.update(obs.numpy())
+
     def vine_iteration(self, batch):
         """TRPO step on the rollout set (eq. 16 / 17) and normaliser update -> metrics, or
         (None, what) when non-finite numbers turned up. Vine needs no value function."""
@@ -145,7 +153,7 @@ class Trainer:
         metrics = self.policy_step(batch["obs"], batch["act"], batch["q_hat"])
         if metrics is None:
             return None, POLICY_STEP_FAULT
-        self.policy.normalizer.update(batch["obs"].numpy())
+        self.update_normalizer(batch["obs"])
         nan = float("nan")
         q_shape = batch["q_hat"].shape
         metrics.update(explained_variance=nan, value_loss_before=nan, value_loss_after=nan,
@@ -171,7 +179,7 @@ class Trainer:
         t2 = time.perf_counter()
         vf = self.value_fitter.fit(batch["obs"], targets)
         t3 = time.perf_counter()
-        self.policy.normalizer.update(batch["obs"].numpy())
+        self.update_normalizer(batch["obs"])
         metrics.update(
             explained_variance=float(ev), value_loss_before=float(vf["loss_before"]),
             value_loss_after=float(vf["loss_after"]), time_advantage=t1 - t0,
@@ -179,8 +187,9 @@ class Trainer:
         return metrics, None
 
     def export(self):
+        atari = None if self.spec.atari is None else dataclasses.asdict(self.spec.atari)
         return export_policy(self.policy, self.dist, self.signature["obs"], self.spec.gym_id,
-                             self.cfg.policy_export_dir)
+                             self.cfg.policy_export_dir, atari)
 
     def write_summaries(self, pending):
         """Write [(step, metrics)], skipping tags a killed earlier run already wrote."""

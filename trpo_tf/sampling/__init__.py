@@ -3,6 +3,12 @@ single path and vine samplers share."""
 import numpy as np
 
 
+def batch_obs_dtype(space):
+    """What observations travel as: float64 is narrowed to float32, anything else (Atari's
+    uint8 frames) stays as it is until inside the graph."""
+    return np.dtype(np.float32) if space.dtype == np.float64 else space.dtype
+
+
 def env_action_fn(action_space, dist):
     """Policy actions -> what the env is given: Gaussian draws are clipped to the Box (the
     batch keeps the unclipped draw, whose log-probability the surrogate needs)."""

@@ -2,8 +2,9 @@
 
 MuJoCo: mj_getState / mj_setState with the integration state (qpos, qvel, act, warm-start
 accelerations, time...). ALE: cloneState(include_rng=True) / restoreState, the RNG of sticky
-actions included. Both also keep the env's reset RNG and the TimeLimit step counter, so that
-stepping a restored env (resets included) repeats exactly. The vine sampler (section 5.2)
+actions included. Both also keep the env's reset RNG, the TimeLimit step counter and the
+state of the Atari wrappers (the frame stack, the max-pooling buffers, the life counter), so
+that stepping a restored env (resets included) repeats exactly. The vine sampler (section 5.2)
 branches from such snapshots; checkpoints use them to resume sampling mid-episode.
 """
 import gymnasium as gym
@@ -41,6 +42,30 @@ def _simulator(env):
     return base
 
 
+def _wrappers(env):
+    while isinstance(env, gym.Wrapper):
+        yield env
+        env = env.env
+
+
+def _wrapper_state(wrapper):
+    """The mutable state of the wrappers that keep any (copied), else None."""
+    if isinstance(wrapper, gym.wrappers.FrameStackObservation):
+        return [np.array(frame) for frame in wrapper.obs_queue]
+    if isinstance(wrapper, gym.wrappers.AtariPreprocessing):
+        return [b.copy() for b in wrapper.obs_buffer], wrapper.lives, wrapper.game_over
+    return None
+
+
+def _set_wrapper_state(wrapper, state):
+    if isinstance(wrapper, gym.wrappers.FrameStackObservation):
+        wrapper.obs_queue.extend(np.array(frame) for frame in state)
+    elif isinstance(wrapper, gym.wrappers.AtariPreprocessing):
+        buffers, wrapper.lives, wrapper.game_over = state
+        for dst, src in zip(wrapper.obs_buffer, buffers):
+            dst[...] = src
+
+
 def snapshot(env):
     base = _simulator(env)
     if _is_ale(base):
@@ -50,7 +75,8 @@ def snapshot(env):
         mujoco.mj_getState(base.model, base.data, physics, _SPEC)
     limit = _time_limit(env)
     return {"physics": physics, "rng": base.np_random.bit_generator.state,
-            "elapsed_steps": None if limit is None else limit._elapsed_steps}
+            "elapsed_steps": None if limit is None else limit._elapsed_steps,
+            "wrappers": [_wrapper_state(w) for w in _wrappers(env)]}
 
 
 def restore(env, snap):
@@ -63,3 +89,5 @@ def restore(env, snap):
     limit = _time_limit(env)
     if limit is not None:
         limit._elapsed_steps = snap["elapsed_steps"]
+    for wrapper, state in zip(_wrappers(env), snap["wrappers"]):
+        _set_wrapper_state(wrapper, state)

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from trpo_tf.sampling import env_action_fn, episode_fields, simstate
+from trpo_tf.sampling import batch_obs_dtype, env_action_fn, episode_fields, simstate
 
 
 class SinglePathSampler:
@@ -42,7 +42,7 @@ class SinglePathSampler:
             self._obs = self.envs.reset()
         T, E = self.steps_per_env, self.envs.num_envs
         obs_space = self.envs.observation_space
-        obs_buf = np.empty((T, E) + obs_space.shape, np.float32 if obs_space.dtype == np.float64 else obs_space.dtype)
+        obs_buf = np.empty((T, E) + obs_space.shape, batch_obs_dtype(obs_space))
         act_buf = None
         rew_buf = np.empty((T, E), np.float32)
         term_buf = np.zeros((T, E), np.float32)

@@ -2,7 +2,8 @@
 
 1. Trunks: `trunk_paths` paths of up to `trunk_length` steps with the current policy, the
    envs' full simulator state snapshotted at every step.
-2. Rollout set: N states drawn uniformly from all trunk steps (so spread along the trunks).
+2. Rollout set: N states drawn uniformly from all trunk steps (so spread along the trunks),
+   by reservoir sampling while the trunks run.
 3. Branches: from each s_n, K actions a_{n,k} ~ q(.|s_n) (the policy, uniform, or every
    action of a small discrete space); for each, restore s_n, take a_{n,k}, then follow the
    policy for rollout_length - 1 steps; Q-hat is the discounted return. With common random
@@ -16,7 +17,7 @@ max - min Q-hat).
 """
 import numpy as np
 
-from trpo_tf.sampling import env_action_fn, episode_fields
+from trpo_tf.sampling import batch_obs_dtype, env_action_fn, episode_fields
 
 PROPOSALS = ("policy", "uniform", "all")
 
@@ -36,8 +37,11 @@ class VineSampler:
         self.batches_produced = 0
 
     def trunks(self, params_fn):
-        """-> (observations, snapshots) of every trunk step, finished episodes, sim steps."""
-        obs_list, snaps, episodes, steps = [], [], [], 0
+        """Run the trunks; -> (rollout set observations [N, ...], their snapshots, finished
+        episodes, sim steps). The N states are a uniform draw without replacement from all
+        trunk steps, kept by reservoir sampling (Vitter's algorithm R), so only states that
+        enter the reservoir are snapshotted (an Atari snapshot is ~90 kB)."""
+        obs_kept, snaps, episodes, steps = [], [], [], 0
         envs = self.envs.envs
         for first in range(0, self.trunk_paths, len(envs)):
             group = envs[: min(len(envs), self.trunk_paths - first)]
@@ -48,17 +52,24 @@ class VineSampler:
                 idx = np.flatnonzero(alive)
                 if idx.size == 0:
                     break
-                actions = self.dist.sample_np(params_fn(obs[idx].astype(np.float32)), self.rng)
+                actions = self.dist.sample_np(params_fn(obs[idx]), self.rng)
                 for j, a in zip(idx, self._env_action(actions)):
-                    obs_list.append(obs[j].astype(np.float32))
-                    snaps.append(self.envs.snapshot_one(j))
+                    slot = steps if steps < self.num_states else int(self.rng.integers(steps + 1))
+                    if slot < self.num_states:
+                        entry = (obs[j].copy(), self.envs.snapshot_one(j))
+                        if slot == len(snaps):
+                            obs_kept.append(entry[0])
+                            snaps.append(entry[1])
+                        else:
+                            obs_kept[slot], snaps[slot] = entry
                     o, r, term, trunc, _ = group[j].step(a)
                     obs[j], ret[j], length[j] = o, ret[j] + r, length[j] + 1
                     steps += 1
                     if term or trunc:
                         alive[j] = False
                         episodes.append((ret[j], length[j]))
-        return np.stack(obs_list), snaps, episodes, steps
+        return (np.stack(obs_kept).astype(batch_obs_dtype(self.envs.observation_space)), snaps,
+                episodes, steps)
 
     def proposals(self, params):
         """K actions per state from q: [N, K, ...]."""
@@ -98,7 +109,7 @@ class VineSampler:
                 if t == 0:
                     act = np.stack([actions[i, j] for i, j in chunk])
                 else:
-                    params = params_fn(cur[idx].astype(np.float32))
+                    params = params_fn(cur[idx])
                     act = np.zeros((len(chunk),) + actions.shape[2:], actions.dtype)
                     act[idx] = self.dist.sample_from_noise(
                         params, np.stack([noise[chunk[e][0], chunk[e][1], t - 1] for e in idx]))
@@ -120,9 +131,7 @@ class VineSampler:
         self.rng.bit_generator.state = state["rng"]
 
     def sample(self, params_fn):
-        obs, snaps, episodes, trunk_steps = self.trunks(params_fn)
-        pick = self.rng.choice(len(obs), min(self.num_states, len(obs)), replace=False)
-        states, state_snaps = obs[pick], [snaps[i] for i in pick]
+        states, state_snaps, episodes, trunk_steps = self.trunks(params_fn)
         actions = self.proposals(params_fn(states))
         q_hat, branch_steps = self.branches(params_fn, state_snaps, states, actions)
         self.batches_produced += 1
