@@ -1,4 +1,5 @@
 """The command line: bad input is one line naming the flag, exit code 2; a run works."""
+import glob
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ def launch(*args, timeout=300):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--env=NoSuchEnv-v9"], "--env='NoSuchEnv-v9' is neither a short name (Cartpole, Swimmer, Hopper, Walker)"),
+    (["--env=NoSuchEnv-v9"], "--env='NoSuchEnv-v9' is neither a short name (Cartpole, Swimmer, Hopper, Walker, "),
     (["--max_kl=0"], "--max_kl must be > 0"),
     (["--gamma=1.5"], "--gamma must be in (0, 1]"),
     (["--gae_lambda=-0.1"], "--gae_lambda must be in [0, 1]"),
@@ -63,14 +64,19 @@ def test_every_flagfile_parses_to_a_valid_config():
 
     import trpo_tf.launch as launch_mod
 
-    for name in sorted(os.listdir("launch")):
+    from trpo_tf import envs
+
+    names = sorted(glob.glob("launch/**/*.cfg", recursive=True))
+    assert len(names) >= 15 + 7 * 4
+    for name in names:
         fv = flags.FlagValues()
         for flag in launch_mod.FLAGS.get_key_flags_for_module(launch_mod):
             fv[flag.name] = flag  # our flags only, reset to their defaults below
         fv.unparse_flags()
-        fv(["prog", f"--flagfile=launch/{name}"])
+        fv(["prog", f"--flagfile={name}"])
         cfg = launch_mod.config_from_flags(fv)
         assert cfg.logdir.startswith("runs/"), name
+        envs.resolve_env(cfg.env, cfg.atari)
 
 
 def play(*args):

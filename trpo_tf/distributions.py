@@ -68,8 +68,7 @@ class Categorical:
     discrete = True
 
     def __init__(self, num_actions):
-        self.num_actions = num_actions
-        self.param_dim = num_actions
+        self.num_actions = self.param_dim = int(num_actions)
 
     def log_prob(self, logits, actions):  # [B, K], [B] int -> [B]
         log_p = tf.nn.log_softmax(logits)

@@ -1,0 +1,157 @@
+"""Atari (section 8.2): preprocessing, the paper's CNN, ALE snapshots through the wrappers,
+single path and vine runs on Pong whose exported policy `play` and `table1` load."""
+import dataclasses
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from trpo_tf import envs
+from trpo_tf.config import Config
+from trpo_tf.distributions import Categorical
+from trpo_tf.policies import CNNPolicy, build_models
+
+
+def test_the_seven_games_resolve_with_their_preprocessing():
+    for game in envs.ATARI_GAMES:
+        spec = envs.resolve_env(game)
+        assert spec.gym_id == f"ALE/{game}-v5" and spec.policy_hidden == (20,)
+        assert spec.atari.frame_skip == (3 if game == "SpaceInvaders" else 4)
+    assert envs.resolve_env("ALE/Breakout-v5").atari is not None
+    assert envs.resolve_env("Hopper").atari is None
+    assert envs.pick_backend(envs.resolve_env("Pong"), "auto") == "gymnasium"
+
+
+def test_preprocessing_gives_stacked_uint8_frames_and_honours_the_flags():
+    settings = envs.AtariSettings(screen_size=42, frame_stack=4, sticky_actions=0.25)
+    env = envs.make_env(envs.resolve_env("Pong", settings), max_path_length=7)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (4, 42, 42) and obs.dtype == np.uint8
+    assert env.observation_space.shape == (4, 42, 42) and env.observation_space.dtype == np.uint8
+    assert np.array_equal(obs[0], obs[3])  # reset pads the stack with the first frame
+    assert env.unwrapped.ale.getFloat("repeat_action_probability") == pytest.approx(0.25)
+    frames = [obs]
+    for t in range(7):
+        obs, _, term, trunc, _ = env.step(1)
+        frames.append(obs)
+    assert trunc and not term  # max_path_length counts agent steps, not emulator frames
+    assert np.array_equal(frames[-1][:3], frames[-2][1:])  # the stack shifts by one frame
+    assert frames[-1].max() > 0
+    env.close()
+
+
+def test_frame_skip_and_life_loss_reach_the_wrappers():
+    env = envs.make_env(envs.resolve_env(
+        "Breakout", envs.AtariSettings(frame_skip=2, terminal_on_life_loss=True, noop_max=5,
+                                       screen_size=32, frame_stack=2)))
+    wrapper = env.env
+    assert isinstance(wrapper, envs.gym.wrappers.AtariPreprocessing)
+    assert (wrapper.frame_skip, wrapper.terminal_on_life_loss, wrapper.noop_max) == (2, True, 5)
+    assert env.observation_space.shape == (2, 32, 32)
+    env.close()
+
+
+def test_cnn_architecture_and_parameter_count():
+    """Figure 3 (bottom): conv 16 ch stride 2, conv 16 ch stride 2, dense 20, softmax. With
+    4x4 filters on 4 x 42 x 42 frames: 42 -> 20 -> 9, so 9 * 9 * 16 = 1296 features."""
+    policy, value = build_models((4, 42, 42), Categorical(6), (20,), (64, 64), True)
+    assert isinstance(policy, CNNPolicy)
+    convs = [l for l in policy.net.layers if isinstance(l, keras.layers.Conv2D)]
+    dense = [l for l in policy.net.layers if isinstance(l, keras.layers.Dense)]
+    assert [(c.filters, c.kernel_size, c.strides) for c in convs] == [(16, (4, 4), (2, 2))] * 2
+    assert [d.units for d in dense] == [20, 6]
+    counts = [int(np.prod(v.shape)) for v in policy.trainable_variables]
+    expected = (4 * 4 * 4 * 16 + 16) + (4 * 4 * 16 * 16 + 16) + (1296 * 20 + 20) + (20 * 6 + 6)
+    assert sum(counts) == expected == 31_218
+    assert abs(sum(counts) - 33_500) / 33_500 < 0.07  # the paper's "33,500 parameters"
+    frames = np.random.default_rng(0).integers(0, 256, (3, 4, 42, 42)).astype(np.uint8)
+    np.testing.assert_allclose(policy.numpy_fn()(frames), policy(frames).numpy(), rtol=1e-6)
+    assert value(frames).shape == (3,)
+
+
+def atari_config(tmp_path, **kw):
+    return Config(env="Pong", iterations=2, num_envs=4, batch_steps=200, logdir=str(tmp_path),
+                  quiet=True, vf_minibatch=64, **kw)
+
+
+def test_single_path_batches_keep_frames_uint8(tmp_path):
+    from trpo_tf.train import Trainer
+
+    trainer = Trainer(atari_config(tmp_path))
+    try:
+        batch = next(iter(trainer.stream))
+        assert batch["obs"].dtype.name == "uint8" and batch["obs"].shape[1:] == (4, 42, 42)
+        assert batch["end_obs"].dtype.name == "uint8"
+    finally:
+        trainer.close()
+
+
+def test_ale_snapshot_restores_the_frame_stack_into_another_env():
+    """A vine branch restores a trunk state into whichever env is free: the frames it then
+    sees must be those the trunk env would have seen."""
+    group = envs.GymnasiumEnvs(envs.resolve_env("Pong", envs.AtariSettings(sticky_actions=0.25)), 2, 0)
+    group.reset()
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        group.step(rng.integers(0, 6, 2))
+    snap = group.snapshot_one(0)
+    actions = rng.integers(0, 6, 80)
+
+    def roll(i):
+        return [group.envs[i].step(int(a))[:2] for a in actions]
+
+    first = roll(0)
+    group.restore_one(1, snap)
+    second = roll(1)
+    for (o1, r1), (o2, r2) in zip(first, second):
+        np.testing.assert_array_equal(o1, o2)
+        assert r1 == r2
+    group.close()
+
+
+def run_module(module, *args):
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("sampler", ["single_path", "vine"])
+def test_two_iterations_on_pong_write_summaries_and_a_policy_that_play_runs(tmp_path, sampler):
+    from test_train import event_steps
+    from trpo_tf.train import train
+
+    kw = {}
+    if sampler == "vine":
+        kw = dict(sampler="vine", vine_proposal="uniform", vine_trunk_paths=2,
+                  vine_trunk_length=60, vine_states=8, vine_actions_per_state=3,
+                  vine_rollout_length=10)
+    cfg = atari_config(tmp_path, **kw)
+    history = train(cfg)
+    assert len(history) == 2 and all(m["kl"] <= cfg.max_kl * 1.0001 for m in history)
+    assert event_steps(str(tmp_path), "Policy/MeanKL") == [1, 2]
+    out = run_module("trpo_tf.play", f"--policy={tmp_path}/policy", "--episodes=1",
+                     "--max_path_length=30")
+    assert out.returncode == 0, out.stderr
+    assert "ALE/Pong-v5 deterministic: return" in out.stdout
+    assert out.stderr.strip() == ""  # no TensorFlow or ALE banners
+
+
+def test_table1_prints_the_papers_rows_beside_ours(tmp_path):
+    import tensorflow as tf
+
+    from trpo_tf.export import export_policy
+
+    policy, _ = build_models((4, 42, 42), Categorical(6), (20,), (8,), True)
+    settings = envs.resolve_env("Pong").atari
+    export_policy(policy, policy.dist, tf.TensorSpec((None, 4, 42, 42), tf.uint8), "ALE/Pong-v5",
+                  str(tmp_path / "policy"), dataclasses.asdict(settings))
+    out = run_module("trpo_tf.table1", f"--policy={tmp_path}/policy", "--episodes=2",
+                     "--max_path_length=20")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "| Pong | mean score | std | episodes |"
+    assert "| TRPO - single path | 20.9 | | |" in lines
+    assert lines[-1].startswith("| trpo_tf (this policy) |") and lines[-1].endswith("| 2 |")
+    missing = run_module("trpo_tf.table1", "--policy=/no/such/dir")
+    assert missing.returncode == 2 and "not an exported policy directory" in missing.stderr
