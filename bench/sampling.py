@@ -1,12 +1,15 @@
 """Raw environment steps/s (random actions) against trpo_tf's sampler, same envs, one run.
 
     python bench/sampling.py --env=Hopper --num_envs=16 --steps=50000
+    python bench/sampling.py --env=Pong --backends=gymnasium --steps=20000   # Atari
     python bench/sampling.py --smoke        # tiny, for the test suite
 
 For each backend: the raw rate uses the backend's own API (gymnasium's SyncVectorEnv, or
 EnvPool's step) with pre-drawn random actions; trpo_tf's rate is SinglePathSampler acting
 with the policy (NumPy forward pass, Gaussian noise, clipping, buffers, resets). Rounds
-alternate raw / ours and the median of each is reported.
+alternate raw / ours and the median of each is reported. For Atari games the same run also
+measures the bare emulator (ALE `act` on one game, random actions, no preprocessing) in
+frames/s, and reports every rate in emulator frames/s (agent steps x frame skip).
 """
 import os
 import statistics
@@ -50,12 +53,32 @@ def raw_rate(spec, backend, num_envs, threads, steps, seed=0):
     space = pool.single_action_space if backend == "gymnasium" else pool.action_space
     rng = np.random.default_rng(seed)
     n_steps = max(1, steps // num_envs)
-    actions = rng.uniform(space.low, space.high, (n_steps, num_envs) + space.shape).astype(np.float32)
+    if isinstance(space, gym.spaces.Discrete):
+        actions = rng.integers(0, space.n, (n_steps, num_envs))
+    else:
+        actions = rng.uniform(space.low, space.high, (n_steps, num_envs) + space.shape).astype(np.float32)
     tic = time.perf_counter()
     for a in actions:
         step(a)
     rate = n_steps * num_envs / (time.perf_counter() - tic)
     pool.close()
+    return rate
+
+
+def raw_ale_frame_rate(spec, frames, seed=0):
+    """Emulator frames/s of one bare ALE game under random actions (no wrappers)."""
+    env = envs.make_env(spec)
+    env.reset(seed=seed)
+    ale = env.unwrapped.ale
+    actions = ale.getMinimalActionSet()
+    picks = np.random.default_rng(seed).integers(0, len(actions), frames)
+    tic = time.perf_counter()
+    for i in picks:
+        ale.act(actions[i])
+        if ale.game_over():
+            ale.reset_game()
+    rate = frames / (time.perf_counter() - tic)
+    env.close()
     return rate
 
 
@@ -66,6 +89,7 @@ def sampler_rate(spec, backend, num_envs, threads, steps, seed=0):
     policy, _ = build_models(group.observation_space.shape, dist, spec.policy_hidden, (64, 64), True)
     sampler = SinglePathSampler(group, dist, max(1, steps // num_envs), seed)
     params_fn = policy.numpy_fn()
+    params_fn(group.reset())  # a traced acting function (Atari's CNN) is traced before timing
     tic = time.perf_counter()
     batch = sampler.sample(params_fn)
     elapsed = time.perf_counter() - tic
@@ -78,23 +102,32 @@ def main(argv):
     del argv
     steps, rounds = (800, 1) if FLAGS.smoke else (FLAGS.steps, FLAGS.rounds)
     spec = envs.resolve_env(FLAGS.env)
+    frame_skip = spec.atari.frame_skip if spec.atari else 1
+    unit = "frames" if spec.atari else "steps"
     for backend in FLAGS.backends:
         backend = envs.pick_backend(spec, backend)
-        raw, ours, policy_share = [], [], []
+        raw, ours, policy_share, ale = [], [], [], []
         for _ in range(rounds):
-            raw.append(raw_rate(spec, backend, FLAGS.num_envs, FLAGS.threads, steps))
+            if spec.atari:
+                ale.append(raw_ale_frame_rate(spec, steps * frame_skip // 4))
+            raw.append(frame_skip * raw_rate(spec, backend, FLAGS.num_envs, FLAGS.threads, steps))
             rate, share = sampler_rate(spec, backend, FLAGS.num_envs, FLAGS.threads, steps)
-            ours.append(rate)
+            ours.append(frame_skip * rate)
             policy_share.append(share)
         r, o = statistics.median(raw), statistics.median(ours)
-        record = write_result("" if FLAGS.smoke else FLAGS.out, {
-            "bench": "sampling", "env": spec.gym_id, "backend": backend, "num_envs": FLAGS.num_envs,
-            "steps": steps, "raw_steps_per_sec": r, "trpo_tf_steps_per_sec": o, "ratio": o / r,
-            "policy_share": statistics.median(policy_share), "peak_rss_mb": peak_rss_mb()})
-        print(f"sampling {spec.gym_id} {backend:>9} x{FLAGS.num_envs}: raw {r:,.0f} steps/s | "
-              f"trpo_tf {o:,.0f} steps/s | ratio {o / r:.2f} | policy {record['policy_share']:.0%} "
-              f"of sampling | peak RSS {record['peak_rss_mb']:.0f} MB", flush=True)
-
+        record = {"bench": "sampling", "env": spec.gym_id, "backend": backend,
+                  "num_envs": FLAGS.num_envs, "steps": steps, f"raw_{unit}_per_sec": r,
+                  f"trpo_tf_{unit}_per_sec": o, "ratio": o / r,
+                  "policy_share": statistics.median(policy_share)}
+        line = (f"sampling {spec.gym_id} {backend:>9} x{FLAGS.num_envs}: raw {r:,.0f} {unit}/s | "
+                f"trpo_tf {o:,.0f} {unit}/s | ratio {o / r:.2f}")
+        if spec.atari:
+            a = statistics.median(ale)
+            record.update(frame_skip=frame_skip, bare_ale_frames_per_sec=a, ratio_to_bare_ale=o / a)
+            line += f" | bare ALE {a:,.0f} frames/s, trpo_tf at {o / a:.2f} of it"
+        record = write_result("" if FLAGS.smoke else FLAGS.out, {**record, "peak_rss_mb": peak_rss_mb()})
+        print(f"{line} | policy {record['policy_share']:.0%} of sampling | peak RSS "
+              f"{record['peak_rss_mb']:.0f} MB", flush=True)
 
 if __name__ == "__main__":
     app.run(main)

@@ -124,17 +124,23 @@ def test_surrogate_gradient_at_theta_old_is_the_policy_gradient():
 def test_line_search_takes_first_improving_step_within_kl():
     # gain(theta) = theta, kl(theta) = theta^2: the full step 1.0 violates KL <= 0.3;
     # shrink 0.5 -> 0.5 (kl 0.25) is accepted after 2 tries.
-    evaluate = lambda th: (th[0], th[0] ** 2)
-    theta, accepted, tried, gain, kl = U.backtracking_line_search(
+    evaluate = lambda th: (th[0], th[0] ** 2, 2 * th[0] ** 2)
+    theta, accepted, tried, gain, kl, kl_max = U.backtracking_line_search(
         evaluate, tf.constant([0.0]), tf.constant([1.0]), tf.constant(0.0), 0.3, 0.5, 10)
     assert bool(accepted) and int(tried) == 2
     assert float(theta[0]) == pytest.approx(0.5) and float(kl) == pytest.approx(0.25)
+    assert float(kl_max) == pytest.approx(0.5)
+    # bounding the max KL instead (eq. 12): 0.5 has max KL 0.5 > 0.3; 0.25 (0.125) is taken
+    theta, accepted, tried, *_ = U.backtracking_line_search(
+        evaluate, tf.constant([0.0]), tf.constant([1.0]), tf.constant(0.0), 0.3, 0.5, 10,
+        constrain_max=True)
+    assert bool(accepted) and int(tried) == 3 and float(theta[0]) == pytest.approx(0.25)
 
 
 def test_line_search_rejects_when_nothing_improves_or_is_finite():
-    for evaluate in (lambda th: (-th[0], th[0] ** 2),                    # only worse
-                     lambda th: (th[0] * np.nan, th[0] ** 2)):          # NaN gain
-        theta, accepted, tried, gain, kl = U.backtracking_line_search(
+    for evaluate in (lambda th: (-th[0], th[0] ** 2, th[0] ** 2),          # only worse
+                     lambda th: (th[0] * np.nan, th[0] ** 2, th[0] ** 2)):  # NaN gain
+        theta, accepted, tried, gain, kl, _ = U.backtracking_line_search(
             evaluate, tf.constant([0.0]), tf.constant([1.0]), tf.constant(0.0), 0.3, 0.5, 4)
         assert not bool(accepted) and int(tried) == 4
         assert float(theta[0]) == 0.0 and float(kl) == 0.0

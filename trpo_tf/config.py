@@ -6,10 +6,15 @@ import math
 from trpo_tf.errors import ConfigError
 
 ADVANTAGE_MODES = ("q", "baseline", "gae")
+# Section 8.1's methods: TRPO and its ablations share the sampler and the CG machinery;
+# CEM / CMA search the parameters directly; RWR refits by weighted maximum likelihood.
+ALGOS = ("trpo", "natural_gradient", "empirical_fim", "max_kl", "cem", "cma", "rwr")
+DERIVATIVE_FREE = ("cem", "cma")
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
+    algo: str = "trpo"               # one of ALGOS
     env: str = "Cartpole"
     seed: int = 0
     iterations: int = 40
@@ -48,6 +53,16 @@ class Config:
     vine_rollout_length: int = 50    # Table 2: 50 (Swimmer), 100 (Hopper, Walker)
     vine_proposal: str = "policy"    # policy | uniform | all (q of section 5.2)
     vine_crn: bool = True            # common random numbers across a state's K branches
+    npg_step: float = 0.1            # natural_gradient: theta += npg_step * A^-1 g (fixed)
+    population: int = 20             # cem / cma: candidates (one episode each) per iteration
+    cem_elite_frac: float = 0.2
+    cem_init_std: float = 1.0
+    cem_extra_noise: float = 0.1     # added variance, decaying by cem_noise_decay per iteration
+    cem_noise_decay: float = 0.9
+    cma_sigma: float = 0.5           # CMA-ES initial step size
+    rwr_temperature: float = 0.5     # u = exp((Q - max Q) / (T std Q))
+    rwr_epochs: int = 50             # full-batch Adam steps of the weighted M-step
+    rwr_lr: float = 0.01
     # Atari (section 8.2): gymnasium's AtariPreprocessing + FrameStackObservation
     frame_skip: int = 0              # 0: the game's default (4; 3 for SpaceInvaders, Mnih 2013)
     screen_size: int = 42            # frames are downsampled to screen_size x screen_size
@@ -82,6 +97,24 @@ def _check(ok, message):
 
 def validate(cfg):
     """Raise ConfigError naming the first bad flag; checks values only, not the env."""
+    _check(cfg.algo in ALGOS, f"--algo must be one of {'|'.join(ALGOS)} (got {cfg.algo!r})")
+    _check(cfg.algo == "trpo" or cfg.sampler == "single_path",
+           f"--algo={cfg.algo} runs on single-path batches; --sampler=vine is TRPO's (--algo=trpo)")
+    _check(cfg.algo not in DERIVATIVE_FREE or cfg.env_backend != "envpool",
+           f"--algo={cfg.algo} plays one episode per candidate on gymnasium envs: use "
+           "--env_backend=gymnasium or auto")
+    _check(cfg.npg_step > 0.0, f"--npg_step must be > 0 (got {cfg.npg_step})")
+    _check(cfg.population >= 2, f"--population must be >= 2 (got {cfg.population})")
+    _check(0.0 < cfg.cem_elite_frac <= 1.0,
+           f"--cem_elite_frac must be in (0, 1] (got {cfg.cem_elite_frac})")
+    _check(cfg.cem_init_std > 0.0, f"--cem_init_std must be > 0 (got {cfg.cem_init_std})")
+    _check(cfg.cem_extra_noise >= 0.0, f"--cem_extra_noise must be >= 0 (got {cfg.cem_extra_noise})")
+    _check(0.0 < cfg.cem_noise_decay <= 1.0,
+           f"--cem_noise_decay must be in (0, 1] (got {cfg.cem_noise_decay})")
+    _check(cfg.cma_sigma > 0.0, f"--cma_sigma must be > 0 (got {cfg.cma_sigma})")
+    _check(cfg.rwr_temperature > 0.0, f"--rwr_temperature must be > 0 (got {cfg.rwr_temperature})")
+    _check(cfg.rwr_epochs >= 1, f"--rwr_epochs must be >= 1 (got {cfg.rwr_epochs})")
+    _check(cfg.rwr_lr > 0.0, f"--rwr_lr must be > 0 (got {cfg.rwr_lr})")
     _check(cfg.iterations >= 1, f"--iterations must be >= 1 (got {cfg.iterations})")
     _check(cfg.num_envs >= 1, f"--num_envs must be >= 1 (got {cfg.num_envs})")
     _check(cfg.env_backend in ("auto", "envpool", "gymnasium"),

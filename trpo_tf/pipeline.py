@@ -8,9 +8,14 @@ update that precedes it.
 import tensorflow as tf
 
 
+def observation_spec(obs_shape, obs_dtype):
+    """A batch of observations; the leading dim is free so nothing retraces."""
+    return tf.TensorSpec((None,) + tuple(obs_shape), tf.as_dtype(obs_dtype))
+
+
 def batch_signature(obs_shape, obs_dtype, dist):
     """The TensorSpecs of one batch; the leading dims are free so nothing retraces."""
-    obs = tf.TensorSpec((None,) + tuple(obs_shape), tf.as_dtype(obs_dtype))
+    obs = observation_spec(obs_shape, obs_dtype)
     act = (tf.TensorSpec((None,), tf.int32) if dist.discrete
            else tf.TensorSpec((None, dist.act_dim), tf.float32))
     per_step = tf.TensorSpec((None,), tf.float32)
@@ -24,7 +29,7 @@ def batch_signature(obs_shape, obs_dtype, dist):
 
 def vine_signature(obs_shape, obs_dtype, dist):
     """The TensorSpecs of a vine batch (sampling/vine.py): N states, K branches each."""
-    obs = tf.TensorSpec((None,) + tuple(obs_shape), tf.as_dtype(obs_dtype))
+    obs = observation_spec(obs_shape, obs_dtype)
     act = (tf.TensorSpec((None, None), tf.int32) if dist.discrete
            else tf.TensorSpec((None, None, dist.act_dim), tf.float32))
     scalar = tf.TensorSpec((), tf.float32)
@@ -32,6 +37,14 @@ def vine_signature(obs_shape, obs_dtype, dist):
             "episode_return": tf.TensorSpec((None,), tf.float32),
             "episode_length": tf.TensorSpec((None,), tf.float32),
             "sim_steps": scalar, "q_spread": scalar}
+
+
+def population_signature(obs_shape, obs_dtype, dist):
+    """The TensorSpecs of a CEM / CMA batch (derivative_free.py): one return per candidate."""
+    del obs_shape, obs_dtype, dist
+    per_candidate = tf.TensorSpec((None,), tf.float32)
+    return {"returns": per_candidate, "episode_return": per_candidate,
+            "episode_length": per_candidate, "sim_steps": tf.TensorSpec((), tf.float32)}
 
 
 class BatchStream:

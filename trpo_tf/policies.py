@@ -104,6 +104,42 @@ class MLPPolicy(keras.Model):
 
         return params
 
+    def mean_variables(self):
+        """The variables that set the action mean (or logits): all but the log-std vector."""
+        return [v for layer in self.mlp.layers for v in (layer.kernel, layer.bias)]
+
+    def set_mean_parameters(self, flat):
+        offset = 0
+        for v in self.mean_variables():
+            size = int(np.prod(v.shape))
+            v.assign(np.reshape(flat[offset:offset + size], v.shape).astype(np.float32))
+            offset += size
+
+    def population_fn(self, flat):
+        """Candidates' mean parameters [P, D] (the layout of mean_variables) -> act(obs [B, d],
+        rows [B]) giving candidate rows[b]'s mean (or logits) at obs[b]: one batched forward
+        pass for candidates playing side by side (CEM / CMA)."""
+        normalize = self.normalizer.numpy_fn()
+        flat = np.asarray(flat, np.float32)
+        layers, offset = [], 0
+        for layer in self.mlp.layers:
+            shapes = (tuple(layer.kernel.shape), tuple(layer.bias.shape))
+            w_size, b_size = int(np.prod(shapes[0])), int(np.prod(shapes[1]))
+            w = flat[:, offset:offset + w_size].reshape((-1,) + shapes[0])
+            b = flat[:, offset + w_size:offset + w_size + b_size]
+            layers.append((w, b))
+            offset += w_size + b_size
+
+        def act(obs, rows):
+            x = normalize(obs)
+            for i, (w, b) in enumerate(layers):
+                x = np.einsum("bi,bio->bo", x, w[rows]) + b[rows]
+                if i < len(layers) - 1:
+                    x = np.tanh(x)
+            return x
+
+        return act
+
 
 # Section 8.2 / Figure 3 (bottom): two convolutional layers of 16 channels with stride 2,
 # then one fully connected layer of 20 units and a softmax over actions. The figure's filter

@@ -16,6 +16,7 @@ TAGS = {
     "surrogate_before": "Policy/SurrogateBefore",
     "surrogate_after": "Policy/SurrogateAfter",
     "kl": "Policy/MeanKL",
+    "kl_max": "Policy/MaxKL",
     "entropy": "Policy/Entropy",
     "linesearch_steps": "Policy/LineSearchSteps",
     "step_accepted": "Policy/StepAccepted",
@@ -37,6 +38,8 @@ TAGS = {
     "vine_branches": "Vine/Branches",
     "vine_q_spread": "Vine/MeanQSpreadPerState",
     "vine_sim_steps": "Vine/SimulatorStepsPerIteration",
+    "search_spread": "Search/Spread",  # CEM: mean std of the search; CMA: sigma
+    "rwr_effective_samples": "RWR/EffectiveSamples",
 }
 
 
@@ -73,10 +76,13 @@ def write_flags(writer, cfg_dict):
 
 
 def progress_line(it, iterations, m):
+    nan = float("nan")
     ret = ("      -" if m["return_mean"] != m["return_mean"]
            else f"{m['return_mean']:7.1f} [{m['return_min']:.0f}, {m['return_max']:.0f}]")
+    update = (f"spread {m['search_spread']:.3f}" if "search_spread" in m  # CEM / CMA
+              else f"kl {m.get('kl', nan):.4f} ls {int(m.get('linesearch_steps', 0))}")
     return (f"it {it + 1:4d}/{iterations} | steps {int(m['env_steps']):>9,} | return {ret}"
-            f" | kl {m['kl']:.4f} ls {int(m['linesearch_steps'])} | ent {m['entropy']:+.2f}"
-            f" | ev {m['explained_variance']:+.2f} | {m['steps_per_sec']:,.0f} steps/s"
+            f" | {update} | ent {m.get('entropy', nan):+.2f}"
+            f" | ev {m.get('explained_variance', nan):+.2f} | {m['steps_per_sec']:,.0f} steps/s"
             f" | {m['time_iteration']:.2f}s (sample {m['time_sample']:.2f}, adv"
             f" {m['time_advantage']:.2f}, update {m['time_update']:.2f}, vf {m['time_value']:.2f})")

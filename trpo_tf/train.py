@@ -14,6 +14,10 @@ from trpo_tf import distributions, envs, pipeline, policies, summaries
 from trpo_tf.checkpoint import Checkpointer
 from trpo_tf.errors import TrainingFault
 from trpo_tf.export import export_policy
+from trpo_tf.config import DERIVATIVE_FREE
+from trpo_tf.derivative_free import CEM, CMA, PopulationSearch
+from trpo_tf.errors import ConfigError
+from trpo_tf.rwr import RWRLearner
 from trpo_tf.sampling import batch_obs_dtype
 from trpo_tf.sampling.single_path import SinglePathSampler
 from trpo_tf.sampling.vine import VineSampler
@@ -88,11 +92,11 @@ class Trainer:
         keras.utils.set_random_seed(cfg.seed)
         self.spec = envs.resolve_env(cfg.env, cfg.atari)
         vine = cfg.sampler == "vine"
+        population = cfg.algo in DERIVATIVE_FREE
         if vine:  # branches restore simulator states: gymnasium MuJoCo envs
             envs.check_restorable(self.spec)
-            self.backend = "gymnasium"
-        else:
-            self.backend = envs.pick_backend(self.spec, cfg.env_backend)
+        self.backend = ("gymnasium" if vine or population  # per-env episodes, restores
+                        else envs.pick_backend(self.spec, cfg.env_backend))
         self.envs = envs.make_env_group(self.spec, self.backend, cfg.num_envs, cfg.seed,
                                         cfg.max_path_length or None, cfg.env_threads)
         self.dist = distributions.for_action_space(self.envs.action_space)
@@ -101,27 +105,70 @@ class Trainer:
         self.policy, self.value_net = policies.build_models(
             obs_space.shape, self.dist, hidden, cfg.value_hidden, cfg.normalize_obs,
             cfg.init_log_std)
-        self.signature = (pipeline.vine_signature if vine else pipeline.batch_signature)(
-            obs_space.shape, batch_obs_dtype(obs_space), self.dist)
-        obs_spec = self.signature["obs"]
-        self.sampler = self.make_vine_sampler() if vine else SinglePathSampler(
-            self.envs, self.dist, cfg.steps_per_env, cfg.seed)
+        if population and not hasattr(self.policy, "population_fn"):
+            raise ConfigError(f"--algo={cfg.algo} searches MLP / linear policies; "
+                              f"{self.spec.gym_id}'s CNN is trained by --algo=trpo")
+        make_signature = (pipeline.vine_signature if vine else pipeline.population_signature
+                          if population else pipeline.batch_signature)
+        self.signature = make_signature(obs_space.shape, batch_obs_dtype(obs_space), self.dist)
+        self.obs_spec = obs_spec = pipeline.observation_spec(
+            obs_space.shape, batch_obs_dtype(obs_space))
+        self.sampler = (self.make_vine_sampler() if vine else self.make_population_search()
+                        if population else SinglePathSampler(
+                            self.envs, self.dist, cfg.steps_per_env, cfg.seed))
         self.stream = pipeline.BatchStream(
             lambda: self.sampler.sample(self.policy.numpy_fn()), self.signature)
-        self.advantage_fn = make_advantage_fn(self.value_net, cfg, obs_spec)
-        gain, data = ((vine_gain(self.dist, cfg.vine_proposal), "q_hat") if vine
-                      else (single_path_gain(self.dist), "rew"))  # rew: the spec of advantages
-        self.learner = TRPOLearner(
-            self.policy, self.dist, gain, [obs_spec, self.signature["act"], self.signature[data]],
-            cfg.max_kl, cfg.cg_iters, cfg.cg_damping, cfg.fvp_subsample, cfg.ls_shrink,
-            cfg.ls_max_backtracks)
-        self.iteration = self.vine_iteration if vine else self.single_path_iteration
+        # RWR weights Monte Carlo returns as they are: Q-hat, not normalised
+        adv_cfg = (dataclasses.replace(cfg, advantage="q", normalize_advantages=False)
+                   if cfg.algo == "rwr" else cfg)
+        self.advantage_fn = make_advantage_fn(self.value_net, adv_cfg, obs_spec)
+        self.learner = self.make_learner(vine, obs_spec)
+        self.iteration = (self.vine_iteration if vine else self.population_iteration
+                          if population else self.single_path_iteration)
         self.value_fitter = ValueFitter(
             self.value_net, obs_spec, cfg.vf_lr, cfg.vf_epochs, cfg.vf_minibatch, cfg.seed)
         self.checkpointer = Checkpointer(
             os.path.join(cfg.logdir, "checkpoints"), self.policy, self.value_net,
             self.value_fitter.optimizer, self.value_fitter.rng)
         self.writer = tf.summary.create_file_writer(cfg.logdir)
+
+    def make_learner(self, vine, obs_spec):
+        """The policy update of --algo: TRPO or one of its ablations, RWR's M-step, or None
+        (CEM / CMA update inside their search)."""
+        cfg, sig = self.cfg, self.signature
+        if cfg.algo in DERIVATIVE_FREE:
+            return None
+        if cfg.algo == "rwr":
+            return RWRLearner(self.policy, self.dist, [obs_spec, sig["act"], sig["rew"]],
+                              cfg.rwr_temperature, cfg.rwr_epochs, cfg.rwr_lr)
+        gain, data = ((vine_gain(self.dist, cfg.vine_proposal), "q_hat") if vine
+                      else (single_path_gain(self.dist), "rew"))  # rew: the spec of advantages
+        return TRPOLearner(
+            self.policy, self.dist, gain, [obs_spec, sig["act"], sig[data]],
+            cfg.max_kl, cfg.cg_iters, cfg.cg_damping, cfg.fvp_subsample, cfg.ls_shrink,
+            cfg.ls_max_backtracks,
+            fisher="empirical" if cfg.algo == "empirical_fim" else "analytic",
+            constraint="max" if cfg.algo == "max_kl" else "mean",
+            fixed_step=cfg.npg_step if cfg.algo == "natural_gradient" else 0.0)
+
+    def make_population_search(self):
+        cfg = self.cfg
+        start = np.concatenate([v.numpy().ravel() for v in self.policy.mean_variables()])
+        optimizer = (CEM(start, cfg.cem_init_std, cfg.cem_elite_frac, cfg.cem_extra_noise,
+                         cfg.cem_noise_decay, cfg.seed) if cfg.algo == "cem"
+                     else CMA(start, cfg.cma_sigma, cfg.population, cfg.seed))
+        return PopulationSearch(self.envs, self.policy, optimizer, cfg.population, cfg.seed)
+
+    def population_iteration(self, batch):
+        """CEM / CMA: tell the search the candidates' returns; the policy becomes its mean."""
+        if not all_finite(batch["returns"]):
+            return None, "returns"
+        t0 = time.perf_counter()
+        self.sampler.tell(batch["returns"].numpy())
+        nan = float("nan")
+        return {"kl": nan, "linesearch_steps": 0.0, "entropy": nan, "explained_variance": nan,
+                "time_advantage": 0.0, "time_update": time.perf_counter() - t0, "time_value": 0.0,
+                "search_spread": self.sampler.optimizer.spread}, None
 
     def log(self, line):
         if not self.cfg.quiet:
@@ -188,7 +235,7 @@ class Trainer:
 
     def export(self):
         atari = None if self.spec.atari is None else dataclasses.asdict(self.spec.atari)
-        return export_policy(self.policy, self.dist, self.signature["obs"], self.spec.gym_id,
+        return export_policy(self.policy, self.dist, self.obs_spec, self.spec.gym_id,
                              self.cfg.policy_export_dir, atari)
 
     def write_summaries(self, pending):

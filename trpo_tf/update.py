@@ -20,6 +20,12 @@ def get_flat(variables):
     return flat_concat(variables)
 
 
+def unflatten(flat, variables):
+    """A flat vector -> tensors shaped like `variables`, in order."""
+    sizes = [math.prod(v.shape) for v in variables]
+    return [tf.reshape(part, v.shape) for part, v in zip(tf.split(flat, sizes), variables)]
+
+
 def set_flat(variables, flat):
     """Assign a flat parameter vector back into `variables`, slice by slice."""
     offset = 0
@@ -88,6 +94,20 @@ def fisher_vector_product(kl_fn, variables, vector):
     return flat_concat(outer.gradient(grad_kl_v, variables))
 
 
+def empirical_fisher_vector_product(log_prob_fn, variables, vector):
+    """F v with F = 1/N sum_n g_n g_n^T, g_n = grad log pi(a_n|s_n): the empirical FIM, the
+    covariance of the per-sample score (its mean is zero under pi), which section 6 compares
+    with the analytic KL Hessian. J v by forward mode, then J^T (J v) by backprop; the N x P
+    matrix of per-sample gradients is never formed."""
+    primals = [getattr(v, "value", v) for v in variables]  # the tf.Variable under a Keras one
+    with tf.GradientTape() as tape:
+        with tf.autodiff.ForwardAccumulator(primals, unflatten(vector, variables)) as acc:
+            log_p = log_prob_fn()
+        j_v = tf.stop_gradient(acc.jvp(log_p))
+    n = tf.cast(tf.shape(log_p)[0], vector.dtype)
+    return flat_concat(tape.gradient(log_p, variables, output_gradients=j_v)) / n
+
+
 def conjugate_gradient(matvec, b, iters, residual_tol=1e-10):
     """Solve A x = b for symmetric positive definite A given only x -> A x.
 
@@ -115,25 +135,28 @@ def max_step_length(direction, a_direction, max_kl):
 
 
 def backtracking_line_search(evaluate, theta_old, full_step, gain_old, max_kl, shrink,
-                             max_backtracks):
+                             max_backtracks, constrain_max=False):
     """First theta_old + shrink^k * full_step (k = 0, 1, ...) that improves the surrogate and
-    keeps the mean KL <= max_kl, all finite; else theta_old (the step is rejected).
+    keeps the mean KL (constrain_max: the maximum per-state KL, eq. 12) <= max_kl, all finite;
+    else theta_old (the step is rejected).
 
-    evaluate(theta) -> (gain, kl) at theta (it may set the parameters as a side effect).
-    Returns (theta, accepted, steps_tried, gain, kl).
+    evaluate(theta) -> (gain, mean KL, max KL) at theta (it may set the parameters).
+    Returns (theta, accepted, steps_tried, gain, mean KL, max KL).
     """
-    theta, gain, kl = theta_old, gain_old, tf.zeros_like(gain_old)
+    theta, gain = theta_old, gain_old
+    kl = kl_max = tf.zeros_like(gain_old)
     accepted = tf.constant(False)
     tried = tf.constant(0)
     for k in tf.range(max_backtracks):
         candidate = theta_old + tf.pow(shrink, tf.cast(k, full_step.dtype)) * full_step
-        gain_k, kl_k = evaluate(candidate)
+        gain_k, kl_k, kl_max_k = evaluate(candidate)
         tried = k + 1
-        if (tf.math.is_finite(gain_k) and tf.math.is_finite(kl_k) and gain_k > gain_old
-                and kl_k <= max_kl):
-            theta, gain, kl, accepted = candidate, gain_k, kl_k, tf.constant(True)
+        bound = kl_max_k if constrain_max else kl_k
+        if (tf.math.is_finite(gain_k) and tf.math.is_finite(bound) and gain_k > gain_old
+                and bound <= max_kl):
+            theta, gain, kl, kl_max, accepted = candidate, gain_k, kl_k, kl_max_k, tf.constant(True)
             break
-    return theta, accepted, tried, gain, kl
+    return theta, accepted, tried, gain, kl, kl_max
 
 
 class TRPOLearner:
@@ -142,10 +165,20 @@ class TRPOLearner:
     step(obs, *data) maximises gain_fn(params, old_params, *data), the surrogate of the
     sampling scheme (single path: single_path_gain; vine: eq. 16 / 17), under the mean KL
     over `obs`. input_specs = [obs spec, *data specs].
+
+    The ablations of section 8.1 change one piece each:
+      fisher="empirical"  CG on the empirical FIM (covariance of the scores; data[0] must be
+                          the actions taken) instead of the analytic KL Hessian;
+      constraint="max"    the step keeps the *maximum* per-state KL <= delta (eq. 12): the
+                          mean-KL step is scaled by the quadratic model of the max KL, then
+                          the line search checks the max;
+      fixed_step=lam > 0  natural policy gradient (section 7, after eq. 18): theta + lam A^-1 g,
+                          no trust region and no line search.
     """
 
     def __init__(self, policy, dist, gain_fn, input_specs, max_kl, cg_iters, cg_damping,
-                 fvp_subsample, ls_shrink, ls_max_backtracks):
+                 fvp_subsample, ls_shrink, ls_max_backtracks, fisher="analytic",
+                 constraint="mean", fixed_step=0.0):
         self.policy = policy
         self.dist = dist
         self.gain_fn = gain_fn
@@ -156,27 +189,40 @@ class TRPOLearner:
         self.fvp_stride = max(1, round(1.0 / fvp_subsample))  # appendix C: FVPs on a subsample
         self.ls_shrink = ls_shrink
         self.ls_max_backtracks = ls_max_backtracks
+        self.fisher, self.constraint, self.fixed_step = fisher, constraint, fixed_step
         self.trace_count = 0
         self.step = tf.function(self._step, input_signature=list(input_specs))
+
+    def damped_fvp_fn(self, obs, old_params, actions):
+        """v -> (F + damping I) v on the FVP subsample, F analytic or empirical."""
+        dist, policy, variables = self.dist, self.policy, self.variables
+        sub = slice(None, None, self.fvp_stride)
+        fvp_obs, fvp_old = obs[sub], old_params[sub]
+        if self.fisher == "empirical":
+            fvp_act = actions[sub]
+            log_prob_fn = lambda: dist.log_prob(policy(fvp_obs), fvp_act)
+            fvp = lambda v: empirical_fisher_vector_product(log_prob_fn, variables, v)
+        else:
+            kl_fn = lambda: mean_kl(dist, fvp_old, policy(fvp_obs))
+            fvp = lambda v: fisher_vector_product(kl_fn, variables, v)
+        return lambda v: fvp(v) + self.cg_damping * v
 
     def _step(self, obs, *data):
         self.trace_count += 1  # Python side effect: runs only while tracing
         dist, policy, variables = self.dist, self.policy, self.variables
-        old_params = tf.stop_gradient(policy(obs))
         theta_old = get_flat(variables)
-
-        with tf.GradientTape() as tape:
-            gain_old = self.gain_fn(policy(obs), old_params, *data)
+        with tf.GradientTape() as tape:  # one forward pass gives pi_old and the gradient at it
+            params = policy(obs)
+            old_params = tf.stop_gradient(params)
+            gain_old = self.gain_fn(params, old_params, *data)
         grad = flat_concat(tape.gradient(gain_old, variables))
 
-        fvp_obs, fvp_old = obs[::self.fvp_stride], old_params[::self.fvp_stride]
-
-        def damped_fvp(v):  # (A + damping I) v
-            kl_fn = lambda: mean_kl(dist, fvp_old, policy(fvp_obs))
-            return fisher_vector_product(kl_fn, variables, v) + self.cg_damping * v
-
+        damped_fvp = self.damped_fvp_fn(obs, old_params, data[0])
         direction, cg_residual = conjugate_gradient(damped_fvp, grad, self.cg_iters)
-        full_step = max_step_length(direction, damped_fvp(direction), self.max_kl) * direction
+        if self.fixed_step:
+            full_step = self.fixed_step * direction
+        else:
+            full_step = max_step_length(direction, damped_fvp(direction), self.max_kl) * direction
         # a non-finite gradient, Fisher-vector product or CG solution never reaches theta
         finite = tf.reduce_all(tf.math.is_finite(full_step)) & tf.math.is_finite(gain_old)
         full_step = tf.where(finite, full_step, tf.zeros_like(full_step))
@@ -184,16 +230,26 @@ class TRPOLearner:
         def evaluate(theta):
             set_flat(variables, theta)
             params = policy(obs)
-            return self.gain_fn(params, old_params, *data), mean_kl(dist, old_params, params)
+            kl = dist.kl(old_params, params)
+            return self.gain_fn(params, old_params, *data), tf.reduce_mean(kl), tf.reduce_max(kl)
 
-        theta, accepted, tried, gain, kl = backtracking_line_search(
-            evaluate, theta_old, full_step, gain_old, self.max_kl, self.ls_shrink,
-            self.ls_max_backtracks)
+        if self.fixed_step:
+            theta = theta_old + full_step
+            accepted, tried = tf.constant(True), tf.constant(1)
+            gain, kl, kl_max = evaluate(theta)
+        else:
+            if self.constraint == "max":  # eq. 12: scale to the max KL's quadratic model
+                max_kl_full = evaluate(theta_old + full_step)[2]
+                full_step *= tf.minimum(1.0, tf.sqrt(self.max_kl / (max_kl_full + 1e-12)))
+            theta, accepted, tried, gain, kl, kl_max = backtracking_line_search(
+                evaluate, theta_old, full_step, gain_old, self.max_kl, self.ls_shrink,
+                self.ls_max_backtracks, constrain_max=self.constraint == "max")
         set_flat(variables, theta)
         return {
             "surrogate_before": gain_old,
             "surrogate_after": gain,
             "kl": kl,
+            "kl_max": kl_max,
             "entropy": tf.reduce_mean(dist.entropy(old_params)),
             "linesearch_steps": tried,
             "step_accepted": tf.cast(accepted, tf.float32),

@@ -1,0 +1,167 @@
+"""Section 8.1's methods: the TRPO ablations (natural gradient, empirical FIM, max KL),
+CEM and CMA, RWR; each also runs end to end on cart-pole."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from trpo_tf import update as U
+from trpo_tf.config import ALGOS, Config
+from trpo_tf.derivative_free import CEM, CMA
+from trpo_tf.distributions import DiagGaussian
+from trpo_tf.policies import build_models
+from trpo_tf.rwr import RWRLearner
+
+OBS = tf.TensorSpec((None, 2), tf.float32)
+ACT = tf.TensorSpec((None, 1), tf.float32)
+PER_STEP = tf.TensorSpec((None,), tf.float32)
+
+
+def linear_gaussian(seed=0, log_std=-0.5):
+    keras.utils.set_random_seed(seed)
+    dist = DiagGaussian(1)
+    policy, _ = build_models((2,), dist, (), (4,), normalize_obs=False, init_log_std=log_std)
+    U.set_flat(policy.mean_variables(), tf.constant([0.4, -0.3, 0.1]))  # kernel [2, 1], bias
+    return policy, dist
+
+
+def learner(policy, dist, **kw):
+    return U.TRPOLearner(policy, dist, U.single_path_gain(dist), [OBS, ACT, PER_STEP],
+                         max_kl=0.01, cg_iters=20, cg_damping=1e-3, fvp_subsample=1.0,
+                         ls_shrink=0.8, ls_max_backtracks=10, **kw)
+
+
+def test_empirical_fim_equals_the_analytic_fim_in_expectation():
+    """E_a[g g^T] = Hessian of the KL at theta_old (section 6). With 40k actions drawn from
+    the policy, F_emp v matches A v within sampling error for several v."""
+    policy, dist = linear_gaussian()
+    variables = policy.trainable_variables
+    rng = np.random.default_rng(0)
+    obs = tf.constant(rng.standard_normal((40_000, 2)), tf.float32)
+    old = tf.stop_gradient(policy(obs))
+    actions = tf.constant(dist.sample_np(old.numpy(), rng))
+    for seed in range(3):
+        v = tf.constant(np.random.default_rng(seed).standard_normal(4), tf.float32)
+        analytic = U.fisher_vector_product(lambda: U.mean_kl(dist, old, policy(obs)), variables, v)
+        empirical = U.empirical_fisher_vector_product(
+            lambda: dist.log_prob(policy(obs), actions), variables, v)
+        np.testing.assert_allclose(empirical.numpy(), analytic.numpy(), rtol=0.06,
+                                   atol=0.06 * float(tf.norm(analytic)))
+
+
+def test_empirical_fvp_equals_the_explicit_mean_outer_product_of_scores():
+    policy, dist = linear_gaussian()
+    variables = policy.trainable_variables
+    rng = np.random.default_rng(1)
+    obs = tf.constant(rng.standard_normal((7, 2)), tf.float32)
+    actions = tf.constant(rng.standard_normal((7, 1)), tf.float32)
+    with tf.GradientTape() as tape:
+        log_p = dist.log_prob(policy(obs), actions)
+    jac = tape.jacobian(log_p, variables)
+    scores = tf.concat([tf.reshape(j, [7, -1]) for j in jac], 1).numpy()  # [N, P]
+    v = rng.standard_normal(4).astype(np.float32)
+    expected = scores.T @ (scores @ v) / 7
+    got = U.empirical_fisher_vector_product(lambda: dist.log_prob(policy(obs), actions),
+                                            variables, tf.constant(v))
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-4, atol=1e-6)
+
+
+def heterogeneous_batch(n=400, seed=0):
+    """States of very different scales, so per-state KLs of one step differ a lot."""
+    rng = np.random.default_rng(seed)
+    obs = rng.standard_normal((n, 2)) * np.where(rng.uniform(size=(n, 1)) < 0.05, 8.0, 0.5)
+    act = rng.standard_normal((n, 1))
+    adv = obs[:, 0] * act[:, 0] + 0.1 * rng.standard_normal(n)
+    return [tf.constant(x, tf.float32) for x in (obs, act, adv)]
+
+
+def test_max_kl_step_respects_the_per_state_bound():
+    obs, act, adv = heterogeneous_batch()
+    policy, dist = linear_gaussian()
+    mean_step = learner(policy, dist).step(obs, act, adv)
+    assert float(mean_step["kl_max"]) > 0.01  # the mean constraint lets some states move more
+    policy, dist = linear_gaussian()
+    before = policy(obs)
+    m = learner(policy, dist, constraint="max").step(obs, act, adv)
+    per_state = dist.kl(before, policy(obs)).numpy()
+    assert float(m["step_accepted"]) == 1.0
+    assert per_state.max() <= 0.01 * (1 + 1e-4)
+    assert per_state.max() == pytest.approx(float(m["kl_max"]), rel=1e-4)
+    assert float(m["surrogate_after"]) > float(m["surrogate_before"])
+
+
+def test_natural_gradient_takes_the_fixed_step_along_a_direct_solve():
+    """theta_new - theta_old = npg_step * (A + damping I)^-1 g, with A built explicitly."""
+    policy, dist = linear_gaussian()
+    obs, act, adv = heterogeneous_batch(n=60)
+    variables = policy.trainable_variables
+    theta0 = U.get_flat(variables).numpy()
+    old = tf.stop_gradient(policy(obs))
+    with tf.GradientTape() as tape:
+        gain = U.single_path_gain(dist)(policy(obs), old, act, adv)
+    g = U.flat_concat(tape.gradient(gain, variables)).numpy()
+    with tf.GradientTape() as outer:
+        with tf.GradientTape() as inner:
+            kl = U.mean_kl(dist, old, policy(obs))
+        grad_kl = U.flat_concat(inner.gradient(kl, variables))
+    a = tf.concat([tf.reshape(j, [4, -1]) for j in outer.jacobian(grad_kl, variables)], 1).numpy()
+    expected = 0.05 * np.linalg.solve(a + 1e-3 * np.eye(4), g)
+    m = learner(policy, dist, fixed_step=0.05).step(obs, act, adv)
+    np.testing.assert_allclose(U.get_flat(variables).numpy() - theta0, expected, rtol=1e-3, atol=1e-6)
+    assert float(m["linesearch_steps"]) == 1.0
+
+
+def quadratic_returns(candidates, optimum):
+    return -np.sum((candidates - optimum) ** 2, axis=1)
+
+
+@pytest.mark.parametrize("make", [
+    lambda x0: CEM(x0, init_std=1.0, elite_frac=0.2, extra_noise=0.01, noise_decay=0.9, seed=0),
+    lambda x0: CMA(x0, sigma0=1.0, population=20, seed=0),
+], ids=["cem", "cma"])
+def test_derivative_free_search_improves_a_known_quadratic(make):
+    optimum = np.array([1.5, -2.0, 0.5, 3.0])
+    search = make(np.zeros(4))
+    start = np.linalg.norm(search.mean - optimum)
+    for _ in range(40):
+        candidates = search.ask(20)
+        search.tell(candidates, quadratic_returns(candidates, optimum))
+    assert np.linalg.norm(search.mean - optimum) < 0.05 * start
+
+
+def test_rwr_moves_the_mean_toward_the_best_action_of_a_one_step_bandit():
+    """Reward -(a - 2)^2 at a single state: the weighted refit moves the mean (0) toward 2
+    and, the weights favouring actions near 2, shrinks the spread."""
+    keras.utils.set_random_seed(0)
+    dist = DiagGaussian(1)
+    policy, _ = build_models((1,), dist, (), (4,), normalize_obs=False, init_log_std=0.0)
+    rwr = RWRLearner(policy, dist, [tf.TensorSpec((None, 1), tf.float32), ACT, PER_STEP],
+                     temperature=0.5, epochs=200, learning_rate=0.05)
+    rng = np.random.default_rng(0)
+    obs = np.zeros((2000, 1), np.float32)
+    means = []
+    for _ in range(3):
+        params = policy(obs).numpy()
+        actions = dist.sample_np(params, rng).astype(np.float32)
+        rwr.step(obs, actions, -(actions[:, 0] - 2.0) ** 2)
+        means.append(float(policy(obs[:1]).numpy()[0, 0]))
+    assert 0.5 < means[0] < means[1] < means[2] < 2.2
+    assert float(policy.log_std.numpy()[0]) < 0.0
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_each_algo_runs_two_iterations_on_cartpole_and_writes_summaries(tmp_path, algo):
+    from test_train import event_steps
+    from trpo_tf.train import train
+
+    cfg = Config(algo=algo, iterations=2, batch_steps=1000, population=8, logdir=str(tmp_path),
+                 quiet=True)
+    history = train(cfg)
+    assert len(history) == 2 and all(m["env_steps"] > 0 for m in history)
+    assert event_steps(str(tmp_path), "Train/EpisodeReturnMean") == [1, 2]
+    if algo in ("trpo", "empirical_fim"):
+        assert all(m["kl"] <= cfg.max_kl for m in history)
+    if algo == "max_kl":
+        assert all(m["kl_max"] <= cfg.max_kl for m in history)
+    if algo in ("cem", "cma"):
+        assert event_steps(str(tmp_path), "Search/Spread") == [1, 2]
