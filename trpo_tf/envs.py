@@ -87,13 +87,13 @@ def resolve_env(name, atari=AtariSettings()):
         "nor a registered gymnasium id (e.g. HalfCheetah-v5, CartPole-v1, ALE/Pong-v5)")
 
 
-def make_env(spec, max_path_length=None):
+def make_env(spec, max_path_length=None, render_mode=None):
     """One gymnasium env whose TimeLimit truncates paths at max_path_length (None: the id's own);
     ALE games come wrapped in their preprocessing (make_atari_env)."""
     try:
         if spec.atari is not None:
-            return make_atari_env(spec.gym_id, spec.atari, max_path_length)
-        kwargs = {"disable_env_checker": True}
+            return make_atari_env(spec.gym_id, spec.atari, max_path_length, render_mode)
+        kwargs = {"disable_env_checker": True, "render_mode": render_mode}
         if max_path_length:
             kwargs["max_episode_steps"] = max_path_length
         return gym.make(spec.gym_id, **kwargs)
@@ -101,13 +101,13 @@ def make_env(spec, max_path_length=None):
         raise EnvError(f"--env={spec.name!r}: gymnasium could not make {spec.gym_id}: {err}") from err
 
 
-def make_atari_env(gym_id, settings, max_path_length=None):
+def make_atari_env(gym_id, settings, max_path_length=None, render_mode=None):
     """ALE with frameskip 1 and grayscale screens (the RGB frame is never fetched), then
     gymnasium's AtariPreprocessing (frame skip with max-pooling of the last two frames,
     no-ops, life loss, resize) and FrameStackObservation: observations are uint8
     [frame_stack, screen_size, screen_size]. max_path_length counts agent steps."""
     env = gym.make(gym_id, frameskip=1, repeat_action_probability=settings.sticky_actions,
-                   obs_type="grayscale", disable_env_checker=True)
+                   obs_type="grayscale", disable_env_checker=True, render_mode=render_mode)
     env = gym.wrappers.AtariPreprocessing(
         env, noop_max=settings.noop_max, frame_skip=settings.frame_skip,
         screen_size=settings.screen_size, terminal_on_life_loss=settings.terminal_on_life_loss)

@@ -28,8 +28,9 @@ def open_policy(policy_dir, env_name=None, max_path_length=None):
     return serve, spec, env
 
 
-def run_episodes(serve, env, episodes, seed, deterministic):
-    """Returns of `episodes` episodes acting with the exported policy."""
+def run_episodes(serve, env, episodes, seed, deterministic, actions_taken=None):
+    """Returns of `episodes` episodes acting with the exported policy (the env's actions are
+    appended to `actions_taken` if given)."""
     key = "deterministic_action" if deterministic else "action"
     box = hasattr(env.action_space, "low")
     obs_dtype = observation_spec(serve).dtype  # float32 vectors, uint8 frames
@@ -44,5 +45,20 @@ def run_episodes(serve, env, episodes, seed, deterministic):
             obs, rew, term, trunc, _ = env.step(action)
             total += rew
             done = term or trunc
+            if actions_taken is not None:
+                actions_taken.append(action)
         returns.append(total)
     return np.asarray(returns)
+
+
+def record_video(serve, spec, env, path, seed, max_path_length=None):
+    """Play one deterministic episode and write its video to `path` (video.py renders a
+    replay of its actions) -> (the episode's return, frames written, the replay's return,
+    which equals the first: the simulators are deterministic)."""
+    from trpo_tf.video import write_video
+
+    actions = []
+    ret = run_episodes(serve, env, 1, seed, True, actions)[0]
+    fps = (60.0 / spec.atari.frame_skip if spec.atari is not None  # a 60 Hz console
+           else float(env.metadata.get("render_fps") or 30))
+    return (ret, *write_video(spec, max_path_length, seed, actions, path, fps))

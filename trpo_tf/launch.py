@@ -10,9 +10,11 @@ from absl import app, flags
 from trpo_tf import envs
 from trpo_tf.cli import main_guard, parse_flags, quiet_logging
 
-from trpo_tf.config import Config, ConfigError, validate
+from trpo_tf.config import ALGOS, Config, ConfigError, validate
 
 D = Config()
+flags.DEFINE_enum("algo", D.algo, list(ALGOS), "Section 8.1: trpo; its ablations natural_gradient (fixed step), empirical_fim, max_kl (eq. 12); derivative-free cem, cma; rwr (reward-weighted regression).")
+flags.DEFINE_integer("seeds", 1, "Run this many seeds (--seed, --seed+1, ...), each in <logdir>/seed_<s>.")
 flags.DEFINE_string("env", D.env, "Short name (Cartpole, Swimmer, Hopper, Walker; BeamRider, Breakout, Enduro, Pong, Qbert, Seaquest, SpaceInvaders) or any gymnasium id (ALE/...-v5 included).")
 flags.DEFINE_integer("seed", D.seed, "Seeds network init, env resets and action noise.")
 flags.DEFINE_integer("iterations", D.iterations, "Policy iterations (one batch and one update each).")
@@ -51,6 +53,16 @@ flags.DEFINE_integer("vine_actions_per_state", D.vine_actions_per_state, "Vine: 
 flags.DEFINE_integer("vine_rollout_length", D.vine_rollout_length, "Vine: steps per branch rollout.")
 flags.DEFINE_enum("vine_proposal", D.vine_proposal, ["policy", "uniform", "all"], "Vine: q, the branch actions' distribution; all = every action (small discrete spaces, eq. 16).")
 flags.DEFINE_boolean("vine_crn", D.vine_crn, "Vine: common random numbers across a state's branches.")
+flags.DEFINE_float("npg_step", D.npg_step, "natural_gradient: fixed step theta += npg_step * A^-1 g (the paper swept it by factors of 3: trpo_tf.sweep).")
+flags.DEFINE_integer("population", D.population, "cem / cma: candidates per iteration, one episode each.")
+flags.DEFINE_float("cem_elite_frac", D.cem_elite_frac, "cem: fraction of the population refitted to.")
+flags.DEFINE_float("cem_init_std", D.cem_init_std, "cem: initial std of the parameter search.")
+flags.DEFINE_float("cem_extra_noise", D.cem_extra_noise, "cem: variance added after each refit (Szita & Lorincz 2006) ...")
+flags.DEFINE_float("cem_noise_decay", D.cem_noise_decay, "cem: ... multiplied by this per iteration.")
+flags.DEFINE_float("cma_sigma", D.cma_sigma, "cma: initial step size sigma0.")
+flags.DEFINE_float("rwr_temperature", D.rwr_temperature, "rwr: weights exp((Q - max Q) / (T std Q)).")
+flags.DEFINE_integer("rwr_epochs", D.rwr_epochs, "rwr: full-batch Adam steps of the weighted maximum-likelihood refit.")
+flags.DEFINE_float("rwr_lr", D.rwr_lr, "rwr: Adam learning rate of the refit.")
 flags.DEFINE_integer("frame_skip", D.frame_skip, "Atari: emulator frames per action, max-pooled over the last two; 0 = the game's default (4; 3 for SpaceInvaders).")
 flags.DEFINE_integer("screen_size", D.screen_size, "Atari: frames are downsampled to this many pixels square (grayscale).")
 flags.DEFINE_integer("frame_stack", D.frame_stack, "Atari: the last N frames form one observation.")
@@ -78,6 +90,16 @@ def config_from_flags(f=FLAGS):
     return validate(Config(**values))
 
 
+def seed_configs(cfg, seeds):
+    """--seeds=N: N configs with seeds cfg.seed, cfg.seed + 1, ... in <logdir>/seed_<s>."""
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1 (got {seeds})")
+    if seeds == 1:
+        return [cfg]
+    return [dataclasses.replace(cfg, seed=cfg.seed + k, logdir=f"{cfg.logdir}/seed_{cfg.seed + k}")
+            for k in range(seeds)]
+
+
 def main(argv):
     if len(argv) > 1:
         print(f"error: unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)",
@@ -87,13 +109,17 @@ def main(argv):
 
     def run():
         cfg = config_from_flags()
+        runs = seed_configs(cfg, FLAGS.seeds)
         spec = envs.resolve_env(cfg.env, cfg.atari)  # checked before TensorFlow loads
         envs.pick_backend(spec, cfg.env_backend)
         if cfg.sampler == "vine":
             envs.check_restorable(spec)
         from trpo_tf.train import train
 
-        train(cfg)
+        for run_cfg in runs:
+            if len(runs) > 1:
+                print(f"== seed {run_cfg.seed} -> {run_cfg.logdir}", flush=True)
+            train(run_cfg)
 
     main_guard(run)
 

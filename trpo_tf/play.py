@@ -1,8 +1,10 @@
 """python -m trpo_tf.play --policy=runs/default/policy [--env=Cartpole] [--episodes=10]
+python -m trpo_tf.play --policy=runs/hopper/policy --video=hopper.mp4
 
 Loads an exported SavedModel and prints the return of N episodes, acting deterministically
-(mean / argmax) and stochastically (sampled actions)."""
-import os
+(mean / argmax) and stochastically (sampled actions); --video records one deterministic
+episode instead (rendered in a child process, MuJoCo offscreen through EGL unless MUJOCO_GL
+says otherwise: video.py)."""
 
 from absl import app, flags
 
@@ -13,6 +15,7 @@ flags.DEFINE_string("env", None, "Env short name or gymnasium id; default: the o
 flags.DEFINE_integer("episodes", 10, "Episodes per mode.")
 flags.DEFINE_integer("seed", 1000, "Seed of the first episode's reset.")
 flags.DEFINE_integer("max_path_length", 0, "Truncate episodes at this length; 0 = the env's limit.")
+flags.DEFINE_string("video", "", "Record one deterministic episode to this file (.mp4, .gif) instead.")
 FLAGS = flags.FLAGS
 
 
@@ -21,10 +24,16 @@ def main(argv):
     quiet_logging()
 
     def play():
-        from trpo_tf.evaluate import open_policy, run_episodes
+        from trpo_tf.evaluate import open_policy, record_video, run_episodes
 
         serve, spec, env = open_policy(FLAGS.policy, FLAGS.env, FLAGS.max_path_length or None)
         try:
+            if FLAGS.video:
+                ret, frames, replayed = record_video(serve, spec, env, FLAGS.video, FLAGS.seed,
+                                                     FLAGS.max_path_length)
+                print(f"{spec.gym_id}: wrote {FLAGS.video} ({frames} frames, return {ret:.1f}, "
+                      f"replayed for rendering: {replayed:.1f})", flush=True)
+                return
             for deterministic in (True, False):
                 r = run_episodes(serve, env, FLAGS.episodes, FLAGS.seed, deterministic)
                 mode = "deterministic" if deterministic else "stochastic"

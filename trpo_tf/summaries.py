@@ -53,17 +53,27 @@ def write_scalars(writer, step, metrics, skip_tags=frozenset()):
     writer.flush()
 
 
+def read_events(path):
+    """The Event records of one event file, in order; a record cut short by a kill ends the
+    reading there."""
+    try:
+        for record in tf.data.TFRecordDataset(path):
+            yield tf.compat.v1.Event.FromString(record.numpy())
+    except tf.errors.DataLossError:
+        return
+
+
+def event_files(logdir):
+    return sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*")))
+
+
 def logged_steps(logdir):
-    """{tag: set of steps} over every event file in logdir (a record cut short by a kill
-    ends that file's reading)."""
+    """{tag: set of steps} over every event file in logdir."""
     steps = {}
-    for path in sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*"))):
-        try:
-            for event in tf.compat.v1.train.summary_iterator(path):
-                for value in event.summary.value:
-                    steps.setdefault(value.tag, set()).add(event.step)
-        except tf.errors.DataLossError:
-            continue
+    for path in event_files(logdir):
+        for event in read_events(path):
+            for value in event.summary.value:
+                steps.setdefault(value.tag, set()).add(event.step)
     return steps
 
 
