@@ -29,6 +29,14 @@ def launch(*args, timeout=300):
     (["--iterations=3", "extra"], "unexpected arguments: extra"),
     (["--sampler=vine", "--env=CartPole-v1"], "--sampler=vine needs a simulator whose state can be restored; CartPole-v1 cannot"),
     (["--sampler=vine", "--env_backend=envpool"], "--sampler=vine restores simulator states, which EnvPool cannot"),
+    (["--env=Pong", "--env_backend=envpool"], "--env_backend=envpool: EnvPool is not installed or has no ALE/Pong-v5"),
+    (["--env=Pong", "--frame_skip=-1"], "--frame_skip must be >= 0"),
+    (["--env=Pong", "--sticky_actions=1.5"], "--sticky_actions must be a probability in [0, 1)"),
+    (["--env=Pong", "--algo=cem"], "--algo=cem searches MLP / linear policies; ALE/Pong-v5's CNN"),
+    (["--algo=rwr", "--sampler=vine"], "--algo=rwr runs on single-path batches"),
+    (["--algo=cma", "--population=1"], "--population must be >= 2"),
+    (["--algo=natural_gradient", "--npg_step=0"], "--npg_step must be > 0"),
+    (["--seeds=0"], "--seeds must be >= 1"),
 ])
 def test_bad_input_is_one_clear_line_and_exit_2(args, needle):
     out = launch(*args, "--logdir=/nonexistent-never-written")

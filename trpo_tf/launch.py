@@ -112,6 +112,7 @@ def main(argv):
         runs = seed_configs(cfg, FLAGS.seeds)
         spec = envs.resolve_env(cfg.env, cfg.atari)  # checked before TensorFlow loads
         envs.pick_backend(spec, cfg.env_backend)
+        envs.check_algo(spec, cfg.algo)
         if cfg.sampler == "vine":
             envs.check_restorable(spec)
         from trpo_tf.train import train

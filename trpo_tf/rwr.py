@@ -9,6 +9,8 @@ state each iteration, all epochs inside one graph traced once.
 import keras
 import tensorflow as tf
 
+from trpo_tf.update import get_flat, set_flat
+
 
 def rwr_weights(returns, temperature):
     """u_n = exp((Q_n - max Q) / (temperature * std Q)), in (0, 1]."""
@@ -35,6 +37,7 @@ class RWRLearner:
         weights = rwr_weights(returns, self.temperature)
         weights = weights / tf.reduce_sum(weights)
         old_params = tf.stop_gradient(policy(obs))
+        theta_old = get_flat(self.variables)
 
         def weighted_log_likelihood():
             return tf.reduce_sum(weights * dist.log_prob(policy(obs), actions))
@@ -45,6 +48,9 @@ class RWRLearner:
                 loss = -weighted_log_likelihood()
             self.optimizer.apply_gradients(zip(tape.gradient(loss, self.variables), self.variables))
         params = policy(obs)
+        finite = tf.reduce_all(tf.math.is_finite(params))
+        if not finite:  # a fit that diverged never reaches the policy
+            set_flat(self.variables, theta_old)
         kl = dist.kl(old_params, params)
         return {
             "surrogate_before": before,
@@ -53,5 +59,5 @@ class RWRLearner:
             "kl_max": tf.reduce_max(kl),
             "entropy": tf.reduce_mean(dist.entropy(old_params)),
             "rwr_effective_samples": 1.0 / tf.reduce_sum(tf.square(weights)),
-            "fault": 1.0 - tf.cast(tf.reduce_all(tf.math.is_finite(params)), tf.float32),
+            "fault": 1.0 - tf.cast(finite, tf.float32),
         }

@@ -16,7 +16,6 @@ from trpo_tf.errors import TrainingFault
 from trpo_tf.export import export_policy
 from trpo_tf.config import DERIVATIVE_FREE
 from trpo_tf.derivative_free import CEM, CMA, PopulationSearch
-from trpo_tf.errors import ConfigError
 from trpo_tf.rwr import RWRLearner
 from trpo_tf.sampling import batch_obs_dtype
 from trpo_tf.sampling.single_path import SinglePathSampler
@@ -91,6 +90,7 @@ class Trainer:
         self.cfg = cfg
         keras.utils.set_random_seed(cfg.seed)
         self.spec = envs.resolve_env(cfg.env, cfg.atari)
+        envs.check_algo(self.spec, cfg.algo)
         vine = cfg.sampler == "vine"
         population = cfg.algo in DERIVATIVE_FREE
         if vine:  # branches restore simulator states: gymnasium MuJoCo envs
@@ -105,9 +105,6 @@ class Trainer:
         self.policy, self.value_net = policies.build_models(
             obs_space.shape, self.dist, hidden, cfg.value_hidden, cfg.normalize_obs,
             cfg.init_log_std)
-        if population and not hasattr(self.policy, "population_fn"):
-            raise ConfigError(f"--algo={cfg.algo} searches MLP / linear policies; "
-                              f"{self.spec.gym_id}'s CNN is trained by --algo=trpo")
         make_signature = (pipeline.vine_signature if vine else pipeline.population_signature
                           if population else pipeline.batch_signature)
         self.signature = make_signature(obs_space.shape, batch_obs_dtype(obs_space), self.dist)
@@ -181,8 +178,8 @@ class Trainer:
                            cfg.gamma, cfg.vine_proposal, cfg.vine_crn, cfg.seed)
 
     def policy_step(self, obs, act, data):
-        """The TRPO step -> its metrics as floats, or None if it met non-finite numbers (then
-        the parameters were left as they were)."""
+        """The policy update (TRPO, one of its ablations, or RWR's M-step) -> its metrics as
+        floats, or None if it met non-finite numbers (then the parameters are left as they were)."""
         metrics = {k: float(v) for k, v in self.learner.step(obs, act, data).items()}
         return None if metrics["fault"] else metrics
 
