@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trpo_tf import plot
+from trpo_tf import figures
 
 
 def write_run(logdir, returns):
@@ -36,13 +36,13 @@ def run_module(module, *args, timeout=300):
 
 
 def test_runs_are_grouped_by_task_and_method_and_averaged_over_seeds(fixture_logdir):
-    data = plot.curves(plot.find_runs(str(fixture_logdir)), "Train/EpisodeReturnMean")
+    data = figures.curves(figures.find_runs(str(fixture_logdir)), "Train/EpisodeReturnMean")
     assert sorted(data) == [("cartpole", "cem"), ("cartpole", "trpo"), ("swimmer", "cem"),
                             ("swimmer", "trpo")]
     steps, values = data[("cartpole", "trpo")]
     np.testing.assert_array_equal(steps, np.arange(1, 11))
     np.testing.assert_allclose(values.mean(0), 2.0 * np.arange(1, 11) + 0.5)
-    rows = {(p, l): (n, m, s) for p, l, n, m, s in plot.final_values(data, window=2)}
+    rows = {(p, l): (n, m, s) for p, l, n, m, s in figures.final_values(data, window=2)}
     assert rows[("swimmer", "cem")] == (2, pytest.approx(10.0), pytest.approx(0.5))
 
 
