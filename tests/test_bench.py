@@ -24,6 +24,15 @@ def test_sampling_bench_reports_both_rates_and_their_ratio():
         assert "peak RSS" in line
 
 
+def test_sampling_bench_on_atari_reports_frames_against_the_bare_emulator():
+    (line,) = bench("sampling.py", "--env=Pong", "--backends=gymnasium", "--num_envs=4").strip().splitlines()
+    m = re.search(r"raw ([\d,]+) frames/s \| trpo_tf ([\d,]+) frames/s \| ratio [\d.]+ \| "
+                  r"bare ALE ([\d,]+) frames/s, trpo_tf at ([\d.]+) of it", line)
+    assert m, line
+    raw, ours, bare, share = (float(g.replace(",", "")) for g in m.groups())
+    assert raw > 0 and ours > 0 and bare > 0 and share == pytest.approx(ours / bare, rel=0.02, abs=0.01)
+
+
 def test_update_bench_reports_stages():
     out = bench("update.py", "--env=Swimmer")
     assert re.search(r"advantage [\d.]+s \| TRPO step [\d.]+s \| value fit [\d.]+s \| total [\d.]+s", out), out
