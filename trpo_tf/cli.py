@@ -1,5 +1,6 @@
 """What both command-line tools share: flag parsing that fails in one line (exit code 2),
 and quiet absl logging."""
+import os
 import sys
 
 from absl import flags, logging
@@ -27,6 +28,14 @@ def main_guard(fn):
     except (errors.EnvStepError, errors.TrainingFault) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+
+
+def check_policy_dir(policy_dir):
+    """An EnvError unless `policy_dir` holds an exported policy (checked before TensorFlow
+    loads, so a mistyped --policy fails at once)."""
+    if not policy_dir or not os.path.isfile(os.path.join(policy_dir, "saved_model.pb")):
+        raise errors.EnvError(f"--policy={policy_dir!r} is not an exported policy directory "
+                              "(no saved_model.pb in it)")
 
 
 def quiet_logging():

@@ -1,11 +1,10 @@
 """Scoring an exported policy: returns of whole episodes in one env (no flags here, so
 benchmarks and tools can import it)."""
-import os
-
 import numpy as np
 import tensorflow as tf
 
 from trpo_tf import envs
+from trpo_tf.cli import check_policy_dir
 from trpo_tf.export import load_policy, observation_shape, observation_spec
 
 
@@ -13,9 +12,7 @@ def open_policy(policy_dir, env_name=None, max_path_length=None):
     """(serving function, EnvSpec, env) for an exported policy: the env it was trained on
     (or `env_name`) with the preprocessing recorded in the export, so it plays exactly as it
     trained. EnvError for a directory that holds no policy or an env of another shape."""
-    if not policy_dir or not os.path.isfile(os.path.join(policy_dir, "saved_model.pb")):
-        raise envs.EnvError(f"--policy={policy_dir!r} is not an exported policy directory "
-                            "(no saved_model.pb in it)")
+    check_policy_dir(policy_dir)
     serve, env_id, settings = load_policy(policy_dir)
     atari = envs.AtariSettings(**settings) if settings else envs.AtariSettings()
     spec = envs.resolve_env(env_name or env_id, atari)

@@ -8,7 +8,7 @@ says otherwise: video.py)."""
 
 from absl import app, flags
 
-from trpo_tf.cli import main_guard, parse_flags, quiet_logging
+from trpo_tf.cli import check_policy_dir, main_guard, parse_flags, quiet_logging
 
 flags.DEFINE_string("policy", None, "Directory of an exported policy (SavedModel).")
 flags.DEFINE_string("env", None, "Env short name or gymnasium id; default: the one it was trained on.")
@@ -24,6 +24,7 @@ def main(argv):
     quiet_logging()
 
     def play():
+        check_policy_dir(FLAGS.policy)  # before TensorFlow loads
         from trpo_tf.evaluate import open_policy, record_video, run_episodes
 
         serve, spec, env = open_policy(FLAGS.policy, FLAGS.env, FLAGS.max_path_length or None)

@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from trpo_tf.distributions import DiagGaussian
+from trpo_tf.update import set_flat
 
 OBS_CLIP = 10.0  # normalised observations are clipped to [-OBS_CLIP, OBS_CLIP]
 
@@ -109,11 +110,7 @@ class MLPPolicy(keras.Model):
         return [v for layer in self.mlp.layers for v in (layer.kernel, layer.bias)]
 
     def set_mean_parameters(self, flat):
-        offset = 0
-        for v in self.mean_variables():
-            size = int(np.prod(v.shape))
-            v.assign(np.reshape(flat[offset:offset + size], v.shape).astype(np.float32))
-            offset += size
+        set_flat(self.mean_variables(), np.asarray(flat, np.float32))
 
     def population_fn(self, flat):
         """Candidates' mean parameters [P, D] (the layout of mean_variables) -> act(obs [B, d],

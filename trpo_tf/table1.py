@@ -4,7 +4,7 @@ Scores an exported Atari policy over N episodes (with the preprocessing it train
 and prints a Table 1-style row beside the paper's rows for that game."""
 from absl import app, flags
 
-from trpo_tf.cli import main_guard, parse_flags, quiet_logging
+from trpo_tf.cli import check_policy_dir, main_guard, parse_flags, quiet_logging
 
 flags.DEFINE_string("policy", None, "Directory of an exported Atari policy (SavedModel).")
 flags.DEFINE_integer("episodes", 30, "Episodes to score.")
@@ -46,6 +46,7 @@ def main(argv):
     quiet_logging()
 
     def score():
+        check_policy_dir(FLAGS.policy)  # before TensorFlow loads
         from trpo_tf.envs import EnvError
         from trpo_tf.evaluate import open_policy, run_episodes
 

@@ -20,7 +20,7 @@ from trpo_tf.rwr import RWRLearner
 from trpo_tf.sampling import batch_obs_dtype
 from trpo_tf.sampling.single_path import SinglePathSampler
 from trpo_tf.sampling.vine import VineSampler
-from trpo_tf.update import TRPOLearner, single_path_gain, vine_gain
+from trpo_tf.update import TRPOLearner, get_flat, single_path_gain, vine_gain
 from trpo_tf.value import ValueFitter
 
 
@@ -107,9 +107,9 @@ class Trainer:
             cfg.init_log_std)
         make_signature = (pipeline.vine_signature if vine else pipeline.population_signature
                           if population else pipeline.batch_signature)
-        self.signature = make_signature(obs_space.shape, batch_obs_dtype(obs_space), self.dist)
-        self.obs_spec = obs_spec = pipeline.observation_spec(
-            obs_space.shape, batch_obs_dtype(obs_space))
+        obs_dtype = batch_obs_dtype(obs_space)
+        self.signature = make_signature(obs_space.shape, obs_dtype, self.dist)
+        self.obs_spec = obs_spec = pipeline.observation_spec(obs_space.shape, obs_dtype)
         self.sampler = (self.make_vine_sampler() if vine else self.make_population_search()
                         if population else SinglePathSampler(
                             self.envs, self.dist, cfg.steps_per_env, cfg.seed))
@@ -150,7 +150,7 @@ class Trainer:
 
     def make_population_search(self):
         cfg = self.cfg
-        start = np.concatenate([v.numpy().ravel() for v in self.policy.mean_variables()])
+        start = get_flat(self.policy.mean_variables()).numpy()
         optimizer = (CEM(start, cfg.cem_init_std, cfg.cem_elite_frac, cfg.cem_extra_noise,
                          cfg.cem_noise_decay, cfg.seed) if cfg.algo == "cem"
                      else CMA(start, cfg.cma_sigma, cfg.population, cfg.seed))

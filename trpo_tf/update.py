@@ -28,11 +28,8 @@ def unflatten(flat, variables):
 
 def set_flat(variables, flat):
     """Assign a flat parameter vector back into `variables`, slice by slice."""
-    offset = 0
-    for v in variables:
-        size = math.prod(v.shape)
-        v.assign(tf.reshape(flat[offset:offset + size], v.shape))
-        offset += size
+    for v, part in zip(variables, unflatten(flat, variables)):
+        v.assign(part)
 
 
 def surrogate_gain(dist, params, actions, old_log_prob, advantages):
@@ -99,7 +96,8 @@ def empirical_fisher_vector_product(log_prob_fn, variables, vector):
     covariance of the per-sample score (its mean is zero under pi), which section 6 compares
     with the analytic KL Hessian. J v by forward mode, then J^T (J v) by backprop; the N x P
     matrix of per-sample gradients is never formed."""
-    primals = [getattr(v, "value", v) for v in variables]  # the tf.Variable under a Keras one
+    # the tf.Variable under a Keras one (a tf.Variable's own `.value` is a method)
+    primals = [v if isinstance(v, tf.Variable) else v.value for v in variables]
     with tf.GradientTape() as tape:
         with tf.autodiff.ForwardAccumulator(primals, unflatten(vector, variables)) as acc:
             log_p = log_prob_fn()

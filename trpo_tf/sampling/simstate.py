@@ -18,12 +18,14 @@ class NotRestorable(ValueError):
     """The env's simulator state cannot be saved and restored."""
 
 
-def _time_limit(env):
+def _wrappers(env):
     while isinstance(env, gym.Wrapper):
-        if isinstance(env, gym.wrappers.TimeLimit):
-            return env
+        yield env
         env = env.env
-    return None
+
+
+def _time_limit(env):
+    return next((w for w in _wrappers(env) if isinstance(w, gym.wrappers.TimeLimit)), None)
 
 
 def _is_mujoco(base):
@@ -40,12 +42,6 @@ def _simulator(env):
         raise NotRestorable(f"{env.spec.id if env.spec else base}: only MuJoCo and ALE envs can "
                             "be snapshotted and restored")
     return base
-
-
-def _wrappers(env):
-    while isinstance(env, gym.Wrapper):
-        yield env
-        env = env.env
 
 
 def _wrapper_state(wrapper):

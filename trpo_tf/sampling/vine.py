@@ -1,9 +1,9 @@
 """Vine sampling (section 5.2, Figure 1 right).
 
-1. Trunks: `trunk_paths` paths of up to `trunk_length` steps with the current policy, the
-   envs' full simulator state snapshotted at every step.
+1. Trunks: `trunk_paths` paths of up to `trunk_length` steps with the current policy.
 2. Rollout set: N states drawn uniformly from all trunk steps (so spread along the trunks),
-   by reservoir sampling while the trunks run.
+   by reservoir sampling while the trunks run; each kept state's full simulator state is
+   snapshotted when it enters the reservoir.
 3. Branches: from each s_n, K actions a_{n,k} ~ q(.|s_n) (the policy, uniform, or every
    action of a small discrete space); for each, restore s_n, take a_{n,k}, then follow the
    policy for rollout_length - 1 steps; Q-hat is the discounted return. With common random
@@ -54,14 +54,13 @@ class VineSampler:
                     break
                 actions = self.dist.sample_np(params_fn(obs[idx]), self.rng)
                 for j, a in zip(idx, self._env_action(actions)):
-                    slot = steps if steps < self.num_states else int(self.rng.integers(steps + 1))
-                    if slot < self.num_states:
-                        entry = (obs[j].copy(), self.envs.snapshot_one(j))
-                        if slot == len(snaps):
-                            obs_kept.append(entry[0])
-                            snaps.append(entry[1])
-                        else:
-                            obs_kept[slot], snaps[slot] = entry
+                    if steps < self.num_states:  # the reservoir is still filling
+                        obs_kept.append(obs[j].copy())
+                        snaps.append(self.envs.snapshot_one(j))
+                    else:  # step i replaces a kept state with probability N / (i + 1)
+                        slot = int(self.rng.integers(steps + 1))
+                        if slot < self.num_states:
+                            obs_kept[slot], snaps[slot] = obs[j].copy(), self.envs.snapshot_one(j)
                     o, r, term, trunc, _ = group[j].step(a)
                     obs[j], ret[j], length[j] = o, ret[j] + r, length[j] + 1
                     steps += 1
