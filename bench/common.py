@@ -1,4 +1,5 @@
-"""Shared by the benchmarks: results as JSON lines, peak RSS, the machine they ran on."""
+"""Shared by the benchmarks: results as JSON lines, peak RSS, the machine they ran on, and
+earlier vs_sb3 runs to merge."""
 import json
 import os
 import platform
@@ -25,3 +26,20 @@ def write_result(path, record):
         with open(path, "a") as f:
             f.write(json.dumps(record) + "\n")
     return record
+
+
+def merged_runs(records, env, steps, trpo_flags, results):
+    """Runs of earlier vs_sb3 records to add to results: same env and steps; SB3 runs whatever
+    trpo_tf was configured as, trpo_tf runs only with the same trpo_flags; a (library, seed)
+    already present is not added twice."""
+    seen = {(r["library"], r["seed"]) for r in results}
+    added = []
+    for rec in records:
+        if rec.get("bench") != "vs_sb3" or rec["env"] != env or rec["steps"] != steps:
+            continue
+        for r in rec["runs"]:
+            key = (r["library"], r["seed"])
+            if key not in seen and (r["library"] == "sb3" or rec["trpo_flags"] == trpo_flags):
+                seen.add(key)
+                added.append(r)
+    return added

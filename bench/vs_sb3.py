@@ -32,7 +32,10 @@ flags.DEFINE_integer("steps", 1_000_000, "Environment steps per training run.")
 flags.DEFINE_integer("seeds", 3, "Seeds per library (runs alternate between libraries).")
 flags.DEFINE_integer("first_seed", 0, "Seeds run are first_seed .. first_seed + seeds - 1.")
 flags.DEFINE_string("merge", "", "Also summarise the runs of earlier vs_sb3 lines of this JSONL file "
-                    "with the same env, steps and trpo_flags (to add seeds to a comparison).")
+                    "with the same env and steps (to add seeds to a comparison): their SB3 runs, "
+                    "and their trpo_tf runs where the trpo_flags match.")
+flags.DEFINE_list("libraries", ["sb3", "trpo_tf"], "Which sides to train (e.g. only trpo_tf, to add "
+                  "a trpo_tf configuration's seeds beside SB3 runs already in --merge).")
 flags.DEFINE_integer("eval_episodes", 10, "Deterministic episodes to score the final policy.")
 flags.DEFINE_list("trpo_flags", ["batch_steps=10000", "num_envs=16"], "Config overrides for trpo_tf.")
 flags.DEFINE_boolean("smoke", False, "Tiny run (the test suite uses it).")
@@ -162,8 +165,13 @@ def main(argv):
     if FLAGS.child:
         return child_main()
     steps, seeds, episodes = (1_000, 1, 1) if FLAGS.smoke else (FLAGS.steps, FLAGS.seeds, FLAGS.eval_episodes)
-    libraries = ["sb3", "trpo_tf"] if have_sb3() else ["trpo_tf"]
-    if len(libraries) == 1:
+    libraries = [lib for lib in FLAGS.libraries if lib in ("sb3", "trpo_tf")]
+    if set(libraries) != set(FLAGS.libraries) or not libraries:
+        raise app.UsageError(f"--libraries takes sb3 and/or trpo_tf (got {FLAGS.libraries})")
+    if "sb3" in libraries and not have_sb3():
+        libraries.remove("sb3")
+        if not libraries:
+            raise app.UsageError("--libraries=sb3 needs sb3-contrib: pip install -r bench/requirements.txt")
         print("sb3-contrib is not installed (pip install -r bench/requirements.txt): "
               "running trpo_tf alone", flush=True)
     results = []
@@ -177,10 +185,11 @@ def main(argv):
     if FLAGS.merge:
         with open(FLAGS.merge) as f:
             earlier = [json.loads(line) for line in f]
-        results += [r for rec in earlier if rec.get("bench") == "vs_sb3" and rec["env"] == FLAGS.env
-                    and rec["steps"] == steps and rec["trpo_flags"] == FLAGS.trpo_flags
-                    for r in rec["runs"] if r["seed"] not in {x["seed"] for x in results}]
-        print(f"merged with earlier runs: seeds {sorted({r['seed'] for r in results})}", flush=True)
+        from bench.common import merged_runs
+
+        results += merged_runs(earlier, FLAGS.env, steps, FLAGS.trpo_flags, results)
+        for lib in ("sb3", "trpo_tf"):
+            print(f"{lib:>8} seeds: {sorted(r['seed'] for r in results if r['library'] == lib)}", flush=True)
     means, ratios = summarize(results)
     for lib, m in means.items():
         print(f"{lib:>8} mean: {m['wall_seconds']:8.1f} s wall | {m['steps_per_sec']:8,.0f} steps/s | "

@@ -47,3 +47,20 @@ def test_vs_sb3_bench_runs_both_libraries_or_trpo_tf_alone():
         assert "running trpo_tf alone" in out
     else:
         assert re.search(r"sb3 seed 0: +[\d.]+ s wall", out) and "trpo_tf / SB3:" in out, out
+
+
+def test_vs_sb3_merge_reuses_sb3_runs_of_any_trpo_config_and_trpo_runs_of_the_same_one():
+    from bench.common import merged_runs
+
+    def record(flags, runs, env="Hopper", steps=1000):
+        return {"bench": "vs_sb3", "env": env, "steps": steps, "trpo_flags": flags,
+                "runs": [{"library": lib, "seed": seed} for lib, seed in runs]}
+
+    records = [{"bench": "sampling"},
+               record(["batch_steps=10000"], [("sb3", 0), ("trpo_tf", 0), ("sb3", 1), ("trpo_tf", 1)]),
+               record(["batch_steps=5000"], [("trpo_tf", 1), ("trpo_tf", 2)]),
+               record(["batch_steps=5000"], [("sb3", 0), ("trpo_tf", 3)], env="Walker"),
+               record(["batch_steps=5000"], [("sb3", 5)], steps=2000)]
+    current = [{"library": "sb3", "seed": 1}, {"library": "trpo_tf", "seed": 2}]
+    added = merged_runs(records, "Hopper", 1000, ["batch_steps=5000"], current)
+    assert sorted((r["library"], r["seed"]) for r in added) == [("sb3", 0), ("trpo_tf", 1)]
