@@ -1,8 +1,9 @@
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
-from trpo_tf.distributions import DiagGaussian
+from trpo_tf.distributions import Categorical, DiagGaussian
 from trpo_tf.policies import build_models
 from trpo_tf.value import ValueFitter
 
@@ -21,18 +22,23 @@ def test_value_fit_learns_a_known_function_and_traces_once():
     assert fitter.trace_count == 1
 
 
-def test_one_epoch_equals_plain_adam_steps_over_the_same_shuffle():
-    """The XLA epoch (bucketed, padded, weighted) takes the same steps as slicing the
-    permutation into minibatches, the last one partial (n = 777, minibatch 128: 6 + 9)."""
+@pytest.mark.parametrize("obs_shape", [(3,), (4, 42, 42)], ids=["vector-xla", "frames"])
+def test_one_epoch_equals_plain_adam_steps_over_the_same_shuffle(obs_shape):
+    """The epoch (XLA over a padded, weighted copy for vectors; per-minibatch gathers for
+    frames) takes the same steps as slicing the permutation into minibatches, the last one
+    partial (n = 777, minibatch 128: 6 + 1)."""
     n, minibatch = 777, 128
     rng = np.random.default_rng(1)
-    obs = rng.normal(size=(n, 3)).astype(np.float32)
+    if len(obs_shape) == 1:
+        obs, spec = rng.normal(size=(n,) + obs_shape).astype(np.float32), tf.float32
+    else:
+        obs, spec = rng.integers(0, 256, size=(n,) + obs_shape, dtype=np.uint8), tf.uint8
     targets = rng.normal(size=n).astype(np.float32)
     nets = []
     for _ in range(2):
         keras.utils.set_random_seed(0)
-        nets.append(build_models((3,), DiagGaussian(1), (), (16,), normalize_obs=False)[1])
-    fitter = ValueFitter(nets[0], tf.TensorSpec((None, 3), tf.float32), 1e-2, epochs=1,
+        nets.append(build_models(obs_shape, Categorical(3), (8,), (16,), normalize_obs=False)[1])
+    fitter = ValueFitter(nets[0], tf.TensorSpec((None,) + obs_shape, spec), 1e-2, epochs=1,
                          minibatch=minibatch, seed=7)
     fitter.fit(obs, targets)
 

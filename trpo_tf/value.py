@@ -4,8 +4,8 @@ all epochs inside one tf.function traced once per run.
 Each epoch's minibatch steps run as one XLA-compiled loop for vector observations: fusing
 Adam's elementwise ops and the small matmuls took the fit of a 47.6K-step Hopper batch
 (5 epochs, 1024 per minibatch) from 0.42 s to 0.24 s here. XLA compiles per input shape,
-so an epoch is laid out as [minibatches rounded up to a power of two, minibatch, ...] with
-a 0/1 weight per slot: a run compiles once per power of two it visits (once or twice for
+so an epoch's samples are gathered into [minibatches rounded up to a power of two,
+minibatch, ...] with a 0/1 weight per slot: a run compiles once per power of two it visits (once or twice for
 a fixed --batch_steps), only the real minibatches are stepped,
 and every sample is used once per epoch, the last minibatch partial, as without padding.
 The Atari CNN stays on TensorFlow's own kernels: XLA's CPU convolutions fitted 5K frames in
@@ -30,10 +30,14 @@ class ValueFitter:
         self.optimizer.build(value_net.trainable_variables)
         self.rng = tf.random.Generator.from_seed(seed)  # checkpointed: resumes reshuffle alike
         self.trace_count = 0
-        epoch_obs_spec = tf.TensorSpec((None, minibatch) + tuple(obs_spec.shape[1:]), obs_spec.dtype)
+        # XLA (vector observations) needs fixed shapes: an epoch's samples are gathered into a
+        # padded copy first (50K Hopper steps: 2 MB). Frames are gathered a minibatch at a time
+        # inside the loop (a copy of 100K Atari frames would be 0.9 GB more).
+        self.gather_first = obs_spec.shape.rank == 2
         self.fit_epoch = tf.function(
-            self._fit_epoch, jit_compile=obs_spec.shape.rank == 2,
-            input_signature=[epoch_obs_spec, tf.TensorSpec((None, minibatch), tf.float32),
+            self._fit_epoch, jit_compile=self.gather_first,
+            input_signature=[obs_spec, tf.TensorSpec((None,), tf.float32),
+                             tf.TensorSpec((None, minibatch), tf.int32),
                              tf.TensorSpec((None, minibatch), tf.float32), tf.TensorSpec((), tf.int32)])
         self.fit = tf.function(
             self._fit, input_signature=[obs_spec, tf.TensorSpec((None,), tf.float32)])
@@ -46,28 +50,31 @@ class ValueFitter:
         sq = tf.square(self.value_net(obs) - targets)
         return tf.reduce_sum(weights * sq) / tf.maximum(tf.reduce_sum(weights), 1.0)
 
-    def _fit_epoch(self, obs, targets, weights, num_minibatches):
-        """One Adam step per minibatch obs[j], j < num_minibatches (the rest is padding)."""
+    def _fit_epoch(self, obs, targets, order, weights, num_minibatches):
+        """One Adam step per minibatch j < num_minibatches: samples order[j] of obs / targets,
+        weighted by weights[j] (0 on padding)."""
         variables = self.value_net.trainable_variables
 
         def step(j):
             with tf.GradientTape() as tape:
-                loss = self._weighted_mse(obs[j], targets[j], weights[j])
+                loss = self._weighted_mse(tf.gather(obs, order[j]), tf.gather(targets, order[j]), weights[j])
             self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
             return (j + 1,)
 
         tf.while_loop(lambda j: j < num_minibatches, step, (tf.constant(0),))
 
     def _shuffled_epoch(self, obs, targets):
-        """A random permutation laid out as [power-of-two minibatches, minibatch, ...] + weights."""
+        """A random permutation as [power-of-two minibatches, minibatch] indices + weights,
+        with obs / targets (gathered in that order and padded, where XLA runs the epoch)."""
         n = tf.shape(obs)[0]
         num_minibatches = (n + self.minibatch - 1) // self.minibatch
         slots = self.minibatch * _next_power_of_two(num_minibatches)
         order = tf.argsort(self.rng.uniform([n]))
         order = tf.pad(order, [[0, slots - n]])  # padding points at sample 0 with weight 0
         weights = tf.cast(tf.range(slots) < n, tf.float32)
-        epoch_obs = tf.reshape(tf.gather(obs, order), tf.concat([[-1, self.minibatch], tf.shape(obs)[1:]], 0))
-        return (epoch_obs, tf.reshape(tf.gather(targets, order), [-1, self.minibatch]),
+        if self.gather_first:
+            obs, targets, order = tf.gather(obs, order), tf.gather(targets, order), tf.range(slots)
+        return (obs, targets, tf.reshape(order, [-1, self.minibatch]),
                 tf.reshape(weights, [-1, self.minibatch]), num_minibatches)
 
     def _fit(self, obs, targets):
