@@ -5,9 +5,9 @@ Each epoch's minibatch steps run as one XLA-compiled loop for vector observation
 Adam's elementwise ops and the small matmuls took the fit of a 47.6K-step Hopper batch
 (5 epochs, 1024 per minibatch) from 0.42 s to 0.24 s here. XLA compiles per input shape,
 so an epoch's samples are gathered into [minibatches rounded up to a power of two,
-minibatch, ...] with a 0/1 weight per slot: a run compiles once per power of two it visits (once or twice for
-a fixed --batch_steps), only the real minibatches are stepped,
-and every sample is used once per epoch, the last minibatch partial, as without padding.
+minibatch, ...] with a 0/1 weight per slot: a run compiles once per power of two it visits
+(once or twice for a fixed --batch_steps), only the real minibatches are stepped, and every
+sample is used once per epoch, the last minibatch partial, as without padding.
 The Atari CNN stays on TensorFlow's own kernels: XLA's CPU convolutions fitted 5K frames in
 59 s against 2.1 s.
 """
