@@ -53,3 +53,10 @@ def test_one_epoch_equals_plain_adam_steps_over_the_same_shuffle(obs_shape):
     assert int(optimizer.iterations) == 7 and int(fitter.optimizer.iterations) == 7
     for fitted, expected in zip(nets[0].trainable_variables, reference.trainable_variables):
         np.testing.assert_allclose(fitted.numpy(), expected.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_next_power_of_two_is_exact_for_large_counts():
+    from trpo_tf.value import _next_power_of_two
+
+    for k, expected in [(1, 1), (2, 2), (3, 4), (47, 64), (64, 64), (65, 128), (2**21 + 1, 2**22)]:
+        assert int(_next_power_of_two(tf.constant(k))) == expected

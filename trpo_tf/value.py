@@ -16,9 +16,8 @@ import tensorflow as tf
 
 
 def _next_power_of_two(k):
-    """The smallest power of two >= k (k >= 1), as an int32 tensor."""
-    log2 = tf.math.log(tf.cast(k, tf.float64)) / tf.math.log(tf.constant(2.0, tf.float64))
-    return tf.cast(tf.round(2.0 ** tf.math.ceil(log2 - 1e-6)), tf.int32)
+    """The smallest power of two >= k (k >= 1), as an int32 tensor (exact: doubling)."""
+    return tf.while_loop(lambda p: p < k, lambda p: (p * 2,), (tf.constant(1),))[0]
 
 
 class ValueFitter:
@@ -63,23 +62,23 @@ class ValueFitter:
 
         tf.while_loop(lambda j: j < num_minibatches, step, (tf.constant(0),))
 
-    def _shuffled_epoch(self, obs, targets):
-        """A random permutation as [power-of-two minibatches, minibatch] indices + weights,
-        with obs / targets (gathered in that order and padded, where XLA runs the epoch)."""
+    def _shuffled(self, obs, targets, slots):
+        """This epoch's permutation, padded to `slots` (padding points at sample 0), as
+        [slots / minibatch, minibatch] indices into obs / targets; where XLA runs the epoch,
+        obs / targets come gathered in that order (and the indices just count up)."""
         n = tf.shape(obs)[0]
-        num_minibatches = (n + self.minibatch - 1) // self.minibatch
-        slots = self.minibatch * _next_power_of_two(num_minibatches)
-        order = tf.argsort(self.rng.uniform([n]))
-        order = tf.pad(order, [[0, slots - n]])  # padding points at sample 0 with weight 0
-        weights = tf.cast(tf.range(slots) < n, tf.float32)
+        order = tf.pad(tf.argsort(self.rng.uniform([n])), [[0, slots - n]])
         if self.gather_first:
             obs, targets, order = tf.gather(obs, order), tf.gather(targets, order), tf.range(slots)
-        return (obs, targets, tf.reshape(order, [-1, self.minibatch]),
-                tf.reshape(weights, [-1, self.minibatch]), num_minibatches)
+        return obs, targets, tf.reshape(order, [-1, self.minibatch])
 
     def _fit(self, obs, targets):
         self.trace_count += 1
         loss_before = self._mse(obs, targets)
+        n = tf.shape(obs)[0]
+        num_minibatches = (n + self.minibatch - 1) // self.minibatch
+        slots = self.minibatch * _next_power_of_two(num_minibatches)
+        weights = tf.reshape(tf.cast(tf.range(slots) < n, tf.float32), [-1, self.minibatch])
         for _ in tf.range(self.epochs):
-            self.fit_epoch(*self._shuffled_epoch(obs, targets))
+            self.fit_epoch(*self._shuffled(obs, targets, slots), weights, num_minibatches)
         return {"loss_before": loss_before, "loss_after": self._mse(obs, targets)}
