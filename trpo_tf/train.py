@@ -274,7 +274,7 @@ class Trainer:
         batches = iter(self.stream)
         with StopOnSignal() as stop:
             for it in range(start, cfg.iterations):
-                m = self.train_iteration(batches, it, start, env_steps)
+                m, progress = self.train_iteration(batches, it, start, env_steps)
                 env_steps = m["env_steps"]
                 history.append(m)
                 pending.append((it + 1, m))
@@ -285,6 +285,8 @@ class Trainer:
                     pending = []
                 if cfg.export_every and (it + 1) % cfg.export_every == 0:
                     self.export()
+                if progress:  # after the save: an iteration on the terminal survives a kill
+                    self.log(progress)
                 if stop.signum is not None:
                     self.log(f"stopping after iteration {it + 1} on {signal.Signals(stop.signum).name}")
                     break
@@ -297,7 +299,8 @@ class Trainer:
         return iterations_done % every == 0 or iterations_done == self.cfg.iterations
 
     def train_iteration(self, batches, it, start, env_steps):
-        """Sample, update and report iteration `it` -> its metrics (a skipped one's too)."""
+        """Sample and update iteration `it` -> (its metrics, its progress line); a skipped
+        iteration's metrics and None (it printed its own line)."""
         t0 = time.perf_counter()
         batch = next(batches)
         t_sample = time.perf_counter() - t0
@@ -306,7 +309,7 @@ class Trainer:
         n = int(batch["sim_steps"])  # simulator steps, vine's branches included
         m, fault = self.iteration(batch)
         if fault:
-            return self.skip(it, fault, env_steps + n)
+            return self.skip(it, fault, env_steps + n), None
         self._faults_in_row = 0
         m.update(episode_metrics(batch))
         m.update(env_steps=env_steps + n, faults=self._faults, time_sample=t_sample,
@@ -315,8 +318,7 @@ class Trainer:
                   if f"time_{k}" in batch})
         m["steps_per_sec"] = n / m["time_iteration"]
         m["sample_steps_per_sec"] = n / t_sample
-        self.log(summaries.progress_line(it, self.cfg.iterations, m))
-        return m
+        return m, summaries.progress_line(it, self.cfg.iterations, m)
 
     def skip(self, it, fault, env_steps):
         """Count a skipped iteration; --max_faults of them in a row stop the run."""
