@@ -67,7 +67,9 @@ def test_cnn_architecture_and_parameter_count():
     assert sum(counts) == expected == 31_218
     assert abs(sum(counts) - 33_500) / 33_500 < 0.07  # the paper's "33,500 parameters"
     frames = np.random.default_rng(0).integers(0, 256, (3, 4, 42, 42)).astype(np.uint8)
-    np.testing.assert_allclose(policy.numpy_fn()(frames), policy(frames).numpy(), rtol=1e-6)
+    logits = policy(frames).numpy()  # NumPy and TensorFlow convolutions round differently
+    np.testing.assert_allclose(policy.numpy_fn()(frames), logits, rtol=0,
+                               atol=1e-5 * np.abs(logits).max())
     assert value(frames).shape == (3,)
 
 

@@ -24,8 +24,12 @@ def test_saved_model_round_trip_gives_the_same_actions(tmp_path):
         out = serve(tf.constant(obs))
         assert env_id == "Some-v0"
         params = policy(obs).numpy()
-        np.testing.assert_allclose(out[key].numpy(), params[:, : out[key].shape[1]], rtol=1e-6)
-        np.testing.assert_allclose(out["deterministic_action"].numpy(), np.asarray(dist.mode(params)), rtol=1e-6)
+        # two compute paths (SavedModel graph, eager Keras) round differently: the tolerance is
+        # absolute, on the scale of the outputs (~1e-4 here: the output layer starts small)
+        atol = 1e-5 * np.abs(params).max()
+        np.testing.assert_allclose(out[key].numpy(), params[:, : out[key].shape[1]], rtol=0, atol=atol)
+        np.testing.assert_allclose(out["deterministic_action"].numpy(), np.asarray(dist.mode(params)),
+                                   rtol=0, atol=atol)
         assert out["action"].shape == out["deterministic_action"].shape
 
 

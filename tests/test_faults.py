@@ -1,10 +1,15 @@
 """Numerical and env faults: NaN never reaches the parameters, a crash names the env."""
+import os
+
+import gymnasium as gym
 import numpy as np
 import pytest
 
 import faulty_envs
 from trpo_tf import envs
 from trpo_tf.config import Config
+from trpo_tf.distributions import DiagGaussian
+from trpo_tf.sampling import env_action_fn
 from trpo_tf.train import Trainer, TrainingFault
 from trpo_tf.update import get_flat
 
@@ -17,7 +22,8 @@ def make(env, tmp_path, iterations=6):
                           num_envs=2, logdir=str(tmp_path), quiet=True, max_faults=3))
 
 
-def test_a_nan_batch_is_skipped_and_counted_then_training_goes_on(tmp_path):
+def test_a_nan_batch_is_skipped_and_counted_then_training_goes_on(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where MuJoCo would write its log of NaN controls
     faulty_envs.NaNObservations.steps = 0
     trainer = make("NaNOnce-v0", tmp_path)
     try:
@@ -32,6 +38,14 @@ def test_a_nan_batch_is_skipped_and_counted_then_training_goes_on(tmp_path):
     from test_train import event_steps
 
     assert event_steps(str(tmp_path), "Faults/SkippedIterations") == [1, 2, 3, 4, 5, 6]
+    assert not os.path.exists("MUJOCO_LOG.TXT")  # the simulator never got a NaN action
+
+
+def test_non_finite_actions_reach_the_env_as_finite_values_in_the_box():
+    space = gym.spaces.Box(np.array([-1.0, 0.5]), np.array([1.0, 2.0]))
+    to_env = env_action_fn(space, DiagGaussian(2))
+    out = to_env(np.array([[np.nan, np.inf], [-np.inf, 0.7], [3.0, -3.0]]))
+    np.testing.assert_array_equal(out, [[0.0, 2.0], [-1.0, 0.7], [1.0, 0.5]])
 
 
 def test_repeated_nan_batches_stop_the_run_with_the_last_good_checkpoint(tmp_path):

@@ -146,14 +146,15 @@ def test_line_search_rejects_when_nothing_improves_or_is_finite():
         assert float(theta[0]) == 0.0 and float(kl) == 0.0
 
 
-def make_learner(dist, policy, max_kl=0.01):
+def make_learner(dist, policy, max_kl=0.01, kl_states=False):
     obs_spec = tf.TensorSpec((None, 3), tf.float32)
     act_spec = (tf.TensorSpec((None,), tf.int32) if dist.discrete
                 else tf.TensorSpec((None, dist.act_dim), tf.float32))
     adv_spec = tf.TensorSpec((None,), tf.float32)
-    return U.TRPOLearner(policy, dist, U.single_path_gain(dist), [obs_spec, act_spec, adv_spec],
+    specs = [obs_spec, act_spec, adv_spec] + [obs_spec] * kl_states
+    return U.TRPOLearner(policy, dist, U.single_path_gain(dist), specs,
                          max_kl=max_kl, cg_iters=10, cg_damping=0.01, fvp_subsample=0.5,
-                         ls_shrink=0.8, ls_max_backtracks=10)
+                         ls_shrink=0.8, ls_max_backtracks=10, kl_states=kl_states)
 
 
 def random_batch(dist, n, seed):
@@ -179,6 +180,33 @@ def test_trpo_step_respects_kl_bound_improves_surrogate_and_traces_once(dist):
         assert kl == pytest.approx(float(m["kl"]), rel=1e-4)
         assert 0.0 < kl <= 0.01
     assert learner.trace_count == 1
+
+
+@pytest.mark.parametrize("dist", [DiagGaussian(2), Categorical(3)], ids=["gaussian", "categorical"])
+def test_separate_kl_states_bound_the_step_over_those_states(dist):
+    """Vine's learner: the gain on the batch, the trust region (KL and FVPs) over other states."""
+    obs, act, adv = random_batch(dist, 200, seed=0)
+    kl_obs = np.random.default_rng(1).normal(2.0, 1.5, (1000, 3)).astype(np.float32)
+    policy = small_policy(dist)
+    before_kl, before_batch = policy(kl_obs), policy(obs)
+    m = make_learner(dist, policy, kl_states=True).step(obs, act, adv, kl_obs)
+    assert float(m["step_accepted"]) == 1.0
+    kl = float(U.mean_kl(dist, before_kl, policy(kl_obs)))
+    assert kl == pytest.approx(float(m["kl"]), rel=1e-4) and 0.0 < kl <= 0.01
+    # the batch's own KL is another number: the constraint really ran over kl_obs
+    assert float(U.mean_kl(dist, before_batch, policy(obs))) != pytest.approx(kl, rel=0.05)
+
+
+@pytest.mark.parametrize("dist", [DiagGaussian(2), Categorical(3)], ids=["gaussian", "categorical"])
+def test_kl_states_equal_to_the_batch_give_the_single_path_step(dist):
+    obs, act, adv = random_batch(dist, 200, seed=2)
+    steps = []
+    for kl_states in (False, True):
+        policy = small_policy(dist)
+        make_learner(dist, policy, kl_states=kl_states).step(obs, act, adv, *[obs] * kl_states)
+        steps.append(U.get_flat(policy.trainable_variables).numpy())
+    scale = np.abs(steps[0]).max()
+    np.testing.assert_allclose(steps[1], steps[0], rtol=0, atol=1e-5 * scale)
 
 
 def test_vine_estimators_by_hand_and_eq17_ignores_a_constant_added_to_q():

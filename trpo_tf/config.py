@@ -53,6 +53,7 @@ class Config:
     vine_rollout_length: int = 50    # Table 2: 50 (Swimmer), 100 (Hopper, Walker)
     vine_proposal: str = "policy"    # policy | uniform | all (q of section 5.2)
     vine_crn: bool = True            # common random numbers across a state's K branches
+    vine_kl_states: int = 0          # trunk states the KL and FVPs average over; 0: all
     npg_step: float = 0.1            # natural_gradient: theta += npg_step * A^-1 g (fixed)
     population: int = 20             # cem / cma: candidates (one episode each) per iteration
     cem_elite_frac: float = 0.2
@@ -157,6 +158,8 @@ def validate(cfg):
     _check(cfg.sampler != "vine" or cfg.env_backend != "envpool",
            "--sampler=vine restores simulator states, which EnvPool cannot: use "
            "--env_backend=gymnasium or auto")
+    _check(cfg.vine_kl_states >= 0,
+           f"--vine_kl_states must be >= 0, 0 meaning every trunk state (got {cfg.vine_kl_states})")
     for name in ("vine_trunk_paths", "vine_trunk_length", "vine_states", "vine_actions_per_state",
                  "vine_rollout_length"):
         _check(getattr(cfg, name) >= 1, f"--{name} must be >= 1 (got {getattr(cfg, name)})")

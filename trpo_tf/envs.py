@@ -133,13 +133,13 @@ class GymnasiumEnvs:
         self.observation_space = self.envs[0].observation_space
         self.action_space = self.envs[0].action_space
         self.num_envs = num_envs
-        self.seed = seed
+        self.reset_seeds = [seed + i for i in range(num_envs)]  # env i's first reset
         self.gym_id = spec.gym_id
         self._reset_once = [False] * num_envs
 
     def reset(self):
         self._reset_once = [True] * self.num_envs
-        return np.stack([env.reset(seed=self.seed + i)[0] for i, env in enumerate(self.envs)])
+        return np.stack([env.reset(seed=s)[0] for s, env in zip(self.reset_seeds, self.envs)])
 
     def step(self, actions):
         n = self.num_envs
@@ -200,6 +200,7 @@ class EnvPoolEnvs:
             self.observation_space = self.pool.observation_space
             self.action_space = self.pool.action_space
         self.num_envs = num_envs
+        self.reset_seeds = [seed + i for i in range(num_envs)]  # EnvPool seeds env i with seed + i
 
     def reset(self):
         obs, info = self.pool.reset()

@@ -28,12 +28,13 @@ def batch_signature(obs_shape, obs_dtype, dist):
 
 
 def vine_signature(obs_shape, obs_dtype, dist):
-    """The TensorSpecs of a vine batch (sampling/vine.py): N states, K branches each."""
+    """The TensorSpecs of a vine batch (sampling/vine.py): N states, K branches each, and the
+    trunk states the KL is averaged over."""
     obs = observation_spec(obs_shape, obs_dtype)
     act = (tf.TensorSpec((None, None), tf.int32) if dist.discrete
            else tf.TensorSpec((None, None, dist.act_dim), tf.float32))
     scalar = tf.TensorSpec((), tf.float32)
-    return {"obs": obs, "act": act, "q_hat": tf.TensorSpec((None, None), tf.float32),
+    return {"obs": obs, "act": act, "q_hat": tf.TensorSpec((None, None), tf.float32), "kl_obs": obs,
             "episode_return": tf.TensorSpec((None,), tf.float32),
             "episode_length": tf.TensorSpec((None,), tf.float32),
             "sim_steps": scalar, "q_spread": scalar}

@@ -38,6 +38,7 @@ TAGS = {
     "vine_branches": "Vine/Branches",
     "vine_q_spread": "Vine/MeanQSpreadPerState",
     "vine_sim_steps": "Vine/SimulatorStepsPerIteration",
+    "vine_kl_states": "Vine/KLStates",
     "search_spread": "Search/Spread",  # CEM: mean std of the search; CMA: sigma
     "rwr_effective_samples": "RWR/EffectiveSamples",
 }

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from trpo_tf import advantages as adv_lib
-from trpo_tf import distributions, envs, pipeline, policies, summaries
+from trpo_tf import distributions, envs, pipeline, policies, seeding, summaries
 from trpo_tf.checkpoint import Checkpointer
 from trpo_tf.errors import TrainingFault
 from trpo_tf.export import export_policy
@@ -88,7 +88,8 @@ class Trainer:
 
     def __init__(self, cfg):
         self.cfg = cfg
-        keras.utils.set_random_seed(cfg.seed)
+        self.seeds = seeds = seeding.run_streams(cfg.seed)
+        keras.utils.set_random_seed(seeding.int_seed(seeds["network_init"]))
         self.spec = envs.resolve_env(cfg.env, cfg.atari)
         envs.check_algo(self.spec, cfg.algo)
         vine = cfg.sampler == "vine"
@@ -97,7 +98,8 @@ class Trainer:
             envs.check_restorable(self.spec)
         self.backend = ("gymnasium" if vine or population  # per-env episodes, restores
                         else envs.pick_backend(self.spec, cfg.env_backend))
-        self.envs = envs.make_env_group(self.spec, self.backend, cfg.num_envs, cfg.seed,
+        self.envs = envs.make_env_group(self.spec, self.backend, cfg.num_envs,
+                                        seeding.int_seed(seeds["env_resets"], bits=30),
                                         cfg.max_path_length or None, cfg.env_threads)
         self.dist = distributions.for_action_space(self.envs.action_space)
         obs_space = self.envs.observation_space
@@ -112,7 +114,7 @@ class Trainer:
         self.obs_spec = obs_spec = pipeline.observation_spec(obs_space.shape, obs_dtype)
         self.sampler = (self.make_vine_sampler() if vine else self.make_population_search()
                         if population else SinglePathSampler(
-                            self.envs, self.dist, cfg.steps_per_env, cfg.seed))
+                            self.envs, self.dist, cfg.steps_per_env, seeds["actions"]))
         self.stream = pipeline.BatchStream(
             lambda: self.sampler.sample(self.policy.numpy_fn()), self.signature)
         # RWR weights Monte Carlo returns as they are: Q-hat, not normalised
@@ -123,7 +125,8 @@ class Trainer:
         self.iteration = (self.vine_iteration if vine else self.population_iteration
                           if population else self.single_path_iteration)
         self.value_fitter = ValueFitter(
-            self.value_net, obs_spec, cfg.vf_lr, cfg.vf_epochs, cfg.vf_minibatch, cfg.seed)
+            self.value_net, obs_spec, cfg.vf_lr, cfg.vf_epochs, cfg.vf_minibatch,
+            seeding.int_seed(seeds["value_shuffle"]))
         self.checkpointer = Checkpointer(
             os.path.join(cfg.logdir, "checkpoints"), self.policy, self.value_net,
             self.value_fitter.optimizer, self.value_fitter.rng)
@@ -138,23 +141,26 @@ class Trainer:
         if cfg.algo == "rwr":
             return RWRLearner(self.policy, self.dist, [obs_spec, sig["act"], sig["rew"]],
                               cfg.rwr_temperature, cfg.rwr_epochs, cfg.rwr_lr)
-        gain, data = ((vine_gain(self.dist, cfg.vine_proposal), "q_hat") if vine
-                      else (single_path_gain(self.dist), "rew"))  # rew: the spec of advantages
+        # vine: gain on the rollout set, KL on the trunk states; rew: the spec of advantages
+        gain, data = ((vine_gain(self.dist, cfg.vine_proposal), ["q_hat", "kl_obs"]) if vine
+                      else (single_path_gain(self.dist), ["rew"]))
         return TRPOLearner(
-            self.policy, self.dist, gain, [obs_spec, sig["act"], sig[data]],
+            self.policy, self.dist, gain, [obs_spec, sig["act"], *(sig[d] for d in data)],
             cfg.max_kl, cfg.cg_iters, cfg.cg_damping, cfg.fvp_subsample, cfg.ls_shrink,
             cfg.ls_max_backtracks,
             fisher="empirical" if cfg.algo == "empirical_fim" else "analytic",
             constraint="max" if cfg.algo == "max_kl" else "mean",
-            fixed_step=cfg.npg_step if cfg.algo == "natural_gradient" else 0.0)
+            fixed_step=cfg.npg_step if cfg.algo == "natural_gradient" else 0.0, kl_states=vine)
 
     def make_population_search(self):
         cfg = self.cfg
         start = get_flat(self.policy.mean_variables()).numpy()
         optimizer = (CEM(start, cfg.cem_init_std, cfg.cem_elite_frac, cfg.cem_extra_noise,
-                         cfg.cem_noise_decay, cfg.seed) if cfg.algo == "cem"
-                     else CMA(start, cfg.cma_sigma, cfg.population, cfg.seed))
-        return PopulationSearch(self.envs, self.policy, optimizer, cfg.population, cfg.seed)
+                         cfg.cem_noise_decay, self.seeds["search"]) if cfg.algo == "cem"
+                     else CMA(start, cfg.cma_sigma, cfg.population,
+                              seeding.int_seed(self.seeds["search"])))
+        return PopulationSearch(self.envs, self.policy, optimizer, cfg.population,
+                                self.seeds["search_episodes"])
 
     def population_iteration(self, batch):
         """CEM / CMA: tell the search the candidates' returns; the policy becomes its mean."""
@@ -175,12 +181,13 @@ class Trainer:
         cfg = self.cfg
         return VineSampler(self.envs, self.dist, cfg.vine_trunk_paths, cfg.vine_trunk_length,
                            cfg.vine_states, cfg.vine_actions_per_state, cfg.vine_rollout_length,
-                           cfg.gamma, cfg.vine_proposal, cfg.vine_crn, cfg.seed)
+                           cfg.gamma, cfg.vine_proposal, cfg.vine_crn, self.seeds["vine"],
+                           cfg.vine_kl_states)
 
-    def policy_step(self, obs, act, data):
+    def policy_step(self, obs, act, *data):
         """The policy update (TRPO, one of its ablations, or RWR's M-step) -> its metrics as
         floats, or None if it met non-finite numbers (then the parameters are left as they were)."""
-        metrics = {k: float(v) for k, v in self.learner.step(obs, act, data).items()}
+        metrics = {k: float(v) for k, v in self.learner.step(obs, act, *data).items()}
         return None if metrics["fault"] else metrics
 
     def update_normalizer(self, obs):
@@ -189,20 +196,22 @@ class Trainer:
             self.policy.normalizer.update(obs.numpy())
 
     def vine_iteration(self, batch):
-        """TRPO step on the rollout set (eq. 16 / 17) and normaliser update -> metrics, or
-        (None, what) when non-finite numbers turned up. Vine needs no value function."""
-        if not all_finite(batch["obs"], batch["q_hat"]):
+        """TRPO step on the rollout set (eq. 16 / 17) under the mean KL over the trunk states,
+        and normaliser update (trunk states) -> metrics, or (None, what) when non-finite numbers
+        turned up. Vine needs no value function."""
+        if not all_finite(batch["obs"], batch["q_hat"], batch["kl_obs"]):
             return None, "observations or Q-values"
         t0 = time.perf_counter()
-        metrics = self.policy_step(batch["obs"], batch["act"], batch["q_hat"])
+        metrics = self.policy_step(batch["obs"], batch["act"], batch["q_hat"], batch["kl_obs"])
         if metrics is None:
             return None, POLICY_STEP_FAULT
-        self.update_normalizer(batch["obs"])
+        self.update_normalizer(batch["kl_obs"])
         nan = float("nan")
         q_shape = batch["q_hat"].shape
         metrics.update(explained_variance=nan, value_loss_before=nan, value_loss_after=nan,
                        time_advantage=0.0, time_update=time.perf_counter() - t0, time_value=0.0,
                        vine_states=float(q_shape[0]), vine_branches=float(q_shape[0] * q_shape[1]),
+                       vine_kl_states=float(batch["kl_obs"].shape[0]),
                        vine_q_spread=float(batch["q_spread"]), vine_sim_steps=float(batch["sim_steps"]))
         return metrics, None
 

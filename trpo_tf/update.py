@@ -162,7 +162,9 @@ class TRPOLearner:
 
     step(obs, *data) maximises gain_fn(params, old_params, *data), the surrogate of the
     sampling scheme (single path: single_path_gain; vine: eq. 16 / 17), under the mean KL
-    over `obs`. input_specs = [obs spec, *data specs].
+    over `obs`. input_specs = [obs spec, *data specs]. With kl_states=True the last input is
+    a separate set of states for the KL and the Fisher-vector products (vine: its trunk
+    states; its rollout set `obs` is ~100 times sparser) and its spec ends input_specs.
 
     The ablations of section 8.1 change one piece each:
       fisher="empirical"  CG on the empirical FIM (covariance of the scores; data[0] must be
@@ -176,7 +178,9 @@ class TRPOLearner:
 
     def __init__(self, policy, dist, gain_fn, input_specs, max_kl, cg_iters, cg_damping,
                  fvp_subsample, ls_shrink, ls_max_backtracks, fisher="analytic",
-                 constraint="mean", fixed_step=0.0):
+                 constraint="mean", fixed_step=0.0, kl_states=False):
+        if kl_states and fisher == "empirical":
+            raise ValueError("the empirical FIM needs the actions taken in the KL states")
         self.policy = policy
         self.dist = dist
         self.gain_fn = gain_fn
@@ -188,6 +192,7 @@ class TRPOLearner:
         self.ls_shrink = ls_shrink
         self.ls_max_backtracks = ls_max_backtracks
         self.fisher, self.constraint, self.fixed_step = fisher, constraint, fixed_step
+        self.kl_states = kl_states
         self.trace_count = 0
         self.step = tf.function(self._step, input_signature=list(input_specs))
 
@@ -209,13 +214,16 @@ class TRPOLearner:
         self.trace_count += 1  # Python side effect: runs only while tracing
         dist, policy, variables = self.dist, self.policy, self.variables
         theta_old = get_flat(variables)
+        # the states eq. 13's mean KL runs over: the last input, or the batch's own
+        kl_obs, data = (data[-1], data[:-1]) if self.kl_states else (obs, data)
         with tf.GradientTape() as tape:  # one forward pass gives pi_old and the gradient at it
             params = policy(obs)
             old_params = tf.stop_gradient(params)
             gain_old = self.gain_fn(params, old_params, *data)
         grad = flat_concat(tape.gradient(gain_old, variables))
+        kl_old_params = tf.stop_gradient(policy(kl_obs)) if self.kl_states else old_params
 
-        damped_fvp = self.damped_fvp_fn(obs, old_params, data[0])
+        damped_fvp = self.damped_fvp_fn(kl_obs, kl_old_params, data[0])
         direction, cg_residual = conjugate_gradient(damped_fvp, grad, self.cg_iters)
         if self.fixed_step:
             full_step = self.fixed_step * direction
@@ -228,7 +236,8 @@ class TRPOLearner:
         def evaluate(theta):
             set_flat(variables, theta)
             params = policy(obs)
-            kl = dist.kl(old_params, params)
+            kl_params = policy(kl_obs) if self.kl_states else params
+            kl = dist.kl(kl_old_params, kl_params)
             return self.gain_fn(params, old_params, *data), tf.reduce_mean(kl), tf.reduce_max(kl)
 
         if self.fixed_step:
@@ -248,7 +257,7 @@ class TRPOLearner:
             "surrogate_after": gain,
             "kl": kl,
             "kl_max": kl_max,
-            "entropy": tf.reduce_mean(dist.entropy(old_params)),
+            "entropy": tf.reduce_mean(dist.entropy(kl_old_params)),
             "linesearch_steps": tried,
             "step_accepted": tf.cast(accepted, tf.float32),
             "cg_residual": cg_residual,

@@ -11,11 +11,14 @@ def batch_obs_dtype(space):
 
 def env_action_fn(action_space, dist):
     """Policy actions -> what the env is given: Gaussian draws are clipped to the Box (the
-    batch keeps the unclipped draw, whose log-probability the surrogate needs)."""
+    batch keeps the unclipped draw, whose log-probability the surrogate needs). A non-finite
+    draw (the policy saw a NaN observation) reaches the simulator as 0 clipped to the Box, never
+    as NaN: MuJoCo would log it to MUJOCO_LOG.TXT in the working directory and reset itself;
+    the batch keeps the NaN, and the fault check skips the iteration."""
     if dist.discrete:
         return lambda actions: actions
     low, high = action_space.low, action_space.high
-    return lambda actions: np.clip(actions, low, high)
+    return lambda actions: np.clip(np.nan_to_num(actions, nan=0.0), low, high)
 
 
 def episode_fields(episodes):

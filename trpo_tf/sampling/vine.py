@@ -10,10 +10,14 @@
    numbers the K branches of a state share one noise sequence (and, restored from one
    snapshot, the env's own RNG), so their Q-hats differ through the first action alone.
    Branches step together, one batched policy call per step.
+4. KL states: eq. 13's constraint averages over states from the old policy's visitation,
+   which the trunk states sample (as the rollout set does, but ~100 times as densely): the
+   mean KL and the Fisher-vector products are computed over all trunk states, or over a
+   uniform draw of `kl_states` of them.
 
-Batch: obs [N, ...] (the rollout set), act [N, K, ...], q_hat [N, K]; episode_return /
-episode_length of the trunks' finished episodes; sim_steps; q_spread (mean over states of
-max - min Q-hat).
+Batch: obs [N, ...] (the rollout set), act [N, K, ...], q_hat [N, K], kl_obs [M, ...] (the
+KL states); episode_return / episode_length of the trunks' finished episodes; sim_steps;
+q_spread (mean over states of max - min Q-hat).
 """
 import numpy as np
 
@@ -22,14 +26,34 @@ from trpo_tf.sampling import batch_obs_dtype, env_action_fn, episode_fields
 PROPOSALS = ("policy", "uniform", "all")
 
 
+class Reservoir:
+    """Vitter's algorithm R: a uniform draw of `size` items (every item if size is None)
+    without replacement from a stream; offer(make) builds the item only if it is kept, and
+    draws a random number only once the reservoir is full."""
+
+    def __init__(self, size, rng):
+        self.size, self.rng = size, rng
+        self.items, self.seen = [], 0
+
+    def offer(self, make):
+        if self.size is None or self.seen < self.size:
+            self.items.append(make())
+        else:  # item i replaces a kept one with probability size / (i + 1)
+            slot = int(self.rng.integers(self.seen + 1))
+            if slot < self.size:
+                self.items[slot] = make()
+        self.seen += 1
+
+
 class VineSampler:
     def __init__(self, envs, dist, trunk_paths, trunk_length, num_states, actions_per_state,
-                 rollout_length, gamma, proposal, crn, seed):
+                 rollout_length, gamma, proposal, crn, seed, kl_states=0):
         if proposal in ("uniform", "all") and not dist.discrete:
             raise ValueError(f"vine proposal {proposal!r} needs discrete actions")
         self.envs, self.dist = envs, dist
         self.trunk_paths, self.trunk_length = trunk_paths, trunk_length
         self.num_states, self.rollout_length, self.gamma = num_states, rollout_length, gamma
+        self.kl_states = kl_states
         self.proposal, self.crn = proposal, crn
         self.k = dist.num_actions if proposal == "all" else actions_per_state
         self.rng = np.random.default_rng(seed)
@@ -37,11 +61,14 @@ class VineSampler:
         self.batches_produced = 0
 
     def trunks(self, params_fn):
-        """Run the trunks; -> (rollout set observations [N, ...], their snapshots, finished
-        episodes, sim steps). The N states are a uniform draw without replacement from all
-        trunk steps, kept by reservoir sampling (Vitter's algorithm R), so only states that
-        enter the reservoir are snapshotted (an Atari snapshot is ~90 kB)."""
-        obs_kept, snaps, episodes, steps = [], [], [], 0
+        """Run the trunks; -> (rollout set observations [N, ...], their snapshots, the KL
+        states [M, ...], finished episodes, sim steps). The N states are a uniform draw without
+        replacement from all trunk steps, so only states that enter the rollout set are
+        snapshotted (an Atari snapshot is ~90 kB); the KL states are every trunk state, or a
+        uniform draw of `kl_states` of them."""
+        rollout_set = Reservoir(self.num_states, self.rng)
+        kl_set = Reservoir(self.kl_states or None, self.rng)
+        episodes, steps = [], 0
         envs = self.envs.envs
         for first in range(0, self.trunk_paths, len(envs)):
             group = envs[: min(len(envs), self.trunk_paths - first)]
@@ -54,20 +81,17 @@ class VineSampler:
                     break
                 actions = self.dist.sample_np(params_fn(obs[idx]), self.rng)
                 for j, a in zip(idx, self._env_action(actions)):
-                    if steps < self.num_states:  # the reservoir is still filling
-                        obs_kept.append(obs[j].copy())
-                        snaps.append(self.envs.snapshot_one(j))
-                    else:  # step i replaces a kept state with probability N / (i + 1)
-                        slot = int(self.rng.integers(steps + 1))
-                        if slot < self.num_states:
-                            obs_kept[slot], snaps[slot] = obs[j].copy(), self.envs.snapshot_one(j)
+                    rollout_set.offer(lambda: (obs[j].copy(), self.envs.snapshot_one(j)))
+                    kl_set.offer(lambda: obs[j].copy())
                     o, r, term, trunc, _ = group[j].step(a)
                     obs[j], ret[j], length[j] = o, ret[j] + r, length[j] + 1
                     steps += 1
                     if term or trunc:
                         alive[j] = False
                         episodes.append((ret[j], length[j]))
-        return (np.stack(obs_kept).astype(batch_obs_dtype(self.envs.observation_space)), snaps,
+        dtype = batch_obs_dtype(self.envs.observation_space)
+        states, snaps = zip(*rollout_set.items)
+        return (np.stack(states).astype(dtype), list(snaps), np.stack(kl_set.items).astype(dtype),
                 episodes, steps)
 
     def proposals(self, params):
@@ -130,13 +154,13 @@ class VineSampler:
         self.rng.bit_generator.state = state["rng"]
 
     def sample(self, params_fn):
-        states, state_snaps, episodes, trunk_steps = self.trunks(params_fn)
+        states, state_snaps, kl_states, episodes, trunk_steps = self.trunks(params_fn)
         actions = self.proposals(params_fn(states))
         q_hat, branch_steps = self.branches(params_fn, state_snaps, states, actions)
         self.batches_produced += 1
         return {
             "obs": states, "act": actions.astype(np.int32 if self.dist.discrete else np.float32),
-            "q_hat": q_hat.astype(np.float32),
+            "q_hat": q_hat.astype(np.float32), "kl_obs": kl_states,
             **episode_fields(episodes),
             "sim_steps": np.float32(trunk_steps + branch_steps),
             "q_spread": np.float32(np.mean(q_hat.max(1) - q_hat.min(1))),
