@@ -42,7 +42,7 @@ def test_a_nan_batch_is_skipped_and_counted_then_training_goes_on(tmp_path, monk
 
 
 def test_non_finite_actions_reach_the_env_as_finite_values_in_the_box():
-    space = gym.spaces.Box(np.array([-1.0, 0.5]), np.array([1.0, 2.0]))
+    space = gym.spaces.Box(np.array([-1.0, 0.5], np.float32), np.array([1.0, 2.0], np.float32))
     to_env = env_action_fn(space, DiagGaussian(2))
     out = to_env(np.array([[np.nan, np.inf], [-np.inf, 0.7], [3.0, -3.0]]))
     np.testing.assert_array_equal(out, [[0.0, 2.0], [-1.0, 0.7], [1.0, 0.5]])

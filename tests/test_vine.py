@@ -126,7 +126,9 @@ def test_vine_learns_cartpole_within_25_iterations_and_writes_vine_summaries(tmp
     history = train(cfg)
     assert max(m["return_mean"] for m in history if m["return_mean"] == m["return_mean"]) >= 400.0
     assert all(m["kl"] <= cfg.max_kl for m in history)
-    assert all(m["vine_kl_states"] > m["vine_states"] for m in history)  # the trunk states
+    # the KL states are the trunk states: all of them, ~10x the rollout set once trunks stand
+    assert all(m["vine_kl_states"] >= m["vine_states"] for m in history)
+    assert history[-1]["vine_kl_states"] >= 10 * history[-1]["vine_states"]
     for tag in ("Vine/StatesInRolloutSet", "Vine/Branches", "Vine/MeanQSpreadPerState",
                 "Vine/SimulatorStepsPerIteration", "Vine/KLStates"):
         assert event_steps(str(tmp_path), tag) == list(range(1, 26)), tag
