@@ -37,6 +37,8 @@ def launch(*args, timeout=300):
     (["--algo=cma", "--population=1"], "--population must be >= 2"),
     (["--algo=natural_gradient", "--npg_step=0"], "--npg_step must be > 0"),
     (["--seeds=0"], "--seeds must be >= 1"),
+    (["--seed=-1"], "--seed must be >= 0: it seeds numpy's SeedSequence"),
+    (["--sampler=vine", "--vine_kl_states=-1"], "--vine_kl_states must be >= 0, 0 meaning every trunk state"),
 ])
 def test_bad_input_is_one_clear_line_and_exit_2(args, needle):
     out = launch(*args, "--logdir=/nonexistent-never-written")

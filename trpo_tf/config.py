@@ -116,6 +116,7 @@ def validate(cfg):
     _check(cfg.rwr_temperature > 0.0, f"--rwr_temperature must be > 0 (got {cfg.rwr_temperature})")
     _check(cfg.rwr_epochs >= 1, f"--rwr_epochs must be >= 1 (got {cfg.rwr_epochs})")
     _check(cfg.rwr_lr > 0.0, f"--rwr_lr must be > 0 (got {cfg.rwr_lr})")
+    _check(cfg.seed >= 0, f"--seed must be >= 0: it seeds numpy's SeedSequence (got {cfg.seed})")
     _check(cfg.iterations >= 1, f"--iterations must be >= 1 (got {cfg.iterations})")
     _check(cfg.num_envs >= 1, f"--num_envs must be >= 1 (got {cfg.num_envs})")
     _check(cfg.env_backend in ("auto", "envpool", "gymnasium"),
