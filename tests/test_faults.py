@@ -60,7 +60,7 @@ def test_repeated_nan_batches_stop_the_run_with_the_last_good_checkpoint(tmp_pat
     finally:
         trainer.close()
     # the checkpoints hold finite parameters and resume from there
-    again = make("InvertedPendulum-v5", tmp_path, iterations=6)
+    again = make("NaNForever-v0", tmp_path, iterations=6)  # resume() restores, samples nothing
     try:
         assert again.resume()[0] == 4
         assert np.all(np.isfinite(get_flat(again.policy.trainable_variables).numpy()))

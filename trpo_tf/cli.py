@@ -22,7 +22,7 @@ def main_guard(fn):
     a run stopped by a crashing env or repeated numerical faults is one line and exit code 1."""
     try:
         return fn()
-    except (errors.ConfigError, errors.EnvError) as err:
+    except (errors.ConfigError, errors.EnvError, errors.CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except (errors.EnvStepError, errors.TrainingFault) as err:

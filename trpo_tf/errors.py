@@ -15,3 +15,8 @@ class EnvStepError(RuntimeError):
 
 class TrainingFault(RuntimeError):
     """Too many iterations in a row were skipped for non-finite numbers (exit code 1)."""
+
+
+class CheckpointError(RuntimeError):
+    """Checkpoints damaged beyond recovery, or one that could not be written (a full disk, or
+    non-finite values): one line naming the damage and what to do (exit code 2)."""

@@ -8,6 +8,9 @@ import tempfile
 
 import tensorflow as tf
 
+from trpo_tf import outputs
+from trpo_tf.errors import ConfigError
+
 
 class ServablePolicy(tf.Module):
     """obs batch -> {distribution parameters, deterministic action, sampled action}."""
@@ -32,13 +35,19 @@ class ServablePolicy(tf.Module):
 
 def export_policy(policy, dist, obs_spec, env_id, export_dir, env_settings=None):
     """Save to a temporary sibling, then swap it in: `play` never sees a half-written model.
+    Only an earlier export (it carries outputs.EXPORT_MARKER) is ever replaced.
     env_settings: a JSON-able dict (the Atari preprocessing), or None."""
     export_dir = os.path.abspath(export_dir)
     parent = os.path.dirname(export_dir)
+    if os.path.lexists(export_dir) and not outputs.is_trpo_tf_export(export_dir):
+        raise ConfigError(f"--export_dir={export_dir} is not a policy trpo_tf exported: not "
+                          "replaced; choose another --export_dir, or move it away")
     os.makedirs(parent, exist_ok=True)
     module = ServablePolicy(policy, dist, obs_spec, env_id, env_settings)
     tmp = tempfile.mkdtemp(prefix=".policy-tmp-", dir=parent)
     tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve})
+    with open(os.path.join(tmp, outputs.EXPORT_MARKER), "w") as f:
+        json.dump({"exported_by": "trpo_tf", "env_id": env_id}, f)
     old = None
     if os.path.exists(export_dir):
         old = tempfile.mkdtemp(prefix=".policy-old-", dir=parent)

@@ -7,7 +7,7 @@ import sys
 
 from absl import app, flags
 
-from trpo_tf import envs
+from trpo_tf import envs, outputs
 from trpo_tf.cli import main_guard, parse_flags, quiet_logging
 
 from trpo_tf.config import ALGOS, Config, ConfigError, validate
@@ -116,6 +116,8 @@ def main(argv):
         envs.check_algo(spec, cfg.algo)
         if cfg.sampler == "vine":
             envs.check_restorable(spec)
+        for run_cfg in runs:
+            outputs.prepare(run_cfg.logdir, run_cfg.policy_export_dir)
         from trpo_tf.train import train
 
         for run_cfg in runs:

@@ -10,9 +10,9 @@ import numpy as np
 import tensorflow as tf
 
 from trpo_tf import advantages as adv_lib
-from trpo_tf import distributions, envs, pipeline, policies, seeding, summaries
+from trpo_tf import distributions, envs, outputs, pipeline, policies, seeding, summaries
 from trpo_tf.checkpoint import Checkpointer
-from trpo_tf.errors import TrainingFault
+from trpo_tf.errors import ConfigError, TrainingFault
 from trpo_tf.export import export_policy
 from trpo_tf.config import DERIVATIVE_FREE
 from trpo_tf.derivative_free import CEM, CMA, PopulationSearch
@@ -43,6 +43,8 @@ def make_advantage_fn(value_net, cfg, obs_spec):
 
 
 POLICY_STEP_FAULT = "gradient, Fisher-vector products or CG solution"
+# Settings that only shape the sampler: a resumed run with other values starts new episodes.
+SAMPLER_SETTINGS = ("num_envs", "env_backend", "max_path_length")
 
 
 def all_finite(*tensors):
@@ -88,6 +90,10 @@ class Trainer:
 
     def __init__(self, cfg):
         self.cfg = cfg
+        outputs.prepare(cfg.logdir, cfg.policy_export_dir)
+        # --resume=never: the earlier run moves to <logdir>/previous-<k>/, before any writer opens
+        self.earlier_run = (outputs.set_aside_earlier_run(cfg.logdir, cfg.policy_export_dir)
+                            if cfg.resume == "never" else None)
         self.seeds = seeds = seeding.run_streams(cfg.seed)
         keras.utils.set_random_seed(seeding.int_seed(seeds["network_init"]))
         self.spec = envs.resolve_env(cfg.env, cfg.atari)
@@ -104,6 +110,11 @@ class Trainer:
         self.dist = distributions.for_action_space(self.envs.action_space)
         obs_space = self.envs.observation_space
         hidden = cfg.policy_hidden if cfg.policy_hidden is not None else self.spec.policy_hidden
+        self.record = {"env": self.spec.gym_id, "algo": cfg.algo, "sampler": cfg.sampler,
+                       "policy_hidden": list(hidden), "value_hidden": list(cfg.value_hidden),
+                       "normalize_obs": cfg.normalize_obs, "observation_shape": list(obs_space.shape),
+                       "num_envs": cfg.num_envs, "env_backend": self.backend,
+                       "max_path_length": cfg.max_path_length}
         self.policy, self.value_net = policies.build_models(
             obs_space.shape, self.dist, hidden, cfg.value_hidden, cfg.normalize_obs,
             cfg.init_log_std)
@@ -130,6 +141,8 @@ class Trainer:
         self.checkpointer = Checkpointer(
             os.path.join(cfg.logdir, "checkpoints"), self.policy, self.value_net,
             self.value_fitter.optimizer, self.value_fitter.rng)
+        # checked before the writer opens: a run that cannot resume here writes nothing
+        self.sampler_changes_since_last_run = self.sampler_changes() if cfg.resume == "auto" else []
         self.writer = tf.summary.create_file_writer(cfg.logdir)
 
     def make_learner(self, vine, obs_spec):
@@ -251,16 +264,35 @@ class Trainer:
             skip = {tag for tag, steps in logged.items() if step in steps}
             summaries.write_scalars(self.writer, step, m, skip)
 
+    def sampler_changes(self):
+        """Compare this run's settings with those the logdir was trained with: a ConfigError
+        if the checkpoints cannot fit them, else the sampler settings that changed."""
+        earlier = outputs.read_run_record(self.cfg.logdir) or {}
+        changed = [k for k in self.record if k in earlier and earlier[k] != self.record[k]]
+        for key in changed:
+            if key not in SAMPLER_SETTINGS:
+                raise ConfigError(
+                    f"--logdir={self.cfg.logdir} holds a run trained with {key}={earlier[key]}, "
+                    f"these settings give {key}={self.record[key]}: resume with the same "
+                    "settings, use another --logdir, or --resume=never to start over (the "
+                    "earlier run moves to <logdir>/previous-<k>/)")
+        return [f"{k} {earlier[k]} -> {self.record[k]}" for k in changed]
+
     def resume(self):
         """Restore the last checkpoint (if any): (iterations done, env steps done)."""
+        changes = self.sampler_changes_since_last_run
         start, env_steps, pending, sampler_state = self.checkpointer.restore_latest()
         self._resumed = start > 0
+        if self.checkpointer.recovery:
+            self.log(self.checkpointer.recovery)
         if start:
             self.write_summaries(pending)  # those a kill may have cut short
-            if sampler_state is not None:
+            if sampler_state is not None and not changes:
                 self.sampler.load_state(sampler_state)
             self.log(f"resuming {self.cfg.logdir} after iteration {start} ({env_steps:,} steps); "
-                     + ("sampling goes on where it stopped" if sampler_state is not None
+                     + (f"sampler settings changed ({', '.join(changes)}): the envs start new "
+                        "episodes" if changes else "sampling goes on where it stopped"
+                        if sampler_state is not None
                         else f"{self.backend} envs cannot be saved: they start new episodes"))
         return start, env_steps
 
@@ -268,7 +300,10 @@ class Trainer:
         """Train; returns the list of per-iteration metric dicts of this invocation."""
         cfg = self.cfg
         self._resumed = False
+        if self.earlier_run:
+            self.log(f"--resume=never: moved the earlier run in {cfg.logdir} to {self.earlier_run}")
         start, env_steps = (0, 0) if cfg.resume == "never" else self.resume()
+        outputs.write_run_record(cfg.logdir, self.record)
         if not start:
             summaries.write_flags(self.writer, dataclasses.asdict(cfg))
         sampling = (f"vine: {cfg.vine_trunk_paths} trunks x {cfg.vine_trunk_length} steps, "
@@ -316,8 +351,13 @@ class Trainer:
         if self.sampler.batches_produced != it - start + 1:
             raise RuntimeError("tf.data sampled ahead of the update: batches are off-policy")
         n = int(batch["sim_steps"])  # simulator steps, vine's branches included
+        before = [v.numpy() for v in self.checkpointer.float_variables]
         m, fault = self.iteration(batch)
-        if fault:
+        if not fault and not self.checkpointer.all_finite():
+            fault = "parameters after the update (value fit or policy)"
+        if fault:  # a skipped iteration changes nothing: no NaN reaches a checkpoint
+            for v, value in zip(self.checkpointer.float_variables, before):
+                v.assign(value)
             return self.skip(it, fault, env_steps + n), None
         self._faults_in_row = 0
         m.update(episode_metrics(batch))
