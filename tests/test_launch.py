@@ -38,6 +38,12 @@ def launch(*args, timeout=300):
     (["--algo=natural_gradient", "--npg_step=0"], "--npg_step must be > 0"),
     (["--seeds=0"], "--seeds must be >= 1"),
     (["--seed=-1"], "--seed must be >= 0: it seeds numpy's SeedSequence"),
+    (["--max_kl=inf"], "--max_kl must be a finite number (got inf)"),
+    (["--algo=natural_gradient", "--npg_step=inf"], "--npg_step must be a finite number (got inf)"),
+    (["--cg_damping=inf"], "--cg_damping must be a finite number (got inf)"),
+    (["--vf_lr=inf"], "--vf_lr must be a finite number (got inf)"),
+    (["--init_log_std=-inf"], "--init_log_std must be a finite number (got -inf)"),
+    (["--gamma=nan"], "--gamma must be a finite number (got nan)"),
     (["--sampler=vine", "--vine_kl_states=-1"], "--vine_kl_states must be >= 0, 0 meaning every trunk state"),
 ])
 def test_bad_input_is_one_clear_line_and_exit_2(args, needle):

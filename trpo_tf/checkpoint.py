@@ -93,8 +93,8 @@ class Checkpointer:
             return "its index or data file is missing", None
         try:
             self.checkpoint.restore(prefix).assert_existing_objects_matched()
-        except (tf.errors.OpError, ValueError, AssertionError) as err:
-            reason = str(err).strip().splitlines()[0][:120]
+        except Exception as err:  # TensorFlow's reader: OpError, IndexError, ValueError, ...
+            reason = (str(err).strip().splitlines() or [""])[0][:120]
             return f"cannot be read ({type(err).__name__}: {reason})", None
         if not self.all_finite():
             return "holds non-finite values", None

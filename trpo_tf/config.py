@@ -98,6 +98,10 @@ def _check(ok, message):
 
 def validate(cfg):
     """Raise ConfigError naming the first bad flag; checks values only, not the env."""
+    for field in dataclasses.fields(cfg):  # inf / nan pass every comparison below but one
+        value = getattr(cfg, field.name)
+        _check(not isinstance(value, float) or math.isfinite(value),
+               f"--{field.name} must be a finite number (got {value})")
     _check(cfg.algo in ALGOS, f"--algo must be one of {'|'.join(ALGOS)} (got {cfg.algo!r})")
     _check(cfg.algo == "trpo" or cfg.sampler == "single_path",
            f"--algo={cfg.algo} runs on single-path batches; --sampler=vine is TRPO's (--algo=trpo)")

@@ -282,6 +282,7 @@ class Trainer:
         """Restore the last checkpoint (if any): (iterations done, env steps done)."""
         changes = self.sampler_changes_since_last_run
         start, env_steps, pending, sampler_state = self.checkpointer.restore_latest()
+        self.value_fitter.optimizer.learning_rate = self.cfg.vf_lr  # a flag, not checkpoint state
         self._resumed = start > 0
         if self.checkpointer.recovery:
             self.log(self.checkpointer.recovery)
@@ -376,10 +377,11 @@ class Trainer:
         self.log(f"it {it + 1:4d}/{self.cfg.iterations} | skipped: non-finite {fault} "
                  f"({self._faults_in_row} in a row)")
         if self._faults_in_row >= self.cfg.max_faults:
+            last = int(self.checkpointer.iteration.numpy())
             raise TrainingFault(
                 f"{self._faults_in_row} iterations in a row had non-finite {fault}; stopped with "
-                f"the last good checkpoint (iteration {self.checkpointer.iteration.numpy()}) in "
-                f"{self.checkpointer.directory}")
+                + (f"the last good checkpoint (iteration {last}) in {self.checkpointer.directory}"
+                   if last else "no checkpoint written yet"))
         return {"faults": self._faults, "env_steps": env_steps}
 
     def save(self, iterations_done, env_steps, pending):

@@ -1,0 +1,214 @@
+"""Nothing lost: exports replace only exports, damaged checkpoints are never overwritten,
+nothing non-finite is checkpointed, a logdir resumes only with settings that fit it."""
+import glob
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from test_train import event_steps
+from trpo_tf import outputs
+from trpo_tf.checkpoint import Checkpointer
+from trpo_tf.config import Config
+from trpo_tf.errors import CheckpointError, ConfigError, TrainingFault
+from trpo_tf.train import Trainer
+from trpo_tf.update import get_flat
+
+BASE = dict(env="Cartpole", env_backend="gymnasium", batch_steps=400, num_envs=2, quiet=True)
+
+
+def launch(*args):
+    return subprocess.run([sys.executable, "-m", "trpo_tf.launch", "--env=Cartpole",
+                           "--env_backend=gymnasium", "--batch_steps=400", "--num_envs=2", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def one_line_exit_2(out, needle):
+    lines = [line for line in out.stderr.strip().splitlines() if line.strip()]
+    assert out.returncode == 2 and len(lines) == 1 and needle in lines[0], out.stderr
+
+
+def run(logdir, iterations, **kwargs):
+    trainer = Trainer(Config(iterations=iterations, logdir=str(logdir), **{**BASE, **kwargs}))
+    try:
+        return trainer.run(), trainer
+    finally:
+        trainer.close()
+
+
+# 1. --export_dir replaces only an earlier export ---------------------------------------------
+
+def test_export_dir_over_a_foreign_directory_or_file_or_the_logdir_is_refused_before_training(tmp_path):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("years of work")
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me")
+    logdir = tmp_path / "run"
+    for export, needle in ((foreign, "is a directory trpo_tf did not export"),
+                           (a_file, "is a file trpo_tf did not export"),
+                           (logdir, "would replace the run's --logdir"),
+                           (tmp_path, "would replace the run's --logdir"),
+                           (logdir / "checkpoints", "lies in the run's checkpoints")):
+        out = launch("--iterations=1", f"--logdir={logdir}", f"--export_dir={export}")
+        one_line_exit_2(out, needle)
+        assert out.stdout == ""  # refused before training started
+    assert (foreign / "thesis.tex").read_text() == "years of work"
+    assert a_file.read_text() == "keep me"
+    assert not glob.glob(str(logdir / "events.*"))
+
+
+def test_an_earlier_export_is_replaced_and_export_policy_refuses_anything_else(tmp_path):
+    history, trainer = run(tmp_path / "run", 1)
+    policy = tmp_path / "run" / "policy"
+    assert outputs.is_trpo_tf_export(str(policy))
+    trainer.export()  # over its own earlier export: fine
+    (policy / "extra.txt").write_text("not ours")
+    os.remove(policy / outputs.EXPORT_MARKER)
+    with pytest.raises(ConfigError, match="is not a policy trpo_tf exported: not replaced"):
+        trainer.export()
+    assert (policy / "extra.txt").exists()
+
+
+def test_logdir_that_is_a_file_or_under_a_file_is_one_line(tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    one_line_exit_2(launch("--iterations=1", f"--logdir={a_file}"), f"--logdir={a_file} is a file")
+    one_line_exit_2(launch("--iterations=1", f"--logdir={a_file}/run"), "cannot be written")
+
+
+# 2. damaged checkpoints -------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def three_checkpoints(tmp_path_factory):
+    logdir = tmp_path_factory.mktemp("pristine")
+    run(logdir, 3)
+    return logdir
+
+
+def truncate(path):
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+
+
+DAMAGE = {
+    "garbled index": (lambda d: (d / "checkpoint").write_text("model_checkpoint_pa\x00th: ckpt-"), 3),
+    "truncated index file": (lambda d: truncate(d / "ckpt-3.index"), 2),
+    "truncated data file": (lambda d: truncate(glob.glob(str(d / "ckpt-3.data-*"))[0]), 2),
+    "missing data file": (lambda d: os.remove(glob.glob(str(d / "ckpt-3.data-*"))[0]), 2),
+    "empty sampler state": (lambda d: (d / "sampler-3.pkl").write_bytes(b""), 2),
+    "missing sampler state": (lambda d: os.remove(d / "sampler-3.pkl"), 2),
+    "index names a missing checkpoint": (lambda d: [os.remove(p) for p in glob.glob(str(d / "ckpt-3.*"))], 2),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_each_damaged_checkpoint_file_resumes_from_the_newest_intact_one_and_is_kept(
+        three_checkpoints, tmp_path, damage):
+    logdir = tmp_path / "run"
+    shutil.copytree(three_checkpoints, logdir)
+    ckpts = logdir / "checkpoints"
+    make_damage, newest_intact = DAMAGE[damage]
+    make_damage(ckpts)
+    before = {p: open(p, "rb").read() for p in glob.glob(str(ckpts / "*")) if os.path.isfile(p)}
+    history, trainer = run(logdir, 5)
+    assert [m["env_steps"] for m in history][0] == (newest_intact + 1) * 400
+    assert trainer.checkpointer.recovery and f"resuming from ckpt-{newest_intact}" in trainer.checkpointer.recovery
+    # the damaged files are kept, byte for byte, in damaged-1/; nothing of them was overwritten
+    for path, data in before.items():
+        name = os.path.basename(path)
+        kept = ckpts / "damaged-1" / name
+        if kept.exists():
+            assert kept.read_bytes() == data, name
+    assert (ckpts / "damaged-1").is_dir()
+    assert event_steps(str(logdir), "Train/EnvSteps") == [1, 2, 3, 4, 5] if newest_intact == 3 \
+        else event_steps(str(logdir), "Train/EnvSteps")[-2:] == [4, 5]
+
+
+def test_when_no_checkpoint_is_intact_the_run_stops_with_one_line_and_changes_nothing(
+        three_checkpoints, tmp_path):
+    logdir = tmp_path / "run"
+    shutil.copytree(three_checkpoints, logdir)
+    for p in glob.glob(str(logdir / "checkpoints" / "ckpt-*.index")):
+        truncate(p)
+    listing = sorted(os.listdir(logdir / "checkpoints"))
+    out = launch("--iterations=5", f"--logdir={logdir}")
+    one_line_exit_2(out, "no intact checkpoint in")
+    assert "--resume=never starts over" in out.stderr
+    assert sorted(os.listdir(logdir / "checkpoints")) == listing
+
+
+# 3. nothing non-finite is checkpointed ----------------------------------------------------------
+
+def test_a_value_fit_that_diverges_is_rolled_back_and_the_last_good_checkpoint_resumes(tmp_path):
+    _, good = run(tmp_path, 2)
+    nets = lambda: get_flat(good.policy.variables + good.value_net.variables).numpy()
+    theta = nets()
+    # --vf_lr=1e30 is finite, so it passes validation (and is used, not the checkpoint's rate);
+    # Adam then overflows: iterations 3, 4 are skipped and rolled back, the 5th stops the run
+    with pytest.raises(TrainingFault, match=r"3 iterations in a row had non-finite parameters "
+                                            r"after the update.*last good checkpoint \(iteration 4\)"):
+        run(tmp_path, 8, vf_lr=1e30)
+    history, trainer = run(tmp_path, 6)  # sane flags: goes on from iteration 4
+    assert [m["env_steps"] for m in history] == [2000, 2400]
+    restored = Checkpointer(str(tmp_path / "checkpoints"), good.policy, good.value_net,
+                            good.value_fitter.optimizer, good.value_fitter.rng)
+    restored.try_restore(4, expect_sampler=False)  # the skipped iterations changed nothing
+    np.testing.assert_array_equal(nets(), theta)
+
+
+def test_a_checkpoint_with_non_finite_values_is_never_written(tmp_path):
+    history, trainer = run(tmp_path, 1)
+    trainer.value_net.trainable_variables[0].assign(
+        tf.fill(trainer.value_net.trainable_variables[0].shape, np.nan))
+    with pytest.raises(CheckpointError, match="non-finite values .* not checkpointed"):
+        trainer.checkpointer.save(2, 800, [], None)
+    assert not glob.glob(str(tmp_path / "checkpoints" / "ckpt-2*"))
+
+
+def test_a_full_disk_during_a_checkpoint_is_one_error_and_leaves_the_previous_intact(tmp_path, monkeypatch):
+    history, trainer = run(tmp_path, 1)
+    ckpts = tmp_path / "checkpoints"
+    real_save = tf.train.CheckpointManager.save
+
+    def disk_full(self, checkpoint_number=None):
+        os.makedirs(ckpts / f"ckpt-{checkpoint_number}_temp")  # what a cut-short save leaves
+        (ckpts / f"ckpt-{checkpoint_number}_temp" / "part-0").write_bytes(b"\0" * 10)
+        raise tf.errors.ResourceExhaustedError(None, None, "No space left on device")
+
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", disk_full)
+    with pytest.raises(CheckpointError, match=r"checkpoint 2 could not be written .*No space left"
+                                              r" on device.*ckpt-1 is intact"):
+        trainer.checkpointer.save(2, 800, [], trainer.sampler.state())
+    assert not glob.glob(str(ckpts / "*_temp*")) and not glob.glob(str(ckpts / "*-2.*"))
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", real_save)
+    again = Checkpointer(str(ckpts), trainer.policy, trainer.value_net,
+                         trainer.value_fitter.optimizer, trainer.value_fitter.rng)
+    assert again.restore_latest()[0] == 1 and again.recovery is None
+
+
+# 5. resuming with other settings ----------------------------------------------------------------
+
+def test_resuming_with_another_network_is_one_line_other_sampler_shape_starts_new_episodes(tmp_path):
+    assert launch("--iterations=1", f"--logdir={tmp_path}").returncode == 0
+    out = launch("--iterations=2", f"--logdir={tmp_path}", "--policy_hidden=8")
+    one_line_exit_2(out, "holds a run trained with policy_hidden=[], these settings give "
+                         "policy_hidden=[8]")
+    assert "--resume=never" in out.stderr
+    out = launch("--iterations=2", f"--logdir={tmp_path}", "--num_envs=4")
+    assert out.returncode == 0, out.stderr
+    assert "sampler settings changed (num_envs 2 -> 4): the envs start new episodes" in out.stdout
+    assert event_steps(str(tmp_path), "Train/EnvSteps") == [1, 2]
+
+
+def test_resume_never_moves_the_earlier_run_aside_instead_of_interleaving(tmp_path):
+    run(tmp_path, 2)
+    history, trainer = run(tmp_path, 1, resume="never")
+    assert event_steps(str(tmp_path), "Train/EnvSteps") == [1]
+    assert event_steps(str(tmp_path / "previous-1"), "Train/EnvSteps") == [1, 2]
+    assert sorted(os.listdir(tmp_path / "previous-1" / "checkpoints"))[:1] == ["checkpoint"]
+    assert outputs.is_trpo_tf_export(str(tmp_path / "previous-1" / "policy"))
