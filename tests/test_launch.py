@@ -1,6 +1,7 @@
 """The command line: bad input is one line naming the flag, exit code 2; a run works."""
 import glob
 import os
+import shutil
 import subprocess
 import sys
 
@@ -120,3 +121,68 @@ def test_play_rejects_an_env_whose_observations_do_not_fit_the_policy(tmp_path):
     assert out.returncode == 2
     assert "takes observations of shape (4,), but --env=Hopper gives (11,)" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_module_colon_env_id_imports_the_users_module_then_trains_and_plays(tmp_path):
+    (tmp_path / "my_envs.py").write_text(
+        "import gymnasium as gym\n"
+        "gym.register('MyPendulum-v0', max_episode_steps=1000, entry_point="
+        "'gymnasium.envs.mujoco.inverted_pendulum_v5:InvertedPendulumEnv')\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    run = lambda module, *args: subprocess.run([sys.executable, "-m", module, *args], env=env,
+                                               capture_output=True, text=True, timeout=300)
+    out = run("trpo_tf.launch", "--env=my_envs:MyPendulum-v0", "--iterations=1",
+              "--batch_steps=400", "--num_envs=2", f"--logdir={tmp_path / 'run'}")
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    assert out.stdout.startswith("trpo_tf: my_envs:MyPendulum-v0 (my_envs:MyPendulum-v0)")
+    played = run("trpo_tf.play", f"--policy={tmp_path / 'run' / 'policy'}", "--episodes=1")
+    assert played.returncode == 0 and "my_envs:MyPendulum-v0 deterministic" in played.stdout, played.stderr
+    for name, needle in (("no_such_module:X-v0", "importing 'no_such_module' failed (ModuleNotFoundError"),
+                         ("my_envs:Nope-v0", "importing 'my_envs' did not register 'Nope-v0'")):
+        bad = run("trpo_tf.launch", f"--env={name}", f"--logdir={tmp_path / 'bad'}")
+        lines = bad.stderr.strip().splitlines()
+        assert bad.returncode == 2 and len(lines) == 1 and needle in lines[0], bad.stderr
+
+
+def test_tools_refuse_bad_counts_extensions_damaged_models_and_mismatched_actions(tmp_path):
+    import tensorflow as tf
+
+    from trpo_tf.distributions import Categorical
+    from trpo_tf.export import export_policy
+    from trpo_tf.policies import build_models
+
+    policy, _ = build_models((4,), Categorical(2), (), (8,), normalize_obs=False)
+    path = export_policy(policy, policy.dist, tf.TensorSpec((None, 4), tf.float32),
+                         "CartPole-v1", str(tmp_path / "policy"))
+    damaged = tmp_path / "damaged"
+    shutil.copytree(path, damaged)
+    pb = damaged / "saved_model.pb"
+    pb.write_bytes(pb.read_bytes()[: pb.stat().st_size // 3])
+
+    def tool(module, *args):
+        return subprocess.run([sys.executable, "-m", f"trpo_tf.{module}", *args],
+                              capture_output=True, text=True, timeout=120)
+
+    cases = [
+        (("play", f"--policy={path}", "--episodes=0"), "flag --episodes=0: 0 is not a positive integer"),
+        (("play", f"--policy={path}", "--seed=-1"), "flag --seed=-1: -1 is not a non-negative integer"),
+        (("play", f"--policy={path}", "--max_path_length=-5"), "flag --max_path_length=-5"),
+        (("play", f"--policy={path}", "--video=out.txt"), "--video=out.txt: the extension picks the format"),
+        (("play", f"--policy={damaged}"), "the SavedModel cannot be loaded"),
+        # a categorical CartPole policy on InvertedPendulum: same observations, other actions
+        (("play", f"--policy={path}", "--env=InvertedPendulum-v5"),
+         "chooses among 2 discrete actions, but --env=InvertedPendulum-v5 takes Box("),
+        (("table1", f"--policy={path}", "--episodes=-3"), "flag --episodes=-3"),
+        (("plot", f"--logdir={tmp_path}", "--out=figure.docx"), "--out=figure.docx: the extension picks the format"),
+        (("plot", f"--logdir={tmp_path}", "--final_window=0"), "flag --final_window=0"),
+        (("sweep", "--npg_steps=0.1,-1", f"--logdir={tmp_path / 'sweep'}"), "--npg_step must be > 0 (got -1.0)"),
+        (("sweep", "--final_window=0"), "flag --final_window=0"),
+    ]
+    for args, needle in cases:
+        out = tool(*args)
+        lines = [line for line in out.stderr.strip().splitlines() if line.strip()]
+        assert out.returncode == 2 and needle in lines[0] and len(lines) <= 2, (args, out.stderr)
+        assert "Traceback" not in out.stderr, args
+    for module in ("launch", "play", "table1", "plot", "sweep"):
+        helped = tool(module, "--helpfull")
+        assert helped.returncode == 0 and "--" in helped.stdout, module

@@ -15,6 +15,8 @@ def parse_flags(argv):
     except flags.Error as err:
         print(f"error: {str(err).removeprefix('ERROR:: ')}", file=sys.stderr)
         sys.exit(2)
+    except SystemExit as done:  # absl's --help / --helpfull print what was asked, then exit(1)
+        sys.exit(0 if done.code == 1 else done.code)
 
 
 def main_guard(fn):

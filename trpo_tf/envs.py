@@ -1,6 +1,7 @@
 """Environments: the paper's short names, any gymnasium id, and a group of envs stepped
 together with automatic reset (the gymnasium backend of vectorised sampling)."""
 import dataclasses
+import importlib
 import os
 import warnings
 
@@ -38,7 +39,7 @@ class AtariSettings:
 @dataclasses.dataclass(frozen=True)
 class EnvSpec:
     name: str                  # what the user typed
-    gym_id: str                # the registered gymnasium id
+    gym_id: str                # the registered gymnasium id, or module:EnvId (gym.make imports it)
     policy_hidden: tuple       # default hidden sizes of the policy; () = linear
     auto_backend: str = "envpool"  # what --env_backend=auto picks when EnvPool has the env
     atari: AtariSettings = None    # set for ALE games: the preprocessing wrappers to apply
@@ -71,11 +72,30 @@ def is_atari(gym_id):
     return isinstance(entry, str) and entry.startswith("ale_py")
 
 
+def import_env_module(name):
+    """gymnasium's `module:EnvId` form: import the module (which registers EnvId) as
+    gymnasium.make would -> EnvId; the spec keeps the whole name, so every process that makes
+    the env (play's video child included) imports the module too."""
+    module, _, env_id = name.partition(":")
+    try:
+        importlib.import_module(module)
+    except Exception as err:  # the user's module: anything it raises is theirs to fix
+        raise EnvError(f"--env={name!r}: importing {module!r} failed "
+                       f"({type(err).__name__}: {err})") from None
+    return env_id
+
+
 def resolve_env(name, atari=AtariSettings()):
-    """A short name or a registered gymnasium id -> EnvSpec (ALE games carry `atari`, their
-    preprocessing); anything else is an EnvError."""
+    """A short name, a registered gymnasium id or `module:EnvId` -> EnvSpec (ALE games carry
+    `atari`, their preprocessing); anything else is an EnvError."""
     if name in SHORT_NAMES:
         return SHORT_NAMES[name]
+    if ":" in name:
+        env_id = import_env_module(name)
+        if env_id not in gym.registry:
+            raise EnvError(f"--env={name!r}: importing {name.partition(':')[0]!r} did not "
+                           f"register {env_id!r}")
+        return EnvSpec(name, name, DEFAULT_HIDDEN, auto_backend="gymnasium")
     gym_id = f"ALE/{name}-v5" if name in ATARI_GAMES else name
     if gym_id in gym.registry:
         if is_atari(gym_id):
@@ -84,7 +104,8 @@ def resolve_env(name, atari=AtariSettings()):
         return EnvSpec(name, gym_id, DEFAULT_HIDDEN)
     raise EnvError(
         f"--env={name!r} is neither a short name ({', '.join((*SHORT_NAMES, *ATARI_GAMES))}) "
-        "nor a registered gymnasium id (e.g. HalfCheetah-v5, CartPole-v1, ALE/Pong-v5)")
+        "nor a registered gymnasium id (e.g. HalfCheetah-v5, CartPole-v1, ALE/Pong-v5, or "
+        "my_package.envs:MyEnv-v0 to import the module that registers it)")
 
 
 def make_env(spec, max_path_length=None, render_mode=None):

@@ -13,16 +13,38 @@ def open_policy(policy_dir, env_name=None, max_path_length=None):
     (or `env_name`) with the preprocessing recorded in the export, so it plays exactly as it
     trained. EnvError for a directory that holds no policy or an env of another shape."""
     check_policy_dir(policy_dir)
-    serve, env_id, settings = load_policy(policy_dir)
+    try:
+        serve, env_id, settings = load_policy(policy_dir)
+    except Exception as err:  # TensorFlow's loader on a damaged or foreign SavedModel
+        reason = (str(err).strip().splitlines() or [""])[0][:120]
+        raise envs.EnvError(f"--policy={policy_dir}: the SavedModel cannot be loaded "
+                            f"({type(err).__name__}: {reason})") from None
     atari = envs.AtariSettings(**settings) if settings else envs.AtariSettings()
     spec = envs.resolve_env(env_name or env_id, atari)
     env = envs.make_env(spec, max_path_length)
-    if observation_shape(serve) != env.observation_space.shape:
+    problem = (f"takes observations of shape {observation_shape(serve)}, but --env={spec.name} "
+               f"gives {env.observation_space.shape}"
+               if observation_shape(serve) != env.observation_space.shape
+               else action_mismatch(serve, env.action_space, spec.name))
+    if problem:
         env.close()
-        raise envs.EnvError(
-            f"--policy={policy_dir} takes observations of shape {observation_shape(serve)}, "
-            f"but --env={spec.name} gives {env.observation_space.shape}")
+        raise envs.EnvError(f"--policy={policy_dir} {problem}")
     return serve, spec, env
+
+
+def action_mismatch(serve, action_space, env_name):
+    """Why the policy's actions do not fit `action_space`, or None: a categorical policy over
+    n actions needs Discrete(n); a Gaussian over d numbers needs a Box of shape (d,)."""
+    out = serve.structured_outputs
+    if "logits" in out:
+        n = out["logits"].shape[-1]
+        fits = hasattr(action_space, "n") and action_space.n == n
+        acts = f"chooses among {n} discrete actions"
+    else:
+        d = out["mean"].shape[-1]
+        fits = hasattr(action_space, "low") and action_space.shape == (d,)
+        acts = f"acts with continuous actions of shape ({d},)"
+    return None if fits else f"{acts}, but --env={env_name} takes {action_space}"
 
 
 def run_episodes(serve, env, episodes, seed, deterministic, actions_taken=None):

@@ -9,13 +9,16 @@ says otherwise: video.py)."""
 from absl import app, flags
 
 from trpo_tf.cli import check_policy_dir, main_guard, parse_flags, quiet_logging
+from trpo_tf.errors import ConfigError
+
+VIDEO_FORMATS = (".mp4", ".gif", ".webm", ".mkv", ".avi", ".mov")  # what imageio-ffmpeg writes
 
 flags.DEFINE_string("policy", None, "Directory of an exported policy (SavedModel).")
 flags.DEFINE_string("env", None, "Env short name or gymnasium id; default: the one it was trained on.")
-flags.DEFINE_integer("episodes", 10, "Episodes per mode.")
-flags.DEFINE_integer("seed", 1000, "Seed of the first episode's reset.")
-flags.DEFINE_integer("max_path_length", 0, "Truncate episodes at this length; 0 = the env's limit.")
-flags.DEFINE_string("video", "", "Record one deterministic episode to this file (.mp4, .gif) instead.")
+flags.DEFINE_integer("episodes", 10, "Episodes per mode.", lower_bound=1)
+flags.DEFINE_integer("seed", 1000, "Seed of the first episode's reset.", lower_bound=0)
+flags.DEFINE_integer("max_path_length", 0, "Truncate episodes at this length; 0 = the env's limit.", lower_bound=0)
+flags.DEFINE_string("video", "", f"Record one deterministic episode to this file ({', '.join(VIDEO_FORMATS)}) instead.")
 FLAGS = flags.FLAGS
 
 
@@ -25,6 +28,9 @@ def main(argv):
 
     def play():
         check_policy_dir(FLAGS.policy)  # before TensorFlow loads
+        if FLAGS.video and not FLAGS.video.lower().endswith(VIDEO_FORMATS):
+            raise ConfigError(f"--video={FLAGS.video}: the extension picks the format, one of "
+                              f"{', '.join(VIDEO_FORMATS)}")
         from trpo_tf.evaluate import open_policy, record_video, run_episodes
 
         serve, spec, env = open_policy(FLAGS.policy, FLAGS.env, FLAGS.max_path_length or None)

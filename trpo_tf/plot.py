@@ -18,7 +18,7 @@ flags.DEFINE_string("logdir", None, "Directory holding the runs (searched recurs
 flags.DEFINE_list("out", ["figure.png"], "Output files; the extension picks the format (png, svg, pdf).")
 flags.DEFINE_string("tag", "Train/EpisodeReturnMean", "Scalar to plot against the iteration.")
 flags.DEFINE_boolean("cost", False, "Plot the cost (minus the tag's value), as the paper's Figure 4 does.")
-flags.DEFINE_integer("final_window", 5, "Iterations averaged for the printed final value.")
+flags.DEFINE_integer("final_window", 5, "Iterations averaged for the printed final value.", lower_bound=1)
 flags.DEFINE_string("title", "", "Figure title.")
 FLAGS = flags.FLAGS
 
@@ -29,6 +29,13 @@ def main(argv):
     def plot():
         if not FLAGS.logdir or not os.path.isdir(FLAGS.logdir):
             raise ConfigError(f"--logdir={FLAGS.logdir!r} is not a directory")
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        formats = FigureCanvasAgg.get_supported_filetypes()
+        for out in FLAGS.out:
+            if os.path.splitext(out)[1].lstrip(".").lower() not in formats:
+                raise ConfigError(f"--out={out}: the extension picks the format, one of "
+                                  f"{', '.join(sorted(formats))}")
         runs = find_runs(FLAGS.logdir)
         data = curves(runs, FLAGS.tag, -1.0 if FLAGS.cost else 1.0)
         if not data:

@@ -16,7 +16,7 @@ from trpo_tf.config import ConfigError
 
 flags.DEFINE_list("npg_steps", ["0.003", "0.01", "0.03", "0.1", "0.3", "1"],
                   "Fixed natural-gradient steps to try (factors of about three).")
-flags.DEFINE_integer("final_window", 5, "Iterations averaged for the final return.")
+flags.DEFINE_integer("final_window", 5, "Iterations averaged for the final return.", lower_bound=1)
 FLAGS = flags.FLAGS
 
 

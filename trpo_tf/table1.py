@@ -7,10 +7,10 @@ from absl import app, flags
 from trpo_tf.cli import check_policy_dir, main_guard, parse_flags, quiet_logging
 
 flags.DEFINE_string("policy", None, "Directory of an exported Atari policy (SavedModel).")
-flags.DEFINE_integer("episodes", 30, "Episodes to score.")
-flags.DEFINE_integer("seed", 1000, "Seed of the first episode's reset.")
+flags.DEFINE_integer("episodes", 30, "Episodes to score.", lower_bound=1)
+flags.DEFINE_integer("seed", 1000, "Seed of the first episode's reset.", lower_bound=0)
 flags.DEFINE_boolean("deterministic", False, "Act by argmax instead of sampling from the policy.")
-flags.DEFINE_integer("max_path_length", 0, "Truncate episodes at this many agent steps; 0 = ALE's own limit.")
+flags.DEFINE_integer("max_path_length", 0, "Truncate episodes at this many agent steps; 0 = ALE's own limit.", lower_bound=0)
 FLAGS = flags.FLAGS
 
 # Table 1 of the paper (section 8.2).
