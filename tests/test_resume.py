@@ -1,9 +1,12 @@
 """Runs that survive: exact resume after a clean stop, SIGTERM, and kill -9 at a random point."""
 import os
+import pty
 import random
+import select
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -80,3 +83,68 @@ def test_kill_9_at_a_random_iteration_then_resume_loses_and_repeats_nothing(tmp_
         list(range(done + 1, iterations + 1))
     for tag in ("Train/EnvSteps", "Policy/MeanKL", "Time/Iteration"):
         assert event_steps(str(tmp_path), tag) == list(range(1, iterations + 1)), tag
+
+
+def read_until(fd, needle, timeout=300):
+    """Read a pseudo-terminal until `needle` appears -> everything read (waits on output, not
+    on the clock: the timeout only bounds a hang)."""
+    seen, deadline = b"", time.monotonic() + timeout
+    while needle.encode() not in seen:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"no {needle!r} within {timeout}s: {seen[-500:]!r}"
+        seen += os.read(fd, 4096)
+    return seen.decode(errors="replace")
+
+
+def test_on_a_terminal_a_long_batch_has_a_heartbeat_and_a_second_ctrl_c_stops_at_once(tmp_path):
+    """400K Hopper steps in one env are a minute of sampling here (10 s on a 6x faster
+    machine): the heartbeat shows within 2 s, the first Ctrl-C is acknowledged at once, the
+    second ends the process mid-batch with one line, no traceback."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trpo_tf.launch", "--env=Hopper", "--env_backend=gymnasium",
+         "--num_envs=1", "--batch_steps=400000", "--iterations=2", f"--logdir={tmp_path}"],
+        stdout=slave, stderr=subprocess.PIPE, text=True)
+    os.close(slave)
+    try:
+        read_until(master, "sampling:")  # the heartbeat, rewritten in place with \r
+        proc.send_signal(signal.SIGINT)
+        read_until(master, "SIGINT: stopping after this iteration (send it again to stop at once)")
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=60)[1]
+    finally:
+        proc.kill()
+        os.close(master)
+    assert proc.returncode == 130
+    assert err.strip().splitlines() == [
+        "error: interrupted; the last checkpoint is intact (run the same command to resume)"]
+
+
+def test_ctrl_c_with_several_seeds_stops_the_whole_command_and_pipes_get_no_heartbeat(tmp_path):
+    cmd = [sys.executable, "-m", "trpo_tf.launch", "--env=Cartpole", "--env_backend=gymnasium",
+           "--batch_steps=2000", "--num_envs=2", "--iterations=30", "--seeds=2",
+           f"--logdir={tmp_path}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_iterations(proc, 1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "stopping after iteration" in out and "== seed 1" not in out
+    assert "\r" not in out and "sampling:" not in out
+
+
+def test_ctrl_c_during_start_up_is_one_line(tmp_path):
+    """KeyboardInterrupt while TensorFlow loads (simulated: importing the trainer raises it)."""
+    code = ("import sys, types\n"
+            "class Interrupted(types.ModuleType):\n"
+            "    def __getattr__(self, name):\n"
+            "        raise KeyboardInterrupt\n"
+            "sys.modules['trpo_tf.train'] = Interrupted('trpo_tf.train')\n"
+            "from absl import app\n"
+            "import trpo_tf.launch as launch\n"
+            f"sys.argv = ['launch', '--logdir={tmp_path}']\n"
+            "app.run(launch.main, flags_parser=launch.parse_flags)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 130
+    assert out.stderr.strip().splitlines() == [
+        "error: interrupted; the last checkpoint is intact (run the same command to resume)"]

@@ -1,6 +1,7 @@
-"""What both command-line tools share: flag parsing that fails in one line (exit code 2),
-and quiet absl logging."""
+"""What the command-line tools share: flag parsing that fails in one line (exit code 2),
+signals that stop a run cleanly, and quiet absl logging."""
 import os
+import signal
 import sys
 
 from absl import flags, logging
@@ -19,11 +20,43 @@ def parse_flags(argv):
         sys.exit(0 if done.code == 1 else done.code)
 
 
+class StopOnSignal:
+    """While active, SIGINT / SIGTERM only set `.signum` and say so at once: the loop finishes
+    the iteration, checkpoints, exports and returns (a command with several runs starts no
+    more). A second signal interrupts at once (KeyboardInterrupt)."""
+
+    def __init__(self, announce=print):
+        self.signum = None
+        self.announce = announce
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        self.announce(f"{signal.Signals(signum).name}: stopping after this iteration "
+                      "(send it again to stop at once)")
+
+    def __enter__(self):
+        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
 def main_guard(fn):
     """Run fn(); a user error (bad flag, env or policy) is one line on stderr and exit code 2;
-    a run stopped by a crashing env or repeated numerical faults is one line and exit code 1."""
+    a run stopped by a crashing env or repeated numerical faults is one line and exit code 1;
+    an interrupt (a second Ctrl-C, or one during start-up) is one line and exit code 130, at
+    once: the iteration in progress is lost, the checkpoints are as the last one left them."""
     try:
         return fn()
+    except KeyboardInterrupt:
+        print("error: interrupted; the last checkpoint is intact (run the same command to "
+              "resume)", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(130)  # not sys.exit: the sampling thread may be inside a simulator
     except (errors.ConfigError, errors.EnvError, errors.CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

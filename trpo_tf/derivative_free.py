@@ -76,6 +76,7 @@ class PopulationSearch:
         self._env_action = env_action_fn(envs.action_space, policy.dist)
         self._asked = None
         self.batches_produced = 0
+        self.progress = 0  # steps of the population's episodes so far
 
     def sample(self, params_fn):
         """Ask for a population and play it -> batch (params_fn is unused: the candidates
@@ -109,6 +110,7 @@ class PopulationSearch:
                     returns[rows[e]] += r
                     lengths[rows[e]] += 1
                     steps += 1
+                    self.progress = steps
                     alive[e] = not (term or trunc)
         return returns, lengths, steps
 

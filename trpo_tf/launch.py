@@ -7,8 +7,7 @@ import sys
 
 from absl import app, flags
 
-from trpo_tf import envs, outputs
-from trpo_tf.cli import main_guard, parse_flags, quiet_logging
+from trpo_tf.cli import StopOnSignal, main_guard, parse_flags, quiet_logging
 
 from trpo_tf.config import ALGOS, Config, ConfigError, validate
 
@@ -109,6 +108,8 @@ def main(argv):
     quiet_logging()
 
     def run():
+        from trpo_tf import envs, outputs  # gymnasium, MuJoCo, ALE: inside main_guard
+
         cfg = config_from_flags()
         runs = seed_configs(cfg, FLAGS.seeds)
         spec = envs.resolve_env(cfg.env, cfg.atari)  # checked before TensorFlow loads
@@ -120,10 +121,13 @@ def main(argv):
             outputs.prepare(run_cfg.logdir, run_cfg.policy_export_dir)
         from trpo_tf.train import train
 
-        for run_cfg in runs:
-            if len(runs) > 1:
-                print(f"== seed {run_cfg.seed} -> {run_cfg.logdir}", flush=True)
-            train(run_cfg)
+        with StopOnSignal() as stop:  # one Ctrl-C stops the whole command, not just this seed
+            for run_cfg in runs:
+                if stop.signum is not None:
+                    break
+                if len(runs) > 1:
+                    print(f"== seed {run_cfg.seed} -> {run_cfg.logdir}", flush=True)
+                train(run_cfg, stop)
 
     main_guard(run)
 

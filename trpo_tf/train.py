@@ -1,8 +1,11 @@
 """The training loop: wires environments -> sampler -> tf.data -> advantages -> TRPO update
 -> value fit -> summaries / checkpoints / export. Everything it needs comes from a Config."""
+import contextlib
 import dataclasses
 import os
 import signal
+import sys
+import threading
 import time
 
 import keras
@@ -12,12 +15,13 @@ import tensorflow as tf
 from trpo_tf import advantages as adv_lib
 from trpo_tf import distributions, envs, outputs, pipeline, policies, seeding, summaries
 from trpo_tf.checkpoint import Checkpointer
+from trpo_tf.cli import StopOnSignal
 from trpo_tf.errors import ConfigError, TrainingFault
 from trpo_tf.export import export_policy
 from trpo_tf.config import DERIVATIVE_FREE
 from trpo_tf.derivative_free import CEM, CMA, PopulationSearch
 from trpo_tf.rwr import RWRLearner
-from trpo_tf.sampling import batch_obs_dtype
+from trpo_tf.sampling import available_memory, batch_obs_dtype, observation_memory
 from trpo_tf.sampling.single_path import SinglePathSampler
 from trpo_tf.sampling.vine import VineSampler
 from trpo_tf.update import TRPOLearner, get_flat, single_path_gain, vine_gain
@@ -53,25 +57,31 @@ def all_finite(*tensors):
                for t in tensors)
 
 
-class StopOnSignal:
-    """While active, SIGINT / SIGTERM only set `.signum`: the loop finishes the iteration,
-    checkpoints, exports and returns. A second signal interrupts at once."""
+HEARTBEAT_SECONDS = 2.0  # a terminal hears from a long sampling phase this often
 
-    def __init__(self):
-        self.signum = None
 
-    def _handle(self, signum, frame):
-        if self.signum is not None:
-            raise KeyboardInterrupt
-        self.signum = signum
+def fetch_batch(batches, heartbeat=None):
+    """next(batches) on a helper thread while the main thread waits in Python, so signals are
+    handled at once (tf.data's C++ would hold them until the batch is done) and `heartbeat(s)`
+    runs every HEARTBEAT_SECONDS of waiting."""
+    result, done = {}, threading.Event()
 
-    def __enter__(self):
-        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        return self
+    def fetch():
+        try:
+            result["batch"] = next(batches)
+        except BaseException as err:  # re-raised in the main thread
+            result["error"] = err
+        finally:
+            done.set()
 
-    def __exit__(self, *exc):
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
+    threading.Thread(target=fetch, daemon=True, name="trpo_tf-sampling").start()
+    t0 = time.perf_counter()
+    while not done.wait(HEARTBEAT_SECONDS):
+        if heartbeat:
+            heartbeat(time.perf_counter() - t0)
+    if "error" in result:
+        raise result["error"]
+    return result["batch"]
 
 
 def episode_metrics(batch):
@@ -109,6 +119,7 @@ class Trainer:
                                         cfg.max_path_length or None, cfg.env_threads)
         self.dist = distributions.for_action_space(self.envs.action_space)
         obs_space = self.envs.observation_space
+        self.check_batch_fits_in_memory(obs_space)
         hidden = cfg.policy_hidden if cfg.policy_hidden is not None else self.spec.policy_hidden
         self.record = {"env": self.spec.gym_id, "algo": cfg.algo, "sampler": cfg.sampler,
                        "policy_hidden": list(hidden), "value_hidden": list(cfg.value_hidden),
@@ -144,6 +155,20 @@ class Trainer:
         # checked before the writer opens: a run that cannot resume here writes nothing
         self.sampler_changes_since_last_run = self.sampler_changes() if cfg.resume == "auto" else []
         self.writer = tf.summary.create_file_writer(cfg.logdir)
+
+    def check_batch_fits_in_memory(self, obs_space):
+        """A ConfigError before anything is allocated if a batch's observations would take
+        more than 80% of the memory available (vine: the trunk states it keeps)."""
+        cfg = self.cfg
+        flag, states = (("--vine_trunk_paths x --vine_trunk_length", cfg.vine_trunk_paths
+                         * cfg.vine_trunk_length) if cfg.sampler == "vine"
+                        else ("--batch_steps", cfg.steps_per_env * cfg.num_envs))
+        need, have = observation_memory(obs_space, states), available_memory()
+        if have is not None and need > 0.8 * have:
+            raise ConfigError(
+                f"{flag} = {states:,} states of {obs_space.shape} {batch_obs_dtype(obs_space)} "
+                f"need about {need / 2**30:.1f} GiB while a batch is built, and "
+                f"{have / 2**30:.1f} GiB are available: lower {flag.split(' ')[0]}")
 
     def make_learner(self, vine, obs_spec):
         """The policy update of --algo: TRPO or one of its ablations, RWR's M-step, or None
@@ -185,10 +210,6 @@ class Trainer:
         return {"kl": nan, "linesearch_steps": 0.0, "entropy": nan, "explained_variance": nan,
                 "time_advantage": 0.0, "time_update": time.perf_counter() - t0, "time_value": 0.0,
                 "search_spread": self.sampler.optimizer.spread}, None
-
-    def log(self, line):
-        if not self.cfg.quiet:
-            print(line, flush=True)
 
     def make_vine_sampler(self):
         cfg = self.cfg
@@ -297,8 +318,9 @@ class Trainer:
                         else f"{self.backend} envs cannot be saved: they start new episodes"))
         return start, env_steps
 
-    def run(self):
-        """Train; returns the list of per-iteration metric dicts of this invocation."""
+    def run(self, stop=None):
+        """Train; returns the list of per-iteration metric dicts of this invocation. `stop`: a
+        StopOnSignal a command holds across its runs (one is made for this run if None)."""
         cfg = self.cfg
         self._resumed = False
         if self.earlier_run:
@@ -307,6 +329,12 @@ class Trainer:
         outputs.write_run_record(cfg.logdir, self.record)
         if not start:
             summaries.write_flags(self.writer, dataclasses.asdict(cfg))
+        with contextlib.nullcontext(stop) if stop else StopOnSignal(self.log) as stop:
+            return self.train_loop(start, env_steps, stop)
+
+    def train_loop(self, start, env_steps, stop):
+        """Iterations start+1 .. cfg.iterations, then the export; returns their metrics."""
+        cfg = self.cfg
         sampling = (f"vine: {cfg.vine_trunk_paths} trunks x {cfg.vine_trunk_length} steps, "
                     f"{cfg.vine_states} states x {self.sampler.k} branches x "
                     f"{cfg.vine_rollout_length} steps" if cfg.sampler == "vine"
@@ -317,25 +345,26 @@ class Trainer:
         history, pending = [], []
         self._faults_in_row = self._faults = 0
         batches = iter(self.stream)
-        with StopOnSignal() as stop:
-            for it in range(start, cfg.iterations):
-                m, progress = self.train_iteration(batches, it, start, env_steps)
-                env_steps = m["env_steps"]
-                history.append(m)
-                pending.append((it + 1, m))
-                # without checkpoints, summaries go out every iteration
-                if (not cfg.checkpoint_every or self.due(it + 1, cfg.checkpoint_every)
-                        or stop.signum is not None):
-                    self.save(it + 1, env_steps, pending)
-                    pending = []
-                if cfg.export_every and (it + 1) % cfg.export_every == 0:
-                    self.export()
-                if progress:  # after the save: an iteration on the terminal survives a kill
-                    self.log(progress)
-                if stop.signum is not None:
-                    self.log(f"stopping after iteration {it + 1} on {signal.Signals(stop.signum).name}")
-                    break
-            path = self.export()
+        for it in range(start, cfg.iterations):
+            if stop.signum is not None:  # a signal before this run's first iteration
+                break
+            m, progress = self.train_iteration(batches, it, start, env_steps)
+            env_steps = m["env_steps"]
+            history.append(m)
+            pending.append((it + 1, m))
+            # without checkpoints, summaries go out every iteration
+            if (not cfg.checkpoint_every or self.due(it + 1, cfg.checkpoint_every)
+                    or stop.signum is not None):
+                self.save(it + 1, env_steps, pending)
+                pending = []
+            if cfg.export_every and (it + 1) % cfg.export_every == 0:
+                self.export()
+            if progress:  # after the save: an iteration on the terminal survives a kill
+                self.log(progress)
+            if stop.signum is not None:
+                self.log(f"stopping after iteration {it + 1} on {signal.Signals(stop.signum).name}")
+                break
+        path = self.export()
         self.log(f"exported policy to {path}")
         return history
 
@@ -347,7 +376,7 @@ class Trainer:
         """Sample and update iteration `it` -> (its metrics, its progress line); a skipped
         iteration's metrics and None (it printed its own line)."""
         t0 = time.perf_counter()
-        batch = next(batches)
+        batch = fetch_batch(batches, self.heartbeat_fn(it))
         t_sample = time.perf_counter() - t0
         if self.sampler.batches_produced != it - start + 1:
             raise RuntimeError("tf.data sampled ahead of the update: batches are off-policy")
@@ -391,14 +420,33 @@ class Trainer:
             self.checkpointer.save(iterations_done, env_steps, pending, self.sampler.state())
         self.write_summaries(pending)
 
+    def heartbeat_fn(self, it):
+        """On a terminal, a line that a long sampling phase rewrites in place; else None."""
+        if self.cfg.quiet or not sys.stdout.isatty():
+            return None
+
+        def beat(seconds):
+            print(f"\rit {it + 1:4d}/{self.cfg.iterations} | sampling: "
+                  f"{self.sampler.progress:,} steps, {seconds:.0f}s ", end="", flush=True)
+            self._beating = True
+
+        return beat
+
+    def log(self, line):
+        if not self.cfg.quiet:
+            if getattr(self, "_beating", False):  # clear the heartbeat line first
+                print("\r\033[K", end="")
+                self._beating = False
+            print(line, flush=True)
+
     def close(self):
         self.envs.close()
         self.writer.close()
 
 
-def train(cfg):
+def train(cfg, stop=None):
     trainer = Trainer(cfg)
     try:
-        return trainer.run()
+        return trainer.run(stop)
     finally:
         trainer.close()

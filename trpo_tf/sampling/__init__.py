@@ -9,6 +9,22 @@ def batch_obs_dtype(space):
     return np.dtype(np.float32) if space.dtype == np.float64 else space.dtype
 
 
+def available_memory():
+    """Bytes of memory available to a new allocation (Linux MemAvailable), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def observation_memory(space, states):
+    """Bytes that `states` observations take while a batch is built: the sampler's buffer,
+    its env-major copy and the tf.data tensor (three copies)."""
+    return 3 * states * int(np.prod(space.shape)) * batch_obs_dtype(space).itemsize
+
+
 def env_action_fn(action_space, dist):
     """Policy actions -> what the env is given: Gaussian draws are clipped to the Box (the
     batch keeps the unclipped draw, whose log-probability the surrogate needs). A non-finite

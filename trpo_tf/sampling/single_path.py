@@ -35,6 +35,7 @@ class SinglePathSampler:
         self._ep_length = np.zeros(envs.num_envs, np.int64)
         self._resetting = np.zeros(envs.num_envs, bool)  # next step only resets (EnvPool)
         self.batches_produced = 0
+        self.progress = 0  # steps of the batch in the making (a terminal's heartbeat shows it)
 
     def sample(self, params_fn):
         """One batch with the policy `params_fn` (NumPy obs [E, ...] -> params [E, P])."""
@@ -68,6 +69,7 @@ class SinglePathSampler:
             valid_buf[t] = ~self._resetting
             self._ep_return += rew
             self._ep_length += valid_buf[t]
+            self.progress = (t + 1) * E
             if self.envs.autoreset_next_step:
                 self._resetting = term | trunc
             for i, o in final_obs.items():

@@ -59,6 +59,7 @@ class VineSampler:
         self.rng = np.random.default_rng(seed)
         self._env_action = env_action_fn(envs.action_space, dist)
         self.batches_produced = 0
+        self.progress = 0  # simulator steps of the batch in the making (trunks, then branches)
 
     def trunks(self, params_fn):
         """Run the trunks; -> (rollout set observations [N, ...], their snapshots, the KL
@@ -86,6 +87,7 @@ class VineSampler:
                     o, r, term, trunc, _ = group[j].step(a)
                     obs[j], ret[j], length[j] = o, ret[j] + r, length[j] + 1
                     steps += 1
+                    self.progress = steps
                     if term or trunc:
                         alive[j] = False
                         episodes.append((ret[j], length[j]))
@@ -142,6 +144,7 @@ class VineSampler:
                     q_hat[i, j] += self.gamma**t * r
                     cur[e] = o
                     steps += 1
+                    self.progress += 1
                     if term or trunc:
                         alive[e] = False
         return q_hat, steps
