@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trpo_tf.distributions import Categorical, DiagGaussian, for_action_space
+from trpo_tf.distributions import (Bernoulli, Categorical, DiagGaussian, MultiCategorical,
+                                   for_action_space)
 
 
 def test_gaussian_log_prob_matches_density_by_hand():
@@ -58,5 +59,7 @@ def test_numpy_samplers_follow_their_distribution():
 def test_for_action_space_dispatch_and_error():
     assert isinstance(for_action_space(gym.spaces.Box(-1, 1, (3,))), DiagGaussian)
     assert isinstance(for_action_space(gym.spaces.Discrete(4)), Categorical)
+    assert isinstance(for_action_space(gym.spaces.MultiDiscrete([2, 3])), MultiCategorical)
+    assert isinstance(for_action_space(gym.spaces.MultiBinary(3)), Bernoulli)
     with pytest.raises(ValueError, match="unsupported action space"):
-        for_action_space(gym.spaces.MultiBinary(3))
+        for_action_space(gym.spaces.Box(-1, 1, (2, 2)))

@@ -172,7 +172,7 @@ def test_tools_refuse_bad_counts_extensions_damaged_models_and_mismatched_action
         (("play", f"--policy={damaged}"), "the SavedModel cannot be loaded"),
         # a categorical CartPole policy on InvertedPendulum: same observations, other actions
         (("play", f"--policy={path}", "--env=InvertedPendulum-v5"),
-         "chooses among 2 discrete actions, but --env=InvertedPendulum-v5 takes Box("),
+         "chooses discrete actions of shape () from 2 logits, but --env=InvertedPendulum-v5 takes Box("),
         (("table1", f"--policy={path}", "--episodes=-3"), "flag --episodes=-3"),
         (("plot", f"--logdir={tmp_path}", "--out=figure.docx"), "--out=figure.docx: the extension picks the format"),
         (("plot", f"--logdir={tmp_path}", "--final_window=0"), "flag --final_window=0"),

@@ -103,7 +103,7 @@ class PopulationSearch:
             while alive.any():
                 idx = np.flatnonzero(alive)
                 out = act(obs[idx].astype(np.float32), rows[idx])
-                actions = out.argmax(-1) if self.policy.dist.discrete else out
+                actions = self.policy.dist.mode_np(out) if self.policy.dist.discrete else out
                 for e, a in zip(idx, self._env_action(actions)):
                     o, r, term, trunc, _ = envs[e].step(a)
                     obs[e] = o

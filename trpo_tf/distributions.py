@@ -3,7 +3,12 @@
 Every distribution is described by a single tensor `params` of shape [batch, param_dim]:
   * diagonal Gaussian: concat(mean, log_std)         param_dim = 2 * act_dim
   * categorical:       logits                         param_dim = num_actions
-so a batch, the KL and the Fisher-vector products never care which family they hold.
+  * multi-categorical: concat of each head's logits   param_dim = sum(nvec)  (MultiDiscrete)
+  * Bernoulli:         one logit per bit              param_dim = n          (MultiBinary)
+so a batch, the KL and the Fisher-vector products never care which family they hold. Each
+also says what one action is (`act_shape`, `act_dtype`: what the batch and the pipeline
+carry) and what its policy head outputs (`head_dim`: the Gaussian's log-std is a free
+vector beside the network, appendix D).
 """
 import math
 
@@ -15,10 +20,13 @@ class DiagGaussian:
     """N(mean, diag(exp(log_std)^2)); appendix D: log_std is a state-independent vector r."""
 
     discrete = False
+    act_dtype = np.float32
 
     def __init__(self, act_dim):
         self.act_dim = act_dim
         self.param_dim = 2 * act_dim
+        self.head_dim = act_dim
+        self.act_shape = (act_dim,)
 
     def split(self, params):
         return params[..., : self.act_dim], params[..., self.act_dim :]
@@ -66,9 +74,11 @@ class Categorical:
     """Softmax over `num_actions` logits (the Atari policy of section 8.2)."""
 
     discrete = True
+    act_dtype = np.int32
+    act_shape = ()
 
     def __init__(self, num_actions):
-        self.num_actions = self.param_dim = int(num_actions)
+        self.num_actions = self.param_dim = self.head_dim = int(num_actions)
 
     def log_prob(self, logits, actions):  # [B, K], [B] int -> [B]
         log_p = tf.nn.log_softmax(logits)
@@ -99,13 +109,116 @@ class Categorical:
     def sample_np(self, logits, rng):
         return self.sample_from_noise(logits, self.draw_noise(rng, len(logits)))
 
+    def mode_np(self, logits):
+        return np.argmax(logits, axis=-1).astype(np.int32)
+
+
+class MultiCategorical:
+    """Independent softmax heads, one per entry of a MultiDiscrete action (nvec); the log-
+    probability, KL and entropy of the joint are the sums over heads."""
+
+    discrete = True
+    act_dtype = np.int32
+
+    def __init__(self, nvec):
+        self.nvec = [int(n) for n in nvec]
+        self.param_dim = self.head_dim = sum(self.nvec)
+        self.act_shape = (len(self.nvec),)
+        self.heads = [Categorical(n) for n in self.nvec]
+
+    def split(self, params):
+        return tf.split(params, self.nvec, axis=-1)
+
+    def log_prob(self, params, actions):  # [B, sum n], [B, H] -> [B]
+        return tf.add_n([h.log_prob(p, actions[:, i])
+                         for i, (h, p) in enumerate(zip(self.heads, self.split(params)))])
+
+    def kl(self, params0, params1):
+        return tf.add_n([h.kl(p0, p1) for h, p0, p1 in
+                         zip(self.heads, self.split(params0), self.split(params1))])
+
+    def entropy(self, params):
+        return tf.add_n([h.entropy(p) for h, p in zip(self.heads, self.split(params))])
+
+    def mode(self, params):
+        return tf.stack([h.mode(p) for h, p in zip(self.heads, self.split(params))], -1)
+
+    def sample(self, params):
+        return tf.stack([h.sample(p) for h, p in zip(self.heads, self.split(params))], -1)
+
+    def _split_np(self, x):
+        return np.split(x, np.cumsum(self.nvec)[:-1], axis=-1)
+
+    def draw_noise(self, rng, n):
+        return -np.log(-np.log(rng.uniform(1e-12, 1.0, (n, self.param_dim))))
+
+    def sample_from_noise(self, params, noise):
+        return np.stack([np.argmax(p + z, -1) for p, z in
+                         zip(self._split_np(params), self._split_np(noise))], -1).astype(np.int32)
+
+    def sample_np(self, params, rng):
+        return self.sample_from_noise(params, self.draw_noise(rng, len(params)))
+
+    def mode_np(self, params):
+        return np.stack([np.argmax(p, -1) for p in self._split_np(params)], -1).astype(np.int32)
+
+
+class Bernoulli:
+    """Independent bits of a MultiBinary action, bit i on with probability sigmoid(logit_i)."""
+
+    discrete = True
+    act_dtype = np.int32
+
+    def __init__(self, n):
+        self.param_dim = self.head_dim = int(n)
+        self.act_shape = (int(n),)
+
+    def log_prob(self, logits, actions):  # [B, n], [B, n] in {0, 1} -> [B]
+        a = tf.cast(actions, logits.dtype)
+        # log sigmoid(l) = -softplus(-l), log(1 - sigmoid(l)) = -softplus(l)
+        return -tf.reduce_sum(a * tf.nn.softplus(-logits) + (1.0 - a) * tf.nn.softplus(logits), -1)
+
+    def kl(self, logits0, logits1):
+        p0 = tf.sigmoid(logits0)
+        log_p0, log_q0 = -tf.nn.softplus(-logits0), -tf.nn.softplus(logits0)
+        log_p1, log_q1 = -tf.nn.softplus(-logits1), -tf.nn.softplus(logits1)
+        return tf.reduce_sum(p0 * (log_p0 - log_p1) + (1.0 - p0) * (log_q0 - log_q1), -1)
+
+    def entropy(self, logits):
+        p = tf.sigmoid(logits)
+        return tf.reduce_sum(p * tf.nn.softplus(-logits) + (1.0 - p) * tf.nn.softplus(logits), -1)
+
+    def mode(self, logits):
+        return tf.cast(logits > 0.0, tf.int32)
+
+    def sample(self, logits):
+        return tf.cast(tf.random.uniform(tf.shape(logits)) < tf.sigmoid(logits), tf.int32)
+
+    def draw_noise(self, rng, n):
+        return rng.uniform(0.0, 1.0, (n, self.param_dim))
+
+    def sample_from_noise(self, logits, noise):
+        return (noise < 1.0 / (1.0 + np.exp(-logits))).astype(np.int32)
+
+    def sample_np(self, logits, rng):
+        return self.sample_from_noise(logits, self.draw_noise(rng, len(logits)))
+
+    def mode_np(self, logits):
+        return (logits > 0.0).astype(np.int32)
+
 
 def for_action_space(space):
-    """Dispatch on the gymnasium action space: Box -> DiagGaussian, Discrete -> Categorical."""
+    """Dispatch on the gymnasium action space: 1-D Box -> DiagGaussian, Discrete ->
+    Categorical, 1-D MultiDiscrete -> MultiCategorical, 1-D MultiBinary -> Bernoulli (the
+    spaces envs.check_spaces admits)."""
     import gymnasium as gym
 
     if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
         return DiagGaussian(int(space.shape[0]))
     if isinstance(space, gym.spaces.Discrete):
         return Categorical(int(space.n))
-    raise ValueError(f"unsupported action space {space}: trpo_tf handles 1-D Box and Discrete")
+    if isinstance(space, gym.spaces.MultiDiscrete) and len(space.shape) == 1:
+        return MultiCategorical(space.nvec)
+    if isinstance(space, gym.spaces.MultiBinary) and len(space.shape) == 1:
+        return Bernoulli(space.n)
+    raise ValueError(f"unsupported action space {space}")

@@ -108,18 +108,79 @@ def resolve_env(name, atari=AtariSettings()):
         "my_package.envs:MyEnv-v0 to import the module that registers it)")
 
 
+FLATTENED = (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)
+
+
+def observation_problem(space):
+    """Why an MLP cannot take these observations, or None. 1-D Box as it is; Discrete (one-hot),
+    MultiDiscrete, MultiBinary, non-image Box of 2+ dims and Dict / Tuple of those are
+    flattened into one vector (gymnasium's FlattenObservation)."""
+    if isinstance(space, gym.spaces.Box):
+        if len(space.shape) == 3 and space.dtype == np.uint8:
+            return (f"image observations {space} need a CNN; trpo_tf has the paper's for ALE "
+                    "games (e.g. --env=Pong or ALE/Breakout-v5), not for other image envs")
+        return None
+    if isinstance(space, FLATTENED):
+        return None
+    if isinstance(space, (gym.spaces.Dict, gym.spaces.Tuple)):
+        parts = space.spaces.values() if isinstance(space, gym.spaces.Dict) else space.spaces
+        return next(filter(None, map(observation_problem, parts)), None)
+    return f"observation space {space} is not supported (Box, Discrete, MultiDiscrete, " \
+           "MultiBinary, and Dict / Tuple of them are)"
+
+
+def action_problem(space):
+    """Why trpo_tf has no policy head for this action space, or None."""
+    one_dim = len(getattr(space, "shape", None) or ()) == 1
+    if isinstance(space, gym.spaces.Discrete) or one_dim and isinstance(
+            space, (gym.spaces.Box, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)):
+        return None
+    return (f"action space {space} is not supported: trpo_tf's policies act in a 1-D Box "
+            "(Gaussian), Discrete (categorical), 1-D MultiDiscrete (one categorical per entry) "
+            "or 1-D MultiBinary (one Bernoulli per bit)")
+
+
+def flattened(env):
+    """The env, its observations flattened into one float vector unless they are one already."""
+    space = env.observation_space
+    if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
+        return env
+    return gym.wrappers.FlattenObservation(env)
+
+
 def make_env(spec, max_path_length=None, render_mode=None):
     """One gymnasium env whose TimeLimit truncates paths at max_path_length (None: the id's own);
-    ALE games come wrapped in their preprocessing (make_atari_env)."""
+    ALE games come wrapped in their preprocessing (make_atari_env); other observations that are
+    not a vector are flattened into one (or refused: observation_problem)."""
     try:
         if spec.atari is not None:
             return make_atari_env(spec.gym_id, spec.atari, max_path_length, render_mode)
-        kwargs = {"disable_env_checker": True, "render_mode": render_mode}
+        kwargs = {"disable_env_checker": True}
+        if render_mode:  # only when asked: a user's env need not take the argument
+            kwargs["render_mode"] = render_mode
         if max_path_length:
             kwargs["max_episode_steps"] = max_path_length
-        return gym.make(spec.gym_id, **kwargs)
-    except (gym.error.Error, ImportError) as err:
-        raise EnvError(f"--env={spec.name!r}: gymnasium could not make {spec.gym_id}: {err}") from err
+        env = gym.make(spec.gym_id, **kwargs)
+    except Exception as err:  # gymnasium's errors, or whatever a user's env constructor raises
+        raise EnvError(f"--env={spec.name!r}: gymnasium could not make {spec.gym_id} "
+                       f"({type(err).__name__}: {(str(err).splitlines() or [''])[0]})") from None
+    problem = observation_problem(env.observation_space)
+    if problem:
+        env.close()
+        raise EnvError(f"--env={spec.name!r}: {problem}")
+    return flattened(env)
+
+
+def check_spaces(spec):
+    """An EnvError (one line, before TensorFlow loads) unless trpo_tf can take this env's
+    observations (make_env checks them) and act in its action space."""
+    env = make_env(spec)
+    try:
+        problem = action_problem(env.action_space)
+    finally:
+        env.close()
+    if problem:
+        raise EnvError(f"--env={spec.name!r}: {problem}")
 
 
 def make_atari_env(gym_id, settings, max_path_length=None, render_mode=None):

@@ -5,6 +5,8 @@ import tensorflow as tf
 
 from trpo_tf import envs
 from trpo_tf.cli import check_policy_dir
+from trpo_tf.distributions import for_action_space
+from trpo_tf.sampling import env_action_fn
 from trpo_tf.export import load_policy, observation_shape, observation_spec
 
 
@@ -33,34 +35,32 @@ def open_policy(policy_dir, env_name=None, max_path_length=None):
 
 
 def action_mismatch(serve, action_space, env_name):
-    """Why the policy's actions do not fit `action_space`, or None: a categorical policy over
-    n actions needs Discrete(n); a Gaussian over d numbers needs a Box of shape (d,)."""
+    """Why the policy's actions do not fit `action_space`, or None: the distribution that
+    space asks for must have the policy's head (logits or mean) and action shape."""
     out = serve.structured_outputs
-    if "logits" in out:
-        n = out["logits"].shape[-1]
-        fits = hasattr(action_space, "n") and action_space.n == n
-        acts = f"chooses among {n} discrete actions"
-    else:
-        d = out["mean"].shape[-1]
-        fits = hasattr(action_space, "low") and action_space.shape == (d,)
-        acts = f"acts with continuous actions of shape ({d},)"
-    return None if fits else f"{acts}, but --env={env_name} takes {action_space}"
+    discrete = "logits" in out
+    head = out["logits" if discrete else "mean"].shape[-1]
+    shape = tuple(out["deterministic_action"].shape[1:])
+    wanted = for_action_space(action_space)
+    if wanted.discrete == discrete and wanted.head_dim == head and wanted.act_shape == shape:
+        return None
+    acts = (f"chooses discrete actions of shape {shape} from {head} logits" if discrete
+            else f"acts with continuous actions of shape {shape}")
+    return f"{acts}, but --env={env_name} takes {action_space}"
 
 
 def run_episodes(serve, env, episodes, seed, deterministic, actions_taken=None):
     """Returns of `episodes` episodes acting with the exported policy (the env's actions are
     appended to `actions_taken` if given)."""
     key = "deterministic_action" if deterministic else "action"
-    box = hasattr(env.action_space, "low")
+    to_env = env_action_fn(env.action_space, for_action_space(env.action_space))
     obs_dtype = observation_spec(serve).dtype  # float32 vectors, uint8 frames
     returns = []
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep)
         total, done = 0.0, False
         while not done:
-            action = serve(tf.constant(obs[None], obs_dtype))[key].numpy()[0]
-            if box:
-                action = np.clip(action, env.action_space.low, env.action_space.high)
+            action = to_env(serve(tf.constant(obs[None], obs_dtype))[key].numpy()[0])
             obs, rew, term, trunc, _ = env.step(action)
             total += rew
             done = term or trunc

@@ -115,6 +115,7 @@ def main(argv):
         spec = envs.resolve_env(cfg.env, cfg.atari)  # checked before TensorFlow loads
         envs.pick_backend(spec, cfg.env_backend)
         envs.check_algo(spec, cfg.algo)
+        envs.check_spaces(spec)
         if cfg.sampler == "vine":
             envs.check_restorable(spec)
         for run_cfg in runs:

@@ -16,8 +16,7 @@ def observation_spec(obs_shape, obs_dtype):
 def batch_signature(obs_shape, obs_dtype, dist):
     """The TensorSpecs of one batch; the leading dims are free so nothing retraces."""
     obs = observation_spec(obs_shape, obs_dtype)
-    act = (tf.TensorSpec((None,), tf.int32) if dist.discrete
-           else tf.TensorSpec((None, dist.act_dim), tf.float32))
+    act = tf.TensorSpec((None,) + dist.act_shape, tf.as_dtype(dist.act_dtype))
     per_step = tf.TensorSpec((None,), tf.float32)
     return {
         "obs": obs, "act": act, "rew": per_step, "terminal": per_step, "path_end": per_step,
@@ -31,8 +30,7 @@ def vine_signature(obs_shape, obs_dtype, dist):
     """The TensorSpecs of a vine batch (sampling/vine.py): N states, K branches each, and the
     trunk states the KL is averaged over."""
     obs = observation_spec(obs_shape, obs_dtype)
-    act = (tf.TensorSpec((None, None), tf.int32) if dist.discrete
-           else tf.TensorSpec((None, None, dist.act_dim), tf.float32))
+    act = tf.TensorSpec((None, None) + dist.act_shape, tf.as_dtype(dist.act_dtype))
     scalar = tf.TensorSpec((), tf.float32)
     return {"obs": obs, "act": act, "q_hat": tf.TensorSpec((None, None), tf.float32), "kl_obs": obs,
             "episode_return": tf.TensorSpec((None,), tf.float32),

@@ -69,8 +69,7 @@ class MLPPolicy(keras.Model):
         super().__init__()
         self.dist = dist
         self.normalizer = normalizer
-        out_dim = dist.act_dim if isinstance(dist, DiagGaussian) else dist.num_actions
-        self.mlp = _mlp(hidden, out_dim, out_scale=0.01)
+        self.mlp = _mlp(hidden, dist.head_dim, out_scale=0.01)
         self.log_std = None
         if isinstance(dist, DiagGaussian):
             self.log_std = self.add_weight(
@@ -178,7 +177,7 @@ class CNNPolicy(keras.Model):
         if not dist.discrete:
             raise ValueError("the Atari CNN policy needs a discrete action space")
         self.dist = dist
-        self.net = _cnn(hidden, dist.num_actions, out_scale=0.01)
+        self.net = _cnn(hidden, dist.head_dim, out_scale=0.01)
         self._act = tf.function(
             self.call, input_signature=[tf.TensorSpec((None,) + tuple(obs_shape), tf.uint8)])
 

@@ -31,8 +31,9 @@ def env_action_fn(action_space, dist):
     draw (the policy saw a NaN observation) reaches the simulator as 0 clipped to the Box, never
     as NaN: MuJoCo would log it to MUJOCO_LOG.TXT in the working directory and reset itself;
     the batch keeps the NaN, and the fault check skips the iteration."""
-    if dist.discrete:
-        return lambda actions: actions
+    if dist.discrete:  # Discrete / MultiDiscrete may start at another value than 0
+        start = getattr(action_space, "start", 0)
+        return (lambda actions: actions + start) if np.any(start) else (lambda actions: actions)
     low, high = action_space.low, action_space.high
     return lambda actions: np.clip(np.nan_to_num(actions, nan=0.0), low, high)
 

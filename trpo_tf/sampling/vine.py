@@ -21,6 +21,7 @@ q_spread (mean over states of max - min Q-hat).
 """
 import numpy as np
 
+from trpo_tf.errors import ConfigError
 from trpo_tf.sampling import batch_obs_dtype, env_action_fn, episode_fields
 
 PROPOSALS = ("policy", "uniform", "all")
@@ -48,8 +49,9 @@ class Reservoir:
 class VineSampler:
     def __init__(self, envs, dist, trunk_paths, trunk_length, num_states, actions_per_state,
                  rollout_length, gamma, proposal, crn, seed, kl_states=0):
-        if proposal in ("uniform", "all") and not dist.discrete:
-            raise ValueError(f"vine proposal {proposal!r} needs discrete actions")
+        if proposal in ("uniform", "all") and not hasattr(dist, "num_actions"):
+            raise ConfigError(f"--vine_proposal={proposal} needs one Discrete action (got "
+                              f"{envs.action_space}): use --vine_proposal=policy")
         self.envs, self.dist = envs, dist
         self.trunk_paths, self.trunk_length = trunk_paths, trunk_length
         self.num_states, self.rollout_length, self.gamma = num_states, rollout_length, gamma
@@ -162,7 +164,7 @@ class VineSampler:
         q_hat, branch_steps = self.branches(params_fn, state_snaps, states, actions)
         self.batches_produced += 1
         return {
-            "obs": states, "act": actions.astype(np.int32 if self.dist.discrete else np.float32),
+            "obs": states, "act": actions.astype(self.dist.act_dtype),
             "q_hat": q_hat.astype(np.float32), "kl_obs": kl_states,
             **episode_fields(episodes),
             "sim_steps": np.float32(trunk_steps + branch_steps),
