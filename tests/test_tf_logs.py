@@ -63,3 +63,16 @@ def test_importing_trpo_tf_and_tensorflow_prints_nothing_on_stderr(onednn):
         loud = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                               env={**env, "TF_CPP_MIN_LOG_LEVEL": "0"}, timeout=120)
         assert "oneDNN custom operations are on" in loud.stderr
+
+
+def test_a_process_that_dies_while_loading_still_shows_its_last_lines():
+    """A fatal CPU check aborts inside `import tensorflow`: its F line must reach the user."""
+    code = ("import os\n"
+            "from trpo_tf import tf_logs\n"
+            "def load():\n"
+            f"    os.write(2, {ONEDNN.encode()!r})\n"
+            f"    os.write(2, {FATAL.encode()!r})\n"
+            "    os._exit(134)\n"
+            "tf_logs.filtered_fd2(load, 3)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 134 and out.stderr == FATAL

@@ -20,7 +20,8 @@ import shutil
 
 import tensorflow as tf
 
-from trpo_tf.errors import CheckpointError
+from trpo_tf import outputs
+from trpo_tf.errors import CheckpointError, first_line
 
 INDEX = "checkpoint"  # TensorFlow's text index of the checkpoints
 INDEX_LINE = re.compile(r'^(model_checkpoint_path|all_model_checkpoint_paths): "ckpt-\d+"$'
@@ -37,8 +38,10 @@ class Checkpointer:
         self.checkpoint = tf.train.Checkpoint(
             policy=policy, value=value_net, value_optimizer=value_optimizer, value_rng=value_rng,
             iteration=self.iteration, env_steps=self.env_steps, metrics=self.metrics)
-        self.float_variables = [v for v in (policy.variables + value_net.variables
-                                            + value_optimizer.variables)
+        # everything an update may change: a faulty iteration is rolled back over these
+        self.state_variables = (policy.variables + value_net.variables
+                                + value_optimizer.variables + [value_rng.state])
+        self.float_variables = [v for v in self.state_variables
                                 if tf.as_dtype(v.dtype).is_floating]
         self._manager = None
         self.recovery = None  # the line to print when resume skipped damaged checkpoints
@@ -85,20 +88,28 @@ class Checkpointer:
     def all_finite(self):
         return all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in self.float_variables)
 
+    def saved_fields(self):
+        """The JSON record of the restored checkpoint: {"pending": [(iteration, metrics)]
+        logged since the checkpoint before it, "sampler_state": whether a sampler pickle goes
+        with it}; checkpoints written before 2026-11-30 hold the bare list."""
+        fields = json.loads(self.metrics.numpy().decode())
+        return {"pending": fields} if isinstance(fields, list) else fields
+
     def try_restore(self, number, expect_sampler):
         """Restore checkpoint `number` -> (None, sampler state) if it is intact, else (what is
-        wrong with it, None)."""
+        wrong with it, None). Whether a sampler state belongs to it is recorded in it (older
+        checkpoints: `expect_sampler`, whether any sampler pickle is in the directory)."""
         prefix = self._path(f"ckpt-{number}")
         if not os.path.exists(prefix + ".index") or not glob.glob(prefix + ".data-*"):
             return "its index or data file is missing", None
         try:
             self.checkpoint.restore(prefix).assert_existing_objects_matched()
         except Exception as err:  # TensorFlow's reader: OpError, IndexError, ValueError, ...
-            reason = (str(err).strip().splitlines() or [""])[0][:120]
-            return f"cannot be read ({type(err).__name__}: {reason})", None
+            return f"cannot be read ({first_line(err)})", None
         if not self.all_finite():
             return "holds non-finite values", None
-        if not expect_sampler:
+        saved = self.saved_fields().get("sampler_state", expect_sampler)
+        if not saved:
             return None, None
         try:
             with open(self._sampler_path(number), "rb") as f:
@@ -110,19 +121,12 @@ class Checkpointer:
 
     def set_aside(self, numbers, index_damaged):
         """Move the files of checkpoints `numbers` (and a damaged index) to damaged-<k>/."""
-        k = 1
-        while os.path.exists(self._path(f"damaged-{k}")):
-            k += 1
-        target = self._path(f"damaged-{k}")
-        os.makedirs(target)
         names = [INDEX] if index_damaged else []
         for n in numbers:
             names += [os.path.basename(p) for p in glob.glob(self._path(f"ckpt-{n}.*"))
                       + glob.glob(self._path(f"ckpt-{n}_temp*")) + [self._sampler_path(n)]]
-        for name in names:
-            if os.path.lexists(self._path(name)):
-                os.rename(self._path(name), os.path.join(target, name))
-        return target
+        names = [n for n in names if os.path.lexists(self._path(n))]
+        return outputs.move_into_new_dir(self.directory, outputs.SET_ASIDE[1], names)
 
     def restore_latest(self):
         """Restore the newest intact checkpoint, if any. Returns (iterations done, env steps
@@ -157,15 +161,19 @@ class Checkpointer:
                                  f"resuming from ckpt-{restored}, the newest intact one (the "
                                  f"damaged files are in {where})")
         iteration = int(self.iteration.numpy())
-        metrics = [tuple(x) for x in json.loads(self.metrics.numpy().decode())]
+        metrics = [tuple(x) for x in self.saved_fields()["pending"]]
         return iteration, int(self.env_steps.numpy()), metrics, sampler_state
 
     def rewrite_index(self, newest):
-        """Point the index at `newest` and the intact checkpoints before it."""
+        """Point the index at `newest` and the intact checkpoints before it, by name (as
+        TensorFlow writes them: relative to the directory)."""
         kept = [n for n in self.numbers_on_disk() if n <= newest][: self.max_to_keep]
-        tf.compat.v1.train.update_checkpoint_state(
-            self.directory, self._path(f"ckpt-{newest}"),
-            all_model_checkpoint_paths=[self._path(f"ckpt-{n}") for n in sorted(kept)])
+        lines = [f'model_checkpoint_path: "ckpt-{newest}"']
+        lines += [f'all_model_checkpoint_paths: "ckpt-{n}"' for n in sorted(kept)]
+        tmp = self._path(INDEX + ".tmp")
+        with open(tmp, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        os.replace(tmp, self._path(INDEX))
 
     def save(self, iteration, env_steps, metrics, sampler_state):
         """metrics: [(iteration, dict)] since the last save. The sampler pickle goes first
@@ -187,12 +195,13 @@ class Checkpointer:
                 os.replace(tmp, self._sampler_path(iteration))
             self.iteration.assign(iteration)
             self.env_steps.assign(env_steps)
-            self.metrics.assign(json.dumps(metrics))
+            self.metrics.assign(json.dumps({"pending": metrics,
+                                            "sampler_state": sampler_state is not None}))
             path = self.manager.save(checkpoint_number=iteration)
         except (OSError, tf.errors.OpError) as err:
             self.iteration.assign(previous)
             self.discard_partial_save(iteration)
-            reason = getattr(err, "strerror", None) or str(err).strip().splitlines()[0][:120]
+            reason = getattr(err, "strerror", None) or first_line(err)
             raise CheckpointError(
                 f"checkpoint {iteration} could not be written to {self.directory} ({reason}); "
                 f"ckpt-{previous} is intact and the run resumes from it once there is room"

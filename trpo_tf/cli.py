@@ -21,11 +21,11 @@ def parse_flags(argv):
 
 
 class StopOnSignal:
-    """While active, SIGINT / SIGTERM only set `.signum` and say so at once: the loop finishes
-    the iteration, checkpoints, exports and returns (a command with several runs starts no
-    more). A second signal interrupts at once (KeyboardInterrupt)."""
+    """While active, SIGINT / SIGTERM only set `.signum` and say so at once (if `announce`):
+    the loop finishes the iteration, checkpoints, exports and returns (a command with several
+    runs starts no more). A second signal interrupts at once (KeyboardInterrupt)."""
 
-    def __init__(self, announce=print):
+    def __init__(self, announce=True):
         self.signum = None
         self.announce = announce
 
@@ -33,8 +33,13 @@ class StopOnSignal:
         if self.signum is not None:
             raise KeyboardInterrupt
         self.signum = signum
-        self.announce(f"{signal.Signals(signum).name}: stopping after this iteration "
-                      "(send it again to stop at once)")
+        if self.announce:
+            line = (f"{signal.Signals(signum).name}: stopping after this iteration (send it "
+                    "again to stop at once)")
+            try:  # os.write: the handler may run inside a print to sys.stdout
+                os.write(sys.stdout.fileno(), (line + "\n").encode())
+            except (AttributeError, OSError, ValueError):  # stdout is not a file (a notebook)
+                print(line, flush=True)
 
     def __enter__(self):
         self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}

@@ -12,7 +12,7 @@ import numpy as np
 from trpo_tf.sampling import simstate
 
 
-from trpo_tf.errors import EnvError, EnvStepError  # noqa: F401 (raised here, caught in cli)
+from trpo_tf.errors import EnvError, EnvStepError, first_line  # noqa: F401 (EnvStepError: cli)
 
 gym.register_envs(ale_py)  # the ALE/...-v5 ids; the wheel ships the ROMs
 ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no banner per env
@@ -80,8 +80,7 @@ def import_env_module(name):
     try:
         importlib.import_module(module)
     except Exception as err:  # the user's module: anything it raises is theirs to fix
-        raise EnvError(f"--env={name!r}: importing {module!r} failed "
-                       f"({type(err).__name__}: {err})") from None
+        raise EnvError(f"--env={name!r}: importing {module!r} failed ({first_line(err, 300)})") from None
     return env_id
 
 
@@ -163,7 +162,7 @@ def make_env(spec, max_path_length=None, render_mode=None):
         env = gym.make(spec.gym_id, **kwargs)
     except Exception as err:  # gymnasium's errors, or whatever a user's env constructor raises
         raise EnvError(f"--env={spec.name!r}: gymnasium could not make {spec.gym_id} "
-                       f"({type(err).__name__}: {(str(err).splitlines() or [''])[0]})") from None
+                       f"({first_line(err, 300)})") from None
     problem = observation_problem(env.observation_space)
     if problem:
         env.close()

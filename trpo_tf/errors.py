@@ -1,6 +1,12 @@
 """The errors a user sees as one line (no traceback); importing this costs nothing."""
 
 
+def first_line(err, limit=120):
+    """`Type: first line of the message` of an exception, for a one-line report."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0][:limit]}" if lines else type(err).__name__
+
+
 class ConfigError(ValueError):
     """A bad setting; the message names the flag and what is allowed (exit code 2)."""
 

@@ -6,6 +6,7 @@ import tensorflow as tf
 from trpo_tf import envs
 from trpo_tf.cli import check_policy_dir
 from trpo_tf.distributions import for_action_space
+from trpo_tf.errors import first_line
 from trpo_tf.sampling import env_action_fn
 from trpo_tf.export import load_policy, observation_shape, observation_spec
 
@@ -18,9 +19,8 @@ def open_policy(policy_dir, env_name=None, max_path_length=None):
     try:
         serve, env_id, settings = load_policy(policy_dir)
     except Exception as err:  # TensorFlow's loader on a damaged or foreign SavedModel
-        reason = (str(err).strip().splitlines() or [""])[0][:120]
         raise envs.EnvError(f"--policy={policy_dir}: the SavedModel cannot be loaded "
-                            f"({type(err).__name__}: {reason})") from None
+                            f"({first_line(err)})") from None
     atari = envs.AtariSettings(**settings) if settings else envs.AtariSettings()
     spec = envs.resolve_env(env_name or env_id, atari)
     env = envs.make_env(spec, max_path_length)

@@ -5,7 +5,10 @@ import collections
 import os
 import re
 
+from trpo_tf.outputs import SET_ASIDE
+
 SEED_DIR = re.compile(r"seed_\d+$")
+SET_ASIDE_DIR = re.compile(rf"({'|'.join(SET_ASIDE)})-\d+$")
 
 
 def read_scalars(run_dir, tag):
@@ -27,7 +30,8 @@ def read_scalars(run_dir, tag):
 def find_runs(logdir):
     """{(panel, line): [run dirs]} for every directory under logdir with event files."""
     runs = collections.defaultdict(list)
-    for root, _, files in os.walk(logdir, followlinks=True):
+    for root, dirs, files in os.walk(logdir, followlinks=True):
+        dirs[:] = [d for d in dirs if not SET_ASIDE_DIR.match(d)]  # --resume=never's earlier runs
         if not any(f.startswith("events.out.tfevents.") for f in files):
             continue
         parts = os.path.relpath(root, logdir).split(os.sep)

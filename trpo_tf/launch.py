@@ -122,7 +122,7 @@ def main(argv):
             outputs.prepare(run_cfg.logdir, run_cfg.policy_export_dir)
         from trpo_tf.train import train
 
-        with StopOnSignal() as stop:  # one Ctrl-C stops the whole command, not just this seed
+        with StopOnSignal(not cfg.quiet) as stop:  # one Ctrl-C stops the whole command, not just this seed
             for run_cfg in runs:
                 if stop.signum is not None:
                     break

@@ -18,6 +18,7 @@ EXPORT_MARKER = "trpo_tf_policy.json"  # written into every export (export.py)
 CHECKPOINTS = "checkpoints"
 RUN_RECORD = "run.json"                # the settings a logdir was trained with (train.py)
 EVENTS_PREFIX = "events.out.tfevents."
+SET_ASIDE = ("previous", "damaged")    # <logdir>/previous-<k>/, checkpoints/damaged-<k>/
 
 
 def is_trpo_tf_export(path):
@@ -86,20 +87,24 @@ def earlier_run(logdir, export_dir):
     return sorted(names)
 
 
-def set_aside_earlier_run(logdir, export_dir):
-    """--resume=never on a used logdir: move the earlier run into <logdir>/previous-<k>/ (k
-    the first free number) -> that directory, or None if the logdir was unused."""
-    names = earlier_run(logdir, export_dir)
-    if not names:
-        return None
+def move_into_new_dir(parent, prefix, names):
+    """Move the entries `names` of `parent` into a new <parent>/<prefix>-<k>/ (k the first
+    free number) -> that directory. Nothing is copied or deleted."""
     k = 1
-    while os.path.lexists(os.path.join(logdir, f"previous-{k}")):
+    while os.path.lexists(os.path.join(parent, f"{prefix}-{k}")):
         k += 1
-    target = os.path.join(logdir, f"previous-{k}")
+    target = os.path.join(parent, f"{prefix}-{k}")
     os.makedirs(target)
     for name in names:
-        os.rename(os.path.join(logdir, name), os.path.join(target, name))
+        os.rename(os.path.join(parent, name), os.path.join(target, name))
     return target
+
+
+def set_aside_earlier_run(logdir, export_dir):
+    """--resume=never on a used logdir: move the earlier run into <logdir>/previous-<k>/ ->
+    that directory, or None if the logdir was unused."""
+    names = earlier_run(logdir, export_dir)
+    return move_into_new_dir(logdir, SET_ASIDE[0], names) if names else None
 
 
 def read_run_record(logdir):

@@ -5,16 +5,17 @@ TensorFlow 2.21 logs through absl before anything calls absl::InitializeLog(), s
 oneDNN is on, twice, each after absl's "All log messages before absl::InitializeLog() ..."
 notice) go straight to file descriptor 2 and ignore TF_CPP_MIN_LOG_LEVEL. trpo_tf's
 __init__ installs `FilteredTensorFlowImport`, so whichever module imports TensorFlow first
-does so with descriptor 2 captured; afterwards every captured line whose severity the
-variable keeps is written back, in order. Anything that is not an absl / TensorFlow log
-line (a Python warning, a crash message) is always written back.
+does so with descriptor 2 piped through a small relay process that passes on every line whose
+severity the variable keeps, in order, as it comes. Anything that is not an absl / TensorFlow
+log line (a Python warning, a crash message) always passes.
 """
 import importlib.abc
 import importlib.util
 import os
 import re
+import signal
+import subprocess
 import sys
-import tempfile
 
 ABSL_NOTICE = "WARNING: All log messages before absl::InitializeLog() is called"
 # absl: "I0000 00:00:1796039369.188395    2288 port.cc:153] ..."; TensorFlow's own logger:
@@ -41,23 +42,42 @@ def keeps(line, level):
     return SEVERITY[match.group(1) or match.group(2)] >= min(level, SEVERITY["F"])
 
 
+def relay(level, source, sink):
+    """Copy the lines of `source` to `sink` as they come, less those `keeps` drops."""
+    for line in source:
+        if keeps(line.decode(errors="replace"), level):
+            sink.write(line)
+            sink.flush()
+
+
 def filtered_fd2(load, level):
-    """Run load() with file descriptor 2 captured; then write back the lines `keeps` keeps."""
+    """Run load() with file descriptor 2 going through a relay process (this file run as a
+    script) that passes on, as they come, the lines `keeps` keeps: a process that dies inside
+    load() (a fatal CPU check aborts) still shows its last words. If no relay can be started,
+    load() runs unfiltered."""
     sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            return load()
-        finally:
-            sys.stderr.flush()  # Python's own writes during load() keep their place
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
-            kept = "".join(line for line in lines if keeps(line, level))
-            if kept:
-                os.write(2, kept.encode())
+    try:
+        saved = os.dup(2)
+        read_end, write_end = os.pipe()
+    except OSError:  # no stderr to filter
+        return load()
+    try:
+        relay_process = subprocess.Popen([sys.executable, "-I", os.path.abspath(__file__),
+                                          str(level)], stdin=read_end, stdout=saved, stderr=saved)
+    except OSError:
+        for fd in (saved, read_end, write_end):
+            os.close(fd)
+        return load()
+    os.close(read_end)
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    try:
+        return load()
+    finally:
+        sys.stderr.flush()  # Python's own writes during load() keep their place
+        os.dup2(saved, 2)  # the pipe's last writer closes: the relay drains it and ends
+        os.close(saved)
+        relay_process.wait()
 
 
 class _FilteredLoader(importlib.abc.Loader):
@@ -97,3 +117,8 @@ def install():
             isinstance(f, FilteredTensorFlowImport) for f in sys.meta_path):
         return
     sys.meta_path.insert(0, FilteredTensorFlowImport())
+
+
+if __name__ == "__main__":  # the relay of filtered_fd2: stdin -> stdout, until the pipe closes
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the importing process's to take
+    relay(int(sys.argv[1]), sys.stdin.buffer, sys.stdout.buffer)

@@ -58,6 +58,7 @@ def all_finite(*tensors):
 
 
 HEARTBEAT_SECONDS = 2.0  # a terminal hears from a long sampling phase this often
+SAMPLING_THREAD = "trpo_tf-sampling"
 
 
 def fetch_batch(batches, heartbeat=None):
@@ -74,7 +75,7 @@ def fetch_batch(batches, heartbeat=None):
         finally:
             done.set()
 
-    threading.Thread(target=fetch, daemon=True, name="trpo_tf-sampling").start()
+    threading.Thread(target=fetch, daemon=True, name=SAMPLING_THREAD).start()
     t0 = time.perf_counter()
     while not done.wait(HEARTBEAT_SECONDS):
         if heartbeat:
@@ -160,9 +161,12 @@ class Trainer:
         """A ConfigError before anything is allocated if a batch's observations would take
         more than 80% of the memory available (vine: the trunk states it keeps)."""
         cfg = self.cfg
-        flag, states = (("--vine_trunk_paths x --vine_trunk_length", cfg.vine_trunk_paths
-                         * cfg.vine_trunk_length) if cfg.sampler == "vine"
-                        else ("--batch_steps", cfg.steps_per_env * cfg.num_envs))
+        trunk_states = cfg.vine_trunk_paths * cfg.vine_trunk_length
+        flag, states = (("--vine_kl_states", cfg.vine_kl_states) if cfg.sampler == "vine"
+                        and 0 < cfg.vine_kl_states < trunk_states else
+                        ("--vine_trunk_paths x --vine_trunk_length", trunk_states)
+                        if cfg.sampler == "vine" else
+                        ("--batch_steps", cfg.steps_per_env * cfg.num_envs))
         need, have = observation_memory(obs_space, states), available_memory()
         if have is not None and need > 0.8 * have:
             raise ConfigError(
@@ -329,7 +333,7 @@ class Trainer:
         outputs.write_run_record(cfg.logdir, self.record)
         if not start:
             summaries.write_flags(self.writer, dataclasses.asdict(cfg))
-        with contextlib.nullcontext(stop) if stop else StopOnSignal(self.log) as stop:
+        with contextlib.nullcontext(stop) if stop else StopOnSignal(not cfg.quiet) as stop:
             return self.train_loop(start, env_steps, stop)
 
     def train_loop(self, start, env_steps, stop):
@@ -381,12 +385,12 @@ class Trainer:
         if self.sampler.batches_produced != it - start + 1:
             raise RuntimeError("tf.data sampled ahead of the update: batches are off-policy")
         n = int(batch["sim_steps"])  # simulator steps, vine's branches included
-        before = [v.numpy() for v in self.checkpointer.float_variables]
+        before = [v.numpy() for v in self.checkpointer.state_variables]
         m, fault = self.iteration(batch)
         if not fault and not self.checkpointer.all_finite():
             fault = "parameters after the update (value fit or policy)"
-        if fault:  # a skipped iteration changes nothing: no NaN reaches a checkpoint
-            for v, value in zip(self.checkpointer.float_variables, before):
+        if fault:  # a skipped iteration changes nothing (Adam's step count and RNG included)
+            for v, value in zip(self.checkpointer.state_variables, before):
                 v.assign(value)
             return self.skip(it, fault, env_steps + n), None
         self._faults_in_row = 0
@@ -440,7 +444,10 @@ class Trainer:
             print(line, flush=True)
 
     def close(self):
-        self.envs.close()
+        """Close the writer, and the envs unless a batch is still being sampled in them (a
+        second Ctrl-C left it running: the process is about to end)."""
+        if not any(t.name == SAMPLING_THREAD and t.is_alive() for t in threading.enumerate()):
+            self.envs.close()
         self.writer.close()
 
 
