@@ -74,8 +74,9 @@ def test_cnn_architecture_and_parameter_count():
 
 
 def atari_config(tmp_path, **kw):
+    # one evaluation episode of at most 50 steps: the CNN's evaluation path, kept short
     return Config(env="Pong", iterations=2, num_envs=4, batch_steps=200, logdir=str(tmp_path),
-                  quiet=True, vf_minibatch=64, **kw)
+                  quiet=True, vf_minibatch=64, eval_episodes=1, max_path_length=50, **kw)
 
 
 def test_single_path_batches_keep_frames_uint8(tmp_path):

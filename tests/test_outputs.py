@@ -211,15 +211,16 @@ def test_a_full_disk_during_a_checkpoint_is_one_error_and_leaves_the_previous_in
 
 # 5. resuming with other settings ----------------------------------------------------------------
 
-def test_resuming_with_another_network_is_one_line_other_sampler_shape_starts_new_episodes(tmp_path):
-    assert launch("--iterations=1", f"--logdir={tmp_path}").returncode == 0
-    out = launch("--iterations=2", f"--logdir={tmp_path}", "--policy_hidden=8")
-    one_line_exit_2(out, "holds a run trained with policy_hidden=[], these settings give "
-                         "policy_hidden=[8]")
-    assert "--resume=never" in out.stderr
-    out = launch("--iterations=2", f"--logdir={tmp_path}", "--num_envs=4")
-    assert out.returncode == 0, out.stderr
-    assert "sampler settings changed (num_envs 2 -> 4): the envs start new episodes" in out.stdout
+def test_resuming_with_another_network_is_refused_other_sampler_shape_starts_new_episodes(
+        tmp_path, capsys):
+    run(tmp_path, 1)
+    with pytest.raises(ConfigError, match=r"holds a run trained with policy_hidden=\[\], these "
+                                          r"settings give policy_hidden=\[8\].*--resume=never"):
+        Trainer(Config(iterations=2, logdir=str(tmp_path), **{**BASE, "policy_hidden": (8,)}))
+    capsys.readouterr()
+    run(tmp_path, 2, num_envs=4, quiet=False)
+    assert ("sampler settings changed (num_envs 2 -> 4): the envs start new episodes"
+            in capsys.readouterr().out)
     assert event_steps(str(tmp_path), "Train/EnvSteps") == [1, 2]
 
 

@@ -175,8 +175,9 @@ class Checkpointer:
             f.write("\n".join(lines) + "\n")
         os.replace(tmp, self._path(INDEX))
 
-    def save(self, iteration, env_steps, metrics, sampler_state):
-        """metrics: [(iteration, dict)] since the last save. The sampler pickle goes first
+    def save(self, iteration, env_steps, metrics, sampler_state, extra=None):
+        """metrics: [(iteration, dict)] since the last save; extra: JSON-able fields the loop
+        keeps across a resume (saved_fields() gives them back). The sampler pickle goes first
         (atomically); the checkpoint index, written last by TensorFlow, makes both current.
         Non-finite variables are never written; a failed write (a full disk) leaves the previous
         checkpoint current and no partial files: CheckpointError either way."""
@@ -195,7 +196,7 @@ class Checkpointer:
                 os.replace(tmp, self._sampler_path(iteration))
             self.iteration.assign(iteration)
             self.env_steps.assign(env_steps)
-            self.metrics.assign(json.dumps({"pending": metrics,
+            self.metrics.assign(json.dumps({**(extra or {}), "pending": metrics,
                                             "sampler_state": sampler_state is not None}))
             path = self.manager.save(checkpoint_number=iteration)
         except (OSError, tf.errors.OpError) as err:

@@ -18,6 +18,9 @@ class Config:
     env: str = "Cartpole"
     seed: int = 0
     iterations: int = 40
+    steps: int = 0                   # env-step budget; > 0: train until it is spent (not --iterations)
+    eval_every: int = 10             # evaluation stage every N iterations (and after the last); 0: off
+    eval_episodes: int = 10          # deterministic-policy episodes per evaluation, on envs of its own
     batch_steps: int = 5000          # environment steps per iteration
     num_envs: int = 8                # envs stepped together
     env_backend: str = "auto"        # auto | envpool | gymnasium
@@ -122,6 +125,9 @@ def validate(cfg):
     _check(cfg.rwr_lr > 0.0, f"--rwr_lr must be > 0 (got {cfg.rwr_lr})")
     _check(cfg.seed >= 0, f"--seed must be >= 0: it seeds numpy's SeedSequence (got {cfg.seed})")
     _check(cfg.iterations >= 1, f"--iterations must be >= 1 (got {cfg.iterations})")
+    _check(cfg.steps >= 0, f"--steps must be >= 0, 0 meaning --iterations decides (got {cfg.steps})")
+    _check(cfg.eval_every >= 0, f"--eval_every must be >= 0, 0 meaning never (got {cfg.eval_every})")
+    _check(cfg.eval_episodes >= 1, f"--eval_episodes must be >= 1 (got {cfg.eval_episodes})")
     _check(cfg.num_envs >= 1, f"--num_envs must be >= 1 (got {cfg.num_envs})")
     _check(cfg.env_backend in ("auto", "envpool", "gymnasium"),
            f"--env_backend must be auto|envpool|gymnasium (got {cfg.env_backend!r})")

@@ -69,6 +69,9 @@ class DiagGaussian:
         """The same sampler as `sample`, on NumPy arrays (the fast acting path)."""
         return self.sample_from_noise(params, self.draw_noise(rng, len(params)))
 
+    def mode_np(self, params):
+        return params[:, : self.act_dim]
+
 
 class Categorical:
     """Softmax over `num_actions` logits (the Atari policy of section 8.2)."""

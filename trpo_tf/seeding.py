@@ -15,6 +15,7 @@ STREAMS = (
     "vine",            # trunk resets, rollout-set draws, proposals, branch noise
     "search",          # CEM's draws, CMA-ES's seed
     "search_episodes", # resets of the candidates' episodes (CEM / CMA)
+    "evaluation",      # resets of the evaluation stage's episodes (the same at every evaluation)
 )
 
 

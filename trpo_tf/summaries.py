@@ -34,6 +34,12 @@ TAGS = {
     "time_value": "Time/ValueFit",
     "time_iteration": "Time/Iteration",
     "faults": "Faults/SkippedIterations",
+    "return_rolling": "Train/EpisodeReturnLast100",
+    "eval_return_mean": "Eval/ReturnMean",
+    "eval_return_std": "Eval/ReturnStd",
+    "eval_return_min": "Eval/ReturnMin",
+    "eval_return_max": "Eval/ReturnMax",
+    "time_eval": "Time/Eval",
     "vine_states": "Vine/StatesInRolloutSet",
     "vine_branches": "Vine/Branches",
     "vine_q_spread": "Vine/MeanQSpreadPerState",
@@ -86,13 +92,18 @@ def write_flags(writer, cfg_dict):
     writer.flush()
 
 
-def progress_line(it, iterations, m):
+def _number(x):
+    return "      -" if x != x else f"{x:7.1f}"
+
+
+def progress_line(it, iterations, m, last_eval):
+    """`return`: the mean of the last 100 finished training episodes; `eval`: the latest
+    evaluation of the deterministic policy ("-" before there is one)."""
     nan = float("nan")
-    ret = ("      -" if m["return_mean"] != m["return_mean"]
-           else f"{m['return_mean']:7.1f} [{m['return_min']:.0f}, {m['return_max']:.0f}]")
     update = (f"spread {m['search_spread']:.3f}" if "search_spread" in m  # CEM / CMA
               else f"kl {m.get('kl', nan):.4f} ls {int(m.get('linesearch_steps', 0))}")
-    return (f"it {it + 1:4d}/{iterations} | steps {int(m['env_steps']):>9,} | return {ret}"
+    return (f"it {it + 1:4d}/{iterations} | steps {int(m['env_steps']):>9,} | return "
+            f"{_number(m['return_rolling'])} | eval {_number(last_eval)}"
             f" | {update} | ent {m.get('entropy', nan):+.2f}"
             f" | ev {m.get('explained_variance', nan):+.2f} | {m['steps_per_sec']:,.0f} steps/s"
             f" | {m['time_iteration']:.2f}s (sample {m['time_sample']:.2f}, adv"

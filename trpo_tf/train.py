@@ -1,7 +1,9 @@
 """The training loop: wires environments -> sampler -> tf.data -> advantages -> TRPO update
 -> value fit -> summaries / checkpoints / export. Everything it needs comes from a Config."""
+import collections
 import contextlib
 import dataclasses
+import math
 import os
 import signal
 import sys
@@ -17,6 +19,7 @@ from trpo_tf import distributions, envs, outputs, pipeline, policies, seeding, s
 from trpo_tf.checkpoint import Checkpointer
 from trpo_tf.cli import StopOnSignal
 from trpo_tf.errors import ConfigError, TrainingFault
+from trpo_tf.evaluate import Evaluator
 from trpo_tf.export import export_policy
 from trpo_tf.config import DERIVATIVE_FREE
 from trpo_tf.derivative_free import CEM, CMA, PopulationSearch
@@ -58,6 +61,7 @@ def all_finite(*tensors):
 
 
 HEARTBEAT_SECONDS = 2.0  # a terminal hears from a long sampling phase this often
+RECENT_EPISODES = 100    # the progress line's training return: the mean of the last 100
 SAMPLING_THREAD = "trpo_tf-sampling"
 
 
@@ -97,7 +101,8 @@ def episode_metrics(batch):
 
 
 class Trainer:
-    """Holds the run's objects; `run()` trains from the last checkpoint to cfg.iterations."""
+    """Holds the run's objects; `run()` trains from the last checkpoint until --iterations or
+    --steps are spent."""
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -155,6 +160,10 @@ class Trainer:
             self.value_fitter.optimizer, self.value_fitter.rng)
         # checked before the writer opens: a run that cannot resume here writes nothing
         self.sampler_changes_since_last_run = self.sampler_changes() if cfg.resume == "auto" else []
+        self.evaluator = (Evaluator(self.spec, self.dist, cfg.eval_episodes, seeds["evaluation"],
+                                    cfg.max_path_length or None) if cfg.eval_every else None)
+        self.recent_returns = collections.deque(maxlen=RECENT_EPISODES)
+        self.last_eval = float("nan")
         self.writer = tf.summary.create_file_writer(cfg.logdir)
 
     def check_batch_fits_in_memory(self, obs_space):
@@ -312,6 +321,9 @@ class Trainer:
         if self.checkpointer.recovery:
             self.log(self.checkpointer.recovery)
         if start:
+            saved = self.checkpointer.saved_fields()  # what the loop keeps across a resume
+            self.recent_returns.extend(saved.get("recent_returns", []))
+            self.last_eval = saved.get("last_eval", self.last_eval)
             self.write_summaries(pending)  # those a kill may have cut short
             if sampler_state is not None and not changes:
                 self.sampler.load_state(sampler_state)
@@ -336,8 +348,25 @@ class Trainer:
         with contextlib.nullcontext(stop) if stop else StopOnSignal(not cfg.quiet) as stop:
             return self.train_loop(start, env_steps, stop)
 
+    def goes_on(self, iterations_done, env_steps):
+        """Whether another iteration runs: --steps counts environment steps, else --iterations."""
+        cfg = self.cfg
+        return env_steps < cfg.steps if cfg.steps else iterations_done < cfg.iterations
+
+    def planned_iterations(self, iterations_done, env_steps):
+        """The count the progress line shows: --iterations, or under --steps the iterations done
+        plus the budget left at the mean steps per iteration so far (exact for single path;
+        vine and CEM / CMA take as many as their episodes need)."""
+        cfg = self.cfg
+        if not cfg.steps:
+            return cfg.iterations
+        per_iteration = (env_steps / iterations_done if iterations_done and env_steps
+                         else cfg.steps_per_env * cfg.num_envs)
+        return iterations_done + max(0, math.ceil((cfg.steps - env_steps) / per_iteration))
+
     def train_loop(self, start, env_steps, stop):
-        """Iterations start+1 .. cfg.iterations, then the export; returns their metrics."""
+        """Iterations from `start` until the budget is spent, then the export; returns their
+        metrics."""
         cfg = self.cfg
         sampling = (f"vine: {cfg.vine_trunk_paths} trunks x {cfg.vine_trunk_length} steps, "
                     f"{cfg.vine_states} states x {self.sampler.k} branches x "
@@ -349,7 +378,8 @@ class Trainer:
         history, pending = [], []
         self._faults_in_row = self._faults = 0
         batches = iter(self.stream)
-        for it in range(start, cfg.iterations):
+        it = start
+        while self.goes_on(it, env_steps):
             if stop.signum is not None:  # a signal before this run's first iteration
                 break
             m, progress = self.train_iteration(batches, it, start, env_steps)
@@ -357,7 +387,7 @@ class Trainer:
             history.append(m)
             pending.append((it + 1, m))
             # without checkpoints, summaries go out every iteration
-            if (not cfg.checkpoint_every or self.due(it + 1, cfg.checkpoint_every)
+            if (not cfg.checkpoint_every or self.due(it + 1, env_steps, cfg.checkpoint_every)
                     or stop.signum is not None):
                 self.save(it + 1, env_steps, pending)
                 pending = []
@@ -368,19 +398,20 @@ class Trainer:
             if stop.signum is not None:
                 self.log(f"stopping after iteration {it + 1} on {signal.Signals(stop.signum).name}")
                 break
+            it += 1
         path = self.export()
         self.log(f"exported policy to {path}")
         return history
 
-    def due(self, iterations_done, every):
+    def due(self, iterations_done, env_steps, every):
         """Every `every` iterations and after the last one."""
-        return iterations_done % every == 0 or iterations_done == self.cfg.iterations
+        return iterations_done % every == 0 or not self.goes_on(iterations_done, env_steps)
 
     def train_iteration(self, batches, it, start, env_steps):
         """Sample and update iteration `it` -> (its metrics, its progress line); a skipped
         iteration's metrics and None (it printed its own line)."""
         t0 = time.perf_counter()
-        batch = fetch_batch(batches, self.heartbeat_fn(it))
+        batch = fetch_batch(batches, self.heartbeat_fn(it, self.planned_iterations(it, env_steps)))
         t_sample = time.perf_counter() - t0
         if self.sampler.batches_produced != it - start + 1:
             raise RuntimeError("tf.data sampled ahead of the update: batches are off-policy")
@@ -395,20 +426,29 @@ class Trainer:
             return self.skip(it, fault, env_steps + n), None
         self._faults_in_row = 0
         m.update(episode_metrics(batch))
-        m.update(env_steps=env_steps + n, faults=self._faults, time_sample=t_sample,
+        env_steps += n
+        self.recent_returns.extend(batch["episode_return"].numpy().tolist())
+        m["return_rolling"] = (float(np.mean(self.recent_returns)) if self.recent_returns
+                               else float("nan"))
+        if self.evaluator and self.due(it + 1, env_steps, self.cfg.eval_every):
+            t_eval = time.perf_counter()
+            m.update(self.evaluator(self.policy.numpy_fn()), time_eval=time.perf_counter() - t_eval)
+            self.last_eval = m["eval_return_mean"]
+        m.update(env_steps=env_steps, faults=self._faults, time_sample=t_sample,
                  time_iteration=time.perf_counter() - t0)
         m.update({f"time_sample_{k}": float(batch[f"time_{k}"]) for k in ("policy", "env")
                   if f"time_{k}" in batch})
         m["steps_per_sec"] = n / m["time_iteration"]
         m["sample_steps_per_sec"] = n / t_sample
-        return m, summaries.progress_line(it, self.cfg.iterations, m)
+        return m, summaries.progress_line(it, self.planned_iterations(it + 1, env_steps), m,
+                                          self.last_eval)
 
     def skip(self, it, fault, env_steps):
         """Count a skipped iteration; --max_faults of them in a row stop the run."""
         self._faults_in_row += 1
         self._faults += 1
-        self.log(f"it {it + 1:4d}/{self.cfg.iterations} | skipped: non-finite {fault} "
-                 f"({self._faults_in_row} in a row)")
+        self.log(f"it {it + 1:4d}/{self.planned_iterations(it + 1, env_steps)} | skipped: "
+                 f"non-finite {fault} ({self._faults_in_row} in a row)")
         if self._faults_in_row >= self.cfg.max_faults:
             last = int(self.checkpointer.iteration.numpy())
             raise TrainingFault(
@@ -421,16 +461,18 @@ class Trainer:
         """Checkpoint first (it holds `pending`, so a kill before the summaries loses none),
         then write the summaries."""
         if self.cfg.checkpoint_every:
-            self.checkpointer.save(iterations_done, env_steps, pending, self.sampler.state())
+            self.checkpointer.save(iterations_done, env_steps, pending, self.sampler.state(),
+                                   {"recent_returns": list(self.recent_returns),
+                                    "last_eval": self.last_eval})
         self.write_summaries(pending)
 
-    def heartbeat_fn(self, it):
+    def heartbeat_fn(self, it, planned):
         """On a terminal, a line that a long sampling phase rewrites in place; else None."""
         if self.cfg.quiet or not sys.stdout.isatty():
             return None
 
         def beat(seconds):
-            print(f"\rit {it + 1:4d}/{self.cfg.iterations} | sampling: "
+            print(f"\rit {it + 1:4d}/{planned} | sampling: "
                   f"{self.sampler.progress:,} steps, {seconds:.0f}s ", end="", flush=True)
             self._beating = True
 
@@ -444,8 +486,11 @@ class Trainer:
             print(line, flush=True)
 
     def close(self):
-        """Close the writer, and the envs unless a batch is still being sampled in them (a
-        second Ctrl-C left it running: the process is about to end)."""
+        """Close the writer and the evaluation envs, and the sampling envs unless a batch is
+        still being sampled in them (a second Ctrl-C left it running: the process is about to
+        end)."""
+        if self.evaluator:
+            self.evaluator.close()
         if not any(t.name == SAMPLING_THREAD and t.is_alive() for t in threading.enumerate()):
             self.envs.close()
         self.writer.close()
