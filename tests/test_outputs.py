@@ -123,6 +123,9 @@ def test_each_damaged_checkpoint_file_resumes_from_the_newest_intact_one_and_is_
     assert history[0]["env_steps"] == (newest_intact + 1) * 400
     assert f"resuming from ckpt-{newest_intact}" in trainer.checkpointer.recovery
     assert names and {n: (ckpts / "damaged-1" / n).read_bytes() for n in names} == kept
+    # the recovered checkpoints rotate out as usual: the last 3 are left
+    assert sorted(p.name for p in ckpts.glob("ckpt-*.index")) == [f"ckpt-{n}.index" for n in (3, 4, 5)]
+    assert sorted(p.name for p in ckpts.glob("sampler-*.pkl")) == [f"sampler-{n}.pkl" for n in (3, 4, 5)]
     # TensorBoard: every iteration once (the redone ones keep the values first logged)
     assert event_steps(str(logdir), "Train/EnvSteps") == [1, 2, 3, 4, 5]
     # the rewritten index is readable: a second resume finds nothing to repair

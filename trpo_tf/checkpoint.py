@@ -165,11 +165,15 @@ class Checkpointer:
         return iteration, int(self.env_steps.numpy()), metrics, sampler_state
 
     def rewrite_index(self, newest):
-        """Point the index at `newest` and the intact checkpoints before it, by name (as
-        TensorFlow writes them: relative to the directory)."""
-        kept = [n for n in self.numbers_on_disk() if n <= newest][: self.max_to_keep]
+        """Point the index at `newest` and the intact checkpoints before it, as TensorFlow
+        writes it: names relative to the directory, and their times (without them the manager
+        would not know them, and never rotate them out)."""
+        kept = sorted(n for n in self.numbers_on_disk() if n <= newest)[-self.max_to_keep:]
+        times = [os.path.getmtime(self._path(f"ckpt-{n}.index")) for n in kept]
         lines = [f'model_checkpoint_path: "ckpt-{newest}"']
-        lines += [f'all_model_checkpoint_paths: "ckpt-{n}"' for n in sorted(kept)]
+        lines += [f'all_model_checkpoint_paths: "ckpt-{n}"' for n in kept]
+        lines += [f"all_model_checkpoint_timestamps: {t!r}" for t in times]
+        lines += [f"last_preserved_timestamp: {min(times) - 1.0!r}"]
         tmp = self._path(INDEX + ".tmp")
         with open(tmp, "w") as f:
             f.write("\n".join(lines) + "\n")
