@@ -95,6 +95,8 @@ def run_trpo_tf(env_name, steps, seed, eval_episodes, overrides):
     types = {f: type(v) for f, v in Config().__dict__.items()}
     kwargs = {k: types[k](v) for k, v in kwargs.items()}
     batch = kwargs["batch_steps"] = min(steps, kwargs.get("batch_steps", Config().batch_steps))
+    # the final policy is scored below, untimed, as SB3's is; a timed evaluation stage is not
+    kwargs.setdefault("eval_every", 0)
     with tempfile.TemporaryDirectory() as logdir:
         cfg = validate(Config(env=env_name, seed=seed, iterations=max(1, steps // batch),
                               logdir=logdir, quiet=True, **kwargs))

@@ -20,7 +20,7 @@ class Config:
     iterations: int = 40
     steps: int = 0                   # env-step budget; > 0: train until it is spent (not --iterations)
     eval_every: int = 10             # evaluation stage every N iterations (and after the last); 0: off
-    eval_episodes: int = 10          # deterministic-policy episodes per evaluation, on envs of its own
+    eval_episodes: int = 5           # deterministic-policy episodes per evaluation, on envs of its own
     batch_steps: int = 5000          # environment steps per iteration
     num_envs: int = 8                # envs stepped together
     env_backend: str = "auto"        # auto | envpool | gymnasium

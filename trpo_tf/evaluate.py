@@ -1,5 +1,5 @@
-"""Scoring an exported policy: returns of whole episodes in one env (no flags here, so
-benchmarks and tools can import it)."""
+"""Scoring policies: returns of whole episodes of an exported policy in one env, and the
+training run's evaluation stage (no flags here, so benchmarks and tools can import it)."""
 import numpy as np
 import tensorflow as tf
 
