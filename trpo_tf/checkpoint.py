@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from trpo_tf import outputs
 from trpo_tf.errors import CheckpointError, first_line
+from trpo_tf.update import all_finite
 
 INDEX = "checkpoint"  # TensorFlow's text index of the checkpoints
 INDEX_LINE = re.compile(r'^(model_checkpoint_path|all_model_checkpoint_paths): "ckpt-\d+"$'
@@ -41,8 +42,6 @@ class Checkpointer:
         # everything an update may change: a faulty iteration is rolled back over these
         self.state_variables = (policy.variables + value_net.variables
                                 + value_optimizer.variables + [value_rng.state])
-        self.float_variables = [v for v in self.state_variables
-                                if tf.as_dtype(v.dtype).is_floating]
         self._manager = None
         self.recovery = None  # the line to print when resume skipped damaged checkpoints
 
@@ -86,7 +85,7 @@ class Checkpointer:
         return None, named
 
     def all_finite(self):
-        return all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in self.float_variables)
+        return all_finite(*self.state_variables)
 
     def saved_fields(self):
         """The JSON record of the restored checkpoint: {"pending": [(iteration, metrics)]

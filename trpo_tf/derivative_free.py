@@ -11,7 +11,7 @@ the returns.
 """
 import numpy as np
 
-from trpo_tf.sampling import env_action_fn, episode_fields
+from trpo_tf.sampling import env_action_fn, episode_fields, play_episodes
 
 
 class CEM:
@@ -91,28 +91,19 @@ class PopulationSearch:
                 "sim_steps": np.float32(steps)}
 
     def play(self, act, n):
-        """One episode per candidate, len(envs) at a time; act(obs [B, ...], rows [B]) ->
-        the mean (or logits) of candidates `rows` -> (returns [n], lengths [n], steps)."""
-        envs = self.envs.envs
-        returns, lengths, steps = np.zeros(n), np.zeros(n, np.int64), 0
+        """One deterministic episode per candidate, len(envs) at a time; act(obs [B, ...],
+        rows [B]) -> the mean (or logits) of candidates `rows` -> (returns [n], lengths [n],
+        steps)."""
+        envs, mode = self.envs.envs, self.policy.dist.mode_np
+        returns, lengths = np.zeros(n), np.zeros(n, np.int64)
         for first in range(0, n, len(envs)):
             rows = np.arange(first, min(n, first + len(envs)))
-            obs = np.stack([envs[e].reset(seed=int(self.rng.integers(2**31)))[0]
-                            for e in range(len(rows))])
-            alive = np.ones(len(rows), bool)
-            while alive.any():
-                idx = np.flatnonzero(alive)
-                out = act(obs[idx].astype(np.float32), rows[idx])
-                actions = self.policy.dist.mode_np(out) if self.policy.dist.discrete else out
-                for e, a in zip(idx, self._env_action(actions)):
-                    o, r, term, trunc, _ = envs[e].step(a)
-                    obs[e] = o
-                    returns[rows[e]] += r
-                    lengths[rows[e]] += 1
-                    steps += 1
-                    self.progress = steps
-                    alive[e] = not (term or trunc)
-        return returns, lengths, steps
+            seeds = [int(self.rng.integers(2**31)) for _ in rows]
+            returns[rows], lengths[rows] = play_episodes(
+                envs[: len(rows)], seeds, lambda obs, idx: mode(act(obs, rows[idx])),
+                self._env_action)
+            self.progress = int(lengths.sum())
+        return returns, lengths, int(lengths.sum())
 
     def tell(self, returns):
         """Update the search distribution; the policy takes its new mean."""

@@ -7,7 +7,7 @@ from trpo_tf import envs
 from trpo_tf.cli import check_policy_dir
 from trpo_tf.distributions import for_action_space
 from trpo_tf.errors import first_line
-from trpo_tf.sampling import batch_obs_dtype, env_action_fn
+from trpo_tf.sampling import env_action_fn, play_episodes
 from trpo_tf.export import load_policy, observation_shape, observation_spec
 
 
@@ -91,24 +91,14 @@ class Evaluator:
 
     def __init__(self, spec, dist, episodes, seed_sequence, max_path_length=None):
         self.envs = [envs.make_env(spec, max_path_length) for _ in range(episodes)]
-        space = self.envs[0].observation_space
-        self.obs_dtype = batch_obs_dtype(space)
         self.seeds = [int(s) >> 1 for s in seed_sequence.generate_state(episodes)]  # 31 bits
         self.dist = dist
         self.to_env = env_action_fn(self.envs[0].action_space, dist)
 
     def __call__(self, params_fn):
         """params_fn: NumPy obs [B, ...] -> params [B, P] -> the Eval/ metrics."""
-        obs = np.stack([env.reset(seed=s)[0] for env, s in zip(self.envs, self.seeds)])
-        obs = obs.astype(self.obs_dtype)
-        returns, alive = np.zeros(len(self.envs)), np.ones(len(self.envs), bool)
-        while alive.any():
-            idx = np.flatnonzero(alive)
-            actions = self.to_env(self.dist.mode_np(params_fn(obs[idx])))
-            for e, a in zip(idx, actions):
-                o, r, term, trunc, _ = self.envs[e].step(a)
-                obs[e], returns[e] = o, returns[e] + r
-                alive[e] = not (term or trunc)
+        returns, _ = play_episodes(self.envs, self.seeds,
+                                   lambda obs, idx: self.dist.mode_np(params_fn(obs)), self.to_env)
         return {"eval_return_mean": float(returns.mean()), "eval_return_std": float(returns.std()),
                 "eval_return_min": float(returns.min()), "eval_return_max": float(returns.max())}
 

@@ -27,7 +27,7 @@ from trpo_tf.rwr import RWRLearner
 from trpo_tf.sampling import available_memory, batch_obs_dtype, observation_memory
 from trpo_tf.sampling.single_path import SinglePathSampler
 from trpo_tf.sampling.vine import VineSampler
-from trpo_tf.update import TRPOLearner, get_flat, single_path_gain, vine_gain
+from trpo_tf.update import TRPOLearner, all_finite, get_flat, single_path_gain, vine_gain
 from trpo_tf.value import ValueFitter
 
 
@@ -52,12 +52,6 @@ def make_advantage_fn(value_net, cfg, obs_spec):
 POLICY_STEP_FAULT = "gradient, Fisher-vector products or CG solution"
 # Settings that only shape the sampler: a resumed run with other values starts new episodes.
 SAMPLER_SETTINGS = ("num_envs", "env_backend", "max_path_length")
-
-
-def all_finite(*tensors):
-    """No NaN or Inf in any of them (integer tensors, such as uint8 frames, always pass)."""
-    return all(not t.dtype.is_floating or bool(tf.reduce_all(tf.math.is_finite(t)))
-               for t in tensors)
 
 
 HEARTBEAT_SECONDS = 2.0  # a terminal hears from a long sampling phase this often
@@ -164,18 +158,19 @@ class Trainer:
                                     cfg.max_path_length or None) if cfg.eval_every else None)
         self.recent_returns = collections.deque(maxlen=RECENT_EPISODES)
         self.last_eval = float("nan")
+        self._beating = False  # a heartbeat line is on the terminal, to be cleared
         self.writer = tf.summary.create_file_writer(cfg.logdir)
 
     def check_batch_fits_in_memory(self, obs_space):
         """A ConfigError before anything is allocated if a batch's observations would take
         more than 80% of the memory available (vine: the trunk states it keeps)."""
         cfg = self.cfg
-        trunk_states = cfg.vine_trunk_paths * cfg.vine_trunk_length
-        flag, states = (("--vine_kl_states", cfg.vine_kl_states) if cfg.sampler == "vine"
-                        and 0 < cfg.vine_kl_states < trunk_states else
-                        ("--vine_trunk_paths x --vine_trunk_length", trunk_states)
-                        if cfg.sampler == "vine" else
-                        ("--batch_steps", cfg.steps_per_env * cfg.num_envs))
+        flag, states = "--batch_steps", cfg.steps_per_env * cfg.num_envs
+        if cfg.sampler == "vine":
+            flag, states = ("--vine_trunk_paths x --vine_trunk_length",
+                            cfg.vine_trunk_paths * cfg.vine_trunk_length)
+            if 0 < cfg.vine_kl_states < states:
+                flag, states = "--vine_kl_states", cfg.vine_kl_states
         need, have = observation_memory(obs_space, states), available_memory()
         if have is not None and need > 0.8 * have:
             raise ConfigError(
@@ -480,7 +475,7 @@ class Trainer:
 
     def log(self, line):
         if not self.cfg.quiet:
-            if getattr(self, "_beating", False):  # clear the heartbeat line first
+            if self._beating:  # clear the heartbeat line first
                 print("\r\033[K", end="")
                 self._beating = False
             print(line, flush=True)

@@ -12,6 +12,13 @@ import math
 import tensorflow as tf
 
 
+def all_finite(*tensors):
+    """No NaN or Inf in any of them (tensors or variables; integer ones, such as uint8 frames,
+    always pass)."""
+    return all(not tf.as_dtype(t.dtype).is_floating or bool(tf.reduce_all(tf.math.is_finite(t)))
+               for t in tensors)
+
+
 def flat_concat(tensors):
     return tf.concat([tf.reshape(t, [-1]) for t in tensors], 0)
 

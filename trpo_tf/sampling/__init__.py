@@ -38,6 +38,23 @@ def env_action_fn(action_space, dist):
     return lambda actions: np.clip(np.nan_to_num(actions, nan=0.0), low, high)
 
 
+def play_episodes(envs, reset_seeds, act, to_env):
+    """One whole episode in each of `envs` (reset with `reset_seeds`), stepped together with
+    one batched call per step: act(obs [B, ...], idx [B]) -> the policy's actions for envs
+    `idx`, which to_env turns into what the envs take -> (returns [n], lengths [n])."""
+    obs = np.stack([env.reset(seed=s)[0] for env, s in zip(envs, reset_seeds)])
+    obs = obs.astype(batch_obs_dtype(envs[0].observation_space))
+    returns, lengths = np.zeros(len(envs)), np.zeros(len(envs), np.int64)
+    alive = np.ones(len(envs), bool)
+    while alive.any():
+        idx = np.flatnonzero(alive)
+        for e, a in zip(idx, to_env(act(obs[idx], idx))):
+            o, r, term, trunc, _ = envs[e].step(a)
+            obs[e], returns[e], lengths[e] = o, returns[e] + r, lengths[e] + 1
+            alive[e] = not (term or trunc)
+    return returns, lengths
+
+
 def episode_fields(episodes):
     """[(return, length)] of finished episodes -> the batch's episode_return / episode_length."""
     ep = np.asarray(episodes, np.float64).reshape(-1, 2)
