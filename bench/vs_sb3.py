@@ -10,8 +10,7 @@ both. Each child reports wall seconds of training (imports and evaluation exclud
 steps/s, seconds in sampling and in updates, peak RSS, and the mean return of
 --eval_episodes deterministic episodes of the final policy. SB3 runs with its defaults
 (n_steps 2048, 64-64 nets, one env, as rl-baselines3-zoo does without tuning); trpo_tf with
---trpo_flags (default: 5K-step batches on 16 EnvPool envs and a value fit of 10 epochs of
-256-sample minibatches, chosen on seeds 0-2 among four settings, see bench/README.md).
+its generic defaults (config.py; never a tuned preset) plus any --trpo_flags.
 """
 import json
 import os
@@ -38,8 +37,8 @@ flags.DEFINE_string("merge", "", "Also summarise the runs of earlier vs_sb3 line
 flags.DEFINE_list("libraries", ["sb3", "trpo_tf"], "Which sides to train (e.g. only trpo_tf, to add "
                   "a trpo_tf configuration's seeds beside SB3 runs already in --merge).")
 flags.DEFINE_integer("eval_episodes", 10, "Deterministic episodes to score the final policy.")
-flags.DEFINE_list("trpo_flags", ["batch_steps=5000", "num_envs=16", "vf_epochs=10", "vf_minibatch=256"],
-                  "Config overrides for trpo_tf.")
+flags.DEFINE_list("trpo_flags", [], "Config overrides for trpo_tf (default: none, i.e. the "
+                  "generic defaults; the tuned presets are not applied here).")
 flags.DEFINE_boolean("smoke", False, "Tiny run (the test suite uses it).")
 flags.DEFINE_string("out", "bench/results.jsonl", "Append results here ('' = don't).")
 flags.DEFINE_enum("child", None, ["sb3", "trpo_tf"], "Internal: run one training and print JSON.")
@@ -94,12 +93,12 @@ def run_trpo_tf(env_name, steps, seed, eval_episodes, overrides):
     kwargs = dict(kv.split("=", 1) for kv in overrides)
     types = {f: type(v) for f, v in Config().__dict__.items()}
     kwargs = {k: types[k](v) for k, v in kwargs.items()}
-    batch = kwargs["batch_steps"] = min(steps, kwargs.get("batch_steps", Config().batch_steps))
+    kwargs["batch_steps"] = min(steps, kwargs.get("batch_steps", Config().batch_steps))
     # the final policy is scored below, untimed, as SB3's is; a timed evaluation stage is not
     kwargs.setdefault("eval_every", 0)
     with tempfile.TemporaryDirectory() as logdir:
-        cfg = validate(Config(env=env_name, seed=seed, iterations=max(1, steps // batch),
-                              logdir=logdir, quiet=True, **kwargs))
+        cfg = validate(Config(env=env_name, seed=seed, steps=steps, logdir=logdir, quiet=True,
+                              **kwargs))
         tic = time.perf_counter()
         history = train(cfg)
         wall = time.perf_counter() - tic

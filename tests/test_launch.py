@@ -66,7 +66,7 @@ def test_validate_catches_each_bad_value():
 
 
 def test_short_run_from_a_flagfile_prints_progress_and_exports(tmp_path):
-    out = launch("--flagfile=launch/cartpole_quick.cfg", "--iterations=2", "--batch_steps=500",
+    out = launch("--flagfile=launch/paper/cartpole_quick.cfg", "--iterations=2", "--batch_steps=500",
                  f"--logdir={tmp_path}")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()

@@ -21,28 +21,29 @@ class Config:
     steps: int = 0                   # env-step budget; > 0: train until it is spent (not --iterations)
     eval_every: int = 10             # evaluation stage every N iterations (and after the last); 0: off
     eval_episodes: int = 5           # deterministic-policy episodes per evaluation, on envs of its own
-    batch_steps: int = 5000          # environment steps per iteration
+    batch_steps: int = 2048          # environment steps per iteration
     num_envs: int = 8                # envs stepped together
     env_backend: str = "auto"        # auto | envpool | gymnasium
     env_threads: int = 0             # EnvPool worker threads; 0 = min(num_envs, cores)
     max_path_length: int = 0         # 0: the env's own time limit
     gamma: float = 0.99
-    gae_lambda: float = 0.97
+    gae_lambda: float = 0.95
     advantage: str = "gae"           # q | baseline | gae
     normalize_advantages: bool = True
     normalize_obs: bool = True
+    normalize_rewards: bool = True   # rewards / running std of the discounted return
     max_kl: float = 0.01             # delta
-    cg_iters: int = 10
+    cg_iters: int = 15
     cg_damping: float = 0.1
-    fvp_subsample: float = 0.1       # fraction of the batch used for Fisher-vector products
+    fvp_subsample: float = 1.0       # fraction of the batch used for Fisher-vector products
     ls_shrink: float = 0.8
     ls_max_backtracks: int = 10
     policy_hidden: tuple = None      # None: the env's default (Table 2 for the paper's tasks)
     value_hidden: tuple = (64, 64)
     init_log_std: float = 0.0
-    vf_lr: float = 2e-3
-    vf_epochs: int = 5
-    vf_minibatch: int = 1024
+    vf_lr: float = 1e-3
+    vf_epochs: int = 10
+    vf_minibatch: int = 128          # work per sample: a 2K batch gets 16 steps per epoch
     logdir: str = "runs/default"
     export_dir: str = ""             # "" : <logdir>/policy
     export_every: int = 0            # 0: only at the end
@@ -76,6 +77,7 @@ class Config:
     terminal_on_life_loss: bool = False
     max_faults: int = 3              # iterations in a row skipped for NaN/Inf before stopping
     quiet: bool = False
+    preset_file: str = ""            # the tuned preset this run's flags started from (launch.py)
 
     @property
     def steps_per_env(self):

@@ -1,4 +1,4 @@
-"""python -m trpo_tf.launch --env=Walker [--flagfile=launch/walker.cfg] [--flag=value ...]
+"""python -m trpo_tf.launch --env=Walker [--flagfile=launch/paper/walker.cfg] [--flag=value ...]
 
 absl flags -> one frozen Config -> train(). Flagfiles under launch/ hold the paper's settings.
 """
@@ -13,6 +13,7 @@ from trpo_tf.config import ALGOS, Config, ConfigError, validate
 
 D = Config()
 flags.DEFINE_enum("algo", D.algo, list(ALGOS), "Section 8.1: trpo; its ablations natural_gradient (fixed step), empirical_fim, max_kl (eq. 12); derivative-free cem, cma; rwr (reward-weighted regression).")
+flags.DEFINE_enum("preset", "auto", ["auto", "none"], "auto: if --env has a tuned preset (launch/tuned/<env>.cfg: Cartpole, Swimmer, Hopper, Walker, HalfCheetah) and no --flagfile is given, train with it; flags on the command line override it. none: the generic defaults.")
 flags.DEFINE_integer("seeds", 1, "Run this many seeds (--seed, --seed+1, ...), each in <logdir>/seed_<s>.")
 flags.DEFINE_string("env", D.env, "Short name (Cartpole, Swimmer, Hopper, Walker; BeamRider, Breakout, Enduro, Pong, Qbert, Seaquest, SpaceInvaders) or any gymnasium id (ALE/...-v5 included).")
 flags.DEFINE_integer("seed", D.seed, "One numpy SeedSequence per run: network init, env resets, action noise, value-fit shuffling, vine and CEM / CMA draws each get their own spawned stream.")
@@ -30,6 +31,7 @@ flags.DEFINE_float("gae_lambda", D.gae_lambda, "GAE lambda in [0, 1] (with --adv
 flags.DEFINE_enum("advantage", D.advantage, ["q", "baseline", "gae"], "q: the paper's Monte Carlo Q; baseline: Q - V(s); gae: GAE(lambda).")
 flags.DEFINE_boolean("normalize_advantages", D.normalize_advantages, "Standardise advantages per batch.")
 flags.DEFINE_boolean("normalize_obs", D.normalize_obs, "Running mean/std observation normalisation (inside the exported policy); Atari frames are scaled by 1/255 instead.")
+flags.DEFINE_boolean("normalize_rewards", D.normalize_rewards, "Divide rewards by the running std of the discounted return (clipped to +-10) before advantages and value targets; episode returns are reported unscaled.")
 flags.DEFINE_float("max_kl", D.max_kl, "delta: bound on the mean KL(pi_old || pi) per update (eq. 13).")
 flags.DEFINE_integer("cg_iters", D.cg_iters, "Conjugate-gradient iterations (appendix C: 10).")
 flags.DEFINE_float("cg_damping", D.cg_damping, "CG solves (A + damping I) x = g.")
@@ -84,9 +86,32 @@ def _int_tuple(values, flag):
         raise ConfigError(f"--{flag} must be a comma-separated list of positive ints (got {','.join(values)})")
 
 
+APPLIED_PRESET = {"path": "", "given": set()}  # set by parse_flags_with_preset
+
+
+def parse_flags_with_preset(argv):
+    """parse_flags, then, when --preset=auto, --env has a tuned preset and no --flagfile is
+    given, again with the preset's flagfile first (the command line's flags come after it,
+    so they override it). APPLIED_PRESET records the preset and the flags the user gave
+    (on the command line or in their flagfiles)."""
+    from trpo_tf import presets
+
+    rest = parse_flags(argv)
+    APPLIED_PRESET["given"] = {name for name in FLAGS if FLAGS[name].present}  # by the user
+    path = (presets.preset_for(FLAGS.env) if FLAGS.preset == "auto"
+            and not presets.names_flagfile(argv) else None)
+    if not path:
+        return rest
+    FLAGS.unparse_flags()
+    rest = parse_flags([argv[0], f"--flagfile={path}", *argv[1:]])
+    APPLIED_PRESET["path"] = presets.display_path(path)
+    return rest
+
+
 def config_from_flags(f=FLAGS):
-    fields = {field.name for field in dataclasses.fields(Config)}
+    fields = {field.name for field in dataclasses.fields(Config)} - {"preset_file"}
     values = {name: f[name].value for name in fields}
+    values["preset_file"] = APPLIED_PRESET["path"] if f is FLAGS else ""
     values["policy_hidden"] = (None if f.policy_hidden is None
                                else _int_tuple(f.policy_hidden, "policy_hidden"))
     values["value_hidden"] = _int_tuple(f.value_hidden, "value_hidden")
@@ -103,24 +128,36 @@ def seed_configs(cfg, seeds):
             for k in range(seeds)]
 
 
-def main(argv):
+def refuse_extra_arguments(argv):
+    """Flags are --name=value: anything else on the command line is one line, exit code 2."""
     if len(argv) > 1:
         print(f"error: unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)",
               file=sys.stderr)
         sys.exit(2)
+
+
+def check_env(cfg):
+    """The env exists and fits --algo / --sampler (before TensorFlow loads): an EnvError if not."""
+    from trpo_tf import envs  # gymnasium, MuJoCo, ALE: inside main_guard
+
+    spec = envs.resolve_env(cfg.env, cfg.atari)
+    envs.pick_backend(spec, cfg.env_backend)
+    envs.check_algo(spec, cfg.algo)
+    envs.check_spaces(spec)
+    if cfg.sampler == "vine":
+        envs.check_restorable(spec)
+
+
+def main(argv):
+    refuse_extra_arguments(argv)
     quiet_logging()
 
     def run():
-        from trpo_tf import envs, outputs  # gymnasium, MuJoCo, ALE: inside main_guard
+        from trpo_tf import outputs
 
         cfg = config_from_flags()
         runs = seed_configs(cfg, FLAGS.seeds)
-        spec = envs.resolve_env(cfg.env, cfg.atari)  # checked before TensorFlow loads
-        envs.pick_backend(spec, cfg.env_backend)
-        envs.check_algo(spec, cfg.algo)
-        envs.check_spaces(spec)
-        if cfg.sampler == "vine":
-            envs.check_restorable(spec)
+        check_env(cfg)
         for run_cfg in runs:
             outputs.prepare(run_cfg.logdir, run_cfg.policy_export_dir)
         from trpo_tf.train import train
@@ -137,4 +174,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=parse_flags_with_preset)

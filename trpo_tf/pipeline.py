@@ -19,7 +19,8 @@ def batch_signature(obs_shape, obs_dtype, dist):
     act = tf.TensorSpec((None,) + dist.act_shape, tf.as_dtype(dist.act_dtype))
     per_step = tf.TensorSpec((None,), tf.float32)
     return {
-        "obs": obs, "act": act, "rew": per_step, "terminal": per_step, "path_end": per_step,
+        "obs": obs, "act": act, "rew": per_step, "discounted_return": per_step,
+        "terminal": per_step, "path_end": per_step,
         "end_obs": obs, "episode_return": per_step, "episode_length": per_step,
         "sim_steps": tf.TensorSpec((), tf.float32),
         "time_policy": tf.TensorSpec((), tf.float32), "time_env": tf.TensorSpec((), tf.float32),

@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from trpo_tf.distributions import DiagGaussian
+from trpo_tf.moments import merge_moments
 from trpo_tf.update import set_flat
 
 OBS_CLIP = 10.0  # normalised observations are clipped to [-OBS_CLIP, OBS_CLIP]
@@ -32,12 +33,8 @@ class ObsNormalizer(keras.layers.Layer):
         """Merge a batch's moments into the running ones (Chan et al.'s parallel update)."""
         if not self.enabled:
             return
-        n, mean, var = float(self.count.numpy()), self.mean.numpy(), self.var.numpy()
-        m, b_mean, b_var = obs.shape[0], obs.mean(0), obs.var(0)
-        total = n + m
-        delta = b_mean - mean
-        new_mean = mean + delta * m / total
-        new_var = (var * n + b_var * m + delta**2 * n * m / total) / total
+        total, new_mean, new_var = merge_moments(
+            float(self.count.numpy()), self.mean.numpy(), self.var.numpy(), obs)
         self.mean.assign(new_mean.astype(np.float32))
         self.var.assign(new_var.astype(np.float32))
         self.count.assign(total)

@@ -26,6 +26,7 @@ TAGS = {
     "value_loss_before": "Value/LossBefore",
     "value_loss_after": "Value/LossAfter",
     "explained_variance": "Value/ExplainedVariance",
+    "reward_scale": "Value/RewardScale",
     "time_sample": "Time/Sample",
     "time_sample_policy": "Time/SamplePolicy",
     "time_sample_env": "Time/SampleEnv",

@@ -1,4 +1,4 @@
-"""python -m trpo_tf.sweep --flagfile=launch/figure4_quick/cartpole_natural_gradient.cfg \
+"""python -m trpo_tf.sweep --flagfile=launch/paper/figure4_quick/cartpole_natural_gradient.cfg \
     --npg_steps=0.01,0.03,0.1,0.3,1 --seeds=2 --logdir=runs/npg_sweep/cartpole
 
 The natural gradient's fixed step swept as section 8.1 did (factors of three), keeping the

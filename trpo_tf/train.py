@@ -20,6 +20,7 @@ from trpo_tf.checkpoint import Checkpointer
 from trpo_tf.cli import StopOnSignal
 from trpo_tf.errors import ConfigError, TrainingFault
 from trpo_tf.evaluate import Evaluator
+from trpo_tf.moments import RewardScale
 from trpo_tf.export import export_policy
 from trpo_tf.config import DERIVATIVE_FREE
 from trpo_tf.derivative_free import CEM, CMA, PopulationSearch
@@ -136,7 +137,8 @@ class Trainer:
         self.obs_spec = obs_spec = pipeline.observation_spec(obs_space.shape, obs_dtype)
         self.sampler = (self.make_vine_sampler() if vine else self.make_population_search()
                         if population else SinglePathSampler(
-                            self.envs, self.dist, cfg.steps_per_env, seeds["actions"]))
+                            self.envs, self.dist, cfg.steps_per_env, seeds["actions"], cfg.gamma))
+        self.reward_scale = RewardScale() if cfg.normalize_rewards else None
         self.stream = pipeline.BatchStream(
             lambda: self.sampler.sample(self.policy.numpy_fn()), self.signature)
         # RWR weights Monte Carlo returns as they are: Q-hat, not normalised
@@ -263,8 +265,11 @@ class Trainer:
         if not all_finite(batch["obs"], batch["end_obs"], batch["rew"]):
             return None, "observations or rewards"
         t0 = time.perf_counter()
+        rew, scale_state = batch["rew"], None
+        if self.reward_scale:
+            rew, scale_state = self.reward_scale.scaled(rew.numpy(), batch["discounted_return"].numpy())
         adv, targets, ev = self.advantage_fn(
-            batch["obs"], batch["end_obs"], batch["rew"], batch["terminal"], batch["path_end"])
+            batch["obs"], batch["end_obs"], rew, batch["terminal"], batch["path_end"])
         if not all_finite(adv, targets):
             return None, "advantages or value targets"
         t1 = time.perf_counter()
@@ -275,6 +280,9 @@ class Trainer:
         vf = self.value_fitter.fit(batch["obs"], targets)
         t3 = time.perf_counter()
         self.update_normalizer(batch["obs"])
+        if scale_state:
+            self.reward_scale.commit(scale_state)
+            metrics["reward_scale"] = 1.0 / math.sqrt(scale_state[2] + 1e-8)
         metrics.update(
             explained_variance=float(ev), value_loss_before=float(vf["loss_before"]),
             value_loss_after=float(vf["loss_after"]), time_advantage=t1 - t0,
@@ -319,6 +327,8 @@ class Trainer:
             saved = self.checkpointer.saved_fields()  # what the loop keeps across a resume
             self.recent_returns.extend(saved.get("recent_returns", []))
             self.last_eval = saved.get("last_eval", self.last_eval)
+            if self.reward_scale and saved.get("reward_scale"):
+                self.reward_scale.commit(saved["reward_scale"])
             self.write_summaries(pending)  # those a kill may have cut short
             if sampler_state is not None and not changes:
                 self.sampler.load_state(sampler_state)
@@ -329,9 +339,11 @@ class Trainer:
                         else f"{self.backend} envs cannot be saved: they start new episodes"))
         return start, env_steps
 
-    def run(self, stop=None):
+    def run(self, stop=None, on_iteration=None):
         """Train; returns the list of per-iteration metric dicts of this invocation. `stop`: a
-        StopOnSignal a command holds across its runs (one is made for this run if None)."""
+        StopOnSignal a command holds across its runs (one is made for this run if None);
+        `on_iteration(iterations_done, metrics)` is called after each iteration is saved (the
+        tuner reports evaluations and prunes through it)."""
         cfg = self.cfg
         self._resumed = False
         if self.earlier_run:
@@ -341,7 +353,7 @@ class Trainer:
         if not start:
             summaries.write_flags(self.writer, dataclasses.asdict(cfg))
         with contextlib.nullcontext(stop) if stop else StopOnSignal(not cfg.quiet) as stop:
-            return self.train_loop(start, env_steps, stop)
+            return self.train_loop(start, env_steps, stop, on_iteration)
 
     def goes_on(self, iterations_done, env_steps):
         """Whether another iteration runs: --steps counts environment steps, else --iterations."""
@@ -359,7 +371,7 @@ class Trainer:
                          else cfg.steps_per_env * cfg.num_envs)
         return iterations_done + max(0, math.ceil((cfg.steps - env_steps) / per_iteration))
 
-    def train_loop(self, start, env_steps, stop):
+    def train_loop(self, start, env_steps, stop, on_iteration=None):
         """Iterations from `start` until the budget is spent, then the export; returns their
         metrics."""
         cfg = self.cfg
@@ -369,7 +381,8 @@ class Trainer:
                     else f"{cfg.steps_per_env} steps per iteration")
         self.log(f"trpo_tf: {self.spec.name} ({self.spec.gym_id}), {self.dist.__class__.__name__} "
                  f"policy, {sum(int(np.prod(v.shape)) for v in self.policy.trainable_variables)} "
-                 f"parameters, {cfg.num_envs} {self.backend} envs x {sampling}")
+                 f"parameters, {cfg.num_envs} {self.backend} envs x {sampling}"
+                 + (f"; preset {cfg.preset_file}" if cfg.preset_file else ""))
         history, pending = [], []
         self._faults_in_row = self._faults = 0
         batches = iter(self.stream)
@@ -390,6 +403,8 @@ class Trainer:
                 self.export()
             if progress:  # after the save: an iteration on the terminal survives a kill
                 self.log(progress)
+            if on_iteration:
+                on_iteration(it + 1, m)
             if stop.signum is not None:
                 self.log(f"stopping after iteration {it + 1} on {signal.Signals(stop.signum).name}")
                 break
@@ -412,12 +427,15 @@ class Trainer:
             raise RuntimeError("tf.data sampled ahead of the update: batches are off-policy")
         n = int(batch["sim_steps"])  # simulator steps, vine's branches included
         before = [v.numpy() for v in self.checkpointer.state_variables]
+        scale_before = self.reward_scale and self.reward_scale.state
         m, fault = self.iteration(batch)
         if not fault and not self.checkpointer.all_finite():
             fault = "parameters after the update (value fit or policy)"
         if fault:  # a skipped iteration changes nothing (Adam's step count and RNG included)
             for v, value in zip(self.checkpointer.state_variables, before):
                 v.assign(value)
+            if scale_before:
+                self.reward_scale.commit(scale_before)
             return self.skip(it, fault, env_steps + n), None
         self._faults_in_row = 0
         m.update(episode_metrics(batch))
@@ -458,7 +476,8 @@ class Trainer:
         if self.cfg.checkpoint_every:
             self.checkpointer.save(iterations_done, env_steps, pending, self.sampler.state(),
                                    {"recent_returns": list(self.recent_returns),
-                                    "last_eval": self.last_eval})
+                                    "last_eval": self.last_eval,
+                                    "reward_scale": self.reward_scale and self.reward_scale.state})
         self.write_summaries(pending)
 
     def heartbeat_fn(self, it, planned):
@@ -491,9 +510,9 @@ class Trainer:
         self.writer.close()
 
 
-def train(cfg, stop=None):
+def train(cfg, stop=None, on_iteration=None):
     trainer = Trainer(cfg)
     try:
-        return trainer.run(stop)
+        return trainer.run(stop, on_iteration)
     finally:
         trainer.close()

@@ -13,6 +13,9 @@ Batch fields (N = num_envs * steps_per_env, P = number of segment ends):
   path_end [N]  1.0 on the last step of each segment (terminal, truncated or cut)
   end_obs [P, *obs_shape]  the state after each segment end, in order, to bootstrap from
   episode_return [M], episode_length [M]  episodes completed during this batch
+  discounted_return [N]  sum_k gamma^k r_{t-k} back to the episode's start, carried across
+                 batches and reset at every episode end (the statistic reward scaling divides
+                 by, as in Engstrom et al. 2020 / SB3's VecNormalize)
   sim_steps  the transitions in the batch (N)
   time_policy, time_env  seconds of this batch spent acting and inside the simulators
 """
@@ -24,15 +27,17 @@ from trpo_tf.sampling import batch_obs_dtype, env_action_fn, episode_fields, sim
 
 
 class SinglePathSampler:
-    def __init__(self, envs, dist, steps_per_env, seed):
+    def __init__(self, envs, dist, steps_per_env, seed, gamma=0.99):
         self.envs = envs
         self.dist = dist
         self.steps_per_env = steps_per_env
+        self.gamma = gamma
         self.rng = np.random.default_rng(seed)
         self._env_action = env_action_fn(envs.action_space, dist)
         self._obs = None
         self._ep_return = np.zeros(envs.num_envs)
         self._ep_length = np.zeros(envs.num_envs, np.int64)
+        self._disc_return = np.zeros(envs.num_envs)
         self._resetting = np.zeros(envs.num_envs, bool)  # next step only resets (EnvPool)
         self.batches_produced = 0
         self.progress = 0  # steps of the batch in the making (a terminal's heartbeat shows it)
@@ -46,6 +51,7 @@ class SinglePathSampler:
         obs_buf = np.empty((T, E) + obs_space.shape, batch_obs_dtype(obs_space))
         act_buf = None
         rew_buf = np.empty((T, E), np.float32)
+        disc_buf = np.empty((T, E), np.float32)
         term_buf = np.zeros((T, E), np.float32)
         end_buf = np.zeros((T, E), np.float32)
         valid_buf = np.ones((T, E), bool)
@@ -68,6 +74,8 @@ class SinglePathSampler:
             term_buf[t] = term
             valid_buf[t] = ~self._resetting
             self._ep_return += rew
+            self._disc_return = self.gamma * self._disc_return + rew
+            disc_buf[t] = self._disc_return
             self._ep_length += valid_buf[t]
             self.progress = (t + 1) * E
             if self.envs.autoreset_next_step:
@@ -76,7 +84,7 @@ class SinglePathSampler:
                 end_buf[t, i] = 1.0
                 end_obs[i * T + t] = o
                 episodes.append((self._ep_return[i], self._ep_length[i]))
-                self._ep_return[i], self._ep_length[i] = 0.0, 0
+                self._ep_return[i], self._ep_length[i], self._disc_return[i] = 0.0, 0, 0.0
         for i in range(E):  # the batch cut: bootstrap from the state the env is in now
             last = T - 1 if valid_buf[T - 1, i] else T - 2  # a reset row follows an end
             if not end_buf[last, i]:
@@ -88,6 +96,7 @@ class SinglePathSampler:
             "obs": _env_major(obs_buf, valid),
             "act": _env_major(act_buf, valid),
             "rew": _env_major(rew_buf, valid),
+            "discounted_return": _env_major(disc_buf, valid),
             "terminal": _env_major(term_buf, valid),
             "path_end": _env_major(end_buf, valid),
             "end_obs": np.stack([end_obs[k] for k in sorted(end_obs)]).astype(obs_buf.dtype),
@@ -107,12 +116,14 @@ class SinglePathSampler:
             return None
         return {"envs": envs, "obs": self._obs, "ep_return": self._ep_return.copy(),
                 "ep_length": self._ep_length.copy(), "resetting": self._resetting.copy(),
+                "disc_return": self._disc_return.copy(),
                 "rng": self.rng.bit_generator.state}
 
     def load_state(self, state):
         self.envs.restore(state["envs"])
         self._obs, self._ep_return, self._ep_length = state["obs"], state["ep_return"], state["ep_length"]
         self._resetting = state["resetting"]
+        self._disc_return = state.get("disc_return", np.zeros(self.envs.num_envs))  # older checkpoints
         self.rng.bit_generator.state = state["rng"]
 
 

@@ -1,0 +1,193 @@
+"""The returns benchmark: an envs x seeds grid of training runs at one step budget, each with
+the settings `python -m trpo_tf.launch --env=<env>` ships (the env's tuned preset, else the
+generic defaults), then a CSV of final evaluation returns, learning curves (mean over seeds,
+95% bootstrap band) and rliable's aggregate scores (IQM, stratified bootstrap 95% CIs).
+
+    python bench/returns.py --envs=Hopper,Walker,HalfCheetah,Swimmer --seeds=5 --steps=1000000
+    python bench/returns.py --smoke     # tiny, for the test suite
+
+Resumable: a finished run (<out>/<env>/seed_<s>/finished.json) is skipped; a killed one
+resumes from its checkpoints. Each run is its own `trpo_tf.launch` process.
+"""
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from absl import app, flags  # noqa: E402
+
+flags.DEFINE_list("envs", ["Hopper", "Walker", "HalfCheetah", "Swimmer"], "Short names or gymnasium ids.")
+flags.DEFINE_integer("seeds", 5, "Seeds 0 .. seeds - 1 per env.")
+flags.DEFINE_integer("steps", 1_000_000, "Environment steps per run (--steps of trpo_tf.launch).")
+flags.DEFINE_string("out", "runs/returns", "Runs, returns.csv, returns.png and summary.md go here.")
+flags.DEFINE_list("flags", [], "Extra trpo_tf.launch flags for every run, e.g. eval_episodes=10.")
+flags.DEFINE_integer("bootstrap", 2000, "Bootstrap resamples for the bands and intervals.")
+flags.DEFINE_boolean("smoke", False, "Tiny grid (Cartpole, 2 seeds, 3K steps) under --out.")
+FLAGS = flags.FLAGS
+
+FINISHED = "finished.json"
+# rl-baselines3-zoo's TRPO at 1M steps (../shared/paper/appendix-facts.md): the scores IQM is
+# normalised by, where an env has one.
+REFERENCE = {"Hopper-v5": 3618.0, "Walker2d-v5": 4933.0, "HalfCheetah-v5": 1786.0,
+             "Swimmer-v5": 366.0}
+
+
+def run_dir(out, env, seed):
+    return os.path.join(out, env.replace("/", "_"), f"seed_{seed}")
+
+
+def train_run(env, seed, steps, logdir, extra):
+    """One run to completion (resuming if it was cut short) -> its finished.json record."""
+    cmd = [sys.executable, "-m", "trpo_tf.launch", f"--env={env}", f"--seed={seed}",
+           f"--steps={steps}", f"--logdir={logdir}", "--quiet", *(f"--{kv}" for kv in extra)]
+    tic = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{env} seed {seed} failed (exit {proc.returncode}): "
+                         f"{proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ''}")
+    steps_done, evals = learning_curve(logdir)
+    if not len(evals):
+        raise SystemExit(f"{env} seed {seed}: no evaluation in {logdir} (is --eval_every 0?)")
+    record = {"env": env, "seed": seed, "steps": int(steps_done[-1]),
+              "final_eval_return": float(evals[-1]), "wall_seconds": time.perf_counter() - tic}
+    with open(os.path.join(logdir, FINISHED), "w") as f:
+        json.dump(record, f)
+    return record
+
+
+def learning_curve(logdir):
+    """(env steps, evaluation returns) of a run, in step order."""
+    import numpy as np
+
+    from trpo_tf.figures import read_scalars
+
+    evals, steps = read_scalars(logdir, "Eval/ReturnMean"), read_scalars(logdir, "Train/EnvSteps")
+    its = sorted(k for k in evals if k in steps)
+    return np.array([steps[k] for k in its], float), np.array([evals[k] for k in its], float)
+
+
+def bootstrap_band(values, reps, rng):
+    """95% bootstrap interval of the mean over seeds, per column of values [seeds, points]."""
+    import numpy as np
+
+    idx = rng.integers(0, values.shape[0], (reps, values.shape[0]))
+    means = values[idx].mean(1)
+    return np.percentile(means, 2.5, 0), np.percentile(means, 97.5, 0)
+
+
+def draw_curves(curves, path, reps):
+    """One panel per env: mean evaluation return over seeds against env steps, 95% band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3.2), squeeze=False)
+    for ax, (env, runs) in zip(axes[0], curves.items()):
+        grid = np.linspace(0, min(s[-1] for s, _ in runs), 50)
+        values = np.array([np.interp(grid, s, v) for s, v in runs])
+        lo, hi = bootstrap_band(values, reps, rng)
+        ax.plot(grid, values.mean(0), color="C0")
+        ax.fill_between(grid, lo, hi, color="C0", alpha=0.25)
+        ax.set_title(f"{env} ({len(runs)} seeds)")
+        ax.set_xlabel("env steps")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("deterministic evaluation return")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def aggregate_scores(records, reps):
+    """rliable: per-env IQM over seeds and, where every env has a REFERENCE score, the IQM of
+    normalised scores across envs; each with a stratified-bootstrap 95% CI."""
+    import numpy as np
+    from rliable import library as rly
+    from rliable import metrics
+
+    from trpo_tf.envs import resolve_env
+
+    envs = list(dict.fromkeys(r["env"] for r in records))
+    seeds = min(sum(r["env"] == e for r in records) for e in envs)
+    scores = np.array([[r["final_eval_return"] for r in records if r["env"] == e][:seeds]
+                       for e in envs]).T  # [runs, tasks]
+    rows = []
+    for j, env in enumerate(envs):
+        point, ci = rly.get_interval_estimates({"trpo_tf": scores[:, j:j + 1]},
+                                               lambda x: np.array([metrics.aggregate_iqm(x)]),
+                                               reps=reps)
+        rows.append((env, seeds, float(scores[:, j].mean()), float(scores[:, j].std()),
+                     float(point["trpo_tf"][0]), *map(float, ci["trpo_tf"][:, 0])))
+    refs = [REFERENCE.get(resolve_env(e).gym_id) for e in envs]
+    normalised = None
+    if all(refs):
+        point, ci = rly.get_interval_estimates({"trpo_tf": scores / np.array(refs)},
+                                               lambda x: np.array([metrics.aggregate_iqm(x)]),
+                                               reps=reps)
+        normalised = (float(point["trpo_tf"][0]), *map(float, ci["trpo_tf"][:, 0]))
+    return rows, normalised
+
+
+def summary(rows, normalised, steps):
+    lines = [f"| env | seeds | mean ± std | IQM [95% CI] | rl-zoo3 (SB3-contrib) |",
+             "|---|---|---|---|---|"]
+    from trpo_tf.envs import resolve_env
+
+    for env, n, mean, std, iqm, lo, hi in rows:
+        ref = REFERENCE.get(resolve_env(env).gym_id)
+        lines.append(f"| {env} | {n} | {mean:,.0f} ± {std:,.0f} | {iqm:,.0f} [{lo:,.0f}, {hi:,.0f}] "
+                     f"| {f'{ref:,.0f}' if ref else '-'} |")
+    if normalised:
+        lines.append(f"\nIQM of scores normalised by rl-zoo3's: {normalised[0]:.2f} "
+                     f"[{normalised[1]:.2f}, {normalised[2]:.2f}] (1.0 = rl-zoo3's TRPO)")
+    lines.append(f"\nFinal deterministic evaluation return at {steps:,} env steps.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv):
+    del argv
+    envs, seeds, steps, out, extra = FLAGS.envs, FLAGS.seeds, FLAGS.steps, FLAGS.out, FLAGS.flags
+    reps = FLAGS.bootstrap
+    if FLAGS.smoke:
+        envs, seeds, steps, reps = ["Cartpole"], 2, 3000, 200
+        extra = [*extra, "batch_steps=1000", "eval_every=1", "eval_episodes=2"]
+    if seeds < 1 or steps < 1 or not envs:
+        raise app.UsageError("--seeds and --steps must be >= 1 and --envs non-empty")
+    records, curves = [], {}
+    for env in envs:
+        for seed in range(seeds):
+            logdir = run_dir(out, env, seed)
+            done = os.path.join(logdir, FINISHED)
+            if os.path.isfile(done):
+                with open(done) as f:
+                    record = json.load(f)
+                print(f"{env} seed {seed}: finished earlier, final evaluation "
+                      f"{record['final_eval_return']:,.1f}", flush=True)
+            else:
+                print(f"{env} seed {seed}: training {steps:,} steps in {logdir}", flush=True)
+                record = train_run(env, seed, steps, logdir, extra)
+                print(f"{env} seed {seed}: final evaluation {record['final_eval_return']:,.1f} "
+                      f"({record['wall_seconds']:.0f} s)", flush=True)
+            records.append(record)
+            curves.setdefault(env, []).append(learning_curve(logdir))
+    with open(os.path.join(out, "returns.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, ["env", "seed", "steps", "final_eval_return", "wall_seconds"])
+        writer.writeheader()
+        writer.writerows(records)
+    draw_curves(curves, os.path.join(out, "returns.png"), reps)
+    text = summary(*aggregate_scores(records, reps), steps)
+    with open(os.path.join(out, "summary.md"), "w") as f:
+        f.write(text)
+    print(text + f"wrote {out}/returns.csv, returns.png, summary.md", flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

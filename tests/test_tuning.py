@@ -1,0 +1,178 @@
+"""Out-of-the-box quality machinery: tuned presets and their overrides, reward scaling, the
+Optuna tuner (resumes after a kill) and the returns benchmark."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from trpo_tf import envs, launch, presets
+from trpo_tf.moments import REWARD_CLIP, RewardScale, merge_moments
+from trpo_tf.sampling.single_path import SinglePathSampler
+from trpo_tf.distributions import for_action_space
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def parse(*args):
+    """Config from a launch command line, as `python -m trpo_tf.launch` builds it."""
+    try:
+        launch.APPLIED_PRESET.update(path="", given=set())
+        launch.parse_flags_with_preset(["launch", *args])
+        return launch.config_from_flags()
+    finally:
+        launch.FLAGS.unparse_flags()
+
+
+def preset_values(name):
+    values = {}
+    with open(os.path.join(presets.PRESET_DIR, f"{name}.cfg")) as f:
+        for line in f:
+            if line.startswith("--"):
+                key, value = line[2:].strip().split("=", 1)
+                values[key] = value
+    return values
+
+
+def test_each_paper_task_and_halfcheetah_has_a_tuned_preset_found_by_name_or_gym_id():
+    for name, gym_id in (("Cartpole", "InvertedPendulum-v5"), ("Swimmer", "Swimmer-v5"),
+                         ("Hopper", "Hopper-v5"), ("Walker", "Walker2d-v5"),
+                         ("HalfCheetah", "HalfCheetah-v5")):
+        path = presets.preset_for(name)
+        assert path and os.path.isfile(path) and presets.preset_for(gym_id) == path
+        assert presets.preset_for(name.upper()) == path
+    assert presets.preset_for("CartPole-v1") is None and presets.preset_for("ALE/Pong-v5") is None
+
+
+def test_preset_applies_unless_a_flagfile_or_preset_none_and_the_command_line_overrides_it():
+    tuned = preset_values("walker")
+    cfg = parse("--env=Walker")
+    assert cfg.preset_file.endswith(os.path.join("launch", "tuned", "walker.cfg"))
+    assert cfg.batch_steps == int(tuned["batch_steps"]) and cfg.steps == int(tuned["steps"])
+    assert cfg.gae_lambda == float(tuned["gae_lambda"])
+    # a flag on the command line wins over the preset, before or after --env
+    assert parse("--batch_steps=3000", "--env=Walker").batch_steps == 3000
+    assert parse("--env", "Walker2d-v5", "--seed=4").preset_file == cfg.preset_file
+    generic = parse("--env=Walker", "--preset=none")
+    assert generic.preset_file == "" and generic.steps == 0
+    paper = parse("--env=Walker", f"--flagfile={ROOT}/launch/paper/walker.cfg")
+    assert paper.preset_file == "" and paper.batch_steps == 1_000_000
+    assert parse("--env=CartPole-v1").preset_file == ""
+
+
+def test_launch_header_names_the_preset_and_command_line_flags_override_it(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "trpo_tf.launch", "--env=Cartpole", "--steps=800",
+                          "--batch_steps=400", "--eval_every=0", f"--logdir={tmp_path}"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    header = out.stdout.splitlines()[0]
+    assert header.endswith("preset launch/tuned/cartpole.cfg"), header
+    assert "50 steps per iteration" in header  # 400 steps over the preset's 8 envs
+    assert sum(line.startswith("it ") for line in out.stdout.splitlines()) == 2
+
+
+def test_merged_moments_equal_those_of_all_samples_at_once():
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, 1000)
+    state = (0.0, 0.0, 1.0)
+    for part in np.split(x, [10, 300, 301]):
+        state = merge_moments(*state, part)
+    assert state[0] == 1000
+    np.testing.assert_allclose(state[1:], (x.mean(), x.var()), rtol=1e-12)
+
+
+def test_reward_scale_divides_by_the_std_of_discounted_returns_and_clips():
+    scale = RewardScale()
+    rew, state = scale.scaled(np.array([1.0, 2.0, -100.0, 4.0]), np.array([1.0, 2.0, 3.0, 4.0]))
+    assert scale.state == (0.0, 0.0, 1.0)  # a candidate until committed
+    std = np.sqrt(1.25)  # population std of 1, 2, 3, 4
+    np.testing.assert_allclose(rew, [1.0 / std, 2.0 / std, -REWARD_CLIP, 4.0 / std], rtol=1e-6)
+    assert state == pytest.approx((4.0, 2.5, 1.25))
+    scale.commit(state)
+    rew, state = scale.scaled(np.array([1.0]), np.array([2.5]))  # adds no spread: var 4 * 1.25 / 5
+    assert rew[0] == pytest.approx(1.0 / np.sqrt(1.0))
+
+
+def test_sampler_discounted_return_runs_along_episodes_across_batches_and_resets_at_ends():
+    gamma = 0.5
+    group = envs.GymnasiumEnvs(envs.resolve_env("CartPole-v1"), 2, 3, None)
+    dist = for_action_space(group.action_space)
+    sampler = SinglePathSampler(group, dist, 30, 0, gamma)
+    policy = lambda obs: np.zeros((len(obs), dist.param_dim), np.float32)  # noqa: E731
+    running = np.zeros(2)
+    for _ in range(2):  # the second batch carries the first's unfinished episodes on
+        batch = sampler.sample(policy)
+        rew, ret = batch["rew"].reshape(2, 30), batch["discounted_return"].reshape(2, 30)
+        ends = batch["path_end"].reshape(2, 30)
+        for i in range(2):
+            for t in range(30):
+                running[i] = gamma * running[i] + rew[i, t]
+                assert ret[i, t] == pytest.approx(running[i], rel=1e-6)
+                if ends[i, t] and t < 29:  # an episode end (CartPole-v1 ends within 30 steps)
+                    running[i] = 0.0
+        assert ends.sum() > 2  # episodes did end inside the batches
+    group.close()
+
+
+def tune(tmp_path, *extra):
+    return subprocess.Popen(
+        [sys.executable, "-m", "trpo_tf.tune", "--env=Cartpole", "--trials=2", "--steps=1200",
+         "--batch_steps=400", "--eval_every=1", "--eval_episodes=2", "--startup_trials=1",
+         f"--logdir={tmp_path}", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+def test_tuning_two_trials_resumes_after_a_kill_and_writes_the_best_flagfile(tmp_path):
+    import optuna
+
+    first = tune(tmp_path)
+    for line in first.stdout:  # wait until the second trial trains, then kill the tuner
+        if line.startswith("trial 1: training"):
+            break
+    first.kill()
+    first.wait()
+    study = optuna.load_study(study_name="trpo_tf", storage=f"sqlite:///{tmp_path}/study.db")
+    assert len(study.trials) == 2 and study.trials[1].state.name == "RUNNING"  # cut by the kill
+    second = tune(tmp_path)
+    out, err = second.communicate(timeout=300)
+    assert second.returncode == 0, err
+    assert out.splitlines()[0].startswith("tuning Cartpole: 1 of 2 trials done, 1 to run")
+    study = optuna.load_study(study_name="trpo_tf", storage=f"sqlite:///{tmp_path}/study.db")
+    states = [t.state.name for t in study.trials]
+    assert states[1] == "FAIL" and states.count("COMPLETE") + states.count("PRUNED") == 2
+    retry = study.trials[2]
+    assert retry.params == study.trials[1].params  # the cut trial, run again
+    assert retry.user_attrs["logdir"] == study.trials[1].user_attrs["logdir"]
+    # the best settings as a flagfile that launch reads back
+    best = os.path.join(tmp_path, "best.cfg")
+    cfg = parse(f"--flagfile={best}")
+    assert cfg.env == "Cartpole" and cfg.batch_steps == 400  # given flags are held, not searched
+    for name, value in study.best_trial.params.items():
+        got = getattr(cfg, name)
+        assert (",".join(map(str, got)) if isinstance(got, tuple) else got) == pytest.approx(value, rel=1e-2)
+
+
+def test_tuning_refuses_a_run_without_a_budget(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "trpo_tf.tune", "--env=Cartpole", "--steps=0",
+                          f"--logdir={tmp_path}"], capture_output=True, text=True, cwd=ROOT,
+                         timeout=120)
+    assert out.returncode == 2 and out.stderr.startswith("error: --steps must be > 0"), out.stderr
+
+
+def test_returns_benchmark_smoke_writes_csv_curves_and_iqm_then_skips_finished_runs(tmp_path):
+    cmd = [sys.executable, "bench/returns.py", "--smoke", f"--out={tmp_path}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert out.returncode == 0, out.stderr
+    with open(tmp_path / "returns.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["env"], r["seed"]) for r in rows] == [("Cartpole", "0"), ("Cartpole", "1")]
+    assert all(int(r["steps"]) >= 3000 and float(r["final_eval_return"]) >= 1.0 for r in rows)
+    assert os.path.getsize(tmp_path / "returns.png") > 10_000
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| Cartpole | 2 |" in summary and "IQM" in summary
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("finished earlier") == 2
