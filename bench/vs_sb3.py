@@ -27,6 +27,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app, flags  # noqa: E402
 
+import trpo_tf  # noqa: E402,F401  (its hook holds TensorFlow's start-up log lines, whoever imports it: SB3 does)
+
 flags.DEFINE_string("env", "Hopper", "Short name or gymnasium id.")
 flags.DEFINE_integer("steps", 1_000_000, "Environment steps per training run.")
 flags.DEFINE_integer("seeds", 3, "Seeds per library (runs alternate between libraries).")
