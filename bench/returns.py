@@ -26,7 +26,8 @@ flags.DEFINE_list("envs", ["Hopper", "Walker", "HalfCheetah", "Swimmer"], "Short
 flags.DEFINE_integer("seeds", 5, "Seeds 0 .. seeds - 1 per env.")
 flags.DEFINE_integer("steps", 1_000_000, "Environment steps per run (--steps of trpo_tf.launch).")
 flags.DEFINE_string("out", "runs/returns", "Runs, returns.csv, returns.png and summary.md go here.")
-flags.DEFINE_list("flags", [], "Extra trpo_tf.launch flags for every run, e.g. eval_episodes=10.")
+flags.DEFINE_multi_string("flag", [], "An extra trpo_tf.launch flag for every run, e.g. "
+                          "--flag=eval_episodes=10 (repeat it for more).")
 flags.DEFINE_integer("bootstrap", 2000, "Bootstrap resamples for the bands and intervals.")
 flags.DEFINE_boolean("smoke", False, "Tiny grid (Cartpole, 2 seeds, 3K steps) under --out.")
 FLAGS = flags.FLAGS
@@ -46,6 +47,7 @@ def train_run(env, seed, steps, logdir, extra):
     """One run to completion (resuming if it was cut short) -> its finished.json record."""
     cmd = [sys.executable, "-m", "trpo_tf.launch", f"--env={env}", f"--seed={seed}",
            f"--steps={steps}", f"--logdir={logdir}", "--quiet", *(f"--{kv}" for kv in extra)]
+    # launch exits 0 when a signal stops it early too: finished means the budget was spent
     tic = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -54,8 +56,12 @@ def train_run(env, seed, steps, logdir, extra):
     steps_done, evals = learning_curve(logdir)
     if not len(evals):
         raise SystemExit(f"{env} seed {seed}: no evaluation in {logdir} (is --eval_every 0?)")
+    if steps_done[-1] < steps:
+        raise SystemExit(f"{env} seed {seed} stopped at {int(steps_done[-1]):,} of {steps:,} "
+                         "steps: run the same command to go on")
     record = {"env": env, "seed": seed, "steps": int(steps_done[-1]),
-              "final_eval_return": float(evals[-1]), "wall_seconds": time.perf_counter() - tic}
+              "final_eval_return": float(evals[-1]), "wall_seconds": time.perf_counter() - tic,
+              "budget": steps, "flags": list(extra)}
     with open(os.path.join(logdir, FINISHED), "w") as f:
         json.dump(record, f)
     return record
@@ -154,7 +160,8 @@ def summary(rows, normalised, steps):
 
 def main(argv):
     del argv
-    envs, seeds, steps, out, extra = FLAGS.envs, FLAGS.seeds, FLAGS.steps, FLAGS.out, FLAGS.flags
+    envs, seeds, steps, extra = FLAGS.envs, FLAGS.seeds, FLAGS.steps, FLAGS.flag
+    out = os.path.abspath(FLAGS.out)  # the runs are launched from the repository's root
     reps = FLAGS.bootstrap
     if FLAGS.smoke:
         envs, seeds, steps, reps = ["Cartpole"], 2, 3000, 200
@@ -169,6 +176,10 @@ def main(argv):
             if os.path.isfile(done):
                 with open(done) as f:
                     record = json.load(f)
+                if (record.get("budget"), record.get("flags")) != (steps, list(extra)):
+                    raise SystemExit(f"{logdir} finished with --steps={record.get('budget')} and "
+                                     f"flags {record.get('flags')}: use another --out for "
+                                     f"--steps={steps} and flags {list(extra)}")
                 print(f"{env} seed {seed}: finished earlier, final evaluation "
                       f"{record['final_eval_return']:,.1f}", flush=True)
             else:
@@ -179,7 +190,8 @@ def main(argv):
             records.append(record)
             curves.setdefault(env, []).append(learning_curve(logdir))
     with open(os.path.join(out, "returns.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, ["env", "seed", "steps", "final_eval_return", "wall_seconds"])
+        writer = csv.DictWriter(f, ["env", "seed", "steps", "final_eval_return", "wall_seconds"],
+                                extrasaction="ignore")
         writer.writeheader()
         writer.writerows(records)
     draw_curves(curves, os.path.join(out, "returns.png"), reps)

@@ -94,7 +94,8 @@ def run_trpo_tf(env_name, steps, seed, eval_episodes, overrides):
 
     kwargs = dict(kv.split("=", 1) for kv in overrides)
     types = {f: type(v) for f, v in Config().__dict__.items()}
-    kwargs = {k: types[k](v) for k, v in kwargs.items()}
+    kwargs = {k: v.lower() in ("1", "true") if types[k] is bool else types[k](v)
+              for k, v in kwargs.items()}
     kwargs["batch_steps"] = min(steps, kwargs.get("batch_steps", Config().batch_steps))
     # the final policy is scored below, untimed, as SB3's is; a timed evaluation stage is not
     kwargs.setdefault("eval_every", 0)

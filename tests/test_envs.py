@@ -9,7 +9,7 @@ from trpo_tf.sampling.single_path import SinglePathSampler
 def test_short_names_and_gym_ids_resolve():
     assert envs.resolve_env("Walker").gym_id == "Walker2d-v5"
     assert envs.resolve_env("HalfCheetah-v5").policy_hidden == envs.DEFAULT_HIDDEN
-    with pytest.raises(envs.EnvError, match=r"short name \(Cartpole, Swimmer, Hopper, Walker, BeamRider, .*SpaceInvaders\)"):
+    with pytest.raises(envs.EnvError, match=r"short name \(Cartpole, Swimmer, Hopper, Walker, HalfCheetah, BeamRider, .*SpaceInvaders\)"):
         envs.resolve_env("Hoper")
 
 

@@ -43,7 +43,7 @@ def test_each_paper_task_and_halfcheetah_has_a_tuned_preset_found_by_name_or_gym
                          ("HalfCheetah", "HalfCheetah-v5")):
         path = presets.preset_for(name)
         assert path and os.path.isfile(path) and presets.preset_for(gym_id) == path
-        assert presets.preset_for(name.upper()) == path
+        assert presets.preset_for(name.upper()) is None  # spelled as resolve_env spells them
     assert presets.preset_for("CartPole-v1") is None and presets.preset_for("ALE/Pong-v5") is None
 
 
@@ -51,6 +51,7 @@ def test_preset_applies_unless_a_flagfile_or_preset_none_and_the_command_line_ov
     tuned = preset_values("walker")
     cfg = parse("--env=Walker")
     assert cfg.preset_file.endswith(os.path.join("launch", "tuned", "walker.cfg"))
+    assert cfg.logdir == "runs/tuned/walker"  # not the paper flagfile's runs/walker
     assert cfg.batch_steps == int(tuned["batch_steps"]) and cfg.steps == int(tuned["steps"])
     assert cfg.gae_lambda == float(tuned["gae_lambda"])
     # a flag on the command line wins over the preset, before or after --env
@@ -61,6 +62,14 @@ def test_preset_applies_unless_a_flagfile_or_preset_none_and_the_command_line_ov
     paper = parse("--env=Walker", f"--flagfile={ROOT}/launch/paper/walker.cfg")
     assert paper.preset_file == "" and paper.batch_steps == 1_000_000
     assert parse("--env=CartPole-v1").preset_file == ""
+    # --iterations without --steps counts iterations; presets are TRPO single path's; the
+    # default env (not named) trains on the generic defaults
+    counted = parse("--env=Walker", "--iterations=3")
+    assert counted.preset_file and counted.steps == 0 and counted.iterations == 3
+    assert parse("--env=Walker", "--iterations=3", "--steps=5000").steps == 5000
+    assert parse("--env=Walker", "--algo=cem").preset_file == ""
+    assert parse("--env=Walker", "--sampler=vine").preset_file == ""
+    assert parse("--iterations=3").preset_file == "" and parse().steps == 0
 
 
 def test_launch_header_names_the_preset_and_command_line_flags_override_it(tmp_path):

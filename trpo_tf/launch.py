@@ -13,9 +13,9 @@ from trpo_tf.config import ALGOS, Config, ConfigError, validate
 
 D = Config()
 flags.DEFINE_enum("algo", D.algo, list(ALGOS), "Section 8.1: trpo; its ablations natural_gradient (fixed step), empirical_fim, max_kl (eq. 12); derivative-free cem, cma; rwr (reward-weighted regression).")
-flags.DEFINE_enum("preset", "auto", ["auto", "none"], "auto: if --env has a tuned preset (launch/tuned/<env>.cfg: Cartpole, Swimmer, Hopper, Walker, HalfCheetah) and no --flagfile is given, train with it; flags on the command line override it. none: the generic defaults.")
+flags.DEFINE_enum("preset", "auto", ["auto", "none"], "auto: if --env names a task with a tuned preset (launch/tuned/<env>.cfg: Cartpole, Swimmer, Hopper, Walker, HalfCheetah), no --flagfile is given and --algo=trpo trains single path, train with it; flags on the command line override it. none: the generic defaults.")
 flags.DEFINE_integer("seeds", 1, "Run this many seeds (--seed, --seed+1, ...), each in <logdir>/seed_<s>.")
-flags.DEFINE_string("env", D.env, "Short name (Cartpole, Swimmer, Hopper, Walker; BeamRider, Breakout, Enduro, Pong, Qbert, Seaquest, SpaceInvaders) or any gymnasium id (ALE/...-v5 included).")
+flags.DEFINE_string("env", D.env, "Short name (Cartpole, Swimmer, Hopper, Walker, HalfCheetah; BeamRider, Breakout, Enduro, Pong, Qbert, Seaquest, SpaceInvaders) or any gymnasium id (ALE/...-v5 included).")
 flags.DEFINE_integer("seed", D.seed, "One numpy SeedSequence per run: network init, env resets, action noise, value-fit shuffling, vine and CEM / CMA draws each get their own spawned stream.")
 flags.DEFINE_integer("iterations", D.iterations, "Policy iterations (one batch and one update each).")
 flags.DEFINE_integer("steps", D.steps, "Environment-step budget: train until this many steps are spent (then --iterations is ignored); 0 = --iterations decides.")
@@ -90,20 +90,26 @@ APPLIED_PRESET = {"path": "", "given": set()}  # set by parse_flags_with_preset
 
 
 def parse_flags_with_preset(argv):
-    """parse_flags, then, when --preset=auto, --env has a tuned preset and no --flagfile is
-    given, again with the preset's flagfile first (the command line's flags come after it,
-    so they override it). APPLIED_PRESET records the preset and the flags the user gave
-    (on the command line or in their flagfiles)."""
+    """parse_flags, then, when --preset=auto, the user named an --env that has a tuned preset,
+    gave no --flagfile and trains TRPO single path (what the presets are tuned for), again with
+    the preset's flagfile first: the command line's flags come after it, so they override it
+    (and --iterations without --steps counts iterations, not the preset's budget).
+    APPLIED_PRESET records the preset and the flags the user gave (on the command line or in
+    their flagfiles)."""
     from trpo_tf import presets
 
+    APPLIED_PRESET.update(path="", given=set())
     rest = parse_flags(argv)
-    APPLIED_PRESET["given"] = {name for name in FLAGS if FLAGS[name].present}  # by the user
-    path = (presets.preset_for(FLAGS.env) if FLAGS.preset == "auto"
+    given = APPLIED_PRESET["given"] = {name for name in FLAGS if FLAGS[name].present}
+    path = (presets.preset_for(FLAGS.env) if FLAGS.preset == "auto" and "env" in given
+            and FLAGS.algo == "trpo" and FLAGS.sampler == "single_path"
             and not presets.names_flagfile(argv) else None)
     if not path:
         return rest
     FLAGS.unparse_flags()
     rest = parse_flags([argv[0], f"--flagfile={path}", *argv[1:]])
+    if "iterations" in given and "steps" not in given:
+        FLAGS.steps = 0
     APPLIED_PRESET["path"] = presets.display_path(path)
     return rest
 

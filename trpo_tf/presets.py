@@ -8,13 +8,13 @@ PRESET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 
 
 def preset_for(env):
-    """The tuned preset's path for --env (a short name, case-insensitive, or the gymnasium id
-    it stands for), or None."""
+    """The tuned preset's path for --env (a short name or the gymnasium id it stands for, as
+    resolve_env spells them), or None."""
     from trpo_tf.envs import SHORT_NAMES  # gymnasium: only once flags are parsed
 
-    names = {name.lower(): name for name in SHORT_NAMES}
-    names.update({spec.gym_id.lower(): name for name, spec in SHORT_NAMES.items()})
-    name = names.get(env.lower())
+    names = {name: name for name in SHORT_NAMES}
+    names.update({spec.gym_id: name for name, spec in SHORT_NAMES.items()})
+    name = names.get(env)
     path = name and os.path.join(PRESET_DIR, f"{name.lower()}.cfg")
     return path if path and os.path.isfile(path) else None
 

@@ -138,7 +138,8 @@ class Trainer:
         self.sampler = (self.make_vine_sampler() if vine else self.make_population_search()
                         if population else SinglePathSampler(
                             self.envs, self.dist, cfg.steps_per_env, seeds["actions"], cfg.gamma))
-        self.reward_scale = RewardScale() if cfg.normalize_rewards else None
+        # RWR weights Monte Carlo returns as they are (no clipped, scaled rewards)
+        self.reward_scale = RewardScale() if cfg.normalize_rewards and cfg.algo != "rwr" else None
         self.stream = pipeline.BatchStream(
             lambda: self.sampler.sample(self.policy.numpy_fn()), self.signature)
         # RWR weights Monte Carlo returns as they are: Q-hat, not normalised

@@ -11,7 +11,6 @@ settings so far are written as a flagfile, <logdir>/best.cfg:
     python -m trpo_tf.launch --env=Hopper --flagfile=runs/tune_hopper/best.cfg
 """
 import dataclasses
-import math
 import os
 
 from absl import app, flags
@@ -60,25 +59,26 @@ def flag_value(value):
     return str(value).lower() if isinstance(value, bool) else repr(value) if isinstance(value, float) else str(value)
 
 
-def write_best(path, base, study):
-    """The best trial so far as a flagfile: the base run's non-default flags, then its settings."""
+def trial_flags(cfg):
+    """A trial's settings as the flags that reproduce it: env, then every field that differs
+    from the generic defaults (less where the trial's files went)."""
     from trpo_tf.config import Config
 
+    defaults, settings = Config(), dataclasses.asdict(cfg)
+    return {name: list(value) if isinstance(value, tuple) else value
+            for name, value in settings.items()
+            if name not in TRIAL_ONLY and (name == "env" or value != getattr(defaults, name))}
+
+
+def write_best(path, study):
+    """The best trial so far as a flagfile, from the settings that trial ran with."""
     best = study.best_trial
-    defaults = Config()
     lines = [f"# python -m trpo_tf.tune: trial {best.number} of {len(study.trials)}, final "
              f"evaluation return {best.value:.1f} at {best.user_attrs.get('env_steps', 0):,} steps"]
-    settings = dict(dataclasses.asdict(base))
-    settings.update(best.user_attrs["config"])
-    for name in ("env", *(f.name for f in dataclasses.fields(base))):
-        value = settings[name]
-        if name in TRIAL_ONLY:
-            continue
-        if name == "env" or name in best.user_attrs["config"] or value != getattr(defaults, name):
-            lines.append(f"--{name}={flag_value(value)}")
+    lines += [f"--{name}={flag_value(value)}" for name, value in best.user_attrs["flags"].items()]
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        f.write("\n".join(dict.fromkeys(lines)) + "\n")
+        f.write("\n".join(lines) + "\n")
     os.replace(tmp, path)
 
 
@@ -89,7 +89,7 @@ def retry_cut_trials(study):
 
     retried = set(study.user_attrs.get("retried", []))
     for t in study.get_trials(deepcopy=False):
-        if t.state == optuna.trial.TrialState.RUNNING:
+        if t.state == optuna.trial.TrialState.RUNNING:  # no other tuner holds it: see lock_study
             study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
         elif not (t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("cut")):
             continue
@@ -106,44 +106,59 @@ def finished(study):
     return len(study.get_trials(deepcopy=False, states=done))
 
 
+PRUNING_POINTS = 100  # trials report at percent of the budget, so different batch sizes compare
+
+
 def objective_fn(base, study_dir, stop, fixed):
-    """Optuna's objective: train one trial's settings, report every evaluation, prune."""
+    """Optuna's objective: train one trial's settings; after every iteration report the
+    latest evaluation at the percent of the budget spent, and prune."""
     import optuna
 
     from trpo_tf.config import validate
-    from trpo_tf.train import train
+    from trpo_tf.train import Trainer
 
     def objective(trial):
+        if stop.signum is not None:  # a signal between trials: this one never started
+            trial.set_user_attr("cut", True)
+            raise KeyboardInterrupt
         settings = suggest(trial, fixed)
-        logdir = trial.user_attrs.get("logdir") or os.path.join(study_dir, f"trial_{trial.number}")
+        retry = trial.user_attrs.get("logdir")
+        logdir = retry or os.path.join(study_dir, f"trial_{trial.number}")
+        # a fresh trial never continues checkpoints left in its directory by an older study
+        cfg = validate(dataclasses.replace(base, logdir=logdir, quiet=True, export_every=0,
+                                           resume="auto" if retry else "never", **settings))
         trial.set_user_attr("logdir", logdir)
-        trial.set_user_attr("config", {k: list(v) if isinstance(v, tuple) else v
-                                       for k, v in settings.items()})
-        cfg = validate(dataclasses.replace(base, logdir=logdir, quiet=True, resume="auto",
-                                           export_every=0, **settings))
+        trial.set_user_attr("flags", trial_flags(cfg))
         print(f"trial {trial.number}: training in {logdir} | {describe(settings)}", flush=True)
-        last = {"eval": float("nan"), "steps": 0}
 
         def report(iterations_done, m):
-            if "eval_return_mean" in m:
-                last.update(eval=m["eval_return_mean"], steps=int(m["env_steps"]))
-                trial.report(last["eval"], last["steps"])
+            if trainer.last_eval == trainer.last_eval:
+                trial.report(trainer.last_eval, int(PRUNING_POINTS * m["env_steps"] / cfg.steps))
                 if trial.should_prune():
                     raise optuna.TrialPruned()
 
+        trainer = Trainer(cfg)
         try:
-            train(cfg, stop, report)
+            trainer.run(stop, report)
         except optuna.TrialPruned:
-            print(f"trial {trial.number}: pruned at {last['steps']:,} steps (evaluation "
-                  f"{last['eval']:.1f})", flush=True)
+            print(f"trial {trial.number}: pruned (evaluation {trainer.last_eval:.1f})", flush=True)
             raise
-        if stop.signum is not None:
+        except KeyboardInterrupt:  # a second Ctrl-C: the trial's checkpoints are kept
+            trial.set_user_attr("cut", True)
+            raise
+        except TrainingFault as err:
+            print(f"trial {trial.number}: failed: {err}", flush=True)
+            raise
+        finally:
+            trainer.close()
+        steps = int(trainer.checkpointer.env_steps.numpy()) if cfg.checkpoint_every else cfg.steps
+        if stop.signum is not None and steps < cfg.steps:
             trial.set_user_attr("cut", True)  # a signal cut the trial short: retried next time
             raise KeyboardInterrupt
-        trial.set_user_attr("env_steps", last["steps"])
-        if not math.isfinite(last["eval"]):
+        trial.set_user_attr("env_steps", steps)
+        if trainer.last_eval != trainer.last_eval:
             raise ConfigError("the trial ended without an evaluation: --eval_every must be > 0")
-        return last["eval"]
+        return trainer.last_eval
 
     return objective
 
@@ -152,17 +167,36 @@ def describe(settings):
     return " ".join(f"{k}={flag_value(v)}" for k, v in settings.items())
 
 
+def lock_study(logdir):
+    """An exclusive lock on <logdir>/study.lock for this process's life: a second tuner on the
+    same study would fail the first one's running trials (ConfigError)."""
+    import fcntl
+
+    handle = open(os.path.join(logdir, "study.lock"), "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        raise ConfigError(f"another trpo_tf.tune is running the study in {logdir}: wait for it, "
+                          "or give this one another --logdir") from None
+    return handle
+
+
 def tune(base, trials, startup_trials, fixed=()):
     """Run the study until `trials` trials finished; `fixed`: SPACE's fields held at the base
     run's values (the flags the user gave)."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # our lines, not Optuna's
     os.makedirs(base.logdir, exist_ok=True)
+    lock = lock_study(base.logdir)
+    storage = f"sqlite:///{os.path.join(base.logdir, STUDY_FILE)}"
+    # the sampler's seed moves on with the study, so a resumed study draws new settings
+    earlier = optuna.create_study(study_name="trpo_tf", storage=storage, load_if_exists=True,
+                                  direction="maximize")
     study = optuna.create_study(
-        study_name="trpo_tf", storage=f"sqlite:///{os.path.join(base.logdir, STUDY_FILE)}",
-        load_if_exists=True, direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=base.seed, n_startup_trials=startup_trials),
+        study_name="trpo_tf", storage=storage, load_if_exists=True, direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=base.seed + len(earlier.trials),
+                                           n_startup_trials=startup_trials),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=0))
     retry_cut_trials(study)
     left = trials - finished(study)
@@ -175,7 +209,7 @@ def tune(base, trials, startup_trials, fixed=()):
             print(f"trial {trial.number}: final evaluation {trial.value:.1f} (best: trial "
                   f"{study.best_trial.number}, {study.best_value:.1f})", flush=True)
         if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
-            write_best(best_path, base, study)
+            write_best(best_path, study)
         if finished(study) >= trials:
             study.stop()
 
@@ -184,11 +218,13 @@ def tune(base, trials, startup_trials, fixed=()):
             study.optimize(objective_fn(base, base.logdir, stop, fixed), n_trials=left,
                            callbacks=[after_trial], catch=(TrainingFault,))
             left, before = trials - finished(study), left
-            if left == before:
+            if left == before and stop.signum is None:
                 raise TrainingFault(f"{left} trials in a row failed (see the lines above)")
-    best = study.best_trial
-    print(f"best: trial {best.number}, final evaluation {best.value:.1f}; settings in {best_path}",
-          flush=True)
+    lock.close()
+    if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+        best = study.best_trial
+        print(f"best: trial {best.number}, final evaluation {best.value:.1f}; settings in "
+              f"{best_path}", flush=True)
     return study
 
 
@@ -206,10 +242,14 @@ def main(argv):
             raise ConfigError("--steps must be > 0: each trial trains that many env steps")
         if not cfg.eval_every:
             raise ConfigError("--eval_every must be > 0: trials are scored by their evaluations")
-        if not FLAGS["logdir"].present:
+        given = launch.APPLIED_PRESET["given"]
+        if "logdir" not in given:  # not the preset's training logdir
             cfg = dataclasses.replace(cfg, logdir=f"runs/tune_{cfg.env.replace('/', '_').lower()}")
         launch.check_env(cfg)
-        fixed = [name for name in SPACE if name in launch.APPLIED_PRESET["given"]]  # not searched
+        fixed = [name for name in SPACE if name in given]  # not searched
+        if len(fixed) == len(SPACE):
+            raise ConfigError(f"your flags fix every setting the tuner searches ({', '.join(SPACE)})"
+                              ": leave some out")
         tune(cfg, FLAGS.trials, FLAGS.startup_trials, fixed)
 
     main_guard(run)
