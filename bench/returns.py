@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 
 flags.DEFINE_list("envs", ["Hopper", "Walker", "HalfCheetah", "Swimmer"], "Short names or gymnasium ids.")
 flags.DEFINE_integer("seeds", 5, "Seeds 0 .. seeds - 1 per env.")
@@ -95,6 +95,8 @@ def draw_curves(curves, path, reps):
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from trpo_tf.envs import resolve_env
+
     rng = np.random.default_rng(0)
     fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3.2), squeeze=False)
     for ax, (env, runs) in zip(axes[0], curves.items()):
@@ -103,6 +105,10 @@ def draw_curves(curves, path, reps):
         lo, hi = bootstrap_band(values, reps, rng)
         ax.plot(grid, values.mean(0), color="C0")
         ax.fill_between(grid, lo, hi, color="C0", alpha=0.25)
+        ref = REFERENCE.get(resolve_env(env).gym_id)
+        if ref:
+            ax.axhline(ref, color="gray", linestyle="--", linewidth=1, label="rl-zoo3's TRPO at 1M")
+            ax.legend(loc="lower right", fontsize=8)
         ax.set_title(f"{env} ({len(runs)} seeds)")
         ax.set_xlabel("env steps")
         ax.grid(alpha=0.3)
@@ -142,24 +148,27 @@ def aggregate_scores(records, reps):
     return rows, normalised
 
 
-def summary(rows, normalised, steps):
-    lines = [f"| env | seeds | mean ± std | IQM [95% CI] | rl-zoo3 (SB3-contrib) |",
-             "|---|---|---|---|---|"]
+def summary(rows, normalised, steps, best):
+    """The markdown table; `best`: {env: mean over seeds of the best evaluation during training}
+    (Tianshou's protocol, for comparison only)."""
     from trpo_tf.envs import resolve_env
 
+    lines = ["| env | seeds | final: mean ± std | final: IQM [95% CI] | best during training (mean) "
+             "| rl-zoo3 (SB3-contrib) |", "|---|---|---|---|---|---|"]
     for env, n, mean, std, iqm, lo, hi in rows:
         ref = REFERENCE.get(resolve_env(env).gym_id)
         lines.append(f"| {env} | {n} | {mean:,.0f} ± {std:,.0f} | {iqm:,.0f} [{lo:,.0f}, {hi:,.0f}] "
-                     f"| {f'{ref:,.0f}' if ref else '-'} |")
+                     f"| {best[env]:,.0f} | {f'{ref:,.0f}' if ref else '-'} |")
     if normalised:
-        lines.append(f"\nIQM of scores normalised by rl-zoo3's: {normalised[0]:.2f} "
+        lines.append(f"\nIQM of final scores normalised by rl-zoo3's: {normalised[0]:.2f} "
                      f"[{normalised[1]:.2f}, {normalised[2]:.2f}] (1.0 = rl-zoo3's TRPO)")
-    lines.append(f"\nFinal deterministic evaluation return at {steps:,} env steps.")
+    lines.append(f"\nFinal: the deterministic evaluation return at {steps:,} env steps.")
     return "\n".join(lines) + "\n"
 
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # rliable logs each estimate at INFO
     envs, seeds, steps, extra = FLAGS.envs, FLAGS.seeds, FLAGS.steps, FLAGS.flag
     out = os.path.abspath(FLAGS.out)  # the runs are launched from the repository's root
     reps = FLAGS.bootstrap
@@ -195,7 +204,8 @@ def main(argv):
         writer.writeheader()
         writer.writerows(records)
     draw_curves(curves, os.path.join(out, "returns.png"), reps)
-    text = summary(*aggregate_scores(records, reps), steps)
+    best = {env: sum(float(v.max()) for _, v in runs) / len(runs) for env, runs in curves.items()}
+    text = summary(*aggregate_scores(records, reps), steps, best)
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write(text)
     print(text + f"wrote {out}/returns.csv, returns.png, summary.md", flush=True)
