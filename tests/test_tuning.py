@@ -152,6 +152,8 @@ def test_tuning_two_trials_resumes_after_a_kill_and_writes_the_best_flagfile(tmp
     study = optuna.load_study(study_name="trpo_tf", storage=f"sqlite:///{tmp_path}/study.db")
     states = [t.state.name for t in study.trials]
     assert states[1] == "FAIL" and states.count("COMPLETE") + states.count("PRUNED") == 2
+    start = study.trials[0].params  # the first trial is where the tuner starts: the base run
+    assert start["max_kl"] == 0.01 and start["gae_lambda"] == 0.95 and "batch_steps" not in start
     retry = study.trials[2]
     assert retry.params == study.trials[1].params  # the cut trial, run again
     assert retry.user_attrs["logdir"] == study.trials[1].user_attrs["logdir"]

@@ -12,6 +12,7 @@ settings so far are written as a flagfile, <logdir>/best.cfg:
 """
 import dataclasses
 import os
+import warnings
 
 from absl import app, flags
 
@@ -34,6 +35,7 @@ BEST_FILE = "best.cfg"
 # (the flagfile stays readable; TPE does not need more).
 SPACE = {
     "batch_steps": lambda t: t.suggest_categorical("batch_steps", [1024, 2048, 4096, 8192]),
+    "gamma": lambda t: t.suggest_categorical("gamma", [0.9, 0.95, 0.98, 0.99, 0.995, 0.999]),
     "gae_lambda": lambda t: t.suggest_float("gae_lambda", 0.9, 0.99),
     "max_kl": lambda t: t.suggest_float("max_kl", 0.003, 0.05, log=True),
     "cg_damping": lambda t: t.suggest_float("cg_damping", 0.01, 0.3, log=True),
@@ -45,6 +47,28 @@ SPACE = {
     "policy_hidden": lambda t: tuple(int(h) for h in t.suggest_categorical(
         "policy_hidden", ["32,32", "64,64", "128,128", "256,256"]).split(",")),
 }
+
+
+def starting_point(base, fixed):
+    """The base run's own values of SPACE's settings (where the space holds them): queued as
+    a fresh study's first trial, so the tuner's best is never worse than what it started from."""
+    import optuna
+
+    point = {}
+    for name in SPACE:
+        value = getattr(base, name)
+        value = ",".join(map(str, value)) if isinstance(value, tuple) else value
+        if name in fixed or value is None:
+            continue
+        with warnings.catch_warnings(record=True) as caught:  # out of a float's range: a warning
+            warnings.simplefilter("always")
+            try:
+                SPACE[name](optuna.trial.FixedTrial({name: value}))
+            except ValueError:  # not among a categorical's choices (e.g. a linear policy)
+                continue
+        if not caught:
+            point[name] = value
+    return point
 
 
 def suggest(trial, fixed):
@@ -199,6 +223,8 @@ def tune(base, trials, startup_trials, fixed=()):
                                            n_startup_trials=startup_trials),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=0))
     retry_cut_trials(study)
+    if not study.trials:
+        study.enqueue_trial(starting_point(base, fixed))
     left = trials - finished(study)
     print(f"tuning {base.env}: {finished(study)} of {trials} trials done, {left} to run; study "
           f"{os.path.join(base.logdir, STUDY_FILE)}", flush=True)
