@@ -44,27 +44,39 @@ def run_dir(out, env, seed):
 
 
 def train_run(env, seed, steps, logdir, extra):
-    """One run to completion (resuming if it was cut short) -> its finished.json record."""
+    """One run to completion (resuming if it was cut short) -> its wall seconds."""
     cmd = [sys.executable, "-m", "trpo_tf.launch", f"--env={env}", f"--seed={seed}",
            f"--steps={steps}", f"--logdir={logdir}", "--quiet", *(f"--{kv}" for kv in extra)]
-    # launch exits 0 when a signal stops it early too: finished means the budget was spent
     tic = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{env} seed {seed} failed (exit {proc.returncode}): "
                          f"{proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ''}")
-    steps_done, evals = learning_curve(logdir)
+    return time.perf_counter() - tic
+
+
+def finished_record(env, seed, steps, extra, logdir, curve, wall):
+    """The finished.json record of a run whose learning curve is `curve`; a run that did not
+    spend the budget (launch exits 0 when a signal stops it early too) is not finished."""
+    steps_done, evals = curve
     if not len(evals):
         raise SystemExit(f"{env} seed {seed}: no evaluation in {logdir} (is --eval_every 0?)")
     if steps_done[-1] < steps:
         raise SystemExit(f"{env} seed {seed} stopped at {int(steps_done[-1]):,} of {steps:,} "
                          "steps: run the same command to go on")
     record = {"env": env, "seed": seed, "steps": int(steps_done[-1]),
-              "final_eval_return": float(evals[-1]), "wall_seconds": time.perf_counter() - tic,
+              "final_eval_return": float(evals[-1]), "wall_seconds": wall,
               "budget": steps, "flags": list(extra)}
     with open(os.path.join(logdir, FINISHED), "w") as f:
         json.dump(record, f)
     return record
+
+
+def reference(env):
+    """rl-zoo3's score for this env, or None."""
+    from trpo_tf.envs import resolve_env
+
+    return REFERENCE.get(resolve_env(env).gym_id)
 
 
 def learning_curve(logdir):
@@ -95,8 +107,6 @@ def draw_curves(curves, path, reps):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from trpo_tf.envs import resolve_env
-
     rng = np.random.default_rng(0)
     fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3.2), squeeze=False)
     for ax, (env, runs) in zip(axes[0], curves.items()):
@@ -105,7 +115,7 @@ def draw_curves(curves, path, reps):
         lo, hi = bootstrap_band(values, reps, rng)
         ax.plot(grid, values.mean(0), color="C0")
         ax.fill_between(grid, lo, hi, color="C0", alpha=0.25)
-        ref = REFERENCE.get(resolve_env(env).gym_id)
+        ref = reference(env)
         if ref:
             ax.axhline(ref, color="gray", linestyle="--", linewidth=1, label="rl-zoo3's TRPO at 1M")
             ax.legend(loc="lower right", fontsize=8)
@@ -125,8 +135,6 @@ def aggregate_scores(records, reps):
     from rliable import library as rly
     from rliable import metrics
 
-    from trpo_tf.envs import resolve_env
-
     envs = list(dict.fromkeys(r["env"] for r in records))
     seeds = min(sum(r["env"] == e for r in records) for e in envs)
     scores = np.array([[r["final_eval_return"] for r in records if r["env"] == e][:seeds]
@@ -138,7 +146,7 @@ def aggregate_scores(records, reps):
                                                reps=reps)
         rows.append((env, seeds, float(scores[:, j].mean()), float(scores[:, j].std()),
                      float(point["trpo_tf"][0]), *map(float, ci["trpo_tf"][:, 0])))
-    refs = [REFERENCE.get(resolve_env(e).gym_id) for e in envs]
+    refs = [reference(e) for e in envs]
     normalised = None
     if all(refs):
         point, ci = rly.get_interval_estimates({"trpo_tf": scores / np.array(refs)},
@@ -151,12 +159,10 @@ def aggregate_scores(records, reps):
 def summary(rows, normalised, steps, best):
     """The markdown table; `best`: {env: mean over seeds of the best evaluation during training}
     (Tianshou's protocol, for comparison only)."""
-    from trpo_tf.envs import resolve_env
-
     lines = ["| env | seeds | final: mean ± std | final: IQM [95% CI] | best during training (mean) "
              "| rl-zoo3 (SB3-contrib) |", "|---|---|---|---|---|---|"]
     for env, n, mean, std, iqm, lo, hi in rows:
-        ref = REFERENCE.get(resolve_env(env).gym_id)
+        ref = reference(env)
         lines.append(f"| {env} | {n} | {mean:,.0f} ± {std:,.0f} | {iqm:,.0f} [{lo:,.0f}, {hi:,.0f}] "
                      f"| {best[env]:,.0f} | {f'{ref:,.0f}' if ref else '-'} |")
     if normalised:
@@ -182,7 +188,8 @@ def main(argv):
         for seed in range(seeds):
             logdir = run_dir(out, env, seed)
             done = os.path.join(logdir, FINISHED)
-            if os.path.isfile(done):
+            finished_earlier = os.path.isfile(done)
+            if finished_earlier:
                 with open(done) as f:
                     record = json.load(f)
                 if (record.get("budget"), record.get("flags")) != (steps, list(extra)):
@@ -193,11 +200,14 @@ def main(argv):
                       f"{record['final_eval_return']:,.1f}", flush=True)
             else:
                 print(f"{env} seed {seed}: training {steps:,} steps in {logdir}", flush=True)
-                record = train_run(env, seed, steps, logdir, extra)
+                wall = train_run(env, seed, steps, logdir, extra)
+            curve = learning_curve(logdir)  # the event files, read once per run
+            if not finished_earlier:
+                record = finished_record(env, seed, steps, extra, logdir, curve, wall)
                 print(f"{env} seed {seed}: final evaluation {record['final_eval_return']:,.1f} "
                       f"({record['wall_seconds']:.0f} s)", flush=True)
             records.append(record)
-            curves.setdefault(env, []).append(learning_curve(logdir))
+            curves.setdefault(env, []).append(curve)
     with open(os.path.join(out, "returns.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, ["env", "seed", "steps", "final_eval_return", "wall_seconds"],
                                 extrasaction="ignore")

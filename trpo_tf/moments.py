@@ -27,14 +27,19 @@ class RewardScale:
     `scaled(rew, discounted_return)` folds the batch into the statistics it returns them with
     (a candidate state); `commit(state)` keeps it once the iteration succeeded."""
 
-    def __init__(self, state=None):
-        self.state = tuple(state) if state else (0.0, 0.0, 1.0)  # count, mean, var
+    def __init__(self):
+        self.state = (0.0, 0.0, 1.0)  # count, mean, var
+
+    @staticmethod
+    def factor(state):
+        """What rewards are multiplied by under `state`: 1 / std of the discounted return."""
+        return 1.0 / float(np.sqrt(state[2] + 1e-8))
 
     def scaled(self, rew, discounted_return):
         count, mean, var = merge_moments(*self.state, np.asarray(discounted_return, np.float64))
-        scale = 1.0 / np.sqrt(var + 1e-8)
-        rew = np.clip(np.asarray(rew) * scale, -REWARD_CLIP, REWARD_CLIP).astype(np.float32)
-        return rew, (float(count), float(mean), float(var))
+        state = (float(count), float(mean), float(var))
+        rew = np.clip(np.asarray(rew) * self.factor(state), -REWARD_CLIP, REWARD_CLIP)
+        return rew.astype(np.float32), state
 
     def commit(self, state):
         self.state = state

@@ -138,11 +138,10 @@ class Trainer:
         self.sampler = (self.make_vine_sampler() if vine else self.make_population_search()
                         if population else SinglePathSampler(
                             self.envs, self.dist, cfg.steps_per_env, seeds["actions"], cfg.gamma))
-        # RWR weights Monte Carlo returns as they are (no clipped, scaled rewards)
-        self.reward_scale = RewardScale() if cfg.normalize_rewards and cfg.algo != "rwr" else None
         self.stream = pipeline.BatchStream(
             lambda: self.sampler.sample(self.policy.numpy_fn()), self.signature)
-        # RWR weights Monte Carlo returns as they are: Q-hat, not normalised
+        # RWR weights Monte Carlo returns as they are: Q-hat, not normalised, rewards not scaled
+        self.reward_scale = RewardScale() if cfg.normalize_rewards and cfg.algo != "rwr" else None
         adv_cfg = (dataclasses.replace(cfg, advantage="q", normalize_advantages=False)
                    if cfg.algo == "rwr" else cfg)
         self.advantage_fn = make_advantage_fn(self.value_net, adv_cfg, obs_spec)
@@ -283,7 +282,7 @@ class Trainer:
         self.update_normalizer(batch["obs"])
         if scale_state:
             self.reward_scale.commit(scale_state)
-            metrics["reward_scale"] = 1.0 / math.sqrt(scale_state[2] + 1e-8)
+            metrics["reward_scale"] = RewardScale.factor(scale_state)
         metrics.update(
             explained_variance=float(ev), value_loss_before=float(vf["loss_before"]),
             value_loss_after=float(vf["loss_after"]), time_advantage=t1 - t0,

@@ -133,7 +133,7 @@ def finished(study):
 PRUNING_POINTS = 100  # trials report at percent of the budget, so different batch sizes compare
 
 
-def objective_fn(base, study_dir, stop, fixed):
+def objective_fn(base, stop, fixed):
     """Optuna's objective: train one trial's settings; after every iteration report the
     latest evaluation at the percent of the budget spent, and prune."""
     import optuna
@@ -147,7 +147,7 @@ def objective_fn(base, study_dir, stop, fixed):
             raise KeyboardInterrupt
         settings = suggest(trial, fixed)
         retry = trial.user_attrs.get("logdir")
-        logdir = retry or os.path.join(study_dir, f"trial_{trial.number}")
+        logdir = retry or os.path.join(base.logdir, f"trial_{trial.number}")
         # a fresh trial never continues checkpoints left in its directory by an older study
         cfg = validate(dataclasses.replace(base, logdir=logdir, quiet=True, export_every=0,
                                            resume="auto" if retry else "never", **settings))
@@ -241,7 +241,7 @@ def tune(base, trials, startup_trials, fixed=()):
 
     with StopOnSignal() as stop:
         while left > 0 and stop.signum is None:  # trials stopped by numerical faults are rerun
-            study.optimize(objective_fn(base, base.logdir, stop, fixed), n_trials=left,
+            study.optimize(objective_fn(base, stop, fixed), n_trials=left,
                            callbacks=[after_trial], catch=(TrainingFault,))
             left, before = trials - finished(study), left
             if left == before and stop.signum is None:
