@@ -26,7 +26,7 @@ from trpo_tf.config import Config  # noqa: E402
 from trpo_tf.distributions import for_action_space  # noqa: E402
 from trpo_tf.pipeline import batch_signature  # noqa: E402
 from trpo_tf.policies import build_models  # noqa: E402
-from trpo_tf.train import make_advantage_fn  # noqa: E402
+from trpo_tf.advantages import make_advantage_fn  # noqa: E402
 from trpo_tf.sampling.single_path import SinglePathSampler  # noqa: E402
 from trpo_tf.update import TRPOLearner, get_flat, set_flat, single_path_gain  # noqa: E402
 from trpo_tf.value import ValueFitter  # noqa: E402

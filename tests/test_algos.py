@@ -7,10 +7,11 @@ import tensorflow as tf
 
 from trpo_tf import update as U
 from trpo_tf.config import ALGOS, Config
-from trpo_tf.derivative_free import CEM, CMA
+from trpo_tf.methods.cem import CEM
+from trpo_tf.methods.cma import CMA
 from trpo_tf.distributions import DiagGaussian
 from trpo_tf.policies import build_models
-from trpo_tf.rwr import RWRLearner
+from trpo_tf.methods.weighted_fit import RWRLearner
 
 OBS = tf.TensorSpec((None, 2), tf.float32)
 ACT = tf.TensorSpec((None, 1), tf.float32)

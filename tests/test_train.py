@@ -38,8 +38,8 @@ def test_graphs_trace_once_and_summaries_and_checkpoints_are_written(tmp_path):
     trainer = Trainer(cfg)
     try:
         trainer.run()
-        assert trainer.learner.trace_count == 1 and trainer.value_fitter.trace_count == 1
-        assert trainer.advantage_fn.experimental_get_tracing_count() == 1
+        assert trainer.method.learner.trace_count == 1 and trainer.value_fitter.trace_count == 1
+        assert trainer.method.advantage_fn.experimental_get_tracing_count() == 1
     finally:
         trainer.close()
     for tag in ("Train/EpisodeReturnMean", "Policy/MeanKL", "Policy/CGResidual",
@@ -136,7 +136,7 @@ def test_progress_return_is_the_last_100_episodes_and_survives_batches_without_a
     assert all(m["return_rolling"] != m["return_rolling"] for m in history[:4])
     assert history[5]["return_rolling"] == history[4]["return_rolling"]
     assert history[4]["return_rolling"] == pytest.approx(history[4]["return_mean"], rel=1e-6)
-    line = summaries.progress_line(5, 6, history[5], float("nan"))
+    line = summaries.progress_line(5, 6, history[5], float("nan"), "kl 0.0000 ls 1")
     assert f"return {history[5]['return_rolling']:7.1f} | eval       - |" in line
     split = dataclasses.replace(cfg, logdir=str(tmp_path / "b"))
     train(dataclasses.replace(split, iterations=5))

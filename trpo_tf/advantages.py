@@ -73,3 +73,20 @@ def advantages_and_targets(mode, rew, values, next_values, terminal, path_end, g
         return returns, returns
     return returns - values, returns
 
+
+def make_advantage_fn(value_net, cfg, obs_spec):
+    """A tf.function: batch -> (advantages, value targets, explained variance) (traced once)."""
+    per_step = tf.TensorSpec((None,), tf.float32)
+
+    @tf.function(input_signature=[obs_spec, obs_spec, per_step, per_step, per_step])
+    def advantage_fn(obs, end_obs, rew, terminal, path_end):
+        values = value_net(obs)
+        next_values = next_state_values(values, value_net(end_obs), path_end)
+        adv, targets = advantages_and_targets(
+            cfg.advantage, rew, values, next_values, terminal, path_end, cfg.gamma,
+            cfg.gae_lambda)
+        if cfg.normalize_advantages:
+            adv = normalize(adv)
+        return adv, targets, explained_variance(values, targets)
+
+    return advantage_fn

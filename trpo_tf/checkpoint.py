@@ -12,6 +12,7 @@ Nothing in the checkpoint directory is overwritten or lost by the tool:
   restored, with one line saying so; if none is intact the run stops with one line.
 """
 import glob
+import importlib
 import json
 import os
 import pickle
@@ -27,6 +28,20 @@ from trpo_tf.update import all_finite
 INDEX = "checkpoint"  # TensorFlow's text index of the checkpoints
 INDEX_LINE = re.compile(r'^(model_checkpoint_path|all_model_checkpoint_paths): "ckpt-\d+"$'
                         r'|^(all_model_checkpoint_timestamps|last_preserved_timestamp): [0-9.e+-]+$')
+# Modules whose classes sampler pickles name, since moved: old checkpoints still resume.
+MOVED_MODULES = {"trpo_tf.derivative_free": ("trpo_tf.methods.cem", "trpo_tf.methods.cma",
+                                             "trpo_tf.sampling.population")}
+
+
+class SamplerUnpickler(pickle.Unpickler):
+    """pickle.load that finds a class under the module it moved to (MOVED_MODULES)."""
+
+    def find_class(self, module, name):
+        for new in MOVED_MODULES.get(module, ()):
+            found = getattr(importlib.import_module(new), name, None)
+            if found is not None:
+                return found
+        return super().find_class(module, name)
 
 
 class Checkpointer:
@@ -112,7 +127,7 @@ class Checkpointer:
             return None, None
         try:
             with open(self._sampler_path(number), "rb") as f:
-                return None, pickle.load(f)
+                return None, SamplerUnpickler(f).load()
         except FileNotFoundError:
             return "its sampler state is missing", None
         except Exception as err:  # truncated, empty or garbled pickle

@@ -345,13 +345,6 @@ def check_restorable(spec):
         env.close()
 
 
-def check_algo(spec, algo):
-    """CEM / CMA search the parameters of MLP / linear policies, not the Atari CNN."""
-    if spec.atari is not None and algo in ("cem", "cma"):
-        raise EnvError(f"--algo={algo} searches MLP / linear policies; {spec.gym_id}'s CNN is "
-                       "trained by --algo=trpo (or an ablation, or rwr)")
-
-
 def make_env_group(spec, backend, num_envs, seed, max_path_length=None, num_threads=0):
     """num_envs envs of `spec` behind the backend's common interface."""
     return BACKENDS[pick_backend(spec, backend)](spec, num_envs, seed, max_path_length, num_threads)

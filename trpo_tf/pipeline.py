@@ -39,9 +39,8 @@ def vine_signature(obs_shape, obs_dtype, dist):
             "sim_steps": scalar, "q_spread": scalar}
 
 
-def population_signature(obs_shape, obs_dtype, dist):
-    """The TensorSpecs of a CEM / CMA batch (derivative_free.py): one return per candidate."""
-    del obs_shape, obs_dtype, dist
+def population_signature():
+    """The TensorSpecs of a CEM / CMA batch (sampling/population.py): one return per candidate."""
     per_candidate = tf.TensorSpec((None,), tf.float32)
     return {"returns": per_candidate, "episode_return": per_candidate,
             "episode_length": per_candidate, "sim_steps": tf.TensorSpec((), tf.float32)}

@@ -41,23 +41,17 @@ TAGS = {
     "eval_return_min": "Eval/ReturnMin",
     "eval_return_max": "Eval/ReturnMax",
     "time_eval": "Time/Eval",
-    "vine_states": "Vine/StatesInRolloutSet",
-    "vine_branches": "Vine/Branches",
-    "vine_q_spread": "Vine/MeanQSpreadPerState",
-    "vine_sim_steps": "Vine/SimulatorStepsPerIteration",
-    "vine_kl_states": "Vine/KLStates",
-    "search_spread": "Search/Spread",  # CEM: mean std of the search; CMA: sigma
-    "rwr_effective_samples": "RWR/EffectiveSamples",
 }
 
 
-def write_scalars(writer, step, metrics, skip_tags=frozenset()):
-    """Every known metric as a scalar at `step`; NaN (no episode finished) is skipped, and so
-    are `skip_tags` (already in the event files)."""
+def write_scalars(writer, step, metrics, skip_tags=frozenset(), tags=TAGS):
+    """Every metric that has a tag in `tags` (the loop's TAGS and the method's own) as a scalar
+    at `step`; NaN (no episode finished) is skipped, and so are `skip_tags` (already in the
+    event files)."""
     with writer.as_default(step=step):
         for key, value in metrics.items():
-            if key in TAGS and value == value and TAGS[key] not in skip_tags:
-                tf.summary.scalar(TAGS[key], value)
+            if key in tags and value == value and tags[key] not in skip_tags:
+                tf.summary.scalar(tags[key], value)
     writer.flush()
 
 
@@ -97,12 +91,11 @@ def _number(x):
     return "      -" if x != x else f"{x:7.1f}"
 
 
-def progress_line(it, iterations, m, last_eval):
+def progress_line(it, iterations, m, last_eval, update):
     """`return`: the mean of the last 100 finished training episodes; `eval`: the latest
-    evaluation of the deterministic policy ("-" before there is one)."""
+    evaluation of the deterministic policy ("-" before there is one); `update`: the method's
+    part ("kl 0.0097 ls 1")."""
     nan = float("nan")
-    update = (f"spread {m['search_spread']:.3f}" if "search_spread" in m  # CEM / CMA
-              else f"kl {m.get('kl', nan):.4f} ls {int(m.get('linesearch_steps', 0))}")
     return (f"it {it + 1:4d}/{iterations} | steps {int(m['env_steps']):>9,} | return "
             f"{_number(m['return_rolling'])} | eval {_number(last_eval)}"
             f" | {update} | ent {m.get('entropy', nan):+.2f}"

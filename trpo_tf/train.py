@@ -1,5 +1,6 @@
-"""The training loop: wires environments -> sampler -> tf.data -> advantages -> TRPO update
--> value fit -> summaries / checkpoints / export. Everything it needs comes from a Config."""
+"""The training loop: environments -> the method's sampler -> tf.data -> the method's update ->
+summaries / checkpoints / evaluation / export, with fault handling and signals. Everything it
+needs comes from a Config; what the method is (methods/) it does not know."""
 import collections
 import contextlib
 import dataclasses
@@ -14,47 +15,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from trpo_tf import advantages as adv_lib
-from trpo_tf import distributions, envs, outputs, pipeline, policies, seeding, summaries
+from trpo_tf import distributions, envs, methods, outputs, pipeline, policies, seeding, summaries
 from trpo_tf.checkpoint import Checkpointer
 from trpo_tf.cli import StopOnSignal
 from trpo_tf.errors import ConfigError, TrainingFault
 from trpo_tf.evaluate import Evaluator
-from trpo_tf.moments import RewardScale
 from trpo_tf.export import export_policy
-from trpo_tf.config import DERIVATIVE_FREE
-from trpo_tf.derivative_free import CEM, CMA, PopulationSearch
-from trpo_tf.rwr import RWRLearner
+from trpo_tf.methods.base import RunParts
 from trpo_tf.sampling import available_memory, batch_obs_dtype, observation_memory
-from trpo_tf.sampling.single_path import SinglePathSampler
-from trpo_tf.sampling.vine import VineSampler
-from trpo_tf.update import TRPOLearner, all_finite, get_flat, single_path_gain, vine_gain
 from trpo_tf.value import ValueFitter
 
-
-def make_advantage_fn(value_net, cfg, obs_spec):
-    """A tf.function: batch -> (advantages, value targets, explained variance) (traced once)."""
-    per_step = tf.TensorSpec((None,), tf.float32)
-
-    @tf.function(input_signature=[obs_spec, obs_spec, per_step, per_step, per_step])
-    def advantage_fn(obs, end_obs, rew, terminal, path_end):
-        values = value_net(obs)
-        next_values = adv_lib.next_state_values(values, value_net(end_obs), path_end)
-        adv, targets = adv_lib.advantages_and_targets(
-            cfg.advantage, rew, values, next_values, terminal, path_end, cfg.gamma,
-            cfg.gae_lambda)
-        if cfg.normalize_advantages:
-            adv = adv_lib.normalize(adv)
-        return adv, targets, adv_lib.explained_variance(values, targets)
-
-    return advantage_fn
-
-
-POLICY_STEP_FAULT = "gradient, Fisher-vector products or CG solution"
 # Settings that only shape the sampler: a resumed run with other values starts new episodes.
 SAMPLER_SETTINGS = ("num_envs", "env_backend", "max_path_length")
-
-
 HEARTBEAT_SECONDS = 2.0  # a terminal hears from a long sampling phase this often
 RECENT_EPISODES = 100    # the progress line's training return: the mean of the last 100
 SAMPLING_THREAD = "trpo_tf-sampling"
@@ -108,19 +80,15 @@ class Trainer:
         self.seeds = seeds = seeding.run_streams(cfg.seed)
         keras.utils.set_random_seed(seeding.int_seed(seeds["network_init"]))
         self.spec = envs.resolve_env(cfg.env, cfg.atari)
-        envs.check_algo(self.spec, cfg.algo)
-        vine = cfg.sampler == "vine"
-        population = cfg.algo in DERIVATIVE_FREE
-        if vine:  # branches restore simulator states: gymnasium MuJoCo envs
-            envs.check_restorable(self.spec)
-        self.backend = ("gymnasium" if vine or population  # per-env episodes, restores
-                        else envs.pick_backend(self.spec, cfg.env_backend))
+        method = methods.method_for(cfg)
+        method.check_env(self.spec)
+        self.backend = method.backend or envs.pick_backend(self.spec, cfg.env_backend)
         self.envs = envs.make_env_group(self.spec, self.backend, cfg.num_envs,
                                         seeding.int_seed(seeds["env_resets"], bits=30),
                                         cfg.max_path_length or None, cfg.env_threads)
         self.dist = distributions.for_action_space(self.envs.action_space)
         obs_space = self.envs.observation_space
-        self.check_batch_fits_in_memory(obs_space)
+        self.check_batch_fits_in_memory(obs_space, *method.batch_states(cfg))
         hidden = cfg.policy_hidden if cfg.policy_hidden is not None else self.spec.policy_hidden
         self.record = {"env": self.spec.gym_id, "algo": cfg.algo, "sampler": cfg.sampler,
                        "policy_hidden": list(hidden), "value_hidden": list(cfg.value_hidden),
@@ -130,27 +98,16 @@ class Trainer:
         self.policy, self.value_net = policies.build_models(
             obs_space.shape, self.dist, hidden, cfg.value_hidden, cfg.normalize_obs,
             cfg.init_log_std)
-        make_signature = (pipeline.vine_signature if vine else pipeline.population_signature
-                          if population else pipeline.batch_signature)
-        obs_dtype = batch_obs_dtype(obs_space)
-        self.signature = make_signature(obs_space.shape, obs_dtype, self.dist)
-        self.obs_spec = obs_spec = pipeline.observation_spec(obs_space.shape, obs_dtype)
-        self.sampler = (self.make_vine_sampler() if vine else self.make_population_search()
-                        if population else SinglePathSampler(
-                            self.envs, self.dist, cfg.steps_per_env, seeds["actions"], cfg.gamma))
-        self.stream = pipeline.BatchStream(
-            lambda: self.sampler.sample(self.policy.numpy_fn()), self.signature)
-        # RWR weights Monte Carlo returns as they are: Q-hat, not normalised, rewards not scaled
-        self.reward_scale = RewardScale() if cfg.normalize_rewards and cfg.algo != "rwr" else None
-        adv_cfg = (dataclasses.replace(cfg, advantage="q", normalize_advantages=False)
-                   if cfg.algo == "rwr" else cfg)
-        self.advantage_fn = make_advantage_fn(self.value_net, adv_cfg, obs_spec)
-        self.learner = self.make_learner(vine, obs_spec)
-        self.iteration = (self.vine_iteration if vine else self.population_iteration
-                          if population else self.single_path_iteration)
+        self.obs_spec = pipeline.observation_spec(obs_space.shape, batch_obs_dtype(obs_space))
         self.value_fitter = ValueFitter(
-            self.value_net, obs_spec, cfg.vf_lr, cfg.vf_epochs, cfg.vf_minibatch,
+            self.value_net, self.obs_spec, cfg.vf_lr, cfg.vf_epochs, cfg.vf_minibatch,
             seeding.int_seed(seeds["value_shuffle"]))
+        self.method = method(cfg, RunParts(self.spec, self.envs, self.dist, self.policy,
+                                           self.value_net, self.value_fitter, seeds, self.obs_spec))
+        self.sampler = self.method.sampler
+        self.stream = pipeline.BatchStream(
+            lambda: self.sampler.sample(self.policy.numpy_fn()), self.method.signature)
+        self.tags = {**summaries.TAGS, **method.tags}
         self.checkpointer = Checkpointer(
             os.path.join(cfg.logdir, "checkpoints"), self.policy, self.value_net,
             self.value_fitter.optimizer, self.value_fitter.rng)
@@ -163,131 +120,16 @@ class Trainer:
         self._beating = False  # a heartbeat line is on the terminal, to be cleared
         self.writer = tf.summary.create_file_writer(cfg.logdir)
 
-    def check_batch_fits_in_memory(self, obs_space):
-        """A ConfigError before anything is allocated if a batch's observations would take
-        more than 80% of the memory available (vine: the trunk states it keeps)."""
-        cfg = self.cfg
-        flag, states = "--batch_steps", cfg.steps_per_env * cfg.num_envs
-        if cfg.sampler == "vine":
-            flag, states = ("--vine_trunk_paths x --vine_trunk_length",
-                            cfg.vine_trunk_paths * cfg.vine_trunk_length)
-            if 0 < cfg.vine_kl_states < states:
-                flag, states = "--vine_kl_states", cfg.vine_kl_states
+    def check_batch_fits_in_memory(self, obs_space, flag, states):
+        """A ConfigError before anything is allocated if a batch's `states` observations (the
+        method says how many, and which flag sizes them) would take more than 80% of the memory
+        available."""
         need, have = observation_memory(obs_space, states), available_memory()
         if have is not None and need > 0.8 * have:
             raise ConfigError(
                 f"{flag} = {states:,} states of {obs_space.shape} {batch_obs_dtype(obs_space)} "
                 f"need about {need / 2**30:.1f} GiB while a batch is built, and "
                 f"{have / 2**30:.1f} GiB are available: lower {flag.split(' ')[0]}")
-
-    def make_learner(self, vine, obs_spec):
-        """The policy update of --algo: TRPO or one of its ablations, RWR's M-step, or None
-        (CEM / CMA update inside their search)."""
-        cfg, sig = self.cfg, self.signature
-        if cfg.algo in DERIVATIVE_FREE:
-            return None
-        if cfg.algo == "rwr":
-            return RWRLearner(self.policy, self.dist, [obs_spec, sig["act"], sig["rew"]],
-                              cfg.rwr_temperature, cfg.rwr_epochs, cfg.rwr_lr)
-        # vine: gain on the rollout set, KL on the trunk states; rew: the spec of advantages
-        gain, data = ((vine_gain(self.dist, cfg.vine_proposal), ["q_hat", "kl_obs"]) if vine
-                      else (single_path_gain(self.dist), ["rew"]))
-        return TRPOLearner(
-            self.policy, self.dist, gain, [obs_spec, sig["act"], *(sig[d] for d in data)],
-            cfg.max_kl, cfg.cg_iters, cfg.cg_damping, cfg.fvp_subsample, cfg.ls_shrink,
-            cfg.ls_max_backtracks,
-            fisher="empirical" if cfg.algo == "empirical_fim" else "analytic",
-            constraint="max" if cfg.algo == "max_kl" else "mean",
-            fixed_step=cfg.npg_step if cfg.algo == "natural_gradient" else 0.0, kl_states=vine)
-
-    def make_population_search(self):
-        cfg = self.cfg
-        start = get_flat(self.policy.mean_variables()).numpy()
-        optimizer = (CEM(start, cfg.cem_init_std, cfg.cem_elite_frac, cfg.cem_extra_noise,
-                         cfg.cem_noise_decay, self.seeds["search"]) if cfg.algo == "cem"
-                     else CMA(start, cfg.cma_sigma, cfg.population,
-                              seeding.int_seed(self.seeds["search"])))
-        return PopulationSearch(self.envs, self.policy, optimizer, cfg.population,
-                                self.seeds["search_episodes"])
-
-    def population_iteration(self, batch):
-        """CEM / CMA: tell the search the candidates' returns; the policy becomes its mean."""
-        if not all_finite(batch["returns"]):
-            return None, "returns"
-        t0 = time.perf_counter()
-        self.sampler.tell(batch["returns"].numpy())
-        nan = float("nan")
-        return {"kl": nan, "linesearch_steps": 0.0, "entropy": nan, "explained_variance": nan,
-                "time_advantage": 0.0, "time_update": time.perf_counter() - t0, "time_value": 0.0,
-                "search_spread": self.sampler.optimizer.spread}, None
-
-    def make_vine_sampler(self):
-        cfg = self.cfg
-        return VineSampler(self.envs, self.dist, cfg.vine_trunk_paths, cfg.vine_trunk_length,
-                           cfg.vine_states, cfg.vine_actions_per_state, cfg.vine_rollout_length,
-                           cfg.gamma, cfg.vine_proposal, cfg.vine_crn, self.seeds["vine"],
-                           cfg.vine_kl_states)
-
-    def policy_step(self, obs, act, *data):
-        """The policy update (TRPO, one of its ablations, or RWR's M-step) -> its metrics as
-        floats, or None if it met non-finite numbers (then the parameters are left as they were)."""
-        metrics = {k: float(v) for k, v in self.learner.step(obs, act, *data).items()}
-        return None if metrics["fault"] else metrics
-
-    def update_normalizer(self, obs):
-        """Fold the batch into the running observation statistics (vector observations)."""
-        if self.policy.normalizer is not None and self.policy.normalizer.enabled:
-            self.policy.normalizer.update(obs.numpy())
-
-    def vine_iteration(self, batch):
-        """TRPO step on the rollout set (eq. 16 / 17) under the mean KL over the trunk states,
-        and normaliser update (trunk states) -> metrics, or (None, what) when non-finite numbers
-        turned up. Vine needs no value function."""
-        if not all_finite(batch["obs"], batch["q_hat"], batch["kl_obs"]):
-            return None, "observations or Q-values"
-        t0 = time.perf_counter()
-        metrics = self.policy_step(batch["obs"], batch["act"], batch["q_hat"], batch["kl_obs"])
-        if metrics is None:
-            return None, POLICY_STEP_FAULT
-        self.update_normalizer(batch["kl_obs"])
-        nan = float("nan")
-        q_shape = batch["q_hat"].shape
-        metrics.update(explained_variance=nan, value_loss_before=nan, value_loss_after=nan,
-                       time_advantage=0.0, time_update=time.perf_counter() - t0, time_value=0.0,
-                       vine_states=float(q_shape[0]), vine_branches=float(q_shape[0] * q_shape[1]),
-                       vine_kl_states=float(batch["kl_obs"].shape[0]),
-                       vine_q_spread=float(batch["q_spread"]), vine_sim_steps=float(batch["sim_steps"]))
-        return metrics, None
-
-    def single_path_iteration(self, batch):
-        """Advantages, TRPO step, value fit and normaliser update on one batch -> metrics, or
-        (None, what) when non-finite numbers turned up; then nothing is changed."""
-        if not all_finite(batch["obs"], batch["end_obs"], batch["rew"]):
-            return None, "observations or rewards"
-        t0 = time.perf_counter()
-        rew, scale_state = batch["rew"], None
-        if self.reward_scale:
-            rew, scale_state = self.reward_scale.scaled(rew.numpy(), batch["discounted_return"].numpy())
-        adv, targets, ev = self.advantage_fn(
-            batch["obs"], batch["end_obs"], rew, batch["terminal"], batch["path_end"])
-        if not all_finite(adv, targets):
-            return None, "advantages or value targets"
-        t1 = time.perf_counter()
-        metrics = self.policy_step(batch["obs"], batch["act"], adv)
-        if metrics is None:
-            return None, POLICY_STEP_FAULT
-        t2 = time.perf_counter()
-        vf = self.value_fitter.fit(batch["obs"], targets)
-        t3 = time.perf_counter()
-        self.update_normalizer(batch["obs"])
-        if scale_state:
-            self.reward_scale.commit(scale_state)
-            metrics["reward_scale"] = RewardScale.factor(scale_state)
-        metrics.update(
-            explained_variance=float(ev), value_loss_before=float(vf["loss_before"]),
-            value_loss_after=float(vf["loss_after"]), time_advantage=t1 - t0,
-            time_update=t2 - t1, time_value=t3 - t2)
-        return metrics, None
 
     def export(self):
         atari = None if self.spec.atari is None else dataclasses.asdict(self.spec.atari)
@@ -299,7 +141,7 @@ class Trainer:
         logged = summaries.logged_steps(self.cfg.logdir) if self._resumed else {}
         for step, m in pending:
             skip = {tag for tag, steps in logged.items() if step in steps}
-            summaries.write_scalars(self.writer, step, m, skip)
+            summaries.write_scalars(self.writer, step, m, skip, self.tags)
 
     def sampler_changes(self):
         """Compare this run's settings with those the logdir was trained with: a ConfigError
@@ -327,8 +169,7 @@ class Trainer:
             saved = self.checkpointer.saved_fields()  # what the loop keeps across a resume
             self.recent_returns.extend(saved.get("recent_returns", []))
             self.last_eval = saved.get("last_eval", self.last_eval)
-            if self.reward_scale and saved.get("reward_scale"):
-                self.reward_scale.commit(saved["reward_scale"])
+            self.method.load_state(saved)
             self.write_summaries(pending)  # those a kill may have cut short
             if sampler_state is not None and not changes:
                 self.sampler.load_state(sampler_state)
@@ -363,7 +204,7 @@ class Trainer:
     def planned_iterations(self, iterations_done, env_steps):
         """The count the progress line shows: --iterations, or under --steps the iterations done
         plus the budget left at the mean steps per iteration so far (exact for single path;
-        vine and CEM / CMA take as many as their episodes need)."""
+        other samplers take as many as their episodes need)."""
         cfg = self.cfg
         if not cfg.steps:
             return cfg.iterations
@@ -375,13 +216,9 @@ class Trainer:
         """Iterations from `start` until the budget is spent, then the export; returns their
         metrics."""
         cfg = self.cfg
-        sampling = (f"vine: {cfg.vine_trunk_paths} trunks x {cfg.vine_trunk_length} steps, "
-                    f"{cfg.vine_states} states x {self.sampler.k} branches x "
-                    f"{cfg.vine_rollout_length} steps" if cfg.sampler == "vine"
-                    else f"{cfg.steps_per_env} steps per iteration")
         self.log(f"trpo_tf: {self.spec.name} ({self.spec.gym_id}), {self.dist.__class__.__name__} "
                  f"policy, {sum(int(np.prod(v.shape)) for v in self.policy.trainable_variables)} "
-                 f"parameters, {cfg.num_envs} {self.backend} envs x {sampling}"
+                 f"parameters, {cfg.num_envs} {self.backend} envs x {self.method.sampling_line()}"
                  + (f"; preset {cfg.preset_file}" if cfg.preset_file else ""))
         history, pending = [], []
         self._faults_in_row = self._faults = 0
@@ -425,17 +262,16 @@ class Trainer:
         t_sample = time.perf_counter() - t0
         if self.sampler.batches_produced != it - start + 1:
             raise RuntimeError("tf.data sampled ahead of the update: batches are off-policy")
-        n = int(batch["sim_steps"])  # simulator steps, vine's branches included
+        n = int(batch["sim_steps"])  # every simulator step the batch took, branches included
         before = [v.numpy() for v in self.checkpointer.state_variables]
-        scale_before = self.reward_scale and self.reward_scale.state
-        m, fault = self.iteration(batch)
+        state_before = self.method.state()
+        m, fault = self.method.update(batch)
         if not fault and not self.checkpointer.all_finite():
             fault = "parameters after the update (value fit or policy)"
         if fault:  # a skipped iteration changes nothing (Adam's step count and RNG included)
             for v, value in zip(self.checkpointer.state_variables, before):
                 v.assign(value)
-            if scale_before:
-                self.reward_scale.commit(scale_before)
+            self.method.load_state(state_before)
             return self.skip(it, fault, env_steps + n), None
         self._faults_in_row = 0
         m.update(episode_metrics(batch))
@@ -454,7 +290,7 @@ class Trainer:
         m["steps_per_sec"] = n / m["time_iteration"]
         m["sample_steps_per_sec"] = n / t_sample
         return m, summaries.progress_line(it, self.planned_iterations(it + 1, env_steps), m,
-                                          self.last_eval)
+                                          self.last_eval, self.method.progress(m))
 
     def skip(self, it, fault, env_steps):
         """Count a skipped iteration; --max_faults of them in a row stop the run."""
@@ -476,8 +312,7 @@ class Trainer:
         if self.cfg.checkpoint_every:
             self.checkpointer.save(iterations_done, env_steps, pending, self.sampler.state(),
                                    {"recent_returns": list(self.recent_returns),
-                                    "last_eval": self.last_eval,
-                                    "reward_scale": self.reward_scale and self.reward_scale.state})
+                                    "last_eval": self.last_eval, **self.method.state()})
         self.write_summaries(pending)
 
     def heartbeat_fn(self, it, planned):

@@ -1,10 +1,13 @@
-"""Reward-weighted regression (Peters & Schaal 2007), the EM-like baseline of section 8.1.
+"""Weighted maximum-likelihood refits of the policy: the M-step of reward-weighted regression
+(rwr.py) and the policy fit of REPS (reps.py).
 
-E-step: weight every sampled (s, a) by a transformed return, u = exp((Q - max Q) / (T * std Q)),
-an exponential with temperature T (scaled by the batch's spread, so T means the same on every
-task). M-step: refit the policy (mean network and log-std) by weighted maximum likelihood,
-maximising sum_n u_n log pi(a_n | s_n) / sum_n u_n with full-batch Adam, a fresh optimiser
-state each iteration, all epochs inside one graph traced once.
+The fit maximises sum_n u_n log pi(a_n | s_n) / sum_n u_n over the mean network and log-std
+with full-batch Adam, a fresh optimiser state each iteration, all epochs inside one graph
+traced once.
+
+RWR (Peters & Schaal 2007) weights every sampled (s, a) by a transformed return,
+u = exp((Q - max Q) / (T * std Q)), an exponential with temperature T (scaled by the batch's
+spread, so T means the same on every task).
 """
 import keras
 import tensorflow as tf
@@ -18,23 +21,29 @@ def rwr_weights(returns, temperature):
     return tf.exp((returns - tf.reduce_max(returns)) / scale)
 
 
-class RWRLearner:
-    def __init__(self, policy, dist, input_specs, temperature, epochs, learning_rate):
+class WeightedMaxLikelihood:
+    """`.step(obs, actions, weights)`: the refit on non-negative per-sample weights."""
+
+    def __init__(self, policy, dist, input_specs, epochs, learning_rate, name):
         self.policy, self.dist = policy, dist
         self.variables = policy.trainable_variables
-        self.temperature, self.epochs = temperature, epochs
+        self.epochs, self.name = epochs, name
         self.optimizer = keras.optimizers.Adam(learning_rate)
         self.optimizer.build(self.variables)
         self.trace_count = 0
         self.step = tf.function(self._step, input_signature=list(input_specs))
 
-    def _step(self, obs, actions, returns):
+    def sample_weights(self, data):
+        """The weights the fit uses, from the step's third input (here: the weights)."""
+        return data
+
+    def _step(self, obs, actions, data):
         self.trace_count += 1
         policy, dist = self.policy, self.dist
         for v in self.optimizer.variables:  # each M-step is a fit of its own: fresh moments
             if v.name != "learning_rate":
                 v.assign(tf.zeros_like(v))
-        weights = rwr_weights(returns, self.temperature)
+        weights = self.sample_weights(data)
         weights = weights / tf.reduce_sum(weights)
         old_params = tf.stop_gradient(policy(obs))
         theta_old = get_flat(self.variables)
@@ -58,6 +67,17 @@ class RWRLearner:
             "kl": tf.reduce_mean(kl),
             "kl_max": tf.reduce_max(kl),
             "entropy": tf.reduce_mean(dist.entropy(old_params)),
-            "rwr_effective_samples": 1.0 / tf.reduce_sum(tf.square(weights)),
+            f"{self.name}_effective_samples": 1.0 / tf.reduce_sum(tf.square(weights)),
             "fault": 1.0 - tf.cast(finite, tf.float32),
         }
+
+
+class RWRLearner(WeightedMaxLikelihood):
+    """RWR's M-step: `.step(obs, actions, returns)` weights the samples by rwr_weights."""
+
+    def __init__(self, policy, dist, input_specs, temperature, epochs, learning_rate):
+        self.temperature = temperature
+        super().__init__(policy, dist, input_specs, epochs, learning_rate, "rwr")
+
+    def sample_weights(self, data):
+        return rwr_weights(data, self.temperature)

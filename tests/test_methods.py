@@ -1,0 +1,105 @@
+"""Methods as plug-ins (methods/): the loop knows no method, every setting is declared once,
+and REPS's dual, weights and end-to-end run."""
+import dataclasses
+import inspect
+import os
+
+import numpy as np
+import pytest
+
+from trpo_tf import config, methods, train
+from trpo_tf.config import Config
+from trpo_tf.methods import reps
+from trpo_tf.settings import SETTINGS
+
+
+def test_the_training_loop_names_no_method():
+    """Everything method-specific is in methods/: train.py branches on none of them."""
+    source = inspect.getsource(train)
+    for word in ("algo ==", "algo in", "sampler ==", "vine", "population", "cem", "cma", "rwr",
+                 "reps", "natural_gradient", "empirical_fim", "max_kl", "DERIVATIVE_FREE"):
+        assert word not in source.lower(), word
+
+
+def test_every_algo_and_sampler_has_one_registered_method_with_a_module_of_its_own():
+    assert set(config.ALGOS) == {"trpo", "natural_gradient", "empirical_fim", "max_kl", "cem",
+                                 "cma", "rwr", "reps"}
+    modules = [m.__module__ for m in methods.METHODS]
+    assert len(set(modules)) == len(modules) == len(methods.REGISTRY) == 9
+    for (algo, sampler), method in methods.REGISTRY.items():
+        cfg = Config(algo=algo, sampler=sampler)
+        assert config.validate(cfg) is cfg and methods.method_for(cfg) is method
+
+
+def test_each_setting_is_declared_once_and_is_both_a_config_field_and_a_flag():
+    from trpo_tf import launch
+
+    fields = {f.name: f.default for f in dataclasses.fields(Config)}
+    assert fields == {name: s.default for name, s in SETTINGS.items()}
+    flags = {name: launch.FLAGS[name] for name in SETTINGS if name not in config.NOT_FLAGS}
+    for name, flag in flags.items():
+        default = SETTINGS[name].default
+        assert flag.default == (list(map(str, default)) if isinstance(default, tuple) else default)
+        assert flag.help.endswith(SETTINGS[name].help)
+    # a method's own settings are declared in its module
+    assert SETTINGS["reps_epsilon"].group.endswith("reps")
+    assert SETTINGS["npg_step"].group.endswith("natural_gradient")
+    assert launch.FLAGS.find_module_defining_flag("rwr_lr") == "trpo_tf stage 4 method rwr"
+
+
+def test_reps_dual_gradient_matches_finite_differences():
+    rng = np.random.default_rng(0)
+    rewards, dphi = rng.normal(size=50), rng.normal(size=(50, 4))
+    for x in (np.array([0.7, 0.3, -0.2, 0.5, 0.1]), np.array([3.0, -1.0, 0.0, 0.2, 0.4])):
+        _, grad = reps.dual(x, rewards, dphi, 0.3)
+        h = 1e-6
+        numeric = [(reps.dual(x + h * e, rewards, dphi, 0.3)[0]
+                    - reps.dual(x - h * e, rewards, dphi, 0.3)[0]) / (2 * h) for e in np.eye(5)]
+        np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("epsilon", [0.05, 0.5])
+def test_reps_weights_keep_the_kl_bound_and_the_feature_constraint(epsilon):
+    """At the dual's optimum the reweighted samples are epsilon away (KL) from the sampled
+    distribution, and their mean feature difference is zero (dg/dtheta = 0)."""
+    rng = np.random.default_rng(1)
+    rewards, dphi = rng.normal(size=400), rng.normal(size=(400, 3))
+    x, _, _ = reps.solve_dual(rewards, dphi, epsilon, max_iters=200)
+    w = reps.sample_weights(x, rewards, dphi)
+    assert x[0] > 0 and w.sum() == pytest.approx(1.0)
+    assert reps.sample_kl(w) <= epsilon + 1e-3
+    assert reps.sample_kl(w) == pytest.approx(epsilon, abs=0.02)  # the bound is active here
+    np.testing.assert_allclose(w @ dphi, 0.0, atol=1e-3)
+    # the weights favour high Bellman errors: more weight on the best rewards than the worst
+    order = np.argsort(rewards + dphi @ x[1:])
+    assert w[order[-40:]].sum() > w[order[:40]].sum()
+
+
+def test_reps_feature_differences_by_hand():
+    """Two paths of a 1-d observation: the first cut by the batch (bootstrapped from end_obs),
+    the second terminal (phi(s') = 0). Features of x standardised: [x, x^2]."""
+    obs = np.array([[0.0], [1.0], [2.0], [3.0]])
+    end_obs = np.array([[5.0], [9.0]])
+    path_end = np.array([0.0, 1.0, 0.0, 1.0])
+    terminal = np.array([0.0, 0.0, 0.0, 1.0])
+    mean, std = 1.5, np.std([0.0, 1.0, 2.0, 3.0]) + 1e-6
+    phi = lambda v: np.array([(v - mean) / std, ((v - mean) / std) ** 2])
+    expected = [0.9 * phi(1.0) - phi(0.0), 0.9 * phi(5.0) - phi(1.0),
+                0.9 * phi(3.0) - phi(2.0), -phi(3.0)]
+    got = reps.feature_differences(obs, end_obs, terminal, path_end, 0.9)
+    np.testing.assert_allclose(got, expected, rtol=1e-9)
+
+
+def test_reps_trains_two_iterations_on_cartpole_logs_and_exports(tmp_path):
+    from tests.test_train import event_steps
+
+    cfg = Config(algo="reps", env="Cartpole", iterations=2, batch_steps=1000, num_envs=4,
+                 eval_every=0, logdir=str(tmp_path), quiet=True)
+    history = train.train(cfg)
+    assert len(history) == 2
+    for m in history:
+        assert m["reps_eta"] > 0 and m["reps_kl"] <= cfg.reps_epsilon + 1e-3
+        assert np.isfinite(m["kl"])
+    for tag in ("REPS/Eta", "REPS/SampleKL", "Policy/MeanKL", "Train/EpisodeReturnMean"):
+        assert event_steps(str(tmp_path), tag) == [1, 2], tag
+    assert os.path.isfile(os.path.join(tmp_path, "policy", "saved_model.pb"))

@@ -1,0 +1,180 @@
+"""What the training loop asks of every method (`Method`), and the single-path iteration the
+policy-gradient methods share (`SinglePathMethod`, `AdvantageMethod`).
+
+A method states what it samples with (`sampler`, `signature`), what it does with one batch
+(`update` -> metrics, or the non-finite quantity that made it skip), what it keeps across a
+resume and a skipped iteration (`state` / `load_state`), and its part of the header and the
+progress line. The loop in run/train.py knows nothing else of it.
+
+Modules here load no TensorFlow when imported (their settings are read before it starts);
+what needs it is imported where the method is built.
+"""
+import dataclasses
+import time
+
+NAN = float("nan")
+POLICY_STEP_FAULT = "gradient, Fisher-vector products or CG solution"
+
+
+@dataclasses.dataclass
+class RunParts:
+    """What a run builds before its method: the env group and spec, the action distribution,
+    the policy and value models with the value fitter, the run's seed streams and the spec of
+    a batch of observations."""
+    spec: object
+    envs: object
+    dist: object
+    policy: object
+    value_net: object
+    value_fitter: object
+    seeds: dict
+    obs_spec: object
+
+
+class Method:
+    algo = ""                  # its --algo value
+    sampler_name = "single_path"  # the --sampler it runs on
+    backend = None             # "gymnasium": it needs per-env episodes or restores; None: --env_backend
+    tags = {}                  # its metrics' TensorBoard tags, beside summaries.TAGS
+
+    @classmethod
+    def validate(cls, cfg):
+        """Checks of settings against each other: the message of the first problem, or None."""
+        del cfg
+        return None
+
+    @classmethod
+    def check_env(cls, spec):
+        """An EnvError if the method cannot run on `spec` (checked before TensorFlow loads)."""
+        del spec
+
+    @classmethod
+    def batch_states(cls, cfg):
+        """(the flag that sizes it, observations a batch holds): for the memory check."""
+        return "--batch_steps", cfg.steps_per_env * cfg.num_envs
+
+    def __init__(self, cfg, parts):
+        self.cfg, self.parts = cfg, parts
+        self.sampler = None    # .sample(params_fn) -> NumPy batch; .state() / .load_state()
+        self.signature = None  # the batch's TensorSpecs
+
+    def update(self, batch):
+        """One iteration's update -> (metrics, None), or (None, what was non-finite): then the
+        loop restores the variables and `state()` as they were."""
+        raise NotImplementedError
+
+    def sampling_line(self):
+        return f"{self.cfg.steps_per_env} steps per iteration"
+
+    def progress(self, m):
+        """The update's part of the progress line."""
+        return f"kl {m.get('kl', NAN):.4f} ls {int(m.get('linesearch_steps', 0))}"
+
+    def state(self):
+        """JSON-able state beside the variables: checkpointed, and restored after a skip."""
+        return {}
+
+    def load_state(self, saved):
+        del saved
+
+
+def policy_step(learner, *inputs):
+    """learner.step(*inputs) -> its metrics as floats, or None if it met non-finite numbers
+    (then the parameters are left as they were)."""
+    metrics = {k: float(v) for k, v in learner.step(*inputs).items()}
+    return None if metrics["fault"] else metrics
+
+
+def update_normalizer(policy, obs):
+    """Fold the batch into the running observation statistics (vector observations)."""
+    if policy.normalizer is not None and policy.normalizer.enabled:
+        policy.normalizer.update(obs.numpy())
+
+
+class SinglePathMethod(Method):
+    """Single-path batches (section 5.1): rewards scaled (--normalize_rewards), the method's
+    `improve` step, then the observation normaliser takes in the batch."""
+    scales_rewards = True
+
+    def __init__(self, cfg, parts):
+        super().__init__(cfg, parts)
+        from trpo_tf.moments import RewardScale
+        from trpo_tf.pipeline import batch_signature
+        from trpo_tf.sampling import batch_obs_dtype
+        from trpo_tf.sampling.single_path import SinglePathSampler
+
+        space = parts.envs.observation_space
+        self.signature = batch_signature(space.shape, batch_obs_dtype(space), parts.dist)
+        self.sampler = SinglePathSampler(parts.envs, parts.dist, cfg.steps_per_env,
+                                         parts.seeds["actions"], cfg.gamma)
+        self.reward_scale = (RewardScale() if cfg.normalize_rewards and self.scales_rewards
+                             else None)
+
+    def improve(self, batch, rew):
+        """The method's update on a batch with rewards `rew` -> (metrics, None) or (None, what)."""
+        raise NotImplementedError
+
+    def update(self, batch):
+        from trpo_tf.moments import RewardScale
+        from trpo_tf.update import all_finite
+
+        if not all_finite(batch["obs"], batch["end_obs"], batch["rew"]):
+            return None, "observations or rewards"
+        rew, scale_state = batch["rew"], None
+        if self.reward_scale:
+            rew, scale_state = self.reward_scale.scaled(rew.numpy(),
+                                                        batch["discounted_return"].numpy())
+        metrics, fault = self.improve(batch, rew)
+        if fault:
+            return None, fault
+        update_normalizer(self.parts.policy, batch["obs"])
+        if scale_state:
+            self.reward_scale.commit(scale_state)
+            metrics["reward_scale"] = RewardScale.factor(scale_state)
+        return metrics, None
+
+    def state(self):
+        return {"reward_scale": self.reward_scale and self.reward_scale.state}
+
+    def load_state(self, saved):
+        if self.reward_scale and saved.get("reward_scale"):
+            self.reward_scale.commit(tuple(saved["reward_scale"]))
+
+
+class AdvantageMethod(SinglePathMethod):
+    """Advantages and value targets (eq. 14-15's A, GAE or Monte Carlo Q) -> the learner's
+    step on (obs, actions, advantages) -> the value fit."""
+    advantage_settings = {}  # settings this method overrides for its advantages (RWR: Q-hat)
+
+    def __init__(self, cfg, parts):
+        super().__init__(cfg, parts)
+        from trpo_tf.advantages import make_advantage_fn
+
+        self.advantage_fn = make_advantage_fn(
+            parts.value_net, dataclasses.replace(cfg, **self.advantage_settings), parts.obs_spec)
+        self.learner = self.make_learner()
+
+    def make_learner(self):
+        """An object whose traced .step(obs, actions, advantages) returns the update's metrics
+        (with "fault")."""
+        raise NotImplementedError
+
+    def improve(self, batch, rew):
+        from trpo_tf.update import all_finite
+
+        t0 = time.perf_counter()
+        adv, targets, ev = self.advantage_fn(
+            batch["obs"], batch["end_obs"], rew, batch["terminal"], batch["path_end"])
+        if not all_finite(adv, targets):
+            return None, "advantages or value targets"
+        t1 = time.perf_counter()
+        metrics = policy_step(self.learner, batch["obs"], batch["act"], adv)
+        if metrics is None:
+            return None, POLICY_STEP_FAULT
+        t2 = time.perf_counter()
+        vf = self.parts.value_fitter.fit(batch["obs"], targets)
+        metrics.update(
+            explained_variance=float(ev), value_loss_before=float(vf["loss_before"]),
+            value_loss_after=float(vf["loss_after"]), time_advantage=t1 - t0,
+            time_update=t2 - t1, time_value=time.perf_counter() - t2)
+        return metrics, None

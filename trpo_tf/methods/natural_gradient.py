@@ -1,0 +1,15 @@
+"""The natural policy gradient (section 7, after eq. 18): TRPO's direction A^-1 g taken with a
+fixed step, theta += npg_step * A^-1 g, without trust region or line search."""
+from trpo_tf.methods.trpo import TRPO
+from trpo_tf.settings import declare, positive
+
+declare("4 method natural_gradient", "npg_step", 0.1,
+        "natural_gradient: fixed step theta += npg_step * A^-1 g (the paper swept it by factors "
+        "of 3: trpo_tf.sweep).", check=positive, rule="> 0")
+
+
+class NaturalGradient(TRPO):
+    algo = "natural_gradient"
+
+    def learner_options(self):
+        return {"fixed_step": self.cfg.npg_step}

@@ -1,0 +1,65 @@
+"""What the derivative-free methods of section 8.1 share (cem.py, cma.py): they search the
+parameters of the action mean directly (the log-std plays no part: candidates act by their
+mean or argmax) and score each candidate by the return of one episode
+(sampling/population.py plays them)."""
+import time
+
+from trpo_tf.methods.base import NAN, Method
+from trpo_tf.settings import at_least, declare
+
+declare("4 method cem / cma", "population", 20,
+        "cem / cma: candidates per iteration, one episode each.", check=at_least(2), rule=">= 2")
+
+
+class PopulationMethod(Method):
+    backend = "gymnasium"  # one whole episode per candidate, env by env
+    tags = {"search_spread": "Search/Spread"}  # CEM: mean std of the search; CMA: sigma
+
+    @classmethod
+    def validate(cls, cfg):
+        if cfg.env_backend == "envpool":
+            return (f"--algo={cls.algo} plays one episode per candidate on gymnasium envs: use "
+                    "--env_backend=gymnasium or auto")
+        return None
+
+    @classmethod
+    def check_env(cls, spec):
+        from trpo_tf.errors import EnvError
+
+        if spec.atari is not None:
+            raise EnvError(f"--algo={cls.algo} searches MLP / linear policies; {spec.gym_id}'s "
+                           "CNN is trained by --algo=trpo (or an ablation, or rwr)")
+
+    def __init__(self, cfg, parts):
+        super().__init__(cfg, parts)
+        from trpo_tf.pipeline import population_signature
+        from trpo_tf.sampling.population import PopulationSearch
+        from trpo_tf.update import get_flat
+
+        self.signature = population_signature()
+        start = get_flat(parts.policy.mean_variables()).numpy()
+        self.sampler = PopulationSearch(parts.envs, parts.policy, self.make_search(start),
+                                        cfg.population, parts.seeds["search_episodes"])
+
+    def make_search(self, start):
+        """The search over parameter vectors, centred on `start`: .ask(n), .tell(candidates,
+        returns), .mean, .spread."""
+        raise NotImplementedError
+
+    def sampling_line(self):
+        return f"{self.cfg.population} candidates x 1 episode per iteration"
+
+    def progress(self, m):
+        return f"spread {m['search_spread']:.3f}"
+
+    def update(self, batch):
+        """Tell the search the candidates' returns; the policy becomes its mean."""
+        from trpo_tf.update import all_finite
+
+        if not all_finite(batch["returns"]):
+            return None, "returns"
+        t0 = time.perf_counter()
+        self.sampler.tell(batch["returns"].numpy())
+        return {"kl": NAN, "linesearch_steps": 0.0, "entropy": NAN, "explained_variance": NAN,
+                "time_advantage": 0.0, "time_update": time.perf_counter() - t0, "time_value": 0.0,
+                "search_spread": self.sampler.optimizer.spread}, None

@@ -1,0 +1,28 @@
+"""Reward-weighted regression (Peters & Schaal 2007), the EM-like baseline of section 8.1:
+E-step, weights exp((Q - max Q) / (T std Q)) on Monte Carlo returns (Q-hat, not normalised,
+rewards not scaled); M-step, weighted maximum likelihood (weighted_fit.py)."""
+from trpo_tf.methods.base import AdvantageMethod
+from trpo_tf.settings import at_least, declare, positive
+
+declare("4 method rwr", "rwr_temperature", 0.5, "rwr: weights exp((Q - max Q) / (T std Q)).",
+        check=positive, rule="> 0")
+declare("4 method rwr", "rwr_epochs", 50,
+        "rwr: full-batch Adam steps of the weighted maximum-likelihood refit.",
+        check=at_least(1), rule=">= 1")
+declare("4 method rwr", "rwr_lr", 0.01, "rwr: Adam learning rate of the refit.", check=positive,
+        rule="> 0")
+
+
+class RWR(AdvantageMethod):
+    algo = "rwr"
+    advantage_settings = {"advantage": "q", "normalize_advantages": False}
+    scales_rewards = False
+    tags = {"rwr_effective_samples": "RWR/EffectiveSamples"}
+
+    def make_learner(self):
+        from trpo_tf.methods.weighted_fit import RWRLearner
+
+        cfg, sig = self.cfg, self.signature
+        return RWRLearner(self.parts.policy, self.parts.dist,
+                          [self.parts.obs_spec, sig["act"], sig["rew"]], cfg.rwr_temperature,
+                          cfg.rwr_epochs, cfg.rwr_lr)

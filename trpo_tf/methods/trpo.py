@@ -1,0 +1,45 @@
+"""TRPO with single-path batches (sections 5.1 and 6): advantages, then the step that
+maximises the surrogate (eq. 14-15) under the mean KL bound (eq. 13) by conjugate gradient
+on Fisher-vector products and a backtracking line search (update.py), then the value fit.
+Its ablations (natural_gradient.py, empirical_fim.py, max_kl.py) swap one piece of it."""
+from trpo_tf.methods.base import AdvantageMethod
+from trpo_tf.settings import at_least, declare, in_unit_interval, positive
+
+GROUP = "4 method trpo: the trust-region step (also vine and the ablations)"
+declare(GROUP, "max_kl", 0.01, "delta: bound on the mean KL(pi_old || pi) per update (eq. 13).",
+        check=positive, rule="> 0")
+declare(GROUP, "cg_iters", 15, "Conjugate-gradient iterations (appendix C: 10).",
+        check=at_least(1), rule=">= 1")
+declare(GROUP, "cg_damping", 0.1, "CG solves (A + damping I) x = g.", check=at_least(0.0),
+        rule=">= 0")
+declare(GROUP, "fvp_subsample", 1.0,
+        "Fraction of the batch used for Fisher-vector products (appendix C: 0.1).",
+        check=in_unit_interval(), rule="in (0, 1]")
+declare(GROUP, "ls_shrink", 0.8, "Line search: step shrinks by this factor per backtrack.",
+        check=in_unit_interval(high_open=True), rule="in (0, 1)")
+declare(GROUP, "ls_max_backtracks", 10, "Line search: steps tried before the update is rejected.",
+        check=at_least(1), rule=">= 1")
+
+
+def trpo_learner(cfg, parts, gain, input_specs, **options):
+    """TRPOLearner with the run's trust-region settings; `options` swap one piece (update.py)."""
+    from trpo_tf.update import TRPOLearner
+
+    return TRPOLearner(parts.policy, parts.dist, gain, input_specs, cfg.max_kl, cfg.cg_iters,
+                       cfg.cg_damping, cfg.fvp_subsample, cfg.ls_shrink, cfg.ls_max_backtracks,
+                       **options)
+
+
+class TRPO(AdvantageMethod):
+    algo = "trpo"
+
+    def learner_options(self):
+        """What an ablation changes in the step (none: TRPO itself)."""
+        return {}
+
+    def make_learner(self):
+        from trpo_tf.update import single_path_gain
+
+        sig = self.signature
+        return trpo_learner(self.cfg, self.parts, single_path_gain(self.parts.dist),
+                            [self.parts.obs_spec, sig["act"], sig["rew"]], **self.learner_options())

@@ -1,0 +1,106 @@
+"""TRPO with the vine estimator (section 5.2): trunks, a rollout set of N states, K actions
+each from restored simulator states with common random numbers (sampling/vine.py); the step
+maximises eq. 16 / 17 on the rollout set under the mean KL over the trunk states."""
+import time
+
+from trpo_tf.methods.base import NAN, POLICY_STEP_FAULT, Method, policy_step, update_normalizer
+from trpo_tf.methods.trpo import trpo_learner
+from trpo_tf.settings import at_least, declare
+
+GROUP = "4 method trpo, --sampler=vine"
+declare(GROUP, "vine_trunk_paths", 16, "Vine: trunk trajectories per iteration.",
+        check=at_least(1), rule=">= 1")
+declare(GROUP, "vine_trunk_length", 1000, "Vine: steps per trunk trajectory (at most).",
+        check=at_least(1), rule=">= 1")
+declare(GROUP, "vine_states", 125,
+        "Vine: states in the rollout set (N), drawn along the trunks (Table 2: 500 Q-values = N x K).",
+        check=at_least(1), rule=">= 1")
+declare(GROUP, "vine_actions_per_state", 4, "Vine: actions (branches) per state (K).",
+        check=at_least(1), rule=">= 1")
+declare(GROUP, "vine_rollout_length", 50,
+        "Vine: steps per branch rollout (Table 2: 50 Swimmer, 100 Hopper and Walker).",
+        check=at_least(1), rule=">= 1")
+declare(GROUP, "vine_proposal", "policy",
+        "Vine: q, the branch actions' distribution; all = every action (small discrete spaces, "
+        "eq. 16).", choices=("policy", "uniform", "all"))
+declare(GROUP, "vine_crn", True, "Vine: common random numbers across a state's branches.")
+declare(GROUP, "vine_kl_states", 0,
+        "Vine: the mean KL of eq. 13 and the Fisher-vector products average over the trunk "
+        "states (the old policy's visitation), this many drawn uniformly; 0 = all of them.",
+        check=at_least(0), rule=">= 0, 0 meaning every trunk state")
+
+
+class Vine(Method):
+    algo = "trpo"
+    sampler_name = "vine"
+    backend = "gymnasium"  # branches restore simulator states
+    tags = {"vine_states": "Vine/StatesInRolloutSet", "vine_branches": "Vine/Branches",
+            "vine_q_spread": "Vine/MeanQSpreadPerState",
+            "vine_sim_steps": "Vine/SimulatorStepsPerIteration", "vine_kl_states": "Vine/KLStates"}
+
+    @classmethod
+    def validate(cls, cfg):
+        if cfg.env_backend == "envpool":
+            return ("--sampler=vine restores simulator states, which EnvPool cannot: use "
+                    "--env_backend=gymnasium or auto")
+        return None
+
+    @classmethod
+    def check_env(cls, spec):
+        from trpo_tf import envs
+
+        envs.check_restorable(spec)
+
+    @classmethod
+    def batch_states(cls, cfg):
+        """The trunk states it keeps (or the KL states drawn from them)."""
+        states = cfg.vine_trunk_paths * cfg.vine_trunk_length
+        if 0 < cfg.vine_kl_states < states:
+            return "--vine_kl_states", cfg.vine_kl_states
+        return "--vine_trunk_paths x --vine_trunk_length", states
+
+    def __init__(self, cfg, parts):
+        super().__init__(cfg, parts)
+        from trpo_tf.pipeline import vine_signature
+        from trpo_tf.sampling import batch_obs_dtype
+        from trpo_tf.sampling.vine import VineSampler
+        from trpo_tf.update import vine_gain
+
+        space = parts.envs.observation_space
+        self.signature = sig = vine_signature(space.shape, batch_obs_dtype(space), parts.dist)
+        self.sampler = VineSampler(
+            parts.envs, parts.dist, cfg.vine_trunk_paths, cfg.vine_trunk_length, cfg.vine_states,
+            cfg.vine_actions_per_state, cfg.vine_rollout_length, cfg.gamma, cfg.vine_proposal,
+            cfg.vine_crn, parts.seeds["vine"], cfg.vine_kl_states)
+        # the gain on the rollout set, the KL on the trunk states
+        self.learner = trpo_learner(
+            cfg, parts, vine_gain(parts.dist, cfg.vine_proposal),
+            [parts.obs_spec, sig["act"], sig["q_hat"], sig["kl_obs"]], kl_states=True)
+
+    def sampling_line(self):
+        cfg = self.cfg
+        return (f"vine: {cfg.vine_trunk_paths} trunks x {cfg.vine_trunk_length} steps, "
+                f"{cfg.vine_states} states x {self.sampler.k} branches x "
+                f"{cfg.vine_rollout_length} steps")
+
+    def update(self, batch):
+        """TRPO step on the rollout set (eq. 16 / 17) under the mean KL over the trunk states,
+        and normaliser update (trunk states). Vine needs no value function."""
+        from trpo_tf.update import all_finite
+
+        if not all_finite(batch["obs"], batch["q_hat"], batch["kl_obs"]):
+            return None, "observations or Q-values"
+        t0 = time.perf_counter()
+        metrics = policy_step(self.learner, batch["obs"], batch["act"], batch["q_hat"],
+                              batch["kl_obs"])
+        if metrics is None:
+            return None, POLICY_STEP_FAULT
+        update_normalizer(self.parts.policy, batch["kl_obs"])
+        q_shape = batch["q_hat"].shape
+        metrics.update(explained_variance=NAN, value_loss_before=NAN, value_loss_after=NAN,
+                       time_advantage=0.0, time_update=time.perf_counter() - t0, time_value=0.0,
+                       vine_states=float(q_shape[0]), vine_branches=float(q_shape[0] * q_shape[1]),
+                       vine_kl_states=float(batch["kl_obs"].shape[0]),
+                       vine_q_spread=float(batch["q_spread"]),
+                       vine_sim_steps=float(batch["sim_steps"]))
+        return metrics, None
