@@ -83,7 +83,7 @@ def learning_curve(logdir):
     """(env steps, evaluation returns) of a run, in step order."""
     import numpy as np
 
-    from trpo_tf.figures import read_scalars
+    from trpo_tf.tools.figures import read_scalars
 
     evals, steps = read_scalars(logdir, "Eval/ReturnMean"), read_scalars(logdir, "Train/EnvSteps")
     its = sorted(k for k in evals if k in steps)

@@ -24,12 +24,12 @@ from bench.common import peak_rss_mb, write_result  # noqa: E402
 from trpo_tf import envs  # noqa: E402
 from trpo_tf.config import Config  # noqa: E402
 from trpo_tf.distributions import for_action_space  # noqa: E402
+from trpo_tf.methods.update import TRPOLearner, get_flat, set_flat, single_path_gain  # noqa: E402
 from trpo_tf.pipeline import batch_signature  # noqa: E402
+from trpo_tf.pipeline.advantages import make_advantage_fn  # noqa: E402
+from trpo_tf.pipeline.value import ValueFitter  # noqa: E402
 from trpo_tf.policies import build_models  # noqa: E402
-from trpo_tf.advantages import make_advantage_fn  # noqa: E402
 from trpo_tf.sampling.single_path import SinglePathSampler  # noqa: E402
-from trpo_tf.update import TRPOLearner, get_flat, set_flat, single_path_gain  # noqa: E402
-from trpo_tf.value import ValueFitter  # noqa: E402
 
 flags.DEFINE_string("env", "Hopper", "Short name or gymnasium id (for the spaces and nets).")
 flags.DEFINE_integer("batch_steps", 50_000, "Steps in the synthetic batch.")

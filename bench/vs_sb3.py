@@ -88,9 +88,9 @@ def run_sb3(gym_id, steps, seed, eval_episodes):
 def run_trpo_tf(env_name, steps, seed, eval_episodes, overrides):
     from trpo_tf import envs
     from trpo_tf.config import Config, validate
-    from trpo_tf.export import load_policy
-    from trpo_tf.evaluate import run_episodes
-    from trpo_tf.train import train
+    from trpo_tf.run.export import load_policy
+    from trpo_tf.run.evaluate import run_episodes
+    from trpo_tf.run.train import train
 
     kwargs = dict(kv.split("=", 1) for kv in overrides)
     types = {f: type(v) for f, v in Config().__dict__.items()}

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trpo_tf import advantages as A
+from trpo_tf.pipeline import advantages as A
 
 
 def f32(x):

@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trpo_tf import update as U
 from trpo_tf.config import ALGOS, Config
+from trpo_tf.distributions import DiagGaussian
+from trpo_tf.methods import update as U
 from trpo_tf.methods.cem import CEM
 from trpo_tf.methods.cma import CMA
-from trpo_tf.distributions import DiagGaussian
-from trpo_tf.policies import build_models
 from trpo_tf.methods.weighted_fit import RWRLearner
+from trpo_tf.policies import build_models
 
 OBS = tf.TensorSpec((None, 2), tf.float32)
 ACT = tf.TensorSpec((None, 1), tf.float32)
@@ -153,7 +153,7 @@ def test_rwr_moves_the_mean_toward_the_best_action_of_a_one_step_bandit():
 @pytest.mark.parametrize("algo", ALGOS)
 def test_each_algo_runs_two_iterations_on_cartpole_and_writes_summaries(tmp_path, algo):
     from test_train import event_steps
-    from trpo_tf.train import train
+    from trpo_tf.run.train import train
 
     cfg = Config(algo=algo, iterations=2, batch_steps=1000, population=8, logdir=str(tmp_path),
                  quiet=True)

@@ -80,7 +80,7 @@ def atari_config(tmp_path, **kw):
 
 
 def test_single_path_batches_keep_frames_uint8(tmp_path):
-    from trpo_tf.train import Trainer
+    from trpo_tf.run.train import Trainer
 
     trainer = Trainer(atari_config(tmp_path))
     try:
@@ -122,7 +122,7 @@ def run_module(module, *args):
 @pytest.mark.parametrize("sampler", ["single_path", "vine"])
 def test_two_iterations_on_pong_write_summaries_and_a_policy_that_play_runs(tmp_path, sampler):
     from test_train import event_steps
-    from trpo_tf.train import train
+    from trpo_tf.run.train import train
 
     kw = {}
     if sampler == "vine":
@@ -143,7 +143,7 @@ def test_two_iterations_on_pong_write_summaries_and_a_policy_that_play_runs(tmp_
 def test_table1_prints_the_papers_rows_beside_ours(tmp_path):
     import tensorflow as tf
 
-    from trpo_tf.export import export_policy
+    from trpo_tf.run.export import export_policy
 
     policy, _ = build_models((4, 42, 42), Categorical(6), (20,), (8,), True)
     settings = envs.resolve_env("Pong").atari

@@ -7,8 +7,8 @@ import numpy as np
 import tensorflow as tf
 
 from trpo_tf.distributions import Categorical, DiagGaussian
-from trpo_tf.export import export_policy, load_policy
 from trpo_tf.policies import build_models
+from trpo_tf.run.export import export_policy, load_policy
 
 
 def test_saved_model_round_trip_gives_the_same_actions(tmp_path):

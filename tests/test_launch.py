@@ -112,7 +112,7 @@ def test_play_rejects_an_env_whose_observations_do_not_fit_the_policy(tmp_path):
     import tensorflow as tf
 
     from trpo_tf.distributions import DiagGaussian
-    from trpo_tf.export import export_policy
+    from trpo_tf.run.export import export_policy
     from trpo_tf.policies import build_models
 
     policy, _ = build_models((4,), DiagGaussian(1), (), (8,), normalize_obs=False)
@@ -149,7 +149,7 @@ def test_tools_refuse_bad_counts_extensions_damaged_models_and_mismatched_action
     import tensorflow as tf
 
     from trpo_tf.distributions import Categorical
-    from trpo_tf.export import export_policy
+    from trpo_tf.run.export import export_policy
     from trpo_tf.policies import build_models
 
     policy, _ = build_models((4,), Categorical(2), (), (8,), normalize_obs=False)

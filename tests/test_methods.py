@@ -7,9 +7,10 @@ import os
 import numpy as np
 import pytest
 
-from trpo_tf import config, methods, train
+from trpo_tf import config, methods
 from trpo_tf.config import Config
 from trpo_tf.methods import reps
+from trpo_tf.run import train
 from trpo_tf.settings import SETTINGS
 
 

@@ -11,12 +11,12 @@ import pytest
 import tensorflow as tf
 
 from test_train import event_steps
-from trpo_tf import outputs
-from trpo_tf.checkpoint import Checkpointer
 from trpo_tf.config import Config
 from trpo_tf.errors import CheckpointError, ConfigError, TrainingFault
-from trpo_tf.train import Trainer
-from trpo_tf.update import get_flat
+from trpo_tf.methods.update import get_flat
+from trpo_tf.run import outputs
+from trpo_tf.run.checkpoint import Checkpointer
+from trpo_tf.run.train import Trainer
 
 BASE = dict(env="Cartpole", env_backend="gymnasium", batch_steps=400, num_envs=2, quiet=True)
 
@@ -234,6 +234,6 @@ def test_resume_never_moves_the_earlier_run_aside_instead_of_interleaving(tmp_pa
     assert event_steps(str(tmp_path / "previous-1"), "Train/EnvSteps") == [1, 2]
     assert sorted(os.listdir(tmp_path / "previous-1" / "checkpoints"))[:1] == ["checkpoint"]
     assert outputs.is_trpo_tf_export(str(tmp_path / "previous-1" / "policy"))
-    from trpo_tf.figures import find_runs
+    from trpo_tf.tools.figures import find_runs
 
     assert list(find_runs(str(tmp_path)).values()) == [[str(tmp_path)]]  # plot skips previous-1

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trpo_tf import figures
+from trpo_tf.tools import figures
 
 
 def write_run(logdir, returns):
@@ -77,7 +77,7 @@ def test_npg_sweep_trains_each_step_and_names_the_best(tmp_path):
 
 def test_play_records_a_video_whose_replay_is_the_episode_played(tmp_path):
     from trpo_tf.distributions import DiagGaussian
-    from trpo_tf.export import export_policy
+    from trpo_tf.run.export import export_policy
     from trpo_tf.policies import build_models
 
     policy, _ = build_models((4,), DiagGaussian(1), (), (8,), normalize_obs=False)

@@ -12,8 +12,8 @@ import numpy as np
 
 from test_train import event_steps
 from trpo_tf.config import Config
-from trpo_tf.train import Trainer
-from trpo_tf.update import get_flat
+from trpo_tf.methods.update import get_flat
+from trpo_tf.run.train import Trainer
 
 
 def final_params(cfg):
@@ -139,7 +139,7 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path):
             "class Interrupted(types.ModuleType):\n"
             "    def __getattr__(self, name):\n"
             "        raise KeyboardInterrupt\n"
-            "sys.modules['trpo_tf.train'] = Interrupted('trpo_tf.train')\n"
+            "sys.modules['trpo_tf.run.train'] = Interrupted('trpo_tf.run.train')\n"
             "from absl import app\n"
             "import trpo_tf.launch as launch\n"
             f"sys.argv = ['launch', '--logdir={tmp_path}']\n"

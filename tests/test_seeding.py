@@ -4,7 +4,7 @@ import pytest
 
 from trpo_tf import seeding
 from trpo_tf.config import Config
-from trpo_tf.train import Trainer
+from trpo_tf.run.train import Trainer
 
 
 def first_draws(seed):

@@ -13,8 +13,8 @@ import tensorflow as tf
 import space_envs
 from trpo_tf.config import Config
 from trpo_tf.distributions import Bernoulli, Categorical, MultiCategorical
+from trpo_tf.run.train import train
 from trpo_tf.sampling import env_action_fn
-from trpo_tf.train import train
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trpo_tf import summaries
 from trpo_tf.config import Config
-from trpo_tf.train import Trainer, train
-from trpo_tf.update import get_flat
+from trpo_tf.methods.update import get_flat
+from trpo_tf.run import summaries
+from trpo_tf.run.train import Trainer, train
 
 
 def event_steps(logdir, tag):

@@ -9,10 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-from trpo_tf import envs, launch, presets
-from trpo_tf.moments import REWARD_CLIP, RewardScale, merge_moments
-from trpo_tf.sampling.single_path import SinglePathSampler
+from trpo_tf import envs, launch
 from trpo_tf.distributions import for_action_space
+from trpo_tf.pipeline.moments import REWARD_CLIP, RewardScale, merge_moments
+from trpo_tf.run import presets
+from trpo_tf.sampling.single_path import SinglePathSampler
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

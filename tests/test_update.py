@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trpo_tf import update as U
 from trpo_tf.distributions import Categorical, DiagGaussian
+from trpo_tf.methods import update as U
 from trpo_tf.policies import build_models
 
 

@@ -4,8 +4,8 @@ import pytest
 import tensorflow as tf
 
 from trpo_tf.distributions import Categorical, DiagGaussian
+from trpo_tf.pipeline.value import ValueFitter
 from trpo_tf.policies import build_models
-from trpo_tf.value import ValueFitter
 
 
 def test_value_fit_learns_a_known_function_and_traces_once():
@@ -56,7 +56,7 @@ def test_one_epoch_equals_plain_adam_steps_over_the_same_shuffle(obs_shape):
 
 
 def test_next_power_of_two_is_exact_for_large_counts():
-    from trpo_tf.value import _next_power_of_two
+    from trpo_tf.pipeline.value import _next_power_of_two
 
     for k, expected in [(1, 1), (2, 2), (3, 4), (47, 64), (64, 64), (65, 128), (2**21 + 1, 2**22)]:
         assert int(_next_power_of_two(tf.constant(k))) == expected

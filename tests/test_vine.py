@@ -119,7 +119,7 @@ def test_vine_learns_cartpole_within_25_iterations_and_writes_vine_summaries(tmp
     holds ~10); every step within the trust region."""
     from test_train import event_steps
     from trpo_tf.config import Config
-    from trpo_tf.train import train
+    from trpo_tf.run.train import train
 
     cfg = Config(env="Cartpole", sampler="vine", seed=1, iterations=25, vine_trunk_paths=8,
                  vine_states=100, vine_rollout_length=50, logdir=str(tmp_path), quiet=True)

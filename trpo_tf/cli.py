@@ -4,7 +4,7 @@ import os
 import signal
 import sys
 
-from absl import flags, logging
+from absl import app, flags, logging
 
 from trpo_tf import errors
 
@@ -82,3 +82,8 @@ def quiet_logging():
     """Our progress lines, not TensorFlow's INFO logs (unless --verbosity is given)."""
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
+
+
+def run_command(module):
+    """Run a tool's `main` as absl's app, parsing flags with its FLAGS_PARSER (parse_flags)."""
+    app.run(module.main, flags_parser=getattr(module, "FLAGS_PARSER", parse_flags))

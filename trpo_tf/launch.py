@@ -49,7 +49,7 @@ def parse_flags_with_preset(argv):
     (and --iterations without --steps counts iterations, not the preset's budget).
     APPLIED_PRESET records the preset and the flags the user gave (on the command line or in
     their flagfiles)."""
-    from trpo_tf import presets
+    from trpo_tf.run import presets
 
     APPLIED_PRESET.update(path="", given=set())
     rest = parse_flags(argv)
@@ -110,14 +110,14 @@ def main(argv):
     quiet_logging()
 
     def run():
-        from trpo_tf import outputs
+        from trpo_tf.run import outputs
 
         cfg = config_from_flags()
         runs = seed_configs(cfg, FLAGS.seeds)
         check_env(cfg)
         for run_cfg in runs:
             outputs.prepare(run_cfg.logdir, run_cfg.policy_export_dir)
-        from trpo_tf.train import train
+        from trpo_tf.run.train import train
 
         with StopOnSignal(not cfg.quiet) as stop:  # one Ctrl-C stops the whole command, not just this seed
             for run_cfg in runs:

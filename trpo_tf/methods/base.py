@@ -98,7 +98,7 @@ class SinglePathMethod(Method):
 
     def __init__(self, cfg, parts):
         super().__init__(cfg, parts)
-        from trpo_tf.moments import RewardScale
+        from trpo_tf.pipeline.moments import RewardScale
         from trpo_tf.pipeline import batch_signature
         from trpo_tf.sampling import batch_obs_dtype
         from trpo_tf.sampling.single_path import SinglePathSampler
@@ -115,8 +115,8 @@ class SinglePathMethod(Method):
         raise NotImplementedError
 
     def update(self, batch):
-        from trpo_tf.moments import RewardScale
-        from trpo_tf.update import all_finite
+        from trpo_tf.pipeline.moments import RewardScale
+        from trpo_tf.methods.update import all_finite
 
         if not all_finite(batch["obs"], batch["end_obs"], batch["rew"]):
             return None, "observations or rewards"
@@ -148,7 +148,7 @@ class AdvantageMethod(SinglePathMethod):
 
     def __init__(self, cfg, parts):
         super().__init__(cfg, parts)
-        from trpo_tf.advantages import make_advantage_fn
+        from trpo_tf.pipeline.advantages import make_advantage_fn
 
         self.advantage_fn = make_advantage_fn(
             parts.value_net, dataclasses.replace(cfg, **self.advantage_settings), parts.obs_spec)
@@ -160,7 +160,7 @@ class AdvantageMethod(SinglePathMethod):
         raise NotImplementedError
 
     def improve(self, batch, rew):
-        from trpo_tf.update import all_finite
+        from trpo_tf.methods.update import all_finite
 
         t0 = time.perf_counter()
         adv, targets, ev = self.advantage_fn(

@@ -34,7 +34,7 @@ class PopulationMethod(Method):
         super().__init__(cfg, parts)
         from trpo_tf.pipeline import population_signature
         from trpo_tf.sampling.population import PopulationSearch
-        from trpo_tf.update import get_flat
+        from trpo_tf.methods.update import get_flat
 
         self.signature = population_signature()
         start = get_flat(parts.policy.mean_variables()).numpy()
@@ -54,7 +54,7 @@ class PopulationMethod(Method):
 
     def update(self, batch):
         """Tell the search the candidates' returns; the policy becomes its mean."""
-        from trpo_tf.update import all_finite
+        from trpo_tf.methods.update import all_finite
 
         if not all_finite(batch["returns"]):
             return None, "returns"

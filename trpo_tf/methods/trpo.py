@@ -23,7 +23,7 @@ declare(GROUP, "ls_max_backtracks", 10, "Line search: steps tried before the upd
 
 def trpo_learner(cfg, parts, gain, input_specs, **options):
     """TRPOLearner with the run's trust-region settings; `options` swap one piece (update.py)."""
-    from trpo_tf.update import TRPOLearner
+    from trpo_tf.methods.update import TRPOLearner
 
     return TRPOLearner(parts.policy, parts.dist, gain, input_specs, cfg.max_kl, cfg.cg_iters,
                        cfg.cg_damping, cfg.fvp_subsample, cfg.ls_shrink, cfg.ls_max_backtracks,
@@ -38,7 +38,7 @@ class TRPO(AdvantageMethod):
         return {}
 
     def make_learner(self):
-        from trpo_tf.update import single_path_gain
+        from trpo_tf.methods.update import single_path_gain
 
         sig = self.signature
         return trpo_learner(self.cfg, self.parts, single_path_gain(self.parts.dist),

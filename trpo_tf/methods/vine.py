@@ -64,7 +64,7 @@ class Vine(Method):
         from trpo_tf.pipeline import vine_signature
         from trpo_tf.sampling import batch_obs_dtype
         from trpo_tf.sampling.vine import VineSampler
-        from trpo_tf.update import vine_gain
+        from trpo_tf.methods.update import vine_gain
 
         space = parts.envs.observation_space
         self.signature = sig = vine_signature(space.shape, batch_obs_dtype(space), parts.dist)
@@ -86,7 +86,7 @@ class Vine(Method):
     def update(self, batch):
         """TRPO step on the rollout set (eq. 16 / 17) under the mean KL over the trunk states,
         and normaliser update (trunk states). Vine needs no value function."""
-        from trpo_tf.update import all_finite
+        from trpo_tf.methods.update import all_finite
 
         if not all_finite(batch["obs"], batch["q_hat"], batch["kl_obs"]):
             return None, "observations or Q-values"

@@ -15,15 +15,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from trpo_tf import distributions, envs, methods, outputs, pipeline, policies, seeding, summaries
-from trpo_tf.checkpoint import Checkpointer
+from trpo_tf import distributions, envs, methods, pipeline, policies, seeding
 from trpo_tf.cli import StopOnSignal
 from trpo_tf.errors import ConfigError, TrainingFault
-from trpo_tf.evaluate import Evaluator
-from trpo_tf.export import export_policy
 from trpo_tf.methods.base import RunParts
+from trpo_tf.pipeline.value import ValueFitter
+from trpo_tf.run import outputs, summaries
+from trpo_tf.run.checkpoint import Checkpointer
+from trpo_tf.run.evaluate import Evaluator
+from trpo_tf.run.export import export_policy
 from trpo_tf.sampling import available_memory, batch_obs_dtype, observation_memory
-from trpo_tf.value import ValueFitter
 
 # Settings that only shape the sampler: a resumed run with other values starts new episodes.
 SAMPLER_SETTINGS = ("num_envs", "env_backend", "max_path_length")

@@ -5,7 +5,7 @@ import collections
 import os
 import re
 
-from trpo_tf.outputs import SET_ASIDE
+from trpo_tf.run.outputs import SET_ASIDE
 
 SEED_DIR = re.compile(r"seed_\d+$")
 SET_ASIDE_DIR = re.compile(rf"({'|'.join(SET_ASIDE)})-\d+$")
@@ -15,7 +15,7 @@ def read_scalars(run_dir, tag):
     """{step: value} of `tag` over a run directory's event files (later files win)."""
     import tensorflow as tf
 
-    from trpo_tf.summaries import event_files, read_events
+    from trpo_tf.run.summaries import event_files, read_events
 
     values = {}
     for path in event_files(run_dir):

@@ -3,8 +3,8 @@ no --flagfile is given (flags on the command line still override it; --preset=no
 The paper's Table 2 settings are in `launch/paper/`, selected with --flagfile."""
 import os
 
-PRESET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "launch",
-                          "tuned")
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PRESET_DIR = os.path.join(REPO, "launch", "tuned")
 
 
 def preset_for(env):

@@ -7,8 +7,8 @@ from trpo_tf import envs
 from trpo_tf.cli import check_policy_dir
 from trpo_tf.distributions import for_action_space
 from trpo_tf.errors import first_line
+from trpo_tf.run.export import load_policy, observation_shape, observation_spec
 from trpo_tf.sampling import env_action_fn, play_episodes
-from trpo_tf.export import load_policy, observation_shape, observation_spec
 
 
 def open_policy(policy_dir, env_name=None, max_path_length=None):
@@ -74,7 +74,7 @@ def record_video(serve, spec, env, path, seed, max_path_length=None):
     """Play one deterministic episode and write its video to `path` (video.py renders a
     replay of its actions) -> (the episode's return, frames written, the replay's return,
     which equals the first: the simulators are deterministic)."""
-    from trpo_tf.video import write_video
+    from trpo_tf.tools.video import write_video
 
     actions = []
     ret = run_episodes(serve, env, 1, seed, True, actions)[0]

@@ -21,9 +21,9 @@ import shutil
 
 import tensorflow as tf
 
-from trpo_tf import outputs
 from trpo_tf.errors import CheckpointError, first_line
-from trpo_tf.update import all_finite
+from trpo_tf.methods.update import all_finite
+from trpo_tf.run import outputs
 
 INDEX = "checkpoint"  # TensorFlow's text index of the checkpoints
 INDEX_LINE = re.compile(r'^(model_checkpoint_path|all_model_checkpoint_paths): "ckpt-\d+"$'

@@ -6,7 +6,7 @@ the actions, then this module (which never imports TensorFlow) replays them from
 reset seed in a child process, rendering every frame: the simulators are deterministic, so
 the replay is the episode that was played.
 
-    python -m trpo_tf.video REPLAY.npz   # written by write_replay; used by play --video
+    python -m trpo_tf.tools.video REPLAY.npz   # written by write_replay; used by play --video
 """
 import dataclasses
 import json
@@ -50,7 +50,7 @@ def write_video(spec, max_path_length, seed, actions, path, fps):
                 "atari": dataclasses.asdict(spec.atari) if spec.atari else None,
                 "seed": seed, "path": os.path.abspath(path), "fps": fps}
         np.savez(replay, actions=np.asarray(actions), meta=json.dumps(meta))
-        out = subprocess.run([sys.executable, "-m", "trpo_tf.video", replay],
+        out = subprocess.run([sys.executable, "-m", "trpo_tf.tools.video", replay],
                              capture_output=True, text=True)
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or [f"exit code {out.returncode}"])[-1]

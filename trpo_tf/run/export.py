@@ -8,8 +8,8 @@ import tempfile
 
 import tensorflow as tf
 
-from trpo_tf import outputs
 from trpo_tf.errors import ConfigError
+from trpo_tf.run import outputs
 
 
 class ServablePolicy(tf.Module):

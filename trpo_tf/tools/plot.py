@@ -1,0 +1,52 @@
+"""python -m trpo_tf.plot --logdir=runs/figure4 --out=figure4.png,figure4.svg
+
+Figure 4-style learning curves from TensorBoard event files: one panel per task, one line
+per method, the mean over seeds with a band of one standard deviation. Runs are found under
+--logdir as <task>/<method>[/...]/[seed_<s>/]events.*: the first directory names the panel,
+the rest (less seed_<s>) the line. Also prints each line's final value (mean of the last
+--final_window iterations, mean +- std over seeds).
+"""
+import os
+
+from absl import flags
+
+from trpo_tf.cli import main_guard, quiet_logging
+from trpo_tf.errors import ConfigError
+from trpo_tf.tools.figures import curves, draw, final_values, find_runs
+
+flags.DEFINE_string("logdir", None, "Directory holding the runs (searched recursively).")
+flags.DEFINE_list("out", ["figure.png"], "Output files; the extension picks the format (png, svg, pdf).")
+flags.DEFINE_string("tag", "Train/EpisodeReturnMean", "Scalar to plot against the iteration.")
+flags.DEFINE_boolean("cost", False, "Plot the cost (minus the tag's value), as the paper's Figure 4 does.")
+flags.DEFINE_integer("final_window", 5, "Iterations averaged for the printed final value.", lower_bound=1)
+flags.DEFINE_string("title", "", "Figure title.")
+FLAGS = flags.FLAGS
+
+def main(argv):
+    del argv
+    quiet_logging()
+
+    def plot():
+        if not FLAGS.logdir or not os.path.isdir(FLAGS.logdir):
+            raise ConfigError(f"--logdir={FLAGS.logdir!r} is not a directory")
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        formats = FigureCanvasAgg.get_supported_filetypes()
+        for out in FLAGS.out:
+            if os.path.splitext(out)[1].lstrip(".").lower() not in formats:
+                raise ConfigError(f"--out={out}: the extension picks the format, one of "
+                                  f"{', '.join(sorted(formats))}")
+        runs = find_runs(FLAGS.logdir)
+        data = curves(runs, FLAGS.tag, -1.0 if FLAGS.cost else 1.0)
+        if not data:
+            raise ConfigError(f"no event files with {FLAGS.tag!r} under --logdir={FLAGS.logdir}")
+        ylabel = f"cost (-{FLAGS.tag})" if FLAGS.cost else FLAGS.tag
+        draw(data, FLAGS.out, ylabel, FLAGS.title)
+        print(f"| task | method | seeds | final {ylabel} (last {FLAGS.final_window} its) |")
+        print("|---|---|---|---|")
+        for panel, line, n, mean, std in final_values(data, FLAGS.final_window):
+            print(f"| {panel} | {line} | {n} | {mean:.1f} +- {std:.1f} |")
+        print(f"wrote {', '.join(FLAGS.out)}", flush=True)
+
+    main_guard(plot)
+
