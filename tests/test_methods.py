@@ -104,3 +104,21 @@ def test_reps_trains_two_iterations_on_cartpole_logs_and_exports(tmp_path):
     for tag in ("REPS/Eta", "REPS/SampleKL", "Policy/MeanKL", "Train/EpisodeReturnMean"):
         assert event_steps(str(tmp_path), tag) == [1, 2], tag
     assert os.path.isfile(os.path.join(tmp_path, "policy", "saved_model.pb"))
+
+
+def test_sampler_pickles_of_the_old_layout_still_load():
+    """CEM / CMA searches were pickled (in the sampler state beside each checkpoint) from
+    trpo_tf.derivative_free before the methods moved to trpo_tf/methods/."""
+    import io
+    import pickle
+
+    from trpo_tf.methods.cem import CEM
+    from trpo_tf.run.checkpoint import SamplerUnpickler
+
+    search = CEM(np.zeros(3), 1.0, 0.2, 0.1, 0.9, seed=0)
+    data = pickle.dumps({"optimizer": search}, protocol=0)  # protocol 0: module names as text
+    old = data.replace(b"trpo_tf.methods.cem", b"trpo_tf.derivative_free")
+    assert old != data
+    loaded = SamplerUnpickler(io.BytesIO(old)).load()["optimizer"]
+    assert isinstance(loaded, CEM)
+    np.testing.assert_array_equal(loaded.ask(4), CEM(np.zeros(3), 1.0, 0.2, 0.1, 0.9, 0).ask(4))
