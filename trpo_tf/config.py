@@ -91,6 +91,12 @@ declare(SAMPLING, "sampler", "single_path",
         choices=methods.SAMPLERS)
 declare(SAMPLING, "batch_steps", 2048,
         "Environment steps per iteration (rounded up to a multiple of --num_envs).")
+declare(SAMPLING, "workers", 0,
+        "Ray workers that sample each iteration, each with --num_envs envs of its own and its "
+        "share of the batch; 0 = sample in this process.", check=at_least(0), rule=">= 0")
+declare(SAMPLING, "ray_address", "",
+        "With --workers: empty = start a local Ray instance on this machine's cores; auto or "
+        "host:port = join the cluster started by `ray start --head`.")
 
 PIPELINE = "3 pipeline: advantages, normalisation, models, value fit"
 declare(PIPELINE, "gamma", 0.99, "Discount factor gamma in (0, 1].", check=in_unit_interval(),

@@ -10,6 +10,7 @@ Modules here load no TensorFlow when imported (their settings are read before it
 what needs it is imported where the method is built.
 """
 import dataclasses
+import math
 import time
 
 NAN = float("nan")
@@ -53,6 +54,20 @@ class Method:
         """(the flag that sizes it, observations a batch holds): for the memory check."""
         return "--batch_steps", cfg.steps_per_env * cfg.num_envs
 
+    @classmethod
+    def make_sampler(cls, cfg, envs, dist, seeds):
+        """Its sampler on `envs`: .sample(params_fn) -> a NumPy batch, .state(), .load_state(),
+        .batches_produced, .progress. Built in the run's process and, with --workers, in each
+        Ray worker for its share (then `cfg` is share(cfg, ...) and `seeds` the worker's)."""
+        raise NotImplementedError
+
+    @classmethod
+    def share(cls, cfg, worker, workers):
+        """The settings of worker `worker`'s share of one iteration when `workers` sample it:
+        here its part of --batch_steps, rounded up (an iteration never has fewer steps)."""
+        del worker
+        return dataclasses.replace(cfg, batch_steps=math.ceil(cfg.batch_steps / workers))
+
     def __init__(self, cfg, parts):
         self.cfg, self.parts = cfg, parts
         self.sampler = None    # .sample(params_fn) -> NumPy batch; .state() / .load_state()
@@ -63,8 +78,9 @@ class Method:
         loop restores the variables and `state()` as they were."""
         raise NotImplementedError
 
-    def sampling_line(self):
-        return f"{self.cfg.steps_per_env} steps per iteration"
+    def sampling_line(self, cfg):
+        """What one sampler draws per iteration under `cfg` (the run's, or a worker's share)."""
+        return f"{cfg.steps_per_env} steps per iteration"
 
     def progress(self, m):
         """The update's part of the progress line."""
@@ -98,17 +114,21 @@ class SinglePathMethod(Method):
 
     def __init__(self, cfg, parts):
         super().__init__(cfg, parts)
-        from trpo_tf.pipeline.moments import RewardScale
         from trpo_tf.pipeline import batch_signature
+        from trpo_tf.pipeline.moments import RewardScale
         from trpo_tf.sampling import batch_obs_dtype
-        from trpo_tf.sampling.single_path import SinglePathSampler
 
         space = parts.envs.observation_space
         self.signature = batch_signature(space.shape, batch_obs_dtype(space), parts.dist)
-        self.sampler = SinglePathSampler(parts.envs, parts.dist, cfg.steps_per_env,
-                                         parts.seeds["actions"], cfg.gamma)
+        self.sampler = self.make_sampler(cfg, parts.envs, parts.dist, parts.seeds)
         self.reward_scale = (RewardScale() if cfg.normalize_rewards and self.scales_rewards
                              else None)
+
+    @classmethod
+    def make_sampler(cls, cfg, envs, dist, seeds):
+        from trpo_tf.sampling.single_path import SinglePathSampler
+
+        return SinglePathSampler(envs, dist, cfg.steps_per_env, seeds["actions"], cfg.gamma)
 
     def improve(self, batch, rew):
         """The method's update on a batch with rewards `rew` -> (metrics, None) or (None, what)."""

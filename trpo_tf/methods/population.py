@@ -20,6 +20,9 @@ class PopulationMethod(Method):
         if cfg.env_backend == "envpool":
             return (f"--algo={cls.algo} plays one episode per candidate on gymnasium envs: use "
                     "--env_backend=gymnasium or auto")
+        if cfg.workers:
+            return (f"--algo={cls.algo} plays its candidates in the run's own process: leave "
+                    "--workers at 0")
         return None
 
     @classmethod
@@ -46,8 +49,8 @@ class PopulationMethod(Method):
         returns), .mean, .spread."""
         raise NotImplementedError
 
-    def sampling_line(self):
-        return f"{self.cfg.population} candidates x 1 episode per iteration"
+    def sampling_line(self, cfg):
+        return f"{cfg.population} candidates x 1 episode per iteration"
 
     def progress(self, m):
         return f"spread {m['search_spread']:.3f}"

@@ -1,6 +1,7 @@
 """TRPO with the vine estimator (section 5.2): trunks, a rollout set of N states, K actions
 each from restored simulator states with common random numbers (sampling/vine.py); the step
 maximises eq. 16 / 17 on the rollout set under the mean KL over the trunk states."""
+import dataclasses
 import time
 
 from trpo_tf.methods.base import NAN, POLICY_STEP_FAULT, Method, policy_step, update_normalizer
@@ -43,6 +44,9 @@ class Vine(Method):
         if cfg.env_backend == "envpool":
             return ("--sampler=vine restores simulator states, which EnvPool cannot: use "
                     "--env_backend=gymnasium or auto")
+        if cfg.workers > min(cfg.vine_trunk_paths, cfg.vine_states):
+            return (f"--workers={cfg.workers} share --vine_trunk_paths={cfg.vine_trunk_paths} "
+                    f"and --vine_states={cfg.vine_states}: each needs at least one of both")
         return None
 
     @classmethod
@@ -61,24 +65,39 @@ class Vine(Method):
 
     def __init__(self, cfg, parts):
         super().__init__(cfg, parts)
+        from trpo_tf.methods.update import vine_gain
         from trpo_tf.pipeline import vine_signature
         from trpo_tf.sampling import batch_obs_dtype
-        from trpo_tf.sampling.vine import VineSampler
-        from trpo_tf.methods.update import vine_gain
 
         space = parts.envs.observation_space
         self.signature = sig = vine_signature(space.shape, batch_obs_dtype(space), parts.dist)
-        self.sampler = VineSampler(
-            parts.envs, parts.dist, cfg.vine_trunk_paths, cfg.vine_trunk_length, cfg.vine_states,
-            cfg.vine_actions_per_state, cfg.vine_rollout_length, cfg.gamma, cfg.vine_proposal,
-            cfg.vine_crn, parts.seeds["vine"], cfg.vine_kl_states)
+        self.sampler = self.make_sampler(cfg, parts.envs, parts.dist, parts.seeds)
         # the gain on the rollout set, the KL on the trunk states
         self.learner = trpo_learner(
             cfg, parts, vine_gain(parts.dist, cfg.vine_proposal),
             [parts.obs_spec, sig["act"], sig["q_hat"], sig["kl_obs"]], kl_states=True)
 
-    def sampling_line(self):
-        cfg = self.cfg
+    @classmethod
+    def make_sampler(cls, cfg, envs, dist, seeds):
+        from trpo_tf.sampling.vine import VineSampler
+
+        return VineSampler(envs, dist, cfg.vine_trunk_paths, cfg.vine_trunk_length,
+                           cfg.vine_states, cfg.vine_actions_per_state, cfg.vine_rollout_length,
+                           cfg.gamma, cfg.vine_proposal, cfg.vine_crn, seeds["vine"],
+                           cfg.vine_kl_states)
+
+    @classmethod
+    def share(cls, cfg, worker, workers):
+        """Its trunks, rollout-set states and KL states, split as evenly as they go (each
+        worker restores its own snapshots: no simulator state crosses the network)."""
+        def part(n):
+            return n // workers + (worker < n % workers)
+
+        return dataclasses.replace(
+            cfg, vine_trunk_paths=part(cfg.vine_trunk_paths), vine_states=part(cfg.vine_states),
+            vine_kl_states=part(cfg.vine_kl_states) if cfg.vine_kl_states else 0)
+
+    def sampling_line(self, cfg):
         return (f"vine: {cfg.vine_trunk_paths} trunks x {cfg.vine_trunk_length} steps, "
                 f"{cfg.vine_states} states x {self.sampler.k} branches x "
                 f"{cfg.vine_rollout_length} steps")

@@ -35,6 +35,7 @@ TAGS = {
     "time_value": "Time/ValueFit",
     "time_iteration": "Time/Iteration",
     "faults": "Faults/SkippedIterations",
+    "worker_restarts": "Faults/WorkerRestarts",
     "return_rolling": "Train/EpisodeReturnLast100",
     "eval_return_mean": "Eval/ReturnMean",
     "eval_return_std": "Eval/ReturnStd",

@@ -27,7 +27,7 @@ from trpo_tf.run.export import export_policy
 from trpo_tf.sampling import available_memory, batch_obs_dtype, observation_memory
 
 # Settings that only shape the sampler: a resumed run with other values starts new episodes.
-SAMPLER_SETTINGS = ("num_envs", "env_backend", "max_path_length")
+SAMPLER_SETTINGS = ("num_envs", "env_backend", "max_path_length", "workers")
 HEARTBEAT_SECONDS = 2.0  # a terminal hears from a long sampling phase this often
 RECENT_EPISODES = 100    # the progress line's training return: the mean of the last 100
 SAMPLING_THREAD = "trpo_tf-sampling"
@@ -95,7 +95,7 @@ class Trainer:
                        "policy_hidden": list(hidden), "value_hidden": list(cfg.value_hidden),
                        "normalize_obs": cfg.normalize_obs, "observation_shape": list(obs_space.shape),
                        "num_envs": cfg.num_envs, "env_backend": self.backend,
-                       "max_path_length": cfg.max_path_length}
+                       "max_path_length": cfg.max_path_length, "workers": cfg.workers}
         self.policy, self.value_net = policies.build_models(
             obs_space.shape, self.dist, hidden, cfg.value_hidden, cfg.normalize_obs,
             cfg.init_log_std)
@@ -105,7 +105,12 @@ class Trainer:
             seeding.int_seed(seeds["value_shuffle"]))
         self.method = method(cfg, RunParts(self.spec, self.envs, self.dist, self.policy,
                                            self.value_net, self.value_fitter, seeds, self.obs_spec))
-        self.sampler = self.method.sampler
+        self.remote = None  # --workers: the Ray workers sample instead of the method's sampler
+        if cfg.workers:
+            from trpo_tf.sampling.distributed import RaySampler
+
+            self.remote = RaySampler(cfg, self.policy, self.log)
+        self.sampler = self.remote or self.method.sampler
         self.stream = pipeline.BatchStream(
             lambda: self.sampler.sample(self.policy.numpy_fn()), self.method.signature)
         self.tags = {**summaries.TAGS, **method.tags}
@@ -217,9 +222,11 @@ class Trainer:
         """Iterations from `start` until the budget is spent, then the export; returns their
         metrics."""
         cfg = self.cfg
+        share = self.method.share(cfg, 0, cfg.workers) if cfg.workers else cfg  # worker 0's
         self.log(f"trpo_tf: {self.spec.name} ({self.spec.gym_id}), {self.dist.__class__.__name__} "
                  f"policy, {sum(int(np.prod(v.shape)) for v in self.policy.trainable_variables)} "
-                 f"parameters, {cfg.num_envs} {self.backend} envs x {self.method.sampling_line()}"
+                 f"parameters, " + (f"{cfg.workers} Ray workers x " if cfg.workers else "")
+                 + f"{cfg.num_envs} {self.backend} envs x {self.method.sampling_line(share)}"
                  + (f"; preset {cfg.preset_file}" if cfg.preset_file else ""))
         history, pending = [], []
         self._faults_in_row = self._faults = 0
@@ -286,6 +293,8 @@ class Trainer:
             self.last_eval = m["eval_return_mean"]
         m.update(env_steps=env_steps, faults=self._faults, time_sample=t_sample,
                  time_iteration=time.perf_counter() - t0)
+        if self.remote:
+            m["worker_restarts"] = self.remote.restarts
         m.update({f"time_sample_{k}": float(batch[f"time_{k}"]) for k in ("policy", "env")
                   if f"time_{k}" in batch})
         m["steps_per_sec"] = n / m["time_iteration"]
@@ -341,6 +350,8 @@ class Trainer:
         end)."""
         if self.evaluator:
             self.evaluator.close()
+        if self.remote:
+            self.remote.close()
         if not any(t.name == SAMPLING_THREAD and t.is_alive() for t in threading.enumerate()):
             self.envs.close()
         self.writer.close()

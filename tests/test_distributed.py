@@ -1,0 +1,180 @@
+"""Sampling on Ray (--workers): trajectories equal to the same env split in one process,
+single path and vine training with 2 workers, a worker killed mid-iteration, a two-node
+cluster joined through --ray_address, and Ctrl-C leaving no Ray process behind. One local Ray
+instance (2 CPUs) serves the tests of this module that run in this process."""
+import dataclasses
+import os
+import select
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import ray
+
+from trpo_tf.config import Config
+from trpo_tf.run.train import Trainer, train
+from trpo_tf.sampling.distributed import RAY_INIT, ShareSampler, merge_batches
+
+LAUNCH = [sys.executable, "-m", "trpo_tf.launch"]
+
+
+def descendants(pid):
+    """The pids of every process below `pid` (read from /proc)."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def still_running(pids, timeout):
+    """Those of `pids` that have not exited within `timeout` seconds in all (waiting on each
+    one's pidfd, which becomes readable when it exits)."""
+    deadline, left = time.monotonic() + timeout, []
+    for pid in pids:
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue
+        try:
+            if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                left.append(pid)
+        finally:
+            os.close(fd)
+    return left
+
+
+def test_a_two_node_cluster_is_joined_through_ray_address(tmp_path):
+    """Two Ray nodes on this machine (ray.cluster_utils.Cluster, one CPU each); the run joins
+    them by address, and its two workers sample on both nodes."""
+    script = textwrap.dedent(f"""
+        import subprocess, sys
+        from ray.cluster_utils import Cluster
+        cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1}})
+        cluster.add_node(num_cpus=1)
+        try:
+            out = subprocess.run({LAUNCH!r} + ["--workers=2", "--ray_address=" + cluster.address,
+                                 "--iterations=1", "--batch_steps=400", "--num_envs=2",
+                                 "--eval_every=0", "--logdir={tmp_path / 'run'}"],
+                                 capture_output=True, text=True, timeout=240)
+            print(out.stdout)
+            print(out.stderr, file=sys.stderr)
+            sys.exit(out.returncode)
+        finally:
+            cluster.shutdown()
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "2 Ray workers x 2 gymnasium envs x 100 steps per iteration" in out.stdout
+    assert "it    1/1 | steps       400" in out.stdout
+    assert os.path.isfile(tmp_path / "run" / "policy" / "saved_model.pb")
+
+
+def test_a_cluster_that_does_not_answer_is_one_line_and_exit_2(tmp_path):
+    out = subprocess.run(LAUNCH + ["--workers=2", "--ray_address=127.0.0.1:9",
+                                   f"--logdir={tmp_path}"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: --ray_address=127.0.0.1:9: no Ray "
+                                                   "cluster answers there"), out.stderr
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, **RAY_INIT)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def cartpole_trainer(local_ray, tmp_path_factory):
+    cfg = Config(env="Cartpole", workers=2, batch_steps=600, num_envs=3, eval_every=0,
+                 logdir=str(tmp_path_factory.mktemp("ray_cartpole")), quiet=True)
+    trainer = Trainer(cfg)
+    yield trainer
+    trainer.close()
+
+
+def test_workers_sample_what_the_same_env_split_samples_in_one_process(cartpole_trainer):
+    """Worker w's streams come from the run's seed: two Ray workers give, batch for batch, the
+    trajectories of the same two ShareSamplers stepped one after the other here."""
+    trainer = cartpole_trainer
+    reference = [ShareSampler(trainer.cfg, w, 2) for w in range(2)]
+    for _ in range(2):
+        weights = trainer.policy.get_weights()
+        remote = trainer.sampler.sample(None)
+        local = merge_batches([share.sample(weights) for share in reference])
+        assert remote["obs"].shape == (600, 4) and remote["sim_steps"] == 600
+        for key in local:
+            if not key.startswith("time_"):
+                np.testing.assert_array_equal(remote[key], local[key], err_msg=key)
+        # another policy for the next batch: the weights travel with every iteration
+        trainer.policy.set_weights([w + 0.05 for w in weights[:1]] + weights[1:])
+    assert remote["episode_return"].size > 0
+
+
+def test_a_worker_killed_mid_iteration_is_restarted_and_the_batch_is_whole(cartpole_trainer):
+    sampler = cartpole_trainer.sampler
+    sampler.sample(None)  # the workers are up (a task queued while one starts survives a kill)
+    restarts = sampler.restarts
+    weights, pending = sampler.submit()
+    ray.kill(sampler.workers[0], no_restart=False)
+    batch = sampler.gather(weights, pending)
+    assert sampler.restarts == restarts + 1
+    assert batch["obs"].shape[0] == 600 and batch["sim_steps"] == 600
+    assert np.isfinite(batch["rew"]).all()
+
+
+@pytest.mark.parametrize("env, sampler", [("Cartpole", "single_path"), ("Swimmer", "single_path"),
+                                          ("Cartpole", "vine"), ("Swimmer", "vine")])
+def test_two_workers_train_two_iterations(env, sampler, local_ray, tmp_path):
+    cfg = Config(env=env, sampler=sampler, workers=2, iterations=2, batch_steps=400, num_envs=2,
+                 eval_every=0, logdir=str(tmp_path), quiet=True, vine_trunk_paths=2,
+                 vine_trunk_length=100, vine_states=6, vine_actions_per_state=2,
+                 vine_rollout_length=10, env_backend="gymnasium")
+    history = train(cfg)
+    assert len(history) == 2 and all(m["worker_restarts"] == 0 for m in history)
+    assert all(np.isfinite(m["kl"]) and m["kl"] <= cfg.max_kl for m in history)
+    if sampler == "vine":  # 6 rollout-set states of 2 branches, split 3 + 3
+        assert all(m["vine_states"] == 6 and m["vine_branches"] == 12 for m in history)
+    else:
+        assert [m["env_steps"] for m in history] == [400, 800]
+    assert os.path.isfile(tmp_path / "policy" / "saved_model.pb")
+    if (env, sampler) == ("Swimmer", "single_path"):  # MuJoCo: the workers' envs resume
+        resumed = train(dataclasses.replace(cfg, iterations=3))
+        assert [m["env_steps"] for m in resumed] == [1200]
+
+
+def test_ctrl_c_stops_the_workers_and_leaves_no_ray_process_behind(tmp_path):
+    proc = subprocess.Popen(LAUNCH + ["--workers=2", "--iterations=1000", "--batch_steps=400",
+                                      "--num_envs=2", "--eval_every=0", f"--logdir={tmp_path}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:  # wait for the first iteration: Ray and its workers are up
+            if line.startswith("it    1/"):
+                break
+        started = descendants(proc.pid)
+        assert len(started) >= 3  # Ray's processes and the two workers
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "stopping after iteration" in out
+    assert not still_running(started, timeout=30)  # Ray's reaper follows the driver

@@ -1,0 +1,211 @@
+"""Sampling on a Ray cluster (--workers=N, --ray_address): the shape of RLlib's EnvRunners on
+plain Ray actors.
+
+Each worker is a Ray actor (`ShareSampler`) holding its own env group (--num_envs envs), a
+copy of the policy for acting and the method's own sampler on its share of the iteration
+(Method.share: a part of --batch_steps; vine's trunks and rollout set). Every iteration the
+learner puts the policy weights (the observation normaliser's statistics are among them) in
+the object store once; the workers sample; their NumPy batches are concatenated in worker
+order (`merge_batches`) into the one batch the method's tf.data stream and update take, as if
+one sampler had stepped all the envs.
+
+Worker w's random streams are spawned from the run's seed (`worker_streams`), so for a fixed
+seed and worker count the batches are the same on every run, and equal to those of the same
+ShareSamplers run one after another in one process (tested). A worker that dies is restarted
+by Ray (its envs start new episodes) and its share is sampled again with the same weights:
+an iteration never has fewer samples than asked for. Ray is imported only here, only when a
+run has workers.
+"""
+import copy
+import logging
+import os
+import socket
+
+import numpy as np
+
+from trpo_tf import seeding
+from trpo_tf.errors import ConfigError, EnvStepError, first_line
+
+MAX_RESTARTS = 3      # per worker, by Ray; one more death stops the run
+WORKER_STREAMS = 1000  # worker w's streams: child WORKER_STREAMS + w of the run's SeedSequence
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# What a run's Ray job carries to every node: this package (uploaded by Ray) and TensorFlow
+# held quiet. No node needs trpo_tf installed, only the requirements.
+RAY_INIT = dict(logging_level=logging.ERROR, log_to_driver=False, include_dashboard=False,
+                runtime_env={"py_modules": [PACKAGE_DIR],
+                             "env_vars": {"TF_CPP_MIN_LOG_LEVEL": "3"}})
+
+
+def worker_streams(seed, worker):
+    """{consumer: SeedSequence} of worker `worker`: independent of the run's own streams
+    (children 0 ... 7 of SeedSequence(seed)) and of every other worker's."""
+    root = np.random.SeedSequence(seed, spawn_key=(WORKER_STREAMS + worker,))
+    return dict(zip(seeding.STREAMS, root.spawn(len(seeding.STREAMS))))
+
+
+class ShareSampler:
+    """Worker `worker` of `workers`: its env group, a policy copy and the method's sampler on
+    its share. A Ray actor in a run; the same class in one process is the reference."""
+
+    def __init__(self, cfg, worker, workers):
+        from trpo_tf import distributions, envs, methods, policies
+
+        method = methods.method_for(cfg)
+        seeds = worker_streams(cfg.seed, worker)
+        spec = envs.resolve_env(cfg.env, cfg.atari)
+        backend = method.backend or envs.pick_backend(spec, cfg.env_backend)
+        self.envs = envs.make_env_group(spec, backend, cfg.num_envs,
+                                        seeding.int_seed(seeds["env_resets"], bits=30),
+                                        cfg.max_path_length or None, cfg.env_threads)
+        dist = distributions.for_action_space(self.envs.action_space)
+        hidden = cfg.policy_hidden if cfg.policy_hidden is not None else spec.policy_hidden
+        self.policy, _ = policies.build_models(
+            self.envs.observation_space.shape, dist, hidden, cfg.value_hidden, cfg.normalize_obs,
+            cfg.init_log_std)
+        self.sampler = method.make_sampler(method.share(cfg, worker, workers), self.envs, dist,
+                                           seeds)
+
+    def sample(self, weights):
+        """One share of the batch, acting with the learner's `weights`."""
+        self.policy.set_weights(weights)
+        return self.sampler.sample(self.policy.numpy_fn())
+
+    def state(self):
+        return self.sampler.state()
+
+    def load_state(self, state):
+        """`state` as state() gave it; copied, since arrays from Ray's object store are
+        read-only and the sampler writes into its own."""
+        self.sampler.load_state(copy.deepcopy(state))
+
+    def pid(self):
+        return os.getpid()
+
+
+# Scalar fields of a batch: these add up over the shares; times are the slowest share's (the
+# shares run side by side); any other scalar (vine's mean Q spread) is the shares' mean.
+SUMMED_SCALARS = ("sim_steps",)
+
+
+def merge_batches(batches):
+    """The shares' batches as one: arrays concatenated along their first axis in worker order
+    (each share is env-major, so the whole is too, and segment ends keep the order of their
+    end observations); scalars as SUMMED_SCALARS says."""
+    merged = {}
+    for key in batches[0]:
+        values = [b[key] for b in batches]
+        if np.ndim(values[0]):
+            merged[key] = np.concatenate(values, axis=0)
+        elif key in SUMMED_SCALARS:
+            merged[key] = np.float32(np.sum(values))
+        elif key.startswith("time_"):
+            merged[key] = np.float32(np.max(values))
+        else:
+            merged[key] = np.float32(np.mean(values))
+    return merged
+
+
+def check_reachable(address):
+    """A ConfigError at once if host:port does not answer (Ray itself waits about a minute)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--ray_address={address!r} is neither empty, auto nor host:port")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as err:
+        raise ConfigError(f"--ray_address={address}: no Ray cluster answers there ({err}); start "
+                          "one with `ray start --head`, or leave the flag empty for a local one")
+
+
+def connect(address):
+    """Ray, joined to the cluster at `address` (or a local instance on this machine's cores
+    when empty) -> (the ray module, whether this call started it). A process that already
+    joined one (the tests' shared instance, started with RAY_INIT) keeps it."""
+    import ray
+
+    if ray.is_initialized():
+        return ray, False
+    if address and address != "auto":
+        check_reachable(address)
+    try:
+        if address:
+            ray.init(address=address, **RAY_INIT)
+        else:
+            ray.init(num_cpus=os.cpu_count(), **RAY_INIT)
+    except Exception as err:  # ConnectionError, RuntimeError, ...: Ray's own words, one line
+        raise ConfigError(f"--ray_address={address or '(local)'}: cannot start or join Ray "
+                          f"({first_line(err)})") from None
+    return ray, True
+
+
+class RaySampler:
+    """The run's sampler with --workers: a ShareSampler actor per worker, restarted by Ray
+    when it dies. Same interface as the in-process samplers; `log` prints a line."""
+
+    def __init__(self, cfg, policy, log):
+        self.ray, self.started = connect(cfg.ray_address)
+        self.policy, self.log = policy, log
+        cpus = min(1.0, self.ray.cluster_resources().get("CPU", 1.0) / cfg.workers)
+        actor = self.ray.remote(ShareSampler).options(
+            num_cpus=cpus, max_restarts=MAX_RESTARTS, max_task_retries=0)
+        self.workers = [actor.remote(cfg, w, cfg.workers) for w in range(cfg.workers)]
+        self.deaths = [0] * cfg.workers
+        self.restarts = 0
+        self.batches_produced = 0
+        self.progress = 0  # steps of the shares gathered so far in this iteration
+
+    def submit(self):
+        """Broadcast the weights once and start every share -> (weights ref, {ref: worker})."""
+        weights = self.ray.put(self.policy.get_weights())
+        return weights, {w.sample.remote(weights): i for i, w in enumerate(self.workers)}
+
+    def gather(self, weights, pending):
+        """Wait for every share; a share whose worker died is sampled again (same weights) on
+        the worker Ray restarted -> the merged batch."""
+        from ray.exceptions import RayActorError
+
+        batches = [None] * len(self.workers)
+        self.progress = 0
+        while pending:
+            (ref,), _ = self.ray.wait(list(pending), num_returns=1)
+            worker = pending.pop(ref)
+            try:
+                batches[worker] = self.ray.get(ref)
+            except RayActorError as err:
+                self.deaths[worker] += 1
+                if self.deaths[worker] > MAX_RESTARTS:
+                    raise EnvStepError(f"sampling worker {worker} died {self.deaths[worker]} "
+                                       f"times; the last: {first_line(err)}") from None
+                self.restarts += 1
+                self.log(f"sampling worker {worker} died ({first_line(err)}); Ray restarts it "
+                         "and its share of this iteration is sampled again")
+                # Ray holds the retry until the worker is back (a task sent while it restarts
+                # would fail again); the worker's deaths are counted here, once each
+                retry = self.workers[worker].sample.options(max_task_retries=-1)
+                pending[retry.remote(weights)] = worker
+                continue
+            self.progress += int(batches[worker]["sim_steps"])
+        self.batches_produced += 1
+        return merge_batches(batches)
+
+    def sample(self, params_fn):
+        """One batch (params_fn is unused: the workers act with their copies of the weights)."""
+        del params_fn
+        return self.gather(*self.submit())
+
+    def state(self):
+        """The workers' sampler states, or None if any cannot be saved."""
+        states = self.ray.get([w.state.remote() for w in self.workers])
+        return None if any(s is None for s in states) else states
+
+    def load_state(self, states):
+        """Each worker's state as state() gave it (the run record holds --workers: a resume
+        with another count starts new episodes instead)."""
+        self.ray.get([w.load_state.remote(s) for w, s in zip(self.workers, states)])
+
+    def close(self):
+        """Stop the workers, and the Ray instance if this run started it."""
+        for w in self.workers:
+            self.ray.kill(w)
+        if self.started:
+            self.ray.shutdown()
