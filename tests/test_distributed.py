@@ -1,7 +1,7 @@
 """Sampling on Ray (--workers): trajectories equal to the same env split in one process,
 single path and vine training with 2 workers, a worker killed mid-iteration, a two-node
 cluster joined through --ray_address, and Ctrl-C leaving no Ray process behind. One local Ray
-instance (2 CPUs) serves the tests of this module that run in this process."""
+instance serves the tests of this module that run in this process."""
 import dataclasses
 import os
 import select
@@ -97,7 +97,9 @@ def test_a_cluster_that_does_not_answer_is_one_line_and_exit_2(tmp_path):
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, **RAY_INIT)
+    """8 logical CPUs on this machine's 2: the trainer fixture's workers (one CPU each, as in
+    a run) and those of the test running beside it all fit."""
+    ray.init(num_cpus=8, **RAY_INIT)
     yield
     ray.shutdown()
 
@@ -119,7 +121,7 @@ def test_workers_sample_what_the_same_env_split_samples_in_one_process(cartpole_
     for _ in range(2):
         weights = trainer.policy.get_weights()
         remote = trainer.sampler.sample(None)
-        local = merge_batches([share.sample(weights) for share in reference])
+        local = merge_batches([share.sample(weights, {}) for share in reference])
         assert remote["obs"].shape == (600, 4) and remote["sim_steps"] == 600
         for key in local:
             if not key.startswith("time_"):
@@ -133,9 +135,9 @@ def test_a_worker_killed_mid_iteration_is_restarted_and_the_batch_is_whole(cartp
     sampler = cartpole_trainer.sampler
     sampler.sample(None)  # the workers are up (a task queued while one starts survives a kill)
     restarts = sampler.restarts
-    weights, pending = sampler.submit()
+    weights, shares, pending = sampler.submit()
     ray.kill(sampler.workers[0], no_restart=False)
-    batch = sampler.gather(weights, pending)
+    batch = sampler.gather(weights, shares, pending)
     assert sampler.restarts == restarts + 1
     assert batch["obs"].shape[0] == 600 and batch["sim_steps"] == 600
     assert np.isfinite(batch["rew"]).all()
@@ -159,6 +161,17 @@ def test_two_workers_train_two_iterations(env, sampler, local_ray, tmp_path):
     if (env, sampler) == ("Swimmer", "single_path"):  # MuJoCo: the workers' envs resume
         resumed = train(dataclasses.replace(cfg, iterations=3))
         assert [m["env_steps"] for m in resumed] == [1200]
+
+
+def test_cem_candidates_played_by_two_workers_score_as_in_one_process(local_ray, tmp_path):
+    """The search asks and draws each candidate's reset seed in the learner; the workers play
+    a block of candidates each: the same episodes, so the same search."""
+    cfg = Config(algo="cem", env="Cartpole", iterations=2, population=6, num_envs=2,
+                 eval_every=0, logdir=str(tmp_path / "here"), quiet=True)
+    here = train(cfg)
+    there = train(dataclasses.replace(cfg, workers=2, logdir=str(tmp_path / "workers")))
+    for key in ("return_mean", "return_max", "env_steps", "search_spread"):
+        assert [m[key] for m in there] == [m[key] for m in here], key
 
 
 def test_ctrl_c_stops_the_workers_and_leaves_no_ray_process_behind(tmp_path):

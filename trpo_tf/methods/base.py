@@ -55,10 +55,11 @@ class Method:
         return "--batch_steps", cfg.steps_per_env * cfg.num_envs
 
     @classmethod
-    def make_sampler(cls, cfg, envs, dist, seeds):
-        """Its sampler on `envs`: .sample(params_fn) -> a NumPy batch, .state(), .load_state(),
-        .batches_produced, .progress. Built in the run's process and, with --workers, in each
-        Ray worker for its share (then `cfg` is share(cfg, ...) and `seeds` the worker's)."""
+    def make_sampler(cls, cfg, envs, dist, seeds, policy):
+        """Its sampler on `envs`: .sample(params_fn, **share) -> a NumPy batch, .state(),
+        .load_state(), .batches_produced, .progress. Built in the run's process and, with
+        --workers, in each Ray worker for its share (then `cfg` is share(cfg, ...), `seeds` the
+        worker's and `policy` the worker's copy)."""
         raise NotImplementedError
 
     @classmethod
@@ -77,6 +78,11 @@ class Method:
         """One iteration's update -> (metrics, None), or (None, what was non-finite): then the
         loop restores the variables and `state()` as they were."""
         raise NotImplementedError
+
+    def sample_on(self, workers):
+        """The sampler the loop draws batches from when Ray `workers` (a RaySampler) sample:
+        here the workers themselves, each on its share."""
+        return workers
 
     def sampling_line(self, cfg):
         """What one sampler draws per iteration under `cfg` (the run's, or a worker's share)."""
@@ -120,12 +126,12 @@ class SinglePathMethod(Method):
 
         space = parts.envs.observation_space
         self.signature = batch_signature(space.shape, batch_obs_dtype(space), parts.dist)
-        self.sampler = self.make_sampler(cfg, parts.envs, parts.dist, parts.seeds)
+        self.sampler = self.make_sampler(cfg, parts.envs, parts.dist, parts.seeds, parts.policy)
         self.reward_scale = (RewardScale() if cfg.normalize_rewards and self.scales_rewards
                              else None)
 
     @classmethod
-    def make_sampler(cls, cfg, envs, dist, seeds):
+    def make_sampler(cls, cfg, envs, dist, seeds, policy):
         from trpo_tf.sampling.single_path import SinglePathSampler
 
         return SinglePathSampler(envs, dist, cfg.steps_per_env, seeds["actions"], cfg.gamma)

@@ -20,9 +20,9 @@ class PopulationMethod(Method):
         if cfg.env_backend == "envpool":
             return (f"--algo={cls.algo} plays one episode per candidate on gymnasium envs: use "
                     "--env_backend=gymnasium or auto")
-        if cfg.workers:
-            return (f"--algo={cls.algo} plays its candidates in the run's own process: leave "
-                    "--workers at 0")
+        if cfg.workers > cfg.population:
+            return (f"--workers={cfg.workers} play --population={cfg.population} candidates: "
+                    "each needs at least one")
         return None
 
     @classmethod
@@ -43,6 +43,18 @@ class PopulationMethod(Method):
         start = get_flat(parts.policy.mean_variables()).numpy()
         self.sampler = PopulationSearch(parts.envs, parts.policy, self.make_search(start),
                                         cfg.population, parts.seeds["search_episodes"])
+
+    @classmethod
+    def make_sampler(cls, cfg, envs, dist, seeds, policy):
+        """A Ray worker's: it plays the candidates the learner's PopulationSearch sends it."""
+        from trpo_tf.sampling.population import CandidatePlayer
+
+        return CandidatePlayer(envs, policy)
+
+    def sample_on(self, workers):
+        """The search asks and is told here; the workers play the candidates."""
+        self.sampler.play = workers.play_candidates
+        return self.sampler
 
     def make_search(self, start):
         """The search over parameter vectors, centred on `start`: .ask(n), .tell(candidates,

@@ -71,14 +71,14 @@ class Vine(Method):
 
         space = parts.envs.observation_space
         self.signature = sig = vine_signature(space.shape, batch_obs_dtype(space), parts.dist)
-        self.sampler = self.make_sampler(cfg, parts.envs, parts.dist, parts.seeds)
+        self.sampler = self.make_sampler(cfg, parts.envs, parts.dist, parts.seeds, parts.policy)
         # the gain on the rollout set, the KL on the trunk states
         self.learner = trpo_learner(
             cfg, parts, vine_gain(parts.dist, cfg.vine_proposal),
             [parts.obs_spec, sig["act"], sig["q_hat"], sig["kl_obs"]], kl_states=True)
 
     @classmethod
-    def make_sampler(cls, cfg, envs, dist, seeds):
+    def make_sampler(cls, cfg, envs, dist, seeds, policy):
         from trpo_tf.sampling.vine import VineSampler
 
         return VineSampler(envs, dist, cfg.vine_trunk_paths, cfg.vine_trunk_length,

@@ -105,12 +105,13 @@ class Trainer:
             seeding.int_seed(seeds["value_shuffle"]))
         self.method = method(cfg, RunParts(self.spec, self.envs, self.dist, self.policy,
                                            self.value_net, self.value_fitter, seeds, self.obs_spec))
-        self.remote = None  # --workers: the Ray workers sample instead of the method's sampler
+        self.remote = None  # --workers: the Ray workers sample the method's batches
+        self.sampler = self.method.sampler
         if cfg.workers:
             from trpo_tf.sampling.distributed import RaySampler
 
             self.remote = RaySampler(cfg, self.policy, self.log)
-        self.sampler = self.remote or self.method.sampler
+            self.sampler = self.method.sample_on(self.remote)
         self.stream = pipeline.BatchStream(
             lambda: self.sampler.sample(self.policy.numpy_fn()), self.method.signature)
         self.tags = {**summaries.TAGS, **method.tags}

@@ -63,12 +63,13 @@ class ShareSampler:
             self.envs.observation_space.shape, dist, hidden, cfg.value_hidden, cfg.normalize_obs,
             cfg.init_log_std)
         self.sampler = method.make_sampler(method.share(cfg, worker, workers), self.envs, dist,
-                                           seeds)
+                                           seeds, self.policy)
 
-    def sample(self, weights):
-        """One share of the batch, acting with the learner's `weights`."""
+    def sample(self, weights, share):
+        """One share of the batch, acting with the learner's `weights`; `share`: what the
+        learner sends this worker alone (CEM / CMA: its candidates), as keyword arguments."""
         self.policy.set_weights(weights)
-        return self.sampler.sample(self.policy.numpy_fn())
+        return self.sampler.sample(self.policy.numpy_fn(), **share)
 
     def state(self):
         return self.sampler.state()
@@ -154,12 +155,15 @@ class RaySampler:
         self.batches_produced = 0
         self.progress = 0  # steps of the shares gathered so far in this iteration
 
-    def submit(self):
-        """Broadcast the weights once and start every share -> (weights ref, {ref: worker})."""
+    def submit(self, shares=None):
+        """Broadcast the weights once and start every worker's share (`shares`: what each is
+        sent besides; nothing by default) -> (weights ref, shares, {ref: worker})."""
         weights = self.ray.put(self.policy.get_weights())
-        return weights, {w.sample.remote(weights): i for i, w in enumerate(self.workers)}
+        shares = shares or [{}] * len(self.workers)
+        return weights, shares, {w.sample.remote(weights, share): i
+                                 for i, (w, share) in enumerate(zip(self.workers, shares))}
 
-    def gather(self, weights, pending):
+    def gather(self, weights, shares, pending):
         """Wait for every share; a share whose worker died is sampled again (same weights) on
         the worker Ray restarted -> the merged batch."""
         from ray.exceptions import RayActorError
@@ -182,7 +186,7 @@ class RaySampler:
                 # Ray holds the retry until the worker is back (a task sent while it restarts
                 # would fail again); the worker's deaths are counted here, once each
                 retry = self.workers[worker].sample.options(max_task_retries=-1)
-                pending[retry.remote(weights)] = worker
+                pending[retry.remote(weights, shares[worker])] = worker
                 continue
             self.progress += int(batches[worker]["sim_steps"])
         self.batches_produced += 1
@@ -192,6 +196,13 @@ class RaySampler:
         """One batch (params_fn is unused: the workers act with their copies of the weights)."""
         del params_fn
         return self.gather(*self.submit())
+
+    def play_candidates(self, candidates, seeds):
+        """CEM / CMA: the candidates (with their reset seeds) in contiguous blocks, one per
+        worker -> the batch of their episodes, in the candidates' order."""
+        blocks = np.array_split(np.arange(len(candidates)), len(self.workers))
+        return self.gather(*self.submit([{"candidates": candidates[b],
+                                          "seeds": [seeds[i] for i in b]} for b in blocks]))
 
     def state(self):
         """The workers' sampler states, or None if any cannot be saved."""
