@@ -80,23 +80,27 @@ def draw(data, outputs, ylabel, title=""):
     lines = sorted({line for _, line in data})
     colors = {line: plt.get_cmap("tab10")(i % 10) for i, line in enumerate(lines)}
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
+    handles = {}  # one legend entry per method, whichever panels it is in
     for ax, panel in zip(axes[0], panels):
         for line in lines:
             if (panel, line) not in data:
                 continue
             steps, values = data[(panel, line)]
             mean, std = values.mean(0), values.std(0)
-            ax.plot(steps, mean, color=colors[line], label=f"{line} ({len(values)})", lw=1.6)
+            handles.setdefault(line, ax.plot(steps, mean, color=colors[line], lw=1.6)[0])
             ax.fill_between(steps, mean - std, mean + std, color=colors[line], alpha=0.18, lw=0)
         ax.set_title(panel)
         ax.set_xlabel("policy iteration")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8, loc="best", title="method (seeds)", title_fontsize=8)
+    seeds = {line: max(len(data[key][1]) for key in data if key[1] == line) for line in lines}
+    fig.legend([handles[line] for line in lines], [f"{line} ({seeds[line]})" for line in lines],
+               fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5),
+               title="method (seeds)", title_fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     for path in outputs:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        fig.savefig(path, dpi=120)
+        fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
