@@ -61,6 +61,7 @@ def main_guard(fn):
         print("error: interrupted; the last checkpoint is intact (run the same command to "
               "resume)", file=sys.stderr, flush=True)
         sys.stdout.flush()
+        end_ray_session()  # os._exit skips the exit hook that would
         os._exit(130)  # not sys.exit: the sampling thread may be inside a simulator
     except (errors.ConfigError, errors.EnvError, errors.CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -68,6 +69,14 @@ def main_guard(fn):
     except (errors.EnvStepError, errors.TrainingFault) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+
+
+def end_ray_session():
+    """Leave the Ray session this process joined, if any (--workers), stopping the local
+    instance it started; Ray is never imported for it."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
 
 
 def check_policy_dir(policy_dir):

@@ -120,12 +120,14 @@ def check_reachable(address):
 
 def connect(address):
     """Ray, joined to the cluster at `address` (or a local instance on this machine's cores
-    when empty) -> (the ray module, whether this call started it). A process that already
-    joined one (the tests' shared instance, started with RAY_INIT) keeps it."""
+    when empty). A process joins once: later runs in it (--seeds, the tuner, the tests' shared
+    instance started with RAY_INIT) keep that session, since Ray cannot ship this package to a
+    second session of the same process; ray.init's exit hook ends it (and stops a local
+    instance) when the process ends, and main_guard does on an interrupt."""
     import ray
 
     if ray.is_initialized():
-        return ray, False
+        return ray
     if address and address != "auto":
         check_reachable(address)
     try:
@@ -136,7 +138,7 @@ def connect(address):
     except Exception as err:  # ConnectionError, RuntimeError, ...: Ray's own words, one line
         raise ConfigError(f"--ray_address={address or '(local)'}: cannot start or join Ray "
                           f"({first_line(err)})") from None
-    return ray, True
+    return ray
 
 
 class RaySampler:
@@ -144,7 +146,7 @@ class RaySampler:
     when it dies. Same interface as the in-process samplers; `log` prints a line."""
 
     def __init__(self, cfg, policy, log):
-        self.ray, self.started = connect(cfg.ray_address)
+        self.ray = connect(cfg.ray_address)
         self.policy, self.log = policy, log
         cpus = min(1.0, self.ray.cluster_resources().get("CPU", 1.0) / cfg.workers)
         actor = self.ray.remote(ShareSampler).options(
@@ -215,8 +217,6 @@ class RaySampler:
         self.ray.get([w.load_state.remote(s) for w, s in zip(self.workers, states)])
 
     def close(self):
-        """Stop the workers, and the Ray instance if this run started it."""
+        """Stop the workers (the Ray session ends with the process: see connect)."""
         for w in self.workers:
             self.ray.kill(w)
-        if self.started:
-            self.ray.shutdown()
