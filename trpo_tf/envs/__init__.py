@@ -12,7 +12,7 @@ import numpy as np
 from trpo_tf.sampling import simstate
 
 
-from trpo_tf.errors import EnvError, EnvStepError, first_line  # noqa: F401 (EnvStepError: cli)
+from trpo_tf.errors import EnvError, EnvStepError, first_line
 
 gym.register_envs(ale_py)  # the ALE/...-v5 ids; the wheel ships the ROMs
 ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)  # no banner per env

@@ -1,10 +1,12 @@
 """What the training loop asks of every method (`Method`), and the single-path iteration the
 policy-gradient methods share (`SinglePathMethod`, `AdvantageMethod`).
 
-A method states what it samples with (`sampler`, `signature`), what it does with one batch
-(`update` -> metrics, or the non-finite quantity that made it skip), what it keeps across a
-resume and a skipped iteration (`state` / `load_state`), and its part of the header and the
-progress line. The loop in run/train.py knows nothing else of it.
+A method states what it samples with (`make_sampler`, `signature`, `backend`, `share` and
+`sample_on` for Ray workers), what it does with one batch (`update` -> metrics, or the
+non-finite quantity that made it skip), what it keeps across a resume and a skipped iteration
+(`state` / `load_state`), the memory a batch needs (`batch_states`), and its parts of the
+header, the progress line and TensorBoard (`sampling_line`, `progress`, `tags`). The loop in
+run/train.py asks it these and never which method it is.
 
 Modules here load no TensorFlow when imported (their settings are read before it starts);
 what needs it is imported where the method is built.

@@ -19,7 +19,9 @@ here by SciPy's L-BFGS-B with its analytic gradient:
 The reweighted sample distribution w has KL(w || uniform) = epsilon at the optimum (less if the
 bound is slack); the policy is then refitted to it by weighted maximum likelihood
 (weighted_fit.py). Features: phi(s) = the observation standardised over the batch and all its
-pairwise products (quadratic features, no constant: the normalisation of q absorbs it).
+pairwise products (quadratic features). No constant feature: with gamma < 1 a constant c
+shifts every delta by -(1 - gamma) c, and this dual, which leaves out the (1 - gamma)
+E_mu0[V(s_0)] term of the discounted state-distribution constraint, would be unbounded below.
 """
 import time
 

@@ -28,6 +28,8 @@ from trpo_tf.sampling import available_memory, batch_obs_dtype, observation_memo
 
 # Settings that only shape the sampler: a resumed run with other values starts new episodes.
 SAMPLER_SETTINGS = ("num_envs", "env_backend", "max_path_length", "workers")
+# What run records written before a setting existed mean by its absence.
+RECORD_DEFAULTS = {"workers": 0}
 HEARTBEAT_SECONDS = 2.0  # a terminal hears from a long sampling phase this often
 RECENT_EPISODES = 100    # the progress line's training return: the mean of the last 100
 SAMPLING_THREAD = "trpo_tf-sampling"
@@ -107,11 +109,6 @@ class Trainer:
                                            self.value_net, self.value_fitter, seeds, self.obs_spec))
         self.remote = None  # --workers: the Ray workers sample the method's batches
         self.sampler = self.method.sampler
-        if cfg.workers:
-            from trpo_tf.sampling.distributed import RaySampler
-
-            self.remote = RaySampler(cfg, self.policy, self.log)
-            self.sampler = self.method.sample_on(self.remote)
         self.stream = pipeline.BatchStream(
             lambda: self.sampler.sample(self.policy.numpy_fn()), self.method.signature)
         self.tags = {**summaries.TAGS, **method.tags}
@@ -126,6 +123,11 @@ class Trainer:
         self.last_eval = float("nan")
         self._beating = False  # a heartbeat line is on the terminal, to be cleared
         self.writer = tf.summary.create_file_writer(cfg.logdir)
+        if cfg.workers:  # last: nothing after it can fail and leave the workers running
+            from trpo_tf.sampling.distributed import RaySampler
+
+            self.remote = RaySampler(cfg, self.policy, self.log)
+            self.sampler = self.method.sample_on(self.remote)
 
     def check_batch_fits_in_memory(self, obs_space, flag, states):
         """A ConfigError before anything is allocated if a batch's `states` observations (the
@@ -153,7 +155,8 @@ class Trainer:
     def sampler_changes(self):
         """Compare this run's settings with those the logdir was trained with: a ConfigError
         if the checkpoints cannot fit them, else the sampler settings that changed."""
-        earlier = outputs.read_run_record(self.cfg.logdir) or {}
+        earlier = outputs.read_run_record(self.cfg.logdir)
+        earlier = {**RECORD_DEFAULTS, **earlier} if earlier else {}
         changed = [k for k in self.record if k in earlier and earlier[k] != self.record[k]]
         for key in changed:
             if key not in SAMPLER_SETTINGS:
@@ -178,7 +181,7 @@ class Trainer:
             self.last_eval = saved.get("last_eval", self.last_eval)
             self.method.load_state(saved)
             self.write_summaries(pending)  # those a kill may have cut short
-            if sampler_state is not None and not changes:
+            if sampler_state is not None and not (changes and self.sampler.state_needs_same_envs):
                 self.sampler.load_state(sampler_state)
             self.log(f"resuming {self.cfg.logdir} after iteration {start} ({env_steps:,} steps); "
                      + (f"sampler settings changed ({', '.join(changes)}): the envs start new "

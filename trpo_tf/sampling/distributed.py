@@ -144,6 +144,7 @@ def connect(address):
 class RaySampler:
     """The run's sampler with --workers: a ShareSampler actor per worker, restarted by Ray
     when it dies. Same interface as the in-process samplers; `log` prints a line."""
+    state_needs_same_envs = True
 
     def __init__(self, cfg, policy, log):
         self.ray = connect(cfg.ray_address)
@@ -207,8 +208,14 @@ class RaySampler:
                                           "seeds": [seeds[i] for i in b]} for b in blocks]))
 
     def state(self):
-        """The workers' sampler states, or None if any cannot be saved."""
-        states = self.ray.get([w.state.remote() for w in self.workers])
+        """The workers' sampler states, or None if any cannot be saved (or a worker died
+        since the batch: the checkpoint then has no sampler state, a resume new episodes)."""
+        from ray.exceptions import RayActorError
+
+        try:
+            states = self.ray.get([w.state.remote() for w in self.workers])
+        except RayActorError:
+            return None
         return None if any(s is None for s in states) else states
 
     def load_state(self, states):

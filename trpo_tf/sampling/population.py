@@ -53,6 +53,7 @@ class CandidatePlayer:
 
 class PopulationSearch:
     """The sampler of --algo=cem|cma: one episode per candidate parameter vector."""
+    state_needs_same_envs = False  # its state is the search: it resumes whatever the envs
 
     def __init__(self, envs, policy, optimizer, population, seed):
         self.envs, self.policy, self.optimizer = envs, policy, optimizer

@@ -27,6 +27,8 @@ from trpo_tf.sampling import batch_obs_dtype, env_action_fn, episode_fields, sim
 
 
 class SinglePathSampler:
+    state_needs_same_envs = True  # its state is the envs' (a resume with other envs drops it)
+
     def __init__(self, envs, dist, steps_per_env, seed, gamma=0.99):
         self.envs = envs
         self.dist = dist

@@ -47,6 +47,8 @@ class Reservoir:
 
 
 class VineSampler:
+    state_needs_same_envs = True  # its state is the envs' (a resume with other envs drops it)
+
     def __init__(self, envs, dist, trunk_paths, trunk_length, num_states, actions_per_state,
                  rollout_length, gamma, proposal, crn, seed, kl_states=0):
         if proposal in ("uniform", "all") and not hasattr(dist, "num_actions"):
