@@ -201,20 +201,3 @@ def test_ctrl_c_stops_the_workers_and_leaves_no_ray_process_behind(tmp_path):
     assert proc.returncode == 0, err
     assert "stopping after iteration" in out
     assert not still_running(started, timeout=30)  # Ray's reaper follows the driver
-
-
-def test_a_run_of_the_old_record_format_resumes_with_workers(local_ray, tmp_path):
-    """Run records written before --workers existed have no "workers": they mean 0, so
-    turning workers on is a sampler change (new episodes), not a sampler state of the wrong
-    shape handed to the workers."""
-    import json
-
-    cfg = Config(env="Cartpole", iterations=1, batch_steps=400, num_envs=2, eval_every=0,
-                 logdir=str(tmp_path), quiet=True)
-    train(cfg)
-    record_path = tmp_path / "run.json"
-    record = json.loads(record_path.read_text())
-    del record["workers"]
-    record_path.write_text(json.dumps(record))
-    resumed = train(dataclasses.replace(cfg, iterations=2, workers=2))
-    assert [m["env_steps"] for m in resumed] == [800]

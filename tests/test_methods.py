@@ -136,3 +136,26 @@ def test_a_cem_search_resumes_even_when_the_envs_change(tmp_path):
     second = train.train(dataclasses.replace(split, num_envs=3))
     for key in ("return_mean", "search_spread", "env_steps"):
         assert [m[key] for m in first + second] == [m[key] for m in whole], key
+
+
+def test_run_records_from_before_workers_existed_mean_zero_workers(tmp_path):
+    """A record without "workers" (written before --workers existed) means 0: resuming it
+    with workers is a sampler change (the envs start new episodes), so the one in-process
+    sampler state is never handed to the workers."""
+    import json
+
+    from trpo_tf.run.train import Trainer
+
+    cfg = Config(env="Cartpole", iterations=1, batch_steps=400, num_envs=2, eval_every=0,
+                 logdir=str(tmp_path), quiet=True)
+    train.train(cfg)
+    record = json.loads((tmp_path / "run.json").read_text())
+    del record["workers"]
+    (tmp_path / "run.json").write_text(json.dumps(record))
+    trainer = Trainer(cfg)
+    try:
+        assert trainer.sampler_changes() == []
+        trainer.record["workers"] = 2  # what a run with --workers=2 records
+        assert trainer.sampler_changes() == ["workers 0 -> 2"]
+    finally:
+        trainer.close()

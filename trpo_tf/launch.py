@@ -103,6 +103,10 @@ def check_env(cfg):
     envs.pick_backend(spec, cfg.env_backend)
     envs.check_spaces(spec)
     methods.method_for(cfg).check_env(spec)
+    if cfg.workers and cfg.ray_address not in ("", "auto"):
+        from trpo_tf.sampling.distributed import check_reachable
+
+        check_reachable(cfg.ray_address)
 
 
 def main(argv):
