@@ -95,6 +95,13 @@ def test_a_cluster_that_does_not_answer_is_one_line_and_exit_2(tmp_path):
                                                    "cluster answers there"), out.stderr
 
 
+def test_a_run_without_workers_never_imports_ray():
+    code = ("import sys; from trpo_tf import launch; from trpo_tf.run import train; "
+            "print('ray' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout == "False\n", out.stderr
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     """8 logical CPUs on this machine's 2: the trainer fixture's workers (one CPU each, as in
