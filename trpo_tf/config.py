@@ -142,6 +142,10 @@ class _ConfigMethods:
         return AtariSettings(self.frame_skip, self.screen_size, self.frame_stack,
                              self.sticky_actions, self.noop_max, self.terminal_on_life_loss)
 
+    def policy_sizes(self, spec):
+        """--policy_hidden, or the env's default (Table 2) when it is unset."""
+        return self.policy_hidden if self.policy_hidden is not None else spec.policy_hidden
+
     @property
     def policy_export_dir(self):
         return self.export_dir or f"{self.logdir}/policy"
@@ -168,7 +172,8 @@ def validate(cfg):
     _check(cfg.sampler in runs_on,
            f"--algo={cfg.algo} runs on {' or '.join(s.replace('_', '-') for s in runs_on)} batches, "
            f"not --sampler={cfg.sampler}"
-           + ("; --sampler=vine is TRPO's (--algo=trpo)" if cfg.sampler == "vine" else ""))
+           + (f"; --sampler={cfg.sampler} is for --algo={'|'.join(algos)}"
+              if (algos := [a for a, s in methods.REGISTRY if s == cfg.sampler]) else ""))
     problem = methods.method_for(cfg).validate(cfg)
     _check(problem is None, problem)
     _check(cfg.batch_steps >= cfg.num_envs,

@@ -57,6 +57,18 @@ class Method:
         return "--batch_steps", cfg.steps_per_env * cfg.num_envs
 
     @classmethod
+    def make_envs(cls, cfg, spec, seeds):
+        """(backend, env group) it samples with: its own backend if it needs one, else
+        --env_backend's pick; --num_envs envs first reset from seeds["env_resets"] (the run's
+        streams, or a Ray worker's)."""
+        from trpo_tf import envs, seeding
+
+        backend = cls.backend or envs.pick_backend(spec, cfg.env_backend)
+        return backend, envs.make_env_group(spec, backend, cfg.num_envs,
+                                            seeding.int_seed(seeds["env_resets"], bits=30),
+                                            cfg.max_path_length or None, cfg.env_threads)
+
+    @classmethod
     def make_sampler(cls, cfg, envs, dist, seeds, policy):
         """Its sampler on `envs`: .sample(params_fn, **share) -> a NumPy batch, .state(),
         .load_state(), .batches_produced, .progress. Built in the run's process and, with

@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from trpo_tf.methods.base import NAN, SinglePathMethod, policy_step
+from trpo_tf.methods.base import NAN, POLICY_STEP_FAULT, SinglePathMethod, policy_step
 from trpo_tf.settings import at_least, declare, positive
 
 declare("4 method reps", "reps_epsilon", 0.5,
@@ -154,8 +154,6 @@ class REPS(SinglePathMethod):
 
     def improve(self, batch, rew):
         """Solve the dual on the batch's transitions, then refit the policy to the weights."""
-        from trpo_tf.methods.base import POLICY_STEP_FAULT
-
         t0 = time.perf_counter()
         # standardised: the weights are the same (eta and theta scale with the rewards), and
         # the dual starts from eta = 1 on the scale its solution has

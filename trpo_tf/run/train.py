@@ -85,14 +85,11 @@ class Trainer:
         self.spec = envs.resolve_env(cfg.env, cfg.atari)
         method = methods.method_for(cfg)
         method.check_env(self.spec)
-        self.backend = method.backend or envs.pick_backend(self.spec, cfg.env_backend)
-        self.envs = envs.make_env_group(self.spec, self.backend, cfg.num_envs,
-                                        seeding.int_seed(seeds["env_resets"], bits=30),
-                                        cfg.max_path_length or None, cfg.env_threads)
+        self.backend, self.envs = method.make_envs(cfg, self.spec, seeds)
         self.dist = distributions.for_action_space(self.envs.action_space)
         obs_space = self.envs.observation_space
         self.check_batch_fits_in_memory(obs_space, *method.batch_states(cfg))
-        hidden = cfg.policy_hidden if cfg.policy_hidden is not None else self.spec.policy_hidden
+        hidden = cfg.policy_sizes(self.spec)
         self.record = {"env": self.spec.gym_id, "algo": cfg.algo, "sampler": cfg.sampler,
                        "policy_hidden": list(hidden), "value_hidden": list(cfg.value_hidden),
                        "normalize_obs": cfg.normalize_obs, "observation_shape": list(obs_space.shape),

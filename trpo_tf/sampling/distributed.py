@@ -53,15 +53,11 @@ class ShareSampler:
         method = methods.method_for(cfg)
         seeds = worker_streams(cfg.seed, worker)
         spec = envs.resolve_env(cfg.env, cfg.atari)
-        backend = method.backend or envs.pick_backend(spec, cfg.env_backend)
-        self.envs = envs.make_env_group(spec, backend, cfg.num_envs,
-                                        seeding.int_seed(seeds["env_resets"], bits=30),
-                                        cfg.max_path_length or None, cfg.env_threads)
+        _, self.envs = method.make_envs(cfg, spec, seeds)
         dist = distributions.for_action_space(self.envs.action_space)
-        hidden = cfg.policy_hidden if cfg.policy_hidden is not None else spec.policy_hidden
         self.policy, _ = policies.build_models(
-            self.envs.observation_space.shape, dist, hidden, cfg.value_hidden, cfg.normalize_obs,
-            cfg.init_log_std)
+            self.envs.observation_space.shape, dist, cfg.policy_sizes(spec), cfg.value_hidden,
+            cfg.normalize_obs, cfg.init_log_std)
         self.sampler = method.make_sampler(method.share(cfg, worker, workers), self.envs, dist,
                                            seeds, self.policy)
 
