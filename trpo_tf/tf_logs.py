@@ -8,7 +8,17 @@ __init__ installs `FilteredTensorFlowImport`, so whichever module imports Tensor
 does so with descriptor 2 piped through a small relay process that passes on every line whose
 severity the variable keeps, in order, as it comes. Anything that is not an absl / TensorFlow
 log line (a Python warning, a crash message) always passes.
+
+After the import the same variable is handed to absl itself (`hold_runtime_logs`): TensorFlow
+2.21's kernels log through absl, whose minimum level the variable does not set, so lines such
+as "E0000 ... util.cc:131] oneDNN supports DT_UINT8 only on platforms with AVX-512. Falling
+back to the default Eigen-based implementation" (one per dtype - uint8, bool, int64, half - on
+CPUs without AVX-512 with oneDNN on: a note on a slower kernel, logged at ERROR) would reach
+the terminal mid-run. Real errors still reach the user: TensorFlow raises them as Python
+exceptions, and fatal lines are never held.
 """
+import ctypes
+import mmap
 import importlib.abc
 import importlib.util
 import os
@@ -80,6 +90,34 @@ def filtered_fd2(load, level):
         relay_process.wait()
 
 
+# absl::SetMinLogLevel(absl::LogSeverityAtLeast), exported by libtensorflow_framework.so.2; its
+# mangled name carries absl's LTS namespace (lts_20250814 in TensorFlow 2.21), found in the file.
+SET_MIN_LOG_LEVEL = re.compile(rb"_ZN4absl\d+lts_\d+14SetMinLogLevelENS0_18LogSeverityAtLeastE(?=\0)")
+
+
+def absl_set_min_log_level(library):
+    """ctypes handle on absl::SetMinLogLevel in the shared library at `library`, or None."""
+    try:
+        with open(library, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            match = SET_MIN_LOG_LEVEL.search(data)
+            name = None if match is None else match.group().decode()
+        return None if name is None else getattr(ctypes.CDLL(library), name)
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def hold_runtime_logs(tensorflow, level):
+    """Set absl's minimum log level inside the loaded TensorFlow to TF_CPP_MIN_LOG_LEVEL's (absl
+    numbers its severities as TensorFlow does: INFO 0 ... FATAL 3). Without the symbol (another
+    TensorFlow build) the run's lines are left as TensorFlow writes them."""
+    if level <= 0:
+        return
+    library = os.path.join(os.path.dirname(tensorflow.__file__), "libtensorflow_framework.so.2")
+    set_min_log_level = absl_set_min_log_level(library)
+    if set_min_log_level is not None:
+        set_min_log_level(ctypes.c_int(min(level, SEVERITY["F"])))
+
+
 class _FilteredLoader(importlib.abc.Loader):
     """The package's own loader, but its module body runs under `filtered_fd2`."""
 
@@ -90,7 +128,9 @@ class _FilteredLoader(importlib.abc.Loader):
         return self._loader.create_module(spec)
 
     def exec_module(self, module):
-        filtered_fd2(lambda: self._loader.exec_module(module), min_log_level())
+        level = min_log_level()
+        filtered_fd2(lambda: self._loader.exec_module(module), level)
+        hold_runtime_logs(module, level)
 
     def __getattr__(self, name):  # resource readers, get_data, ...: the real loader's
         return getattr(self._loader, name)
