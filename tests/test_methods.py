@@ -24,9 +24,9 @@ def test_the_training_loop_names_no_method():
 
 def test_every_algo_and_sampler_has_one_registered_method_with_a_module_of_its_own():
     assert set(config.ALGOS) == {"trpo", "natural_gradient", "empirical_fim", "max_kl", "cem",
-                                 "cma", "rwr", "reps"}
+                                 "cma", "rwr", "reps", "ppo"}
     modules = [m.__module__ for m in methods.METHODS]
-    assert len(set(modules)) == len(modules) == len(methods.REGISTRY) == 9
+    assert len(set(modules)) == len(modules) == len(methods.REGISTRY) == 10
     for (algo, sampler), method in methods.REGISTRY.items():
         cfg = Config(algo=algo, sampler=sampler)
         assert config.validate(cfg) is cfg and methods.method_for(cfg) is method

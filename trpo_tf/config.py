@@ -17,7 +17,8 @@ RUN = "5 run: budget, evaluation, outputs"
 declare(RUN, "algo", "trpo",
         "Section 8.1: trpo; its ablations natural_gradient (fixed step), empirical_fim, max_kl "
         "(eq. 12); derivative-free cem, cma; rwr (reward-weighted regression); reps (relative "
-        "entropy policy search).", choices=ALGOS)
+        "entropy policy search); beyond the paper, ppo (the clipped surrogate of Schulman et al. "
+        "2017, on the same batches, advantages and value fit).", choices=ALGOS)
 declare(RUN, "env", "Cartpole",
         "Short name (Cartpole, Swimmer, Hopper, Walker, HalfCheetah; BeamRider, Breakout, Enduro, "
         "Pong, Qbert, Seaquest, SpaceInvaders) or any gymnasium id (ALE/...-v5 included).")

@@ -4,7 +4,8 @@ is in update.py (the trust-region step) and weighted_fit.py (weighted maximum li
 Adding a method: a module with a `Method` subclass (base.py) and its settings, and one line
 in METHODS below.
 """
-from trpo_tf.methods import cem, cma, empirical_fim, max_kl, natural_gradient, reps, rwr, trpo, vine
+from trpo_tf.methods import (cem, cma, empirical_fim, max_kl, natural_gradient, ppo, reps, rwr,
+                             trpo, vine)
 
 METHODS = (
     trpo.TRPO,                           # single path (section 5.1)
@@ -16,6 +17,7 @@ METHODS = (
     cma.CMASearch,
     rwr.RWR,
     reps.REPS,
+    ppo.PPO,                             # clipped surrogate (Schulman et al. 2017)
 )
 REGISTRY = {(m.algo, m.sampler_name): m for m in METHODS}
 ALGOS = tuple(dict.fromkeys(m.algo for m in METHODS))

@@ -4,7 +4,7 @@ policy-gradient methods share (`SinglePathMethod`, `AdvantageMethod`).
 A method states what it samples with (`make_sampler`, `signature`, `backend`, `share` and
 `sample_on` for Ray workers), what it does with one batch (`update` -> metrics, or the
 non-finite quantity that made it skip), what it keeps across a resume and a skipped iteration
-(`state` / `load_state`), the memory a batch needs (`batch_states`), and its parts of the
+(`state` / `load_state`, and the TensorFlow objects it owns: `trackables`), the memory a batch needs (`batch_states`), and its parts of the
 header, the progress line and TensorBoard (`sampling_line`, `progress`, `tags`). The loop in
 run/train.py asks it these and never which method it is.
 
@@ -108,6 +108,12 @@ class Method:
 
     def state(self):
         """JSON-able state beside the variables: checkpointed, and restored after a skip."""
+        return {}
+
+    def trackables(self):
+        """{name: optimizer, model or tf.random.Generator} the method owns beside the run's
+        policy and value net (PPO's Adam and minibatch RNG): checkpointed under these names and
+        rolled back with the run's variables when an iteration is skipped."""
         return {}
 
     def load_state(self, saved):

@@ -44,8 +44,17 @@ class SamplerUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+def variables_of(trackable):
+    """The variables a model or optimizer (.variables) or a tf.random.Generator (.state) holds."""
+    return [trackable.state] if isinstance(trackable, tf.random.Generator) else list(trackable.variables)
+
+
 class Checkpointer:
-    def __init__(self, directory, policy, value_net, value_optimizer, value_rng, max_to_keep=3):
+    def __init__(self, directory, policy, value_net, value_optimizer, value_rng, max_to_keep=3,
+                 method_trackables=None):
+        """`method_trackables`: {name: object} the method owns (Method.trackables), saved under
+        those names beside the run's own objects."""
+        owned = dict(method_trackables or {})
         self.directory = directory
         self.max_to_keep = max_to_keep
         self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -53,10 +62,10 @@ class Checkpointer:
         self.metrics = tf.Variable("[]", dtype=tf.string, trainable=False)
         self.checkpoint = tf.train.Checkpoint(
             policy=policy, value=value_net, value_optimizer=value_optimizer, value_rng=value_rng,
-            iteration=self.iteration, env_steps=self.env_steps, metrics=self.metrics)
+            iteration=self.iteration, env_steps=self.env_steps, metrics=self.metrics, **owned)
         # everything an update may change: a faulty iteration is rolled back over these
-        self.state_variables = (policy.variables + value_net.variables
-                                + value_optimizer.variables + [value_rng.state])
+        self.state_variables = [v for t in (policy, value_net, value_optimizer, value_rng,
+                                            *owned.values()) for v in variables_of(t)]
         self._manager = None
         self.recovery = None  # the line to print when resume skipped damaged checkpoints
 

@@ -111,7 +111,8 @@ class Trainer:
         self.tags = {**summaries.TAGS, **method.tags}
         self.checkpointer = Checkpointer(
             os.path.join(cfg.logdir, "checkpoints"), self.policy, self.value_net,
-            self.value_fitter.optimizer, self.value_fitter.rng)
+            self.value_fitter.optimizer, self.value_fitter.rng,
+            method_trackables=self.method.trackables())
         # checked before the writer opens: a run that cannot resume here writes nothing
         self.sampler_changes_since_last_run = self.sampler_changes() if cfg.resume == "auto" else []
         self.evaluator = (Evaluator(self.spec, self.dist, cfg.eval_episodes, seeds["evaluation"],
