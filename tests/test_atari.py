@@ -1,6 +1,9 @@
 """Atari (section 8.2): preprocessing, the paper's CNN, ALE snapshots through the wrappers,
 single path and vine runs on Pong whose exported policy `play` and `table1` load."""
 import dataclasses
+import os
+import platform
+import shutil
 import subprocess
 import sys
 
@@ -140,15 +143,42 @@ def test_two_iterations_on_pong_write_summaries_and_a_policy_that_play_runs(tmp_
     assert out.stderr.strip() == ""  # no TensorFlow or ALE banners
 
 
-def test_table1_prints_the_papers_rows_beside_ours(tmp_path):
+def export_pong_policy(directory):
+    """An untrained Pong CNN exported as training exports it (uint8 frames in)."""
     import tensorflow as tf
 
     from trpo_tf.run.export import export_policy
 
     policy, _ = build_models((4, 42, 42), Categorical(6), (20,), (8,), True)
     settings = envs.resolve_env("Pong").atari
-    export_policy(policy, policy.dist, tf.TensorSpec((None, 4, 42, 42), tf.uint8), "ALE/Pong-v5",
-                  str(tmp_path / "policy"), dataclasses.asdict(settings))
+    return export_policy(policy, policy.dist, tf.TensorSpec((None, 4, 42, 42), tf.uint8),
+                         "ALE/Pong-v5", str(directory), dataclasses.asdict(settings))
+
+
+QEMU = shutil.which("qemu-x86_64")
+
+
+@pytest.mark.skipif(QEMU is None or platform.machine() != "x86_64",
+                    reason="emulates a CPU without AVX-512 with qemu-user (apt-get install "
+                           "qemu-user; .ci/run installs it)")
+def test_play_on_an_atari_policy_is_quiet_on_a_cpu_without_avx512(tmp_path):
+    """qemu's emulated CPU ('max': AVX2 and FMA, no AVX-512) is the condition of an AMD EPYC
+    without AVX-512: with oneDNN on, TensorFlow notes at ERROR severity that its uint8 kernels
+    fall back to Eigen ("oneDNN supports DT_UINT8 only on platforms with AVX-512", seen here
+    under TF_CPP_MIN_LOG_LEVEL=0). play prints its own lines and nothing on stderr."""
+    path = export_pong_policy(tmp_path / "policy")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    out = subprocess.run([QEMU, "-cpu", "max", sys.executable, "-m", "trpo_tf.play",
+                          f"--policy={path}", "--episodes=1", "--max_path_length=5"],
+                         capture_output=True, text=True, timeout=900,
+                         env={**env, "TF_ENABLE_ONEDNN_OPTS": "1"})
+    assert out.returncode == 0, out.stderr
+    assert "ALE/Pong-v5 deterministic: return" in out.stdout
+    assert out.stderr == ""
+
+
+def test_table1_prints_the_papers_rows_beside_ours(tmp_path):
+    export_pong_policy(tmp_path / "policy")
     out = run_module("trpo_tf.table1", f"--policy={tmp_path}/policy", "--episodes=2",
                      "--max_path_length=20")
     assert out.returncode == 0, out.stderr
