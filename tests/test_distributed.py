@@ -88,7 +88,7 @@ def test_a_two_node_cluster_is_joined_through_ray_address(tmp_path):
 def test_a_cluster_that_does_not_answer_is_one_line_and_exit_2(tmp_path):
     out = subprocess.run(LAUNCH + ["--workers=2", "--ray_address=127.0.0.1:9",
                                    f"--logdir={tmp_path}"], capture_output=True, text=True,
-                         timeout=120)
+                         timeout=300)
     assert out.returncode == 2
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: --ray_address=127.0.0.1:9: no Ray "
@@ -98,7 +98,7 @@ def test_a_cluster_that_does_not_answer_is_one_line_and_exit_2(tmp_path):
 def test_a_run_without_workers_never_imports_ray():
     code = ("import sys; from trpo_tf import launch; from trpo_tf.run import train; "
             "print('ray' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.stdout == "False\n", out.stderr
 
 
@@ -202,7 +202,7 @@ def test_ctrl_c_stops_the_workers_and_leaves_no_ray_process_behind(tmp_path):
         started = descendants(proc.pid)
         assert len(started) >= 3  # Ray's processes and the two workers
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
+        out, err = proc.communicate(timeout=300)
     finally:
         proc.kill()
     assert proc.returncode == 0, err

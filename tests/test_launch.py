@@ -99,7 +99,7 @@ def test_every_flagfile_parses_to_a_valid_config():
 
 def play(*args):
     return subprocess.run([sys.executable, "-m", "trpo_tf.play", *args], capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=300)
 
 
 def test_play_rejects_a_directory_that_is_not_a_saved_model(tmp_path):
@@ -162,7 +162,7 @@ def test_tools_refuse_bad_counts_extensions_damaged_models_and_mismatched_action
 
     def tool(module, *args):
         return subprocess.run([sys.executable, "-m", f"trpo_tf.{module}", *args],
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=300)
 
     cases = [
         (("play", f"--policy={path}", "--episodes=0"), "flag --episodes=0: 0 is not a positive integer"),

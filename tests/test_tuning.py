@@ -170,7 +170,7 @@ def test_tuning_two_trials_resumes_after_a_kill_and_writes_the_best_flagfile(tmp
 def test_tuning_refuses_a_run_without_a_budget(tmp_path):
     out = subprocess.run([sys.executable, "-m", "trpo_tf.tune", "--env=Cartpole", "--steps=0",
                           f"--logdir={tmp_path}"], capture_output=True, text=True, cwd=ROOT,
-                         timeout=120)
+                         timeout=300)
     assert out.returncode == 2 and out.stderr.startswith("error: --steps must be > 0"), out.stderr
 
 
