@@ -47,6 +47,9 @@ class Vine(Method):
         if cfg.workers > min(cfg.vine_trunk_paths, cfg.vine_states):
             return (f"--workers={cfg.workers} share --vine_trunk_paths={cfg.vine_trunk_paths} "
                     f"and --vine_states={cfg.vine_states}: each needs at least one of both")
+        if cfg.vine_actions_per_state == 1 and cfg.vine_proposal != "all":  # eq. 17: w q / w = q
+            return (f"--vine_actions_per_state=1 with --vine_proposal={cfg.vine_proposal} gives "
+                    "every policy the same surrogate (no gradient): use 2 or more")
         if 0 < cfg.vine_kl_states < cfg.workers:  # a worker's 0 would mean all its states
             return (f"--workers={cfg.workers} share --vine_kl_states={cfg.vine_kl_states}: "
                     "each needs at least one (or 0: every trunk state)")
