@@ -178,3 +178,34 @@ def test_vine_policy_and_uniform_proposals_estimate_different_surrogates():
     assert policy == pytest.approx(11.5625 / 4.0625, rel=1e-6)
     assert uniform == pytest.approx(2.5, rel=1e-6)
     assert float(vine_gain(dist, "all")(params, old, actions, q)) == pytest.approx(2.5, rel=1e-6)
+
+
+@pytest.mark.parametrize("sampler", ["single_path", "vine"])
+def test_the_accepted_step_with_the_new_statistics_is_within_delta(sampler, tmp_path):
+    """The normaliser takes in the batch before the step, and the step is bounded from the
+    policy that sampled: KL(pi(theta_k, N_k) || pi(theta_k+1, N_k+1)) <= delta over the
+    states the bound runs over, and it is the KL the line search saw. (Before, the normaliser
+    moved after the step: Cartpole's first update ended at KL 0.0192 with delta 0.01 (single
+    path), and at 0.0070 where the line search had seen 0.0086 (vine).)"""
+    import tensorflow as tf
+
+    from trpo_tf.methods.update import mean_kl
+    from trpo_tf.run.train import Trainer
+
+    cfg = Config(env="Cartpole", sampler=sampler, batch_steps=1000, num_envs=2, eval_every=0,
+                 logdir=str(tmp_path), quiet=True, vine_trunk_paths=2, vine_trunk_length=200,
+                 vine_states=20, vine_actions_per_state=2, vine_rollout_length=20)
+    trainer = Trainer(cfg)
+    try:
+        policy = trainer.policy
+        batch = {k: tf.constant(v) for k, v in trainer.sampler.sample(policy.numpy_fn()).items()}
+        states = batch["kl_obs" if sampler == "vine" else "obs"]
+        before = policy(states)
+        mean_before = policy.normalizer.mean.numpy()
+        m, fault = trainer.method.update(batch)
+        assert fault is None and m["step_accepted"] == 1.0
+        assert not np.allclose(policy.normalizer.mean.numpy(), mean_before)  # it moved
+        kl = float(mean_kl(trainer.dist, before, policy(states)))
+        assert kl == pytest.approx(m["kl"], rel=1e-3) and 0.002 < kl <= cfg.max_kl, kl
+    finally:
+        trainer.close()

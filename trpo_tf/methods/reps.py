@@ -57,7 +57,8 @@ import time
 
 import numpy as np
 
-from trpo_tf.methods.base import NAN, POLICY_STEP_FAULT, SinglePathMethod, policy_step
+from trpo_tf.methods.base import (NAN, POLICY_STEP_FAULT, SinglePathMethod, normalizer_moves,
+                                  policy_step, update_normalizer)
 from trpo_tf.settings import at_least, declare, positive
 
 declare("4 method reps", "reps_epsilon", 0.5,
@@ -211,7 +212,7 @@ class REPS(SinglePathMethod):
         self.initial_states = InitialStates(shape[0])
         self.learner = WeightedMaxLikelihood(
             parts.policy, parts.dist, [parts.obs_spec, sig["act"], sig["rew"]], cfg.reps_epochs,
-            cfg.reps_lr, "reps")
+            cfg.reps_lr, "reps", normalizer_moves(parts.policy))
 
     def progress(self, m):
         return f"kl {m.get('kl', NAN):.4f} eta {m.get('reps_eta', NAN):.3g}"
@@ -237,8 +238,9 @@ class REPS(SinglePathMethod):
         if not np.all(np.isfinite(weights)):
             return None, "REPS dual solution"
         t1 = time.perf_counter()
+        behaviour = update_normalizer(self.parts.policy, batch["obs"])
         metrics = policy_step(self.learner, batch["obs"], batch["act"],
-                              weights.astype(np.float32))
+                              weights.astype(np.float32), *behaviour)
         if metrics is None:
             return None, POLICY_STEP_FAULT
         metrics.update(reps_eta=float(x[0]), reps_dual=value, reps_dual_iterations=float(iters),
