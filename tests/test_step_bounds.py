@@ -147,9 +147,8 @@ def test_weighted_fits_move_the_policy_toward_the_heavy_samples(method):
         ones = np.ones(n)
         dphi = reps.feature_differences(obs.astype(np.float64), obs.astype(np.float64), ones,
                                         ones, 0.99, initial)
-        log_p, r = reps.sampling_log_weights(ones, 0.99), np.append(reward, 0.0)
-        x, _, _ = reps.solve_dual(r, dphi, 0.5, 100, log_p)
-        data = reps.sample_weights(x, r, dphi, log_p)[:-1].astype(np.float32)
+        x, _, _ = reps.solve_dual(reward.astype(np.float64), dphi, 0.5, 100)
+        data = reps.sample_weights(x, reward.astype(np.float64), dphi).astype(np.float32)
         learner = WeightedMaxLikelihood(policy, dist, specs, 50, 0.01, "reps")
     mean_before = float(tf.reduce_mean(policy(obs)[:, 0]))
     heavy = act[:, 0] > 0

@@ -1,56 +1,57 @@
 """Relative entropy policy search (Peters, Muelling & Altun, AAAI 2010), the one method of
 section 8.1's list the paper did not run itself, in a discounted form.
 
-The formulation. Let mu be the policy's normalised discounted occupancy of transitions,
-mu = (1 - gamma) sum_t gamma^t P(s_t, a_t, s_t+1), from initial states s_0 ~ mu_0. A terminal
-step leads to an absorbing state z (reward 0, phi(z) = 0) that stays there; z is a state of its
-own with indicator feature 1_z, so the features are [phi, 1_z] and V(s) = theta^T phi(s) +
-theta_z 1_z(s). Flow conservation of every feature (the discounted "stationarity" constraint)
-over all transitions, z's self-loop included, reads
+The formulation. Let mu(s, a) be the policy's normalised discounted state-action occupancy,
+mu = (1 - gamma) sum_t gamma^t P(s_t, a_t), from initial states s_0 ~ mu_0; a terminal step
+leads to an absorbing state z with phi(z) = 0, reward 0 and occupancy m_z. Flow conservation
+of every feature phi (the "stationarity" constraint, discounted) reads
 
-    E_mu[gamma psi(s') - psi(s)] = -(1 - gamma) E_mu0[psi(s_0)],   psi = [phi, 1_z],
+    E_mu[phi(s)] = (1 - gamma) E_mu0[phi(s_0)] + gamma E_mu[phi(s')]        (phi(s') = 0 at z)
+    m_z = gamma m_z + gamma P_mu(terminal)  =>  (1 - gamma) m_z = gamma P_mu(terminal).
 
-the discounted constraint with its initial-state term (Peters et al.'s average-reward form is
-gamma = 1 without it). The sampled transitions give p: uniform over the N of them, and on z's
-self-loop the mass m_z the same flow gives the sampling policy, (1 - gamma) m_z = gamma (1 - m_z)
-P(terminal) (sampling_log_weights; none without terminals). REPS looks for q over the N
-transitions and z with KL(q || p) <= epsilon maximising E_q[r]; the Lagrangian with multipliers
-theta (the value's weights), eta for the KL and one for sum q = 1 gives q_j ~ p_j exp(delta_j /
-eta) and the dual
+REPS looks for the distribution q over the N sampled (non-absorbing) transitions with
+KL(q || p) <= epsilon, p uniform over the samples, that maximises E_q[r]. The occupancy of the
+non-absorbing states is (1 - m_z) q; eliminating m_z from the two lines above, the constraint
+on q is linear:
 
-    g(eta, theta) = eta epsilon + eta log( sum_j p_j exp(delta_j(theta) / eta) ),
-    delta_j(theta) = r_j + theta^T dpsi_j,
-    dpsi_i = [gamma phi(s'_i) - phi(s_i) + (1 - gamma) phibar_0,  gamma [terminal_i]],
-    dpsi_z = [(1 - gamma) phibar_0,  gamma - 1],    r_z = 0,    phibar_0 = E_mu0[phi(s_0)]:
+    E_q[ gamma phi(s') - phi(s) + (1 - gamma + gamma [terminal]) phibar_0 ] = 0,
+    phibar_0 = E_mu0[phi(s_0)].
 
-delta_i is the Bellman error r + gamma V(s') - V(s) (V(s') = theta_z after a terminal) plus
-(1 - gamma) E_mu0[V(s_0)], which is the same for every sample and leaves the log-sum-exp as
-(1 - gamma) theta^T phibar_0, the initial-state term of the dual. Without terminals,
-g = eta epsilon + eta log mean_i exp((r_i + theta^T(gamma phi'_i - phi_i)) / eta)
-+ (1 - gamma) theta^T phibar_0. The rewards are scaled but not centred: z's reward 0 makes
-their level mean something (staying alive is worth its reward). Minimised by SciPy's L-BFGS-B
-with its analytic gradient:
+Without terminal steps this is E_q[gamma phi' - phi] = -(1 - gamma) E_mu0[phi] (the discounted
+constraint with its initial-state term); with gamma = 1 and no terminals it is Peters et al.'s
+average-reward form. The Lagrangian with multipliers theta (V(s) = theta^T phi(s)), eta for the
+KL and one for sum q = 1 gives q_i ~ p_i exp(delta_i / eta), and the dual
 
-    dg/dtheta = sum_j w_j dpsi_j                    (= 0: the constraint above, with q = w)
-    dg/deta   = epsilon + log( sum_j p_j exp(delta_j / eta) ) - sum_j w_j delta_j / eta
-    w_j       = p_j exp(delta_j / eta) / sum_k p_k exp(delta_k / eta)
+    g(eta, theta) = eta epsilon + eta log( 1/N sum_i exp(delta_i(theta) / eta) )
+    delta_i(theta) = r_i + theta^T dphi_i,
+    dphi_i = gamma phi(s'_i) - phi(s_i) + (1 - gamma + gamma [terminal_i]) phibar_0,
 
-The null space. If a combination v of the features is the same constant K in every state but z
-(observations on a circle, c^2 + s^2 = 1; two-valued flags; one-hot codes; a constant column),
-then v with theta_z = K is V = K everywhere: v^T dpsi = gamma K - K + (1 - gamma) K = 0 on every
-row, z's included. g does not change along it, for every task, and is bounded below (the form
-that leaves phibar_0 out falls along v by (1 - gamma) K per unit, without bound). A ridge
-RIDGE / 2 |theta|^2 added to g makes the minimiser unique (theta has no part along such v) and
-keeps near-null directions finite; it moves the constraint by RIDGE theta.
+that is the Bellman error r + gamma V(s') - V(s) (V(s') = 0 after a terminal) plus
+(1 - gamma + gamma [terminal]) E_mu0[V(s_0)]. Without terminals the last term is the same for
+every sample and leaves log-mean-exp as (1 - gamma) theta^T phibar_0, the initial-state term
+of the dual. Minimised by SciPy's L-BFGS-B with its analytic gradient:
+
+    dg/dtheta = sum_i w_i dphi_i                    (= 0: the constraint above, with q = w)
+    dg/deta   = epsilon + log( 1/N sum_i exp(delta_i / eta) ) - sum_i w_i delta_i / eta
+    w_i       = exp(delta_i / eta) / sum_j exp(delta_j / eta)
+
+The null space. If a combination v of the features is the same constant K in every state
+(observations on a circle, c^2 + s^2 = 1; two-valued flags; one-hot codes; a constant column;
+a constant feature itself), then v^T dphi_i = gamma K - K + (1 - gamma) K = 0 for a
+non-terminal step and -K + K = 0 after a terminal: g does not change along v, for every task,
+and is bounded below (the form that leaves phibar_0 out falls along v by (1 - gamma) K per
+unit, without bound). A ridge RIDGE / 2 |theta|^2 added to g makes the minimiser unique (theta
+has no part along such v) and keeps near-null directions finite; it moves the constraint by
+RIDGE theta.
 
 mu_0's feature mean comes from the episodes' first observations (path_start), accumulated
 over the run (mu_0 does not depend on the policy) as raw first and second moments, from which
 the mean of the quadratic features under any standardisation follows exactly
-(InitialStates.feature_mean). The reweighted distribution w has KL(w || p) = epsilon at the
-optimum (less if the bound is slack); the policy is then refitted to the transitions' weights
-by weighted maximum likelihood (weighted_fit.py). Features: phi(s) = the observation
-standardised over the batch and all its pairwise products (quadratic features); a constant
-feature would be a null direction and is left out.
+(InitialStates.feature_mean). The reweighted sample distribution w has KL(w || uniform) =
+epsilon at the optimum (less if the bound is slack); the policy is then refitted to it by
+weighted maximum likelihood (weighted_fit.py). Features: phi(s) = the observation standardised
+over the batch and all its pairwise products (quadratic features); a constant feature would be
+a null direction and is left out.
 """
 import time
 
@@ -110,77 +111,54 @@ class InitialStates:
 
 
 def feature_differences(obs, end_obs, terminal, path_end, gamma, initial):
-    """The constraint's rows: [N + 1, F + 1], one per transition and a last one for the
-    absorbing state z (the module's derivation). Columns: the features phi (the quadratic
-    features of the observation standardised with the batch's mean and std; 0 at z), then
-    z's indicator. A transition's row is gamma phi(s'_i) - phi(s_i) + (1 - gamma) phibar_0
-    with gamma [terminal_i] in z's column, s'_i the next row inside a path, the next entry
-    of `end_obs` at a path end; after a terminal step s'_i = z (phi = 0). z's row is
-    (1 - gamma) phibar_0 and gamma - 1. phibar_0 = E_mu0[phi(s_0)] (`initial`)."""
+    """dphi_i = gamma phi(s'_i) - phi(s_i) + (1 - gamma + gamma [terminal_i]) phibar_0 per
+    transition (the module's constraint), phi the quadratic features of the observation
+    standardised with the batch's mean and std, phibar_0 their mean under mu_0 (`initial`, an
+    InitialStates); s'_i is the next row inside a path, the next entry of `end_obs` at a path
+    end, and has phi = 0 after a terminal step."""
     mean, std = obs.mean(0), obs.std(0) + 1e-6
     phi = quadratic_features((obs - mean) / std)
     next_phi = np.concatenate([phi[1:], np.zeros_like(phi[:1])])
     ends = np.flatnonzero(path_end > 0)
     next_phi[ends] = quadratic_features((end_obs - mean) / std)
     next_phi[terminal > 0] = 0.0
-    start_term = (1.0 - gamma) * initial.feature_mean(mean, std)
-    rows = np.concatenate([gamma * next_phi - phi + start_term, gamma * (terminal[:, None] > 0)], 1)
-    return np.concatenate([rows, np.append(start_term, gamma - 1.0)[None]])
+    start_weight = 1.0 - gamma + gamma * (terminal > 0)
+    return gamma * next_phi - phi + start_weight[:, None] * initial.feature_mean(mean, std)
 
 
-def sampling_log_weights(terminal, gamma):
-    """log p over the N transitions and z: the sampled occupancy puts m_z on z, from
-    (1 - gamma) m_z = gamma (1 - m_z) P(terminal), and (1 - m_z) / N on each transition."""
-    share = gamma * np.mean(terminal > 0)
-    m_z = share / (1.0 - gamma + share) if share else 0.0
-    with np.errstate(divide="ignore"):  # no terminal step: z has no mass (log 0 = -inf)
-        return np.append(np.full(len(terminal), np.log1p(-m_z) - np.log(len(terminal))),
-                         np.log(m_z))
-
-
-def uniform_log_weights(n):
-    return np.full(n, -np.log(n))
-
-
-def dual(x, rewards, dphi, epsilon, log_p=None):
+def dual(x, rewards, dphi, epsilon):
     """The REPS dual g(eta, theta) + RIDGE / 2 |theta|^2 at x = [eta, theta...] and its
-    gradient (float64); log_p: the sampling distribution's log-weights (default uniform)."""
-    log_p = uniform_log_weights(len(rewards)) if log_p is None else log_p
+    gradient (float64)."""
     eta, theta = x[0], x[1:]
     z = (rewards + dphi @ theta) / eta
-    a = z + log_p
-    top = a.max()
-    e = np.exp(a - top)
+    top = z.max()
+    e = np.exp(z - top)
     total = e.sum()
-    log_mean_exp = top + np.log(total)  # log E_p[exp(delta / eta)]
+    log_mean_exp = top + np.log(total) - np.log(len(z))
     w = e / total
     value = eta * epsilon + eta * log_mean_exp + 0.5 * RIDGE * theta @ theta
     grad = np.concatenate([[epsilon + log_mean_exp - w @ z], w @ dphi + RIDGE * theta])
     return value, grad
 
 
-def sample_weights(x, rewards, dphi, log_p=None):
-    """w_i = p_i exp(delta_i / eta) / sum_j p_j exp(delta_j / eta) at x = [eta, theta...]:
-    the reweighted distribution (p uniform by default)."""
-    log_p = uniform_log_weights(len(rewards)) if log_p is None else log_p
-    a = (rewards + dphi @ x[1:]) / x[0] + log_p
-    e = np.exp(a - a.max())
+def sample_weights(x, rewards, dphi):
+    """w_i = softmax(delta_i / eta) at x = [eta, theta...]: the reweighted sample distribution."""
+    z = (rewards + dphi @ x[1:]) / x[0]
+    e = np.exp(z - z.max())
     return e / e.sum()
 
 
-def sample_kl(w, log_p=None):
-    """KL(w || p) of a distribution over N samples (p uniform by default)."""
-    log_p = uniform_log_weights(len(w)) if log_p is None else log_p
-    nz = w > 0
-    return float(np.sum(w[nz] * (np.log(w[nz]) - log_p[nz])))
+def sample_kl(w):
+    """KL(w || uniform) of a distribution over N samples."""
+    nz = w[w > 0]
+    return float(np.sum(nz * np.log(len(w) * nz)))
 
 
-def eta_within_bound(x, rewards, dphi, epsilon, log_p=None, rounds=60):
-    """x with eta raised, by bisection on log eta, until KL(w || p) <= epsilon, if the
+def eta_within_bound(x, rewards, dphi, epsilon, rounds=60):
+    """x with eta raised, by bisection on log eta, until KL(w || uniform) <= epsilon, if the
     optimiser stopped short of it. With theta fixed, dg/deta = epsilon - KL(w), and the KL falls
     as eta grows, so this step only lowers the dual."""
-    kl = lambda eta: sample_kl(sample_weights(np.concatenate([[eta], x[1:]]), rewards, dphi, log_p),
-                               log_p)
+    kl = lambda eta: sample_kl(sample_weights(np.concatenate([[eta], x[1:]]), rewards, dphi))
     low = high = x[0]
     if kl(low) <= epsilon:
         return x
@@ -192,7 +170,7 @@ def eta_within_bound(x, rewards, dphi, epsilon, log_p=None, rounds=60):
     return np.concatenate([[high], x[1:]])
 
 
-def solve_dual(rewards, dphi, epsilon, max_iters, log_p=None):
+def solve_dual(rewards, dphi, epsilon, max_iters):
     """argmin of the dual over eta >= MIN_ETA and theta by L-BFGS-B, from eta = 1, theta = 0,
     then eta raised if need be so the weights keep the bound -> (x, g(x), iterations)."""
     from scipy.optimize import minimize
@@ -200,10 +178,10 @@ def solve_dual(rewards, dphi, epsilon, max_iters, log_p=None):
     rewards, dphi = np.asarray(rewards, np.float64), np.asarray(dphi, np.float64)
     x0 = np.concatenate([[1.0], np.zeros(dphi.shape[1])])
     bounds = [(MIN_ETA, None)] + [(None, None)] * dphi.shape[1]
-    result = minimize(dual, x0, args=(rewards, dphi, epsilon, log_p), jac=True,
-                      method="L-BFGS-B", bounds=bounds, options={"maxiter": max_iters})
-    x = eta_within_bound(result.x, rewards, dphi, epsilon, log_p)
-    return x, float(dual(x, rewards, dphi, epsilon, log_p)[0]), int(result.nit)
+    result = minimize(dual, x0, args=(rewards, dphi, epsilon), jac=True, method="L-BFGS-B",
+                      bounds=bounds, options={"maxiter": max_iters})
+    x = eta_within_bound(result.x, rewards, dphi, epsilon)
+    return x, float(dual(x, rewards, dphi, epsilon)[0]), int(result.nit)
 
 
 class REPS(SinglePathMethod):
@@ -242,26 +220,21 @@ class REPS(SinglePathMethod):
     def improve(self, batch, rew):
         """Solve the dual on the batch's transitions, then refit the policy to the weights."""
         t0 = time.perf_counter()
-        # scaled to unit root mean square, not centred (z's reward 0 anchors them): the
-        # weights are the same (eta and theta scale with the rewards), and the dual starts
-        # from eta = 1 on the scale its solution has
+        # standardised: the weights are the same (eta and theta scale with the rewards), and
+        # the dual starts from eta = 1 on the scale its solution has
         rewards = np.asarray(rew, np.float64)
-        rewards = np.append(rewards / (np.sqrt(np.mean(rewards ** 2)) + 1e-8), 0.0)  # z: 0
+        rewards = (rewards - rewards.mean()) / (rewards.std() + 1e-8)
         obs = batch["obs"].numpy().astype(np.float64)
         self.initial_states.add(obs[batch["path_start"].numpy() > 0])
         initial = self.initial_states
         if not initial.count:  # a resumed run whose first batch starts no episode: mu_0 ~ p
             initial = InitialStates(obs.shape[1])
             initial.add(obs)
-        terminal = batch["terminal"].numpy()
-        dphi = feature_differences(obs, batch["end_obs"].numpy().astype(np.float64), terminal,
-                                   batch["path_end"].numpy(), self.cfg.gamma, initial)
-        log_p = sampling_log_weights(terminal, self.cfg.gamma)
-        x, value, iters = solve_dual(rewards, dphi, self.cfg.reps_epsilon,
-                                     self.cfg.reps_dual_iters, log_p)
-        weights = sample_weights(x, rewards, dphi, log_p)
-        reweighted_kl = sample_kl(weights, log_p)
-        weights = weights[:-1] / weights[:-1].sum()  # the transitions' (z has no action)
+        dphi = feature_differences(obs, batch["end_obs"].numpy().astype(np.float64),
+                                   batch["terminal"].numpy(), batch["path_end"].numpy(),
+                                   self.cfg.gamma, initial)
+        x, value, iters = solve_dual(rewards, dphi, self.cfg.reps_epsilon, self.cfg.reps_dual_iters)
+        weights = sample_weights(x, rewards, dphi)
         if not np.all(np.isfinite(weights)):
             return None, "REPS dual solution"
         t1 = time.perf_counter()
@@ -271,7 +244,7 @@ class REPS(SinglePathMethod):
         if metrics is None:
             return None, POLICY_STEP_FAULT
         metrics.update(reps_eta=float(x[0]), reps_dual=value, reps_dual_iterations=float(iters),
-                       reps_kl=reweighted_kl, explained_variance=NAN,
+                       reps_kl=sample_kl(weights), explained_variance=NAN,
                        time_advantage=t1 - t0, time_update=time.perf_counter() - t1,
                        time_value=0.0)
         return metrics, None
