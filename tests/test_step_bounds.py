@@ -202,9 +202,16 @@ def test_the_accepted_step_with_the_new_statistics_is_within_delta(sampler, tmp_
         states = batch["kl_obs" if sampler == "vine" else "obs"]
         before = policy(states)
         mean_before = policy.normalizer.mean.numpy()
+        fitted_with = []  # the value fit sees the statistics it will be read with
+        fitter = trainer.method.parts.value_fitter
+        fit = fitter.fit
+        fitter.fit = lambda *args: fitted_with.append(policy.normalizer.mean.numpy()) or fit(*args)
         m, fault = trainer.method.update(batch)
         assert fault is None and m["step_accepted"] == 1.0
         assert not np.allclose(policy.normalizer.mean.numpy(), mean_before)  # it moved
+        assert len(fitted_with) == (sampler == "single_path")  # vine has no value fit
+        for mean in fitted_with:
+            np.testing.assert_array_equal(mean, policy.normalizer.mean.numpy())
         kl = float(mean_kl(trainer.dist, before, policy(states)))
         assert kl == pytest.approx(m["kl"], rel=1e-3) and 0.002 < kl <= cfg.max_kl, kl
     finally:
