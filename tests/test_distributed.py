@@ -154,13 +154,20 @@ def test_the_workers_sampler_states_go_back_where_they_were(cartpole_trainer):
 def test_a_worker_killed_mid_iteration_is_restarted_and_the_batch_is_whole(cartpole_trainer):
     sampler = cartpole_trainer.sampler
     sampler.sample(None)  # the workers are up (a task queued while one starts survives a kill)
-    restarts = sampler.restarts
+    restarts, deaths = sampler.restarts, sampler.deaths[0]
     weights, shares, pending = sampler.submit()
     ray.kill(sampler.workers[0], no_restart=False)
     batch = sampler.gather(weights, shares, pending)
     assert sampler.restarts == restarts + 1
     assert batch["obs"].shape[0] == 600 and batch["sim_steps"] == 600
     assert np.isfinite(batch["rew"]).all()
+    # the restarted worker's share: fresh streams of its restart count, not its first batch's
+    fresh, restarted = (ShareSampler(cartpole_trainer.cfg, 0, 2) for _ in range(2))
+    restarted.restarted(deaths + 1)
+    weights = cartpole_trainer.policy.get_weights()
+    share = restarted.sample(weights, {})["obs"]
+    np.testing.assert_array_equal(batch["obs"][:len(share)], share)
+    assert not np.array_equal(fresh.sample(weights, {})["obs"], share)
 
 
 @pytest.mark.parametrize("env, sampler", [("Cartpole", "single_path"), ("Swimmer", "single_path"),

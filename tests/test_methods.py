@@ -78,16 +78,20 @@ def test_reps_weights_keep_the_kl_bound_and_the_feature_constraint(epsilon):
 
 def test_reps_feature_differences_by_hand():
     """Two paths of a 1-d observation: the first cut by the batch (bootstrapped from end_obs),
-    the second terminal (phi(s') = 0). Features of x standardised: [x, x^2]."""
+    the second terminal (phi(s') = 0), episodes started at 0 and 2. Features of x
+    standardised: [x, x^2]; the initial-state term (1 - gamma + gamma [terminal]) phibar_0."""
     obs = np.array([[0.0], [1.0], [2.0], [3.0]])
     end_obs = np.array([[5.0], [9.0]])
     path_end = np.array([0.0, 1.0, 0.0, 1.0])
     terminal = np.array([0.0, 0.0, 0.0, 1.0])
     mean, std = 1.5, np.std([0.0, 1.0, 2.0, 3.0]) + 1e-6
     phi = lambda v: np.array([(v - mean) / std, ((v - mean) / std) ** 2])
-    expected = [0.9 * phi(1.0) - phi(0.0), 0.9 * phi(5.0) - phi(1.0),
-                0.9 * phi(3.0) - phi(2.0), -phi(3.0)]
-    got = reps.feature_differences(obs, end_obs, terminal, path_end, 0.9)
+    phi0 = (phi(0.0) + phi(2.0)) / 2
+    expected = [0.9 * phi(1.0) - phi(0.0) + 0.1 * phi0, 0.9 * phi(5.0) - phi(1.0) + 0.1 * phi0,
+                0.9 * phi(3.0) - phi(2.0) + 0.1 * phi0, -phi(3.0) + phi0]
+    initial = reps.InitialStates(1)
+    initial.add(obs[[0, 2]])
+    got = reps.feature_differences(obs, end_obs, terminal, path_end, 0.9, initial)
     np.testing.assert_allclose(got, expected, rtol=1e-9)
 
 

@@ -127,15 +127,35 @@ def policy_step(learner, *inputs):
     return None if metrics["fault"] else metrics
 
 
-def update_normalizer(policy, obs):
-    """Fold the batch into the running observation statistics (vector observations)."""
-    if policy.normalizer is not None and policy.normalizer.enabled:
-        policy.normalizer.update(obs.numpy())
+def normalizer_moves(policy):
+    """Whether the policy's observation normaliser takes in every batch (vector observations
+    with --normalize_obs): then the step's pi_old is computed before it does."""
+    return policy.normalizer is not None and policy.normalizer.enabled
+
+
+def behaviour_spec(dist):
+    """The TensorSpec of the sampling policy's parameters on a batch of states."""
+    import tensorflow as tf
+
+    return tf.TensorSpec((None, dist.param_dim), tf.float32)
+
+
+def update_normalizer(policy, *states):
+    """The sampling policy's parameters on each of `states` (pi(theta_k, N_k)), then the batch
+    (the first of `states`) folded into the running statistics (N_k+1) -> those parameters,
+    () where the normaliser never moves. The step that follows is bounded from them: the
+    normaliser's change is inside the trust region."""
+    if not normalizer_moves(policy):
+        return ()
+    behaviour = tuple(policy(s) for s in states)
+    policy.normalizer.update(states[0].numpy())
+    return behaviour
 
 
 class SinglePathMethod(Method):
-    """Single-path batches (section 5.1): rewards scaled (--normalize_rewards), the method's
-    `improve` step, then the observation normaliser takes in the batch."""
+    """Single-path batches (section 5.1): rewards scaled (--normalize_rewards), then the
+    method's `improve` step, in which the observation normaliser takes in the batch before
+    the policy moves (update_normalizer)."""
     scales_rewards = True
 
     def __init__(self, cfg, parts):
@@ -173,7 +193,6 @@ class SinglePathMethod(Method):
         metrics, fault = self.improve(batch, rew)
         if fault:
             return None, fault
-        update_normalizer(self.parts.policy, batch["obs"])
         if scale_state:
             self.reward_scale.commit(scale_state)
             metrics["reward_scale"] = RewardScale.factor(scale_state)
@@ -188,8 +207,10 @@ class SinglePathMethod(Method):
 
 
 class AdvantageMethod(SinglePathMethod):
-    """Advantages and value targets (eq. 14-15's A, GAE or Monte Carlo Q) -> the learner's
-    step on (obs, actions, advantages) -> the value fit."""
+    """Advantages and value targets (eq. 14-15's A, GAE or Monte Carlo Q; the value net read
+    with the statistics it was fitted with) -> the normaliser takes in the batch -> the
+    learner's step on (obs, actions, advantages, the sampling policy's parameters) -> the value
+    fit, with the statistics it will be read with at the next iteration."""
     advantage_settings = {}  # settings this method overrides for its advantages (RWR: Q-hat)
 
     def __init__(self, cfg, parts):
@@ -201,8 +222,8 @@ class AdvantageMethod(SinglePathMethod):
         self.learner = self.make_learner()
 
     def make_learner(self):
-        """An object whose traced .step(obs, actions, advantages) returns the update's metrics
-        (with "fault")."""
+        """An object whose traced .step(obs, actions, advantages[, sampling policy's params
+        if normalizer_moves]) returns the update's metrics (with "fault")."""
         raise NotImplementedError
 
     def improve(self, batch, rew):
@@ -214,7 +235,8 @@ class AdvantageMethod(SinglePathMethod):
         if not all_finite(adv, targets):
             return None, "advantages or value targets"
         t1 = time.perf_counter()
-        metrics = policy_step(self.learner, batch["obs"], batch["act"], adv)
+        behaviour = update_normalizer(self.parts.policy, batch["obs"])
+        metrics = policy_step(self.learner, batch["obs"], batch["act"], adv, *behaviour)
         if metrics is None:
             return None, POLICY_STEP_FAULT
         t2 = time.perf_counter()

@@ -1,33 +1,67 @@
 """Relative entropy policy search (Peters, Muelling & Altun, AAAI 2010), the one method of
-section 8.1's list the paper did not run itself.
+section 8.1's list the paper did not run itself, in a discounted form.
 
-REPS maximises the expected reward over state-action distributions q(s, a) that stay within
-KL(q || p) <= epsilon of the sampled one p, with the states' feature expectations consistent
-with the dynamics. Its Lagrangian dual over the temperature eta > 0 and the weights theta of a
-state value V(s) = theta^T phi(s), estimated on the N sampled transitions, is
+The formulation. Let mu(s, a) be the policy's normalised discounted state-action occupancy,
+mu = (1 - gamma) sum_t gamma^t P(s_t, a_t), from initial states s_0 ~ mu_0; a terminal step
+leads to an absorbing state z with phi(z) = 0, reward 0 and occupancy m_z. Flow conservation
+of every feature phi (the "stationarity" constraint, discounted) reads
+
+    E_mu[phi(s)] = (1 - gamma) E_mu0[phi(s_0)] + gamma E_mu[phi(s')]        (phi(s') = 0 at z)
+    m_z = gamma m_z + gamma P_mu(terminal)  =>  (1 - gamma) m_z = gamma P_mu(terminal).
+
+REPS looks for the distribution q over the N sampled (non-absorbing) transitions with
+KL(q || p) <= epsilon, p uniform over the samples, that maximises E_q[r], the reward per
+non-absorbing transition. (The discounted return itself is (1 - m_z) E_q[r], a ratio in q. Kept
+as a state of its own, z with V(z) a multiplier and the sampled occupancy's mass on it, it
+spent the KL budget on moving mass off z rather than between actions: cart-pole's return at
+iteration 30 was 74 against 265 here, seed 0.) The occupancy of the non-absorbing states is
+(1 - m_z) q; eliminating m_z from the two lines above, the constraint on q is linear:
+
+    E_q[ gamma phi(s') - phi(s) + (1 - gamma + gamma [terminal]) phibar_0 ] = 0,
+    phibar_0 = E_mu0[phi(s_0)].
+
+Without terminal steps this is E_q[gamma phi' - phi] = -(1 - gamma) E_mu0[phi] (the discounted
+constraint with its initial-state term); with gamma = 1 and no terminals it is Peters et al.'s
+average-reward form. The Lagrangian with multipliers theta (V(s) = theta^T phi(s)), eta for the
+KL and one for sum q = 1 gives q_i ~ p_i exp(delta_i / eta), and the dual
 
     g(eta, theta) = eta epsilon + eta log( 1/N sum_i exp(delta_i(theta) / eta) )
-    delta_i(theta) = r_i + gamma V(s'_i) - V(s_i)       (the Bellman error; V(s') = 0 at a terminal)
+    delta_i(theta) = r_i + theta^T dphi_i,
+    dphi_i = gamma phi(s'_i) - phi(s_i) + (1 - gamma + gamma [terminal_i]) phibar_0,
 
-(the paper's eq. for g with discounting, as is common in discounted implementations), minimised
-here by SciPy's L-BFGS-B with its analytic gradient:
+that is the Bellman error r + gamma V(s') - V(s) (V(s') = 0 after a terminal) plus
+(1 - gamma + gamma [terminal]) E_mu0[V(s_0)]. Without terminals the last term is the same for
+every sample and leaves log-mean-exp as (1 - gamma) theta^T phibar_0, the initial-state term
+of the dual. Minimised by SciPy's L-BFGS-B with its analytic gradient:
 
-    dg/dtheta = sum_i w_i (gamma phi(s'_i) - phi(s_i))
+    dg/dtheta = sum_i w_i dphi_i                    (= 0: the constraint above, with q = w)
     dg/deta   = epsilon + log( 1/N sum_i exp(delta_i / eta) ) - sum_i w_i delta_i / eta
     w_i       = exp(delta_i / eta) / sum_j exp(delta_j / eta)
 
-The reweighted sample distribution w has KL(w || uniform) = epsilon at the optimum (less if the
-bound is slack); the policy is then refitted to it by weighted maximum likelihood
-(weighted_fit.py). Features: phi(s) = the observation standardised over the batch and all its
-pairwise products (quadratic features). No constant feature: with gamma < 1 a constant c
-shifts every delta by -(1 - gamma) c, and this dual, which leaves out the (1 - gamma)
-E_mu0[V(s_0)] term of the discounted state-distribution constraint, would be unbounded below.
+The null space. If a combination v of the features is the same constant K in every state
+(observations on a circle, c^2 + s^2 = 1; two-valued flags; one-hot codes; a constant column;
+a constant feature itself), then v^T dphi_i = gamma K - K + (1 - gamma) K = 0 for a
+non-terminal step and -K + K = 0 after a terminal: g does not change along v, for every task,
+and is bounded below (the form that leaves phibar_0 out falls along v by (1 - gamma) K per
+unit, without bound). A ridge RIDGE / 2 |theta|^2 added to g makes the minimiser unique (theta
+has no part along such v) and keeps near-null directions finite; it moves the constraint by
+RIDGE theta.
+
+mu_0's feature mean comes from the episodes' first observations (path_start), accumulated
+over the run (mu_0 does not depend on the policy) as raw first and second moments, from which
+the mean of the quadratic features under any standardisation follows exactly
+(InitialStates.feature_mean). The reweighted sample distribution w has KL(w || uniform) =
+epsilon at the optimum (less if the bound is slack); the policy is then refitted to it by
+weighted maximum likelihood (weighted_fit.py). Features: phi(s) = the observation standardised
+over the batch and all its pairwise products (quadratic features); a constant feature would be
+a null direction and is left out.
 """
 import time
 
 import numpy as np
 
-from trpo_tf.methods.base import NAN, POLICY_STEP_FAULT, SinglePathMethod, policy_step
+from trpo_tf.methods.base import (NAN, POLICY_STEP_FAULT, SinglePathMethod, normalizer_moves,
+                                  policy_step, update_normalizer)
 from trpo_tf.settings import at_least, declare, positive
 
 declare("4 method reps", "reps_epsilon", 0.5,
@@ -42,6 +76,7 @@ declare("4 method reps", "reps_lr", 0.01, "reps: Adam learning rate of the polic
         rule="> 0")
 MAX_OBSERVATION_SIZE = 64  # quadratic features: 64 inputs give 2,144 of them
 MIN_ETA = 1e-6
+RIDGE = 1e-6  # on theta: the dual's minimiser is unique where features are dependent
 
 
 def quadratic_features(x):
@@ -50,21 +85,53 @@ def quadratic_features(x):
     return np.concatenate([x, x[:, i] * x[:, j]], axis=1)
 
 
-def feature_differences(obs, end_obs, terminal, path_end, gamma):
-    """gamma phi(s'_i) - phi(s_i) per transition, phi the quadratic features of the observation
-    standardised with the batch's mean and std; s'_i is the next row inside a path, the next
-    entry of `end_obs` at a path end, and has phi = 0 after a terminal step."""
+class InitialStates:
+    """Raw moments of the episodes' first observations (mu_0's samples), kept over the run."""
+
+    def __init__(self, dim):
+        self.count, self.total, self.outer = 0, np.zeros(dim), np.zeros((dim, dim))
+
+    def add(self, obs):
+        self.count += len(obs)
+        self.total += obs.sum(0)
+        self.outer += obs.T @ obs
+
+    def feature_mean(self, mean, std):
+        """phibar_0 = E_mu0[quadratic_features((s_0 - mean) / std)], from the moments: with
+        z = (s_0 - mean) / std, E[z] = (m1 - mean) / std and
+        E[z z^T] = (M2 - m1 mean^T - mean m1^T + mean mean^T) / (std std^T)."""
+        m1, m2 = self.total / self.count, self.outer / self.count
+        ez = (m1 - mean) / std
+        ezz = (m2 - np.outer(m1, mean) - np.outer(mean, m1) + np.outer(mean, mean)) / np.outer(std, std)
+        return np.concatenate([ez, ezz[np.triu_indices(len(mean))]])
+
+    def state(self):
+        return {"count": self.count, "total": self.total.tolist(), "outer": self.outer.tolist()}
+
+    def load_state(self, saved):
+        self.count, self.total, self.outer = (saved["count"], np.array(saved["total"]),
+                                              np.array(saved["outer"]))
+
+
+def feature_differences(obs, end_obs, terminal, path_end, gamma, initial):
+    """dphi_i = gamma phi(s'_i) - phi(s_i) + (1 - gamma + gamma [terminal_i]) phibar_0 per
+    transition (the module's constraint), phi the quadratic features of the observation
+    standardised with the batch's mean and std, phibar_0 their mean under mu_0 (`initial`, an
+    InitialStates); s'_i is the next row inside a path, the next entry of `end_obs` at a path
+    end, and has phi = 0 after a terminal step."""
     mean, std = obs.mean(0), obs.std(0) + 1e-6
     phi = quadratic_features((obs - mean) / std)
     next_phi = np.concatenate([phi[1:], np.zeros_like(phi[:1])])
     ends = np.flatnonzero(path_end > 0)
     next_phi[ends] = quadratic_features((end_obs - mean) / std)
     next_phi[terminal > 0] = 0.0
-    return gamma * next_phi - phi
+    start_weight = 1.0 - gamma + gamma * (terminal > 0)
+    return gamma * next_phi - phi + start_weight[:, None] * initial.feature_mean(mean, std)
 
 
 def dual(x, rewards, dphi, epsilon):
-    """The REPS dual g(eta, theta) at x = [eta, theta...] and its gradient (float64)."""
+    """The REPS dual g(eta, theta) + RIDGE / 2 |theta|^2 at x = [eta, theta...] and its
+    gradient (float64)."""
     eta, theta = x[0], x[1:]
     z = (rewards + dphi @ theta) / eta
     top = z.max()
@@ -72,8 +139,8 @@ def dual(x, rewards, dphi, epsilon):
     total = e.sum()
     log_mean_exp = top + np.log(total) - np.log(len(z))
     w = e / total
-    value = eta * epsilon + eta * log_mean_exp
-    grad = np.concatenate([[epsilon + log_mean_exp - w @ z], w @ dphi])
+    value = eta * epsilon + eta * log_mean_exp + 0.5 * RIDGE * theta @ theta
+    grad = np.concatenate([[epsilon + log_mean_exp - w @ z], w @ dphi + RIDGE * theta])
     return value, grad
 
 
@@ -145,9 +212,10 @@ class REPS(SinglePathMethod):
                               f"at most {MAX_OBSERVATION_SIZE} numbers; {parts.spec.gym_id}'s "
                               f"are {shape}")
         sig = self.signature
+        self.initial_states = InitialStates(shape[0])
         self.learner = WeightedMaxLikelihood(
             parts.policy, parts.dist, [parts.obs_spec, sig["act"], sig["rew"]], cfg.reps_epochs,
-            cfg.reps_lr, "reps")
+            cfg.reps_lr, "reps", normalizer_moves(parts.policy))
 
     def progress(self, m):
         return f"kl {m.get('kl', NAN):.4f} eta {m.get('reps_eta', NAN):.3g}"
@@ -159,17 +227,23 @@ class REPS(SinglePathMethod):
         # the dual starts from eta = 1 on the scale its solution has
         rewards = np.asarray(rew, np.float64)
         rewards = (rewards - rewards.mean()) / (rewards.std() + 1e-8)
-        dphi = feature_differences(batch["obs"].numpy().astype(np.float64),
-                                   batch["end_obs"].numpy().astype(np.float64),
+        obs = batch["obs"].numpy().astype(np.float64)
+        self.initial_states.add(obs[batch["path_start"].numpy() > 0])
+        initial = self.initial_states
+        if not initial.count:  # a resumed run whose first batch starts no episode: mu_0 ~ p
+            initial = InitialStates(obs.shape[1])
+            initial.add(obs)
+        dphi = feature_differences(obs, batch["end_obs"].numpy().astype(np.float64),
                                    batch["terminal"].numpy(), batch["path_end"].numpy(),
-                                   self.cfg.gamma)
+                                   self.cfg.gamma, initial)
         x, value, iters = solve_dual(rewards, dphi, self.cfg.reps_epsilon, self.cfg.reps_dual_iters)
         weights = sample_weights(x, rewards, dphi)
         if not np.all(np.isfinite(weights)):
             return None, "REPS dual solution"
         t1 = time.perf_counter()
+        behaviour = update_normalizer(self.parts.policy, batch["obs"])
         metrics = policy_step(self.learner, batch["obs"], batch["act"],
-                              weights.astype(np.float32))
+                              weights.astype(np.float32), *behaviour)
         if metrics is None:
             return None, POLICY_STEP_FAULT
         metrics.update(reps_eta=float(x[0]), reps_dual=value, reps_dual_iterations=float(iters),
@@ -177,3 +251,11 @@ class REPS(SinglePathMethod):
                        time_advantage=t1 - t0, time_update=time.perf_counter() - t1,
                        time_value=0.0)
         return metrics, None
+
+    def state(self):
+        return {**super().state(), "initial_states": self.initial_states.state()}
+
+    def load_state(self, saved):
+        super().load_state(saved)
+        if saved.get("initial_states"):  # older checkpoints have none
+            self.initial_states.load_state(saved["initial_states"])

@@ -172,6 +172,11 @@ class TRPOLearner:
     over `obs`. input_specs = [obs spec, *data specs]. With kl_states=True the last input is
     a separate set of states for the KL and the Fisher-vector products (vine: its trunk
     states; its rollout set `obs` is ~100 times sparser) and its spec ends input_specs.
+    With behaviour_params=True the inputs end with the sampling policy's parameters on `obs`
+    (and then on the KL states): pi_old of the surrogate and of the KL is the policy that
+    sampled, computed before the observation normaliser took in the batch, so the line search
+    bounds the whole change, normaliser's included; the Fisher-vector products are those at
+    the current parameters.
 
     The ablations of section 8.1 change one piece each:
       fisher="empirical"  CG on the empirical FIM (covariance of the scores; data[0] must be
@@ -185,7 +190,7 @@ class TRPOLearner:
 
     def __init__(self, policy, dist, gain_fn, input_specs, max_kl, cg_iters, cg_damping,
                  fvp_subsample, ls_shrink, ls_max_backtracks, fisher="analytic",
-                 constraint="mean", fixed_step=0.0, kl_states=False):
+                 constraint="mean", fixed_step=0.0, kl_states=False, behaviour_params=False):
         if kl_states and fisher == "empirical":
             raise ValueError("the empirical FIM needs the actions taken in the KL states")
         self.policy = policy
@@ -199,7 +204,7 @@ class TRPOLearner:
         self.ls_shrink = ls_shrink
         self.ls_max_backtracks = ls_max_backtracks
         self.fisher, self.constraint, self.fixed_step = fisher, constraint, fixed_step
-        self.kl_states = kl_states
+        self.kl_states, self.behaviour_params = kl_states, behaviour_params
         self.trace_count = 0
         self.step = tf.function(self._step, input_signature=list(input_specs))
 
@@ -221,16 +226,21 @@ class TRPOLearner:
         self.trace_count += 1  # Python side effect: runs only while tracing
         dist, policy, variables = self.dist, self.policy, self.variables
         theta_old = get_flat(variables)
+        behaviour = ()
+        if self.behaviour_params:  # pi_old as it sampled: on obs (and on the KL states)
+            behaviour, data = data[-1 - self.kl_states:], data[:-1 - self.kl_states]
         # the states eq. 13's mean KL runs over: the last input, or the batch's own
         kl_obs, data = (data[-1], data[:-1]) if self.kl_states else (obs, data)
         with tf.GradientTape() as tape:  # one forward pass gives pi_old and the gradient at it
             params = policy(obs)
-            old_params = tf.stop_gradient(params)
+            old_params = behaviour[0] if behaviour else tf.stop_gradient(params)
             gain_old = self.gain_fn(params, old_params, *data)
         grad = flat_concat(tape.gradient(gain_old, variables))
-        kl_old_params = tf.stop_gradient(policy(kl_obs)) if self.kl_states else old_params
+        # the Fisher matrix at the current parameters; the KL from pi_old
+        current = tf.stop_gradient(policy(kl_obs)) if self.kl_states else tf.stop_gradient(params)
+        kl_old_params = behaviour[-1] if behaviour else current
 
-        damped_fvp = self.damped_fvp_fn(kl_obs, kl_old_params, data[0])
+        damped_fvp = self.damped_fvp_fn(kl_obs, current, data[0])
         direction, cg_residual = conjugate_gradient(damped_fvp, grad, self.cg_iters)
         if self.fixed_step:
             full_step = self.fixed_step * direction

@@ -47,6 +47,9 @@ class Vine(Method):
         if cfg.workers > min(cfg.vine_trunk_paths, cfg.vine_states):
             return (f"--workers={cfg.workers} share --vine_trunk_paths={cfg.vine_trunk_paths} "
                     f"and --vine_states={cfg.vine_states}: each needs at least one of both")
+        if cfg.vine_actions_per_state == 1 and cfg.vine_proposal != "all":  # eq. 17: w q / w = q
+            return (f"--vine_actions_per_state=1 with --vine_proposal={cfg.vine_proposal} gives "
+                    "every policy the same surrogate (no gradient): use 2 or more")
         if 0 < cfg.vine_kl_states < cfg.workers:  # a worker's 0 would mean all its states
             return (f"--workers={cfg.workers} share --vine_kl_states={cfg.vine_kl_states}: "
                     "each needs at least one (or 0: every trunk state)")
@@ -106,18 +109,21 @@ class Vine(Method):
                 f"{cfg.vine_rollout_length} steps")
 
     def update(self, batch):
-        """TRPO step on the rollout set (eq. 16 / 17) under the mean KL over the trunk states,
-        and normaliser update (trunk states). Vine needs no value function."""
+        """Normaliser update (trunk states), then the TRPO step on the rollout set (eq. 16 /
+        17) under the mean KL over the trunk states from the sampling policy. Vine needs no
+        value function."""
         from trpo_tf.methods.update import all_finite
 
         if not all_finite(batch["obs"], batch["q_hat"], batch["kl_obs"]):
             return None, "observations or Q-values"
         t0 = time.perf_counter()
+        # the normaliser takes in the trunk states first: the step is bounded from the
+        # sampling policy, so its change is inside the trust region
+        behaviour = update_normalizer(self.parts.policy, batch["kl_obs"], batch["obs"])
         metrics = policy_step(self.learner, batch["obs"], batch["act"], batch["q_hat"],
-                              batch["kl_obs"])
+                              batch["kl_obs"], *behaviour[::-1])
         if metrics is None:
             return None, POLICY_STEP_FAULT
-        update_normalizer(self.parts.policy, batch["kl_obs"])
         q_shape = batch["q_hat"].shape
         metrics.update(explained_variance=NAN, value_loss_before=NAN, value_loss_after=NAN,
                        time_advantage=0.0, time_update=time.perf_counter() - t0, time_value=0.0,

@@ -22,22 +22,29 @@ def rwr_weights(returns, temperature):
 
 
 class WeightedMaxLikelihood:
-    """`.step(obs, actions, weights)`: the refit on non-negative per-sample weights."""
+    """`.step(obs, actions, weights[, the sampling policy's params])`: the refit on
+    non-negative per-sample weights; its KL is measured from the sampling policy when given
+    (behaviour_params: the normaliser took in the batch before the fit)."""
 
-    def __init__(self, policy, dist, input_specs, epochs, learning_rate, name):
+    def __init__(self, policy, dist, input_specs, epochs, learning_rate, name,
+                 behaviour_params=False):
         self.policy, self.dist = policy, dist
         self.variables = policy.trainable_variables
         self.epochs, self.name = epochs, name
         self.optimizer = keras.optimizers.Adam(learning_rate)
         self.optimizer.build(self.variables)
         self.trace_count = 0
+        if behaviour_params:
+            from trpo_tf.methods.base import behaviour_spec
+
+            input_specs = list(input_specs) + [behaviour_spec(dist)]
         self.step = tf.function(self._step, input_signature=list(input_specs))
 
     def sample_weights(self, data):
         """The weights the fit uses, from the step's third input (here: the weights)."""
         return data
 
-    def _step(self, obs, actions, data):
+    def _step(self, obs, actions, data, behaviour=None):
         self.trace_count += 1
         policy, dist = self.policy, self.dist
         for v in self.optimizer.variables:  # each M-step is a fit of its own: fresh moments
@@ -45,7 +52,7 @@ class WeightedMaxLikelihood:
                 v.assign(tf.zeros_like(v))
         weights = self.sample_weights(data)
         weights = weights / tf.reduce_sum(weights)
-        old_params = tf.stop_gradient(policy(obs))
+        old_params = tf.stop_gradient(policy(obs)) if behaviour is None else behaviour
         theta_old = get_flat(self.variables)
 
         def weighted_log_likelihood():
@@ -75,9 +82,11 @@ class WeightedMaxLikelihood:
 class RWRLearner(WeightedMaxLikelihood):
     """RWR's M-step: `.step(obs, actions, returns)` weights the samples by rwr_weights."""
 
-    def __init__(self, policy, dist, input_specs, temperature, epochs, learning_rate):
+    def __init__(self, policy, dist, input_specs, temperature, epochs, learning_rate,
+                 behaviour_params=False):
         self.temperature = temperature
-        super().__init__(policy, dist, input_specs, epochs, learning_rate, "rwr")
+        super().__init__(policy, dist, input_specs, epochs, learning_rate, "rwr",
+                         behaviour_params)
 
     def sample_weights(self, data):
         return rwr_weights(data, self.temperature)

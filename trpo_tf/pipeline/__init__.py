@@ -20,7 +20,7 @@ def batch_signature(obs_shape, obs_dtype, dist):
     per_step = tf.TensorSpec((None,), tf.float32)
     return {
         "obs": obs, "act": act, "rew": per_step, "discounted_return": per_step,
-        "terminal": per_step, "path_end": per_step,
+        "terminal": per_step, "path_end": per_step, "path_start": per_step,
         "end_obs": obs, "episode_return": per_step, "episode_length": per_step,
         "sim_steps": tf.TensorSpec((), tf.float32),
         "time_policy": tf.TensorSpec((), tf.float32), "time_env": tf.TensorSpec((), tf.float32),

@@ -12,9 +12,10 @@ one sampler had stepped all the envs.
 Worker w's random streams are spawned from the run's seed (`worker_streams`), so for a fixed
 seed and worker count the batches are the same on every run, and equal to those of the same
 ShareSamplers run one after another in one process (tested). A worker that dies is restarted
-by Ray (its envs start new episodes) and its share is sampled again with the same weights:
-an iteration never has fewer samples than asked for. Ray is imported only here, only when a
-run has workers.
+by Ray, told its restart count (its envs start new episodes on fresh streams, derived from
+the seed, the worker and the count: a restart never replays the first batch's randomness) and
+its share is sampled again with the same weights: an iteration never has fewer samples than
+asked for. Ray is imported only here, only when a run has workers.
 """
 import copy
 import logging
@@ -28,6 +29,7 @@ from trpo_tf.errors import ConfigError, EnvStepError, first_line
 
 MAX_RESTARTS = 3      # per worker, by Ray; one more death stops the run
 WORKER_STREAMS = 1000  # worker w's streams: child WORKER_STREAMS + w of the run's SeedSequence
+RESTART_STREAMS = 1000  # after restart r: grandchild (WORKER_STREAMS + w, RESTART_STREAMS + r)
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What a run's Ray job carries to every node: this package (uploaded by Ray) and TensorFlow
 # held quiet. No node needs trpo_tf installed, only the requirements.
@@ -36,10 +38,12 @@ RAY_INIT = dict(logging_level=logging.ERROR, log_to_driver=False, include_dashbo
                              "env_vars": {"TF_CPP_MIN_LOG_LEVEL": "3"}})
 
 
-def worker_streams(seed, worker):
-    """{consumer: SeedSequence} of worker `worker`: independent of the run's own streams
-    (children 0 ... 7 of SeedSequence(seed)) and of every other worker's."""
-    root = np.random.SeedSequence(seed, spawn_key=(WORKER_STREAMS + worker,))
+def worker_streams(seed, worker, restart=0):
+    """{consumer: SeedSequence} of worker `worker` after `restart` restarts: independent of the
+    run's own streams (children 0 ... 7 of SeedSequence(seed)), of every other worker's and of
+    its own before each restart (restart 0's spawn keys are (WORKER_STREAMS + w, k), k < 8)."""
+    key = (WORKER_STREAMS + worker,) + ((RESTART_STREAMS + restart,) if restart else ())
+    root = np.random.SeedSequence(seed, spawn_key=key)
     return dict(zip(seeding.STREAMS, root.spawn(len(seeding.STREAMS))))
 
 
@@ -48,10 +52,21 @@ class ShareSampler:
     its share. A Ray actor in a run; the same class in one process is the reference."""
 
     def __init__(self, cfg, worker, workers):
+        self.cfg, self.worker, self.workers = cfg, worker, workers
+        self.envs = None
+        self.restarted(0)
+
+    def restarted(self, restarts):
+        """(Re)build the env group, policy copy and sampler on the streams of restart
+        `restarts` (0: the first start; Ray reruns the constructor with the same arguments,
+        so the learner calls this on a restarted worker)."""
         from trpo_tf import distributions, envs, methods, policies
 
+        cfg, worker, workers = self.cfg, self.worker, self.workers
+        if self.envs is not None:
+            self.envs.close()
         method = methods.method_for(cfg)
-        seeds = worker_streams(cfg.seed, worker)
+        seeds = worker_streams(cfg.seed, worker, restarts)
         spec = envs.resolve_env(cfg.env, cfg.atari)
         _, self.envs = method.make_envs(cfg, spec, seeds)
         dist = distributions.for_action_space(self.envs.action_space)
@@ -182,9 +197,11 @@ class RaySampler:
                 self.restarts += 1
                 self.log(f"sampling worker {worker} died ({first_line(err)}); Ray restarts it "
                          "and its share of this iteration is sampled again")
-                # Ray holds the retry until the worker is back (a task sent while it restarts
-                # would fail again); the worker's deaths are counted here, once each
-                retry = self.workers[worker].sample.options(max_task_retries=-1)
+                # Ray holds these until the worker is back (a task sent while it restarts
+                # would fail again) and runs them in order; deaths are counted here, once each
+                actor = self.workers[worker]
+                actor.restarted.options(max_task_retries=-1).remote(self.deaths[worker])
+                retry = actor.sample.options(max_task_retries=-1)
                 pending[retry.remote(weights, shares[worker])] = worker
                 continue
             self.progress += int(batches[worker]["sim_steps"])

@@ -11,6 +11,7 @@ Batch fields (N = num_envs * steps_per_env, P = number of segment ends):
   obs [N, *obs_shape]  act [N, act_dim] or [N]  rew [N]
   terminal [N]  1.0 where the env terminated after this step (no bootstrap)
   path_end [N]  1.0 on the last step of each segment (terminal, truncated or cut)
+  path_start [N]  1.0 on the first step of each episode (its observation came from a reset)
   end_obs [P, *obs_shape]  the state after each segment end, in order, to bootstrap from
   episode_return [M], episode_length [M]  episodes completed during this batch
   discounted_return [N]  sum_k gamma^k r_{t-k} back to the episode's start, carried across
@@ -41,6 +42,7 @@ class SinglePathSampler:
         self._ep_length = np.zeros(envs.num_envs, np.int64)
         self._disc_return = np.zeros(envs.num_envs)
         self._resetting = np.zeros(envs.num_envs, bool)  # next step only resets (EnvPool)
+        self._starting = np.ones(envs.num_envs, bool)  # the next valid row is an episode's first
         self.batches_produced = 0
         self.progress = 0  # steps of the batch in the making (a terminal's heartbeat shows it)
 
@@ -56,6 +58,7 @@ class SinglePathSampler:
         disc_buf = np.empty((T, E), np.float32)
         term_buf = np.zeros((T, E), np.float32)
         end_buf = np.zeros((T, E), np.float32)
+        start_buf = np.zeros((T, E), np.float32)
         valid_buf = np.ones((T, E), bool)
         end_obs = {}  # flat index (env-major) -> observation after the segment end
         episodes = []
@@ -75,6 +78,8 @@ class SinglePathSampler:
             rew_buf[t] = rew
             term_buf[t] = term
             valid_buf[t] = ~self._resetting
+            start_buf[t] = self._starting & valid_buf[t]
+            self._starting &= ~valid_buf[t]
             self._ep_return += rew
             self._disc_return = self.gamma * self._disc_return + rew
             disc_buf[t] = self._disc_return
@@ -85,6 +90,7 @@ class SinglePathSampler:
             for i, o in final_obs.items():
                 end_buf[t, i] = 1.0
                 end_obs[i * T + t] = o
+                self._starting[i] = True
                 episodes.append((self._ep_return[i], self._ep_length[i]))
                 self._ep_return[i], self._ep_length[i], self._disc_return[i] = 0.0, 0, 0.0
         for i in range(E):  # the batch cut: bootstrap from the state the env is in now
@@ -101,6 +107,7 @@ class SinglePathSampler:
             "discounted_return": _env_major(disc_buf, valid),
             "terminal": _env_major(term_buf, valid),
             "path_end": _env_major(end_buf, valid),
+            "path_start": _env_major(start_buf, valid),
             "end_obs": np.stack([end_obs[k] for k in sorted(end_obs)]).astype(obs_buf.dtype),
             **episode_fields(episodes),
             "sim_steps": np.float32(valid_buf.sum()),
@@ -118,7 +125,7 @@ class SinglePathSampler:
             return None
         return {"envs": envs, "obs": self._obs, "ep_return": self._ep_return.copy(),
                 "ep_length": self._ep_length.copy(), "resetting": self._resetting.copy(),
-                "disc_return": self._disc_return.copy(),
+                "disc_return": self._disc_return.copy(), "starting": self._starting.copy(),
                 "rng": self.rng.bit_generator.state}
 
     def load_state(self, state):
@@ -127,6 +134,7 @@ class SinglePathSampler:
         self._resetting = state["resetting"]
         self._disc_return = state.get("disc_return", np.zeros(self.envs.num_envs))  # older checkpoints
         self.rng.bit_generator.state = state["rng"]
+        self._starting = state.get("starting", np.zeros(self.envs.num_envs, bool))  # older ones
 
 
 def _env_major(x, valid=None):

@@ -1,0 +1,132 @@
+"""REPS's dual (methods/reps.py) on the observations real tasks have, and its discounted
+constraint with the initial-state term, against hand-computed values."""
+import numpy as np
+import pytest
+
+from trpo_tf.methods import reps
+from tests.test_sampling import make_sampler, zero_policy
+
+GAMMA = 0.99
+
+
+def structured_paths(kind, rng, n=2000, path=200, terminals=False):
+    """A batch of paths of `n` transitions whose observations obey a fixed equation:
+    circle [cos, sin, thetadot] (Pendulum-like), one-hot codes, or a constant column."""
+    if kind == "circle":
+        angle = np.cumsum(rng.normal(0, 0.3, n + 1))
+        o = np.stack([np.cos(angle), np.sin(angle), rng.normal(0, 1, n + 1)], 1)
+    elif kind == "one-hot":
+        o = np.eye(5)[rng.integers(0, 5, n + 1)]
+    else:
+        o = np.concatenate([rng.normal(size=(n + 1, 2)), np.full((n + 1, 1), 3.0)], 1)
+    obs, following = o[:-1], o[1:]
+    path_end, start, terminal = np.zeros(n), np.zeros(n), np.zeros(n)
+    path_end[path - 1::path], start[::path] = 1.0, 1.0
+    if terminals:
+        terminal[path // 2::path] = 1.0
+        path_end[terminal > 0] = 1.0
+        start[path // 2 + 1::path] = 1.0
+    rewards = o[:-1] @ np.linspace(-1.0, 1.0, o.shape[1]) + rng.normal(0, 0.1, n)
+    return obs, following[path_end > 0], terminal, path_end, start, rewards
+
+
+def solved(obs, end_obs, terminal, path_end, start, rewards, epsilon=0.5):
+    initial = reps.InitialStates(obs.shape[1])
+    initial.add(obs[start > 0])
+    dphi = reps.feature_differences(obs, end_obs, terminal, path_end, GAMMA, initial)
+    rewards = (rewards - rewards.mean()) / rewards.std()
+    x, _, _ = reps.solve_dual(rewards, dphi, epsilon, max_iters=100)
+    return x, reps.sample_weights(x, rewards, dphi), dphi
+
+
+@pytest.mark.parametrize("terminals", [False, True])
+@pytest.mark.parametrize("kind", ["circle", "one-hot", "constant column"])
+def test_dual_is_bounded_on_structured_observations(kind, terminals):
+    """A feature combination constant in every state leaves g flat (the old dual fell along it
+    without bound: eta ~ 1e53, |theta| ~ 1e55 on the circle, 1e21 / 1e23 on one-hot codes, the
+    constraint missed by 0.2 - 1.6): here eta and theta stay at the data's scale, the weights
+    meet the constraint and use the whole KL bound."""
+    x, w, dphi = solved(*structured_paths(kind, np.random.default_rng(0), terminals=terminals))
+    assert 1e-3 < x[0] < 10.0 and np.abs(x[1:]).max() < 10.0
+    np.testing.assert_allclose(w @ dphi, 0.0, atol=1e-3)
+    assert reps.sample_kl(w) == pytest.approx(0.5, abs=1e-3)
+
+
+def test_a_constant_feature_changes_nothing():
+    """V + c has the same Bellman errors plus (1 - gamma + gamma [terminal]) c: appending a
+    constant feature (a null direction) leaves the weights as they were."""
+    obs, end_obs, terminal, path_end, start, rewards = structured_paths(
+        "constant column", np.random.default_rng(1), terminals=True)
+    x, w, dphi = solved(obs, end_obs, terminal, path_end, start, rewards)
+    phi = np.ones(len(obs))  # the constant feature, 1 in s, s' and s_0; 0 after a terminal
+    constant = GAMMA * (1.0 - terminal) - phi + (1.0 - GAMMA + GAMMA * terminal) * 1.0
+    np.testing.assert_allclose(constant, 0.0, atol=1e-12)
+    z = (rewards - rewards.mean()) / rewards.std()
+    x2, _, _ = reps.solve_dual(z, np.concatenate([dphi, constant[:, None]], 1), 0.5, 100)
+    np.testing.assert_allclose(reps.sample_weights(x2, z, np.concatenate(
+        [dphi, constant[:, None]], 1)), w, atol=1e-6)
+
+
+def test_initial_state_feature_mean_from_moments():
+    rng = np.random.default_rng(2)
+    starts = rng.normal(1.0, 2.0, (50, 3))
+    initial = reps.InitialStates(3)
+    initial.add(starts[:20])
+    initial.add(starts[20:])
+    mean, std = np.array([0.5, -1.0, 2.0]), np.array([1.5, 0.7, 3.0])
+    np.testing.assert_allclose(initial.feature_mean(mean, std),
+                               reps.quadratic_features((starts - mean) / std).mean(0), rtol=1e-10)
+    saved = reps.InitialStates(3)
+    saved.load_state(initial.state())
+    np.testing.assert_allclose(saved.feature_mean(mean, std), initial.feature_mean(mean, std))
+
+
+def test_dual_with_the_initial_state_term_by_hand():
+    """Three transitions of a 1-d observation in one episode started at s_0 = 0 and cut by the
+    batch (no terminal): the dual is the Bellman errors' log-mean-exp plus the initial-state
+    term (1 - gamma) theta^T E_mu0[phi], written out by hand; after a terminal the term is
+    (1 - gamma + gamma) phibar_0 for that sample."""
+    obs, end_obs = np.array([[0.0], [1.0], [2.0]]), np.array([[4.0]])
+    path_end, start = np.array([0.0, 0.0, 1.0]), np.array([1.0, 0.0, 0.0])
+    mean, std = 1.0, np.std([0.0, 1.0, 2.0]) + 1e-6
+    phi = lambda v: np.array([(v - mean) / std, ((v - mean) / std) ** 2])
+    initial = reps.InitialStates(1)
+    initial.add(obs[start > 0])
+    rewards, theta, eta, epsilon = np.array([1.0, -0.5, 0.25]), np.array([0.3, -0.2]), 0.7, 0.4
+    bellman = [rewards[0] + theta @ (GAMMA * phi(1.0) - phi(0.0)),
+               rewards[1] + theta @ (GAMMA * phi(2.0) - phi(1.0)),
+               rewards[2] + theta @ (GAMMA * phi(4.0) - phi(2.0))]
+    expected = (eta * epsilon + eta * np.log(np.mean(np.exp(np.array(bellman) / eta)))
+                + (1 - GAMMA) * theta @ phi(0.0) + 0.5 * reps.RIDGE * theta @ theta)
+    x = np.concatenate([[eta], theta])
+    dphi = reps.feature_differences(obs, end_obs, np.zeros(3), path_end, GAMMA, initial)
+    assert reps.dual(x, rewards, dphi, epsilon)[0] == pytest.approx(expected, rel=1e-12)
+    terminal = np.array([0.0, 0.0, 1.0])  # the last step ends the episode: phi(s') = 0
+    dphi = reps.feature_differences(obs, end_obs, terminal, path_end, GAMMA, initial)
+    np.testing.assert_allclose(dphi[2], -phi(2.0) + phi(0.0), rtol=1e-12)
+
+
+def test_weights_meet_the_discounted_constraint_with_its_initial_state_term():
+    """No terminals: E_w[gamma phi' - phi] = -(1 - gamma) E_mu0[phi(s_0)] (the issue's form),
+    with starts far from the batch's typical state so the term is large."""
+    rng = np.random.default_rng(3)
+    obs, end_obs, terminal, path_end, start, rewards = structured_paths("circle", rng)
+    obs[start > 0, 2] += 3.0
+    x, w, _ = solved(obs, end_obs, terminal, path_end, start, rewards)
+    mean, std = obs.mean(0), obs.std(0) + 1e-6
+    phi = reps.quadratic_features((obs - mean) / std)
+    nxt = np.concatenate([phi[1:], reps.quadratic_features((end_obs[-1:] - mean) / std)])
+    nxt[path_end > 0] = reps.quadratic_features((end_obs - mean) / std)
+    phi0 = phi[start > 0].mean(0)
+    assert np.abs((1 - GAMMA) * phi0).max() > 0.05  # the term matters here
+    np.testing.assert_allclose(w @ (GAMMA * nxt - phi), -(1 - GAMMA) * phi0, atol=1e-3)
+
+
+def test_sampler_marks_episode_starts():
+    """path_start: the first row of the first batch and each row after an episode's end,
+    never the row after a batch cut (that episode goes on)."""
+    sampler, dist = make_sampler("Swimmer", num_envs=2, steps=15, max_path_length=10)
+    first = sampler.sample(zero_policy(dist))
+    second = sampler.sample(zero_policy(dist))
+    np.testing.assert_array_equal(np.flatnonzero(first["path_start"]), [0, 10, 15, 25])
+    np.testing.assert_array_equal(np.flatnonzero(second["path_start"]), [5, 20])
