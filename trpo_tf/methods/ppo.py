@@ -36,16 +36,20 @@ def clipped_surrogate(dist, params, actions, old_log_prob, advantages, clip):
 
 
 class PPOLearner:
-    """`.step(obs, actions, advantages)`: --ppo_epochs passes of minibatch Adam ascent on
-    eq. 7, traced once per run; the batch is the run's, pi_old the policy that sampled it."""
+    """`.step(obs, actions, advantages[, behaviour])`: --ppo_epochs passes of minibatch Adam
+    ascent on eq. 7, traced once per run. pi_old is the policy that sampled the batch: its
+    parameters `behaviour` where the observation normaliser has since taken in the batch
+    (`behaviour_params`), else the policy's own before the first step."""
 
-    def __init__(self, policy, dist, input_specs, clip, epochs, minibatch, learning_rate, seed):
+    def __init__(self, policy, dist, input_specs, clip, epochs, minibatch, learning_rate, seed,
+                 behaviour_params=False):
         import keras
         import tensorflow as tf
 
         self.policy, self.dist = policy, dist
         self.variables = policy.trainable_variables
         self.clip, self.epochs, self.minibatch = clip, epochs, minibatch
+        self.behaviour_params = behaviour_params
         self.optimizer = keras.optimizers.Adam(learning_rate)
         self.optimizer.build(self.variables)
         self.rng = tf.random.Generator.from_seed(seed)
@@ -61,14 +65,14 @@ class PPOLearner:
                                       advantages, self.clip)
         self.optimizer.apply_gradients(zip(tape.gradient(loss, self.variables), self.variables))
 
-    def _step(self, obs, actions, advantages):
+    def _step(self, obs, actions, advantages, *behaviour):
         import tensorflow as tf
 
         from trpo_tf.methods.update import get_flat, set_flat
 
         self.trace_count += 1  # Python side effect: runs only while tracing
         dist, policy = self.dist, self.policy
-        old_params = tf.stop_gradient(policy(obs))
+        old_params = behaviour[0] if self.behaviour_params else tf.stop_gradient(policy(obs))
         old_log_prob = dist.log_prob(old_params, actions)
         theta_old = get_flat(self.variables)
         before = clipped_surrogate(dist, old_params, actions, old_log_prob, advantages, self.clip)
@@ -103,12 +107,14 @@ class PPO(AdvantageMethod):
 
     def make_learner(self):
         from trpo_tf import seeding
+        from trpo_tf.methods.base import behaviour_spec, normalizer_moves
 
-        cfg, sig = self.cfg, self.signature
-        return PPOLearner(self.parts.policy, self.parts.dist,
-                          [self.parts.obs_spec, sig["act"], sig["rew"]], cfg.ppo_clip,
-                          cfg.ppo_epochs, cfg.ppo_minibatch, cfg.ppo_lr,
-                          seeding.int_seed(self.parts.seeds["method"]))
+        cfg, sig, parts = self.cfg, self.signature, self.parts
+        moves = normalizer_moves(parts.policy)
+        specs = [parts.obs_spec, sig["act"], sig["rew"]] + ([behaviour_spec(parts.dist)] if moves else [])
+        return PPOLearner(parts.policy, parts.dist, specs, cfg.ppo_clip, cfg.ppo_epochs,
+                          cfg.ppo_minibatch, cfg.ppo_lr, seeding.int_seed(parts.seeds["method"]),
+                          behaviour_params=moves)
 
     def trackables(self):
         return {"ppo_optimizer": self.learner.optimizer, "ppo_rng": self.learner.rng}
