@@ -2,13 +2,15 @@
 
     python bench/mission.py                        # python -m trpo_tf.launch --env=Walker, 1M steps
     python bench/mission.py --steps=100000         # the same command, a shorter budget
-    python bench/mission.py --env=Cartpole --steps=4096 --launch_flags=batch_steps=1024
+    python bench/mission.py --env=Hopper --batch_steps=25000 --preset=none --out=
 
-Runs `python -m trpo_tf.launch --env=<env> [--steps=N]` (the env's tuned preset, as a user
-types it) as a child process and times it whole, start-up and export included. Then steps
-the same envs raw (the backend's own API, random actions pre-drawn: bench/common.raw_rate)
-with the run's own --num_envs, --env_threads and backend (its Run/Config summary) for as many
-steps as the run took, and prints the ratio of the two times and where the run's time went,
+Every flag but --out is the command's (trpo_tf.launch parses them here too, tuned preset
+included, so the bench knows the run's --num_envs, --env_threads and backend); --env defaults
+to Walker. Steps those envs raw (the backend's own API, random actions pre-drawn:
+bench/common.raw_rate) for the run's budget, then runs `python -m trpo_tf.launch <the same
+flags>` as a child process and times it whole, start-up and export included, then steps the
+envs raw again for as many steps as the run took (a shared machine's load drifts: the two
+raw times' mean is the floor). Prints the ratio of the times and where the run's went,
 summed from its TensorBoard Time/* summaries: sampling (simulator, policy, the rest), the
 advantage, the TRPO step, the value fit, evaluation; "between iterations" is the wall time
 outside them (TensorFlow start-up, tracing, checkpoints, summaries, the export).
@@ -27,14 +29,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from absl import app, flags  # noqa: E402
 
 from bench.common import peak_rss_mb, raw_rate, write_result  # noqa: E402
+from trpo_tf import launch  # noqa: E402  (defines the command's flags)
 
-flags.DEFINE_string("env", "Walker", "--env of the command (a tuned preset applies if it has one).")
-flags.DEFINE_integer("steps", 0, "--steps of the command; 0 = the preset's budget.")
-flags.DEFINE_list("launch_flags", [], "More flags for the command, e.g. seed=1.")
-flags.DEFINE_string("logdir", "", "The run's --logdir (default: a temporary directory).")
 flags.DEFINE_string("out", "bench/results.jsonl", "Append results here ('' = don't).")
 FLAGS = flags.FLAGS
-
 # Time/* summaries of the iteration loop (run/summaries.py), in the order they are printed
 STAGES = [("sample", "Time/Sample"), ("sample_env", "Time/SampleEnv"),
           ("sample_policy", "Time/SamplePolicy"), ("advantage", "Time/Advantage"),
@@ -42,10 +40,9 @@ STAGES = [("sample", "Time/Sample"), ("sample_env", "Time/SampleEnv"),
           ("iterations", "Time/Iteration")]
 
 
-def run_command(env, steps, extra, logdir):
-    """Wall seconds of `python -m trpo_tf.launch` for this env and budget."""
-    cmd = [sys.executable, "-m", "trpo_tf.launch", f"--env={env}", f"--logdir={logdir}",
-           "--resume=never", *(f"--{f}" for f in extra)] + ([f"--steps={steps}"] if steps else [])
+def run_command(args, logdir):
+    """Wall seconds of `python -m trpo_tf.launch <args>` writing to logdir (a fresh run)."""
+    cmd = [sys.executable, "-m", "trpo_tf.launch", *args, f"--logdir={logdir}", "--resume=never"]
     print(" ".join(["$", "python"] + cmd[1:]), flush=True)
     tic = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
@@ -61,45 +58,39 @@ def stage_seconds(logdir):
     return totals, int(max(steps.values())) if steps else 0
 
 
-def run_config(logdir):
-    """The run's settings as its Run/Config summary records them: {flag: value as text}."""
-    import tensorflow as tf
-
-    from trpo_tf.run.summaries import event_files, read_events
-
-    for path in event_files(logdir):
-        for event in read_events(path):
-            for v in event.summary.value:
-                if v.tag == "Run/Config":
-                    table = tf.make_ndarray(v.tensor).item().decode()
-                    rows = (line.strip("|").split("|") for line in table.splitlines()[2:])
-                    return {k.strip(): value.strip() for k, value in rows}
-    raise ValueError(f"no Run/Config summary in {logdir}")
+def command_args():
+    """The command line's flags for the command (all but --out), --env=Walker unless given."""
+    given = [a for a in sys.argv[1:] if a.split("=")[0].lstrip("-") != "out"]
+    return ["--env=Walker"] + given
 
 
 def main(argv):
     del argv
     from trpo_tf import envs
 
-    env, steps, extra = FLAGS.env, FLAGS.steps, FLAGS.launch_flags
+    cfg = launch.config_from_flags()
+    spec = envs.resolve_env(cfg.env, cfg.atari)
+    backend = envs.pick_backend(spec, cfg.env_backend)
+    budget = cfg.steps or cfg.iterations * cfg.batch_steps
+    rate_before = raw_rate(spec, backend, cfg.num_envs, cfg.env_threads, budget)
     with tempfile.TemporaryDirectory() as tmp:
-        logdir = FLAGS.logdir or os.path.join(tmp, "run")
-        wall = run_command(env, steps, extra, logdir)
-        cfg = run_config(logdir)
+        logdir = cfg.logdir if "logdir" in launch.APPLIED_PRESET["given"] else tmp
+        wall = run_command(command_args(), logdir)
         t, env_steps = stage_seconds(logdir)
-    spec = envs.resolve_env(cfg["env"])
-    backend = envs.pick_backend(spec, cfg["env_backend"])
-    num_envs, threads = int(cfg["num_envs"]), int(cfg["env_threads"])
-    raw = env_steps / raw_rate(spec, backend, num_envs, threads, env_steps)
+    rate_after = raw_rate(spec, backend, cfg.num_envs, cfg.env_threads, env_steps)
+    raws = [env_steps / rate_before, env_steps / rate_after]
+    raw = sum(raws) / 2
     outside = wall - t["iterations"]
     rest = t["iterations"] - t["sample"] - t["advantage"] - t["update"] - t["value_fit"] - t["eval"]
     record = write_result(FLAGS.out, {
         "bench": "mission", "env": spec.gym_id, "steps": env_steps, "backend": backend,
-        "num_envs": num_envs, "env_threads": threads, "batch_steps": int(cfg["batch_steps"]),
-        "launch_flags": extra, "wall_seconds": wall, "raw_sim_seconds": raw, "ratio": wall / raw,
-        "stage_seconds": t, "between_iterations_seconds": outside, "peak_rss_mb": peak_rss_mb()})
-    print(f"mission {spec.gym_id} {env_steps:,} steps, {backend} x{num_envs}: command "
-          f"{wall:.1f}s | raw simulator {raw:.1f}s | ratio {record['ratio']:.2f}", flush=True)
+        "num_envs": cfg.num_envs, "env_threads": cfg.env_threads, "batch_steps": cfg.batch_steps,
+        "command": command_args(), "wall_seconds": wall, "raw_sim_seconds": raw,
+        "raw_sim_seconds_before_after": raws, "ratio": wall / raw, "stage_seconds": t,
+        "between_iterations_seconds": outside, "peak_rss_mb": peak_rss_mb()})
+    print(f"mission {spec.gym_id} {env_steps:,} steps, {backend} x{cfg.num_envs}: command "
+          f"{wall:.1f}s | raw simulator {raw:.1f}s (before {raws[0]:.1f}, after {raws[1]:.1f}) | "
+          f"ratio {record['ratio']:.2f}", flush=True)
     print(f"  sampling {t['sample']:.1f}s (simulator {t['sample_env']:.1f}, policy "
           f"{t['sample_policy']:.1f}, rest {t['sample'] - t['sample_env'] - t['sample_policy']:.1f}) | "
           f"advantage {t['advantage']:.1f}s | TRPO step {t['update']:.1f}s | value fit "
@@ -109,4 +100,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=lambda argv: launch.parse_flags_with_preset(
+        [argv[0], "--env=Walker", *argv[1:]]))
