@@ -40,9 +40,9 @@ STAGES = [("sample", "Time/Sample"), ("sample_env", "Time/SampleEnv"),
           ("iterations", "Time/Iteration")]
 
 
-def run_command(args, logdir):
-    """Wall seconds of `python -m trpo_tf.launch <args>` writing to logdir (a fresh run)."""
-    cmd = [sys.executable, "-m", "trpo_tf.launch", *args, f"--logdir={logdir}", "--resume=never"]
+def run_command(args):
+    """Wall seconds of `python -m trpo_tf.launch <args> --resume=never` (a fresh run)."""
+    cmd = [sys.executable, "-m", "trpo_tf.launch", *args, "--resume=never"]
     print(" ".join(["$", "python"] + cmd[1:]), flush=True)
     tic = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
@@ -61,7 +61,8 @@ def stage_seconds(logdir):
 def command_args():
     """The command line's flags for the command (all but --out), --env=Walker unless given."""
     given = [a for a in sys.argv[1:] if a.split("=")[0].lstrip("-") != "out"]
-    return ["--env=Walker"] + given
+    names = {a.split("=")[0].lstrip("-") for a in given}
+    return ([] if "env" in names else ["--env=Walker"]) + given
 
 
 def main(argv):
@@ -74,8 +75,9 @@ def main(argv):
     budget = cfg.steps or cfg.iterations * cfg.batch_steps
     rate_before = raw_rate(spec, backend, cfg.num_envs, cfg.env_threads, budget)
     with tempfile.TemporaryDirectory() as tmp:
-        logdir = cfg.logdir if "logdir" in launch.APPLIED_PRESET["given"] else tmp
-        wall = run_command(command_args(), logdir)
+        given_logdir = "logdir" in launch.APPLIED_PRESET["given"]
+        logdir = cfg.logdir if given_logdir else tmp
+        wall = run_command(command_args() + ([] if given_logdir else [f"--logdir={tmp}"]))
         t, env_steps = stage_seconds(logdir)
     rate_after = raw_rate(spec, backend, cfg.num_envs, cfg.env_threads, env_steps)
     raws = [env_steps / rate_before, env_steps / rate_after]
