@@ -1,5 +1,5 @@
-"""Shared by the benchmarks: results as JSON lines, peak RSS, the machine they ran on, and
-earlier vs_sb3 runs to merge."""
+"""Shared by the benchmarks: results as JSON lines, peak RSS, the machine they ran on,
+earlier vs_sb3 runs to merge, and the raw simulator's rate."""
 import json
 import os
 import platform
@@ -43,3 +43,33 @@ def merged_runs(records, env, steps, trpo_flags, results):
                 seen.add(key)
                 added.append(r)
     return added
+
+
+def raw_rate(spec, backend, num_envs, threads, steps, seed=0):
+    """Steps/s of the backend's own vector API under random actions (pre-drawn)."""
+    import gymnasium as gym
+    import numpy as np
+
+    from trpo_tf import envs
+
+    if backend == "envpool":
+        pool = envs.EnvPoolEnvs(spec, num_envs, seed, num_threads=threads).pool
+        step = pool.step
+        pool.reset()
+    else:
+        pool = gym.vector.SyncVectorEnv([lambda: envs.make_env(spec) for _ in range(num_envs)])
+        step = pool.step
+        pool.reset(seed=seed)
+    space = pool.single_action_space if backend == "gymnasium" else pool.action_space
+    rng = np.random.default_rng(seed)
+    n_steps = max(1, steps // num_envs)
+    if isinstance(space, gym.spaces.Discrete):
+        actions = rng.integers(0, space.n, (n_steps, num_envs))
+    else:
+        actions = rng.uniform(space.low, space.high, (n_steps, num_envs) + space.shape).astype(np.float32)
+    tic = time.perf_counter()
+    for a in actions:
+        step(a)
+    rate = n_steps * num_envs / (time.perf_counter() - tic)
+    pool.close()
+    return rate

@@ -19,11 +19,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from bench.common import peak_rss_mb, write_result  # noqa: E402
+from bench.common import peak_rss_mb, raw_rate, write_result  # noqa: E402
 from trpo_tf import envs  # noqa: E402
 from trpo_tf.distributions import for_action_space  # noqa: E402
 from trpo_tf.policies import build_models  # noqa: E402
@@ -38,31 +37,6 @@ flags.DEFINE_integer("rounds", 3, "Alternating raw / trpo_tf rounds.")
 flags.DEFINE_boolean("smoke", False, "Tiny run (the test suite uses it).")
 flags.DEFINE_string("out", "bench/results.jsonl", "Append results here ('' = don't).")
 FLAGS = flags.FLAGS
-
-
-def raw_rate(spec, backend, num_envs, threads, steps, seed=0):
-    """Steps/s of the backend's own vector API under random actions."""
-    if backend == "envpool":
-        pool = envs.EnvPoolEnvs(spec, num_envs, seed, num_threads=threads).pool
-        step = pool.step
-        pool.reset()
-    else:
-        pool = gym.vector.SyncVectorEnv([lambda: envs.make_env(spec) for _ in range(num_envs)])
-        step = pool.step
-        pool.reset(seed=seed)
-    space = pool.single_action_space if backend == "gymnasium" else pool.action_space
-    rng = np.random.default_rng(seed)
-    n_steps = max(1, steps // num_envs)
-    if isinstance(space, gym.spaces.Discrete):
-        actions = rng.integers(0, space.n, (n_steps, num_envs))
-    else:
-        actions = rng.uniform(space.low, space.high, (n_steps, num_envs) + space.shape).astype(np.float32)
-    tic = time.perf_counter()
-    for a in actions:
-        step(a)
-    rate = n_steps * num_envs / (time.perf_counter() - tic)
-    pool.close()
-    return rate
 
 
 def raw_ale_frame_rate(spec, frames, seed=0):

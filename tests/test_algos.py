@@ -43,7 +43,7 @@ def test_empirical_fim_equals_the_analytic_fim_in_expectation():
     actions = tf.constant(dist.sample_np(old.numpy(), rng))
     for seed in range(3):
         v = tf.constant(np.random.default_rng(seed).standard_normal(4), tf.float32)
-        analytic = U.fisher_vector_product(lambda: U.mean_kl(dist, old, policy(obs)), variables, v)
+        analytic = U.fisher_vector_product(dist, lambda: policy(obs), old, variables, v)
         empirical = U.empirical_fisher_vector_product(
             lambda: dist.log_prob(policy(obs), actions), variables, v)
         np.testing.assert_allclose(empirical.numpy(), analytic.numpy(), rtol=0.06,

@@ -63,3 +63,20 @@ def test_for_action_space_dispatch_and_error():
     assert isinstance(for_action_space(gym.spaces.MultiBinary(3)), Bernoulli)
     with pytest.raises(ValueError, match="unsupported action space"):
         for_action_space(gym.spaces.Box(-1, 1, (2, 2)))
+
+
+@pytest.mark.parametrize("dist", [DiagGaussian(2), Categorical(3), Bernoulli(3), MultiCategorical([2, 3])],
+                         ids=["gaussian", "categorical", "bernoulli", "multicategorical"])
+def test_fisher_product_is_the_kl_hessian_in_the_parameters(dist):
+    """M u = (d^2/dp^2 KL(p0 || p) at p = p0) u, per state, the Hessian taken by autodiff."""
+    rng = np.random.default_rng(0)
+    p0 = tf.constant(rng.standard_normal((4, dist.param_dim)), tf.float32)
+    u = tf.constant(rng.standard_normal((4, dist.param_dim)), tf.float32)
+    p = tf.Variable(p0)
+    with tf.GradientTape() as outer:
+        with tf.GradientTape() as inner:
+            kl = tf.reduce_sum(dist.kl(p0, p))  # states are independent: the sum's Hessian is block diagonal
+        grad = inner.gradient(kl, p)
+    hessians = outer.batch_jacobian(grad, p).numpy()  # [4, P, P]
+    expected = np.einsum("bij,bj->bi", hessians, u.numpy())
+    np.testing.assert_allclose(dist.fisher_product(p0, u).numpy(), expected, rtol=1e-5, atol=1e-6)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trpo_tf.distributions import Categorical, DiagGaussian
+from trpo_tf.distributions import Bernoulli, Categorical, DiagGaussian, MultiCategorical
 from trpo_tf.methods import update as U
 from trpo_tf.policies import build_models
 
@@ -33,29 +33,47 @@ def test_get_set_flat_round_trip():
     np.testing.assert_array_equal(policy.log_std.numpy(), new[:2])  # first variable is log_std
 
 
-@pytest.mark.parametrize("dist", [DiagGaussian(2), Categorical(3)], ids=["gaussian", "categorical"])
-def test_fisher_vector_product_equals_explicit_kl_hessian_and_finite_differences(dist):
-    policy = small_policy(dist)
+# every action family, and a linear Gaussian policy (hidden=()) beside the MLPs
+POLICY_FAMILIES = [(DiagGaussian(2), ()), (DiagGaussian(2), (5,)), (Categorical(3), (5,)),
+                   (Bernoulli(3), (5,)), (MultiCategorical([2, 3]), (5,))]
+FAMILY_IDS = ["linear_gaussian", "mlp_gaussian", "categorical", "bernoulli", "multicategorical"]
+
+
+def explicit_kl_hessian(kl_fn, variables):
+    """The Hessian of kl_fn() in the flat parameters, row by row (a jacobian of the gradient)."""
+    n = sum(int(np.prod(v.shape)) for v in variables)
+    with tf.GradientTape() as outer:
+        with tf.GradientTape() as inner:
+            kl = kl_fn()
+        grad = U.flat_concat(inner.gradient(kl, variables))
+    jacobians = outer.jacobian(grad, variables)  # one [n, *var.shape] per variable
+    return tf.concat([tf.reshape(j, [n, -1]) for j in jacobians], axis=1).numpy()
+
+
+@pytest.mark.parametrize("dist, hidden", POLICY_FAMILIES, ids=FAMILY_IDS)
+def test_fisher_vector_products_equal_explicit_kl_hessian_and_finite_differences(dist, hidden):
+    """Both forms of A v at theta_old: J^T M J v (forward mode, then one backprop: what the
+    learner runs) and the double-backprop reference, against the explicit Hessian of the mean
+    KL; the reference also against finite differences of the KL's gradient."""
+    policy = small_policy(dist, hidden=hidden)
     perturb(policy, 0.5, seed=1)
     variables = policy.trainable_variables
     obs = tf.constant(np.random.default_rng(2).standard_normal((16, 3)), tf.float32)
     old = tf.stop_gradient(policy(obs))
     kl_fn = lambda: U.mean_kl(dist, old, policy(obs))
     theta0 = U.get_flat(variables)
-    n = int(theta0.shape[0])
-
-    # the explicit Hessian of the mean KL at theta_old, row by row (a jacobian of the gradient)
-    with tf.GradientTape() as outer:
-        with tf.GradientTape() as inner:
-            kl = kl_fn()
-        grad = U.flat_concat(inner.gradient(kl, variables))
-    jacobians = outer.jacobian(grad, variables)  # one [n, *var.shape] per variable
-    hessian = tf.concat([tf.reshape(j, [n, -1]) for j in jacobians], axis=1).numpy()
+    hessian = explicit_kl_hessian(kl_fn, variables)
     assert np.allclose(hessian, hessian.T, atol=1e-5)
 
-    v = np.random.default_rng(3).standard_normal(n).astype(np.float32)
-    fvp = U.fisher_vector_product(kl_fn, variables, tf.constant(v)).numpy()
-    np.testing.assert_allclose(fvp, hessian @ v, rtol=1e-4, atol=1e-5)
+    for seed in (3, 4):
+        v = np.random.default_rng(seed).standard_normal(theta0.shape[0]).astype(np.float32)
+        expected = hessian @ v
+        scale = np.abs(expected).max()
+        reference = U.kl_hessian_vector_product(kl_fn, variables, tf.constant(v)).numpy()
+        analytic = U.fisher_vector_product(dist, lambda: policy(obs), old, variables,
+                                           tf.constant(v)).numpy()
+        np.testing.assert_allclose(reference, expected, rtol=1e-4, atol=1e-5 * scale)
+        np.testing.assert_allclose(analytic, expected, rtol=1e-4, atol=1e-5 * scale)
 
     # central finite differences of the KL gradient along v
     def grad_at(theta):
@@ -67,7 +85,24 @@ def test_fisher_vector_product_equals_explicit_kl_hessian_and_finite_differences
     eps = 1e-2
     fd = (grad_at(theta0 + eps * v) - grad_at(theta0 - eps * v)) / (2 * eps)
     U.set_flat(variables, theta0)
-    np.testing.assert_allclose(fvp, fd, rtol=2e-2, atol=2e-3)
+    np.testing.assert_allclose(reference, fd, rtol=2e-2, atol=2e-3 * scale)
+
+
+def test_fisher_vector_product_of_the_atari_cnn_equals_double_backprop():
+    dist = Categorical(4)
+    keras.utils.set_random_seed(0)
+    policy, _ = build_models((2, 16, 16), dist, (8,), (4,), normalize_obs=False)
+    perturb(policy, 0.3, seed=1)
+    variables = policy.trainable_variables
+    rng = np.random.default_rng(2)
+    obs = tf.constant(rng.integers(0, 256, (8, 2, 16, 16)), tf.uint8)
+    old = tf.stop_gradient(policy(obs))
+    v = tf.constant(rng.standard_normal(U.get_flat(variables).shape[0]), tf.float32)
+    reference = U.kl_hessian_vector_product(lambda: U.mean_kl(dist, old, policy(obs)), variables, v)
+    analytic = U.fisher_vector_product(dist, lambda: policy(obs), old, variables, v)
+    scale = float(tf.reduce_max(tf.abs(reference)))
+    assert scale > 0.0
+    np.testing.assert_allclose(analytic.numpy(), reference.numpy(), rtol=1e-4, atol=1e-5 * scale)
 
 
 def test_conjugate_gradient_matches_direct_solve():
@@ -146,7 +181,7 @@ def test_line_search_rejects_when_nothing_improves_or_is_finite():
         assert float(theta[0]) == 0.0 and float(kl) == 0.0
 
 
-def make_learner(dist, policy, max_kl=0.01, kl_states=False):
+def make_learner(dist, policy, max_kl=0.01, kl_states=False, fisher="analytic"):
     obs_spec = tf.TensorSpec((None, 3), tf.float32)
     act_spec = (tf.TensorSpec((None,), tf.int32) if dist.discrete
                 else tf.TensorSpec((None, dist.act_dim), tf.float32))
@@ -154,7 +189,7 @@ def make_learner(dist, policy, max_kl=0.01, kl_states=False):
     specs = [obs_spec, act_spec, adv_spec] + [obs_spec] * kl_states
     return U.TRPOLearner(policy, dist, U.single_path_gain(dist), specs,
                          max_kl=max_kl, cg_iters=10, cg_damping=0.01, fvp_subsample=0.5,
-                         ls_shrink=0.8, ls_max_backtracks=10, kl_states=kl_states)
+                         ls_shrink=0.8, ls_max_backtracks=10, kl_states=kl_states, fisher=fisher)
 
 
 def random_batch(dist, n, seed):
@@ -207,6 +242,23 @@ def test_kl_states_equal_to_the_batch_give_the_single_path_step(dist):
         steps.append(U.get_flat(policy.trainable_variables).numpy())
     scale = np.abs(steps[0]).max()
     np.testing.assert_allclose(steps[1], steps[0], rtol=0, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("dist", [DiagGaussian(2), Categorical(3)], ids=["gaussian", "categorical"])
+def test_the_step_with_j_m_j_products_equals_the_step_with_double_backprop(dist):
+    """The learner's two forms of the KL Hessian (on half the batch: fvp_subsample=0.5) take
+    the same step, up to float rounding."""
+    obs, act, adv = random_batch(dist, 300, seed=3)
+    steps, metrics = [], []
+    for fisher in ("analytic", "kl_hessian"):
+        policy = small_policy(dist)
+        perturb(policy, 0.3, seed=5)
+        theta_old = U.get_flat(policy.trainable_variables).numpy()
+        metrics.append(make_learner(dist, policy, fisher=fisher).step(obs, act, adv))
+        steps.append(U.get_flat(policy.trainable_variables).numpy() - theta_old)
+    assert float(metrics[0]["step_accepted"]) == 1.0 and np.abs(steps[0]).max() > 1e-3
+    np.testing.assert_allclose(steps[0], steps[1], rtol=0, atol=1e-4 * np.abs(steps[1]).max())
+    assert int(metrics[0]["linesearch_steps"]) == int(metrics[1]["linesearch_steps"])
 
 
 def test_vine_estimators_by_hand_and_eq17_ignores_a_constant_added_to_q():

@@ -6,6 +6,9 @@ Every distribution is described by a single tensor `params` of shape [batch, par
   * multi-categorical: concat of each head's logits   param_dim = sum(nvec)  (MultiDiscrete)
   * Bernoulli:         one logit per bit              param_dim = n          (MultiBinary)
 so a batch, the KL and the Fisher-vector products never care which family they hold. Each
+gives its Fisher information in those parameters, M(params) u per state (`fisher_product`):
+the Hessian of KL(p_old || p) in p's parameters at p = p_old, so that the mean KL's Hessian in
+the policy's weights is mean_n J_n^T M_n J_n (section 6's analytic FIM; methods/update.py). Each
 also says what one action is (`act_shape`, `act_dtype`: what the batch and the pipeline
 carry) and what its policy head outputs (`head_dim`: the Gaussian's log-std is a free
 vector beside the network, appendix D).
@@ -43,6 +46,14 @@ class DiagGaussian:
         var0, var1 = tf.exp(2.0 * log_std0), tf.exp(2.0 * log_std1)
         return tf.reduce_sum(
             log_std1 - log_std0 + (var0 + tf.square(mean0 - mean1)) / (2.0 * var1) - 0.5, -1)
+
+    def fisher_product(self, params, u):  # M u per state, [B, 2A], [B, 2A] -> [B, 2A]
+        """M = diag(1 / sigma^2 on the mean, 2 on the log-std): the second derivatives of
+        kl(params, .) at params (log_std1 + sigma0^2 exp(-2 log_std1) / 2 has 2 sigma0^2 /
+        sigma1^2 = 2 there; the mean-log-std cross terms carry (mean0 - mean1) = 0)."""
+        _, log_std = self.split(params)
+        u_mean, u_log_std = self.split(u)
+        return tf.concat([u_mean * tf.exp(-2.0 * log_std), 2.0 * u_log_std], -1)
 
     def entropy(self, params):  # [B]
         _, log_std = self.split(params)
@@ -90,6 +101,11 @@ class Categorical:
     def kl(self, logits0, logits1):
         log_p0, log_p1 = tf.nn.log_softmax(logits0), tf.nn.log_softmax(logits1)
         return tf.reduce_sum(tf.exp(log_p0) * (log_p0 - log_p1), -1)
+
+    def fisher_product(self, logits, u):
+        """M = diag(p) - p p^T, the Hessian of -sum p0 log softmax(logits) in the logits."""
+        p = tf.nn.softmax(logits)
+        return p * (u - tf.reduce_sum(p * u, -1, keepdims=True))
 
     def entropy(self, logits):
         log_p = tf.nn.log_softmax(logits)
@@ -140,6 +156,11 @@ class MultiCategorical:
         return tf.add_n([h.kl(p0, p1) for h, p0, p1 in
                          zip(self.heads, self.split(params0), self.split(params1))])
 
+    def fisher_product(self, params, u):
+        """Block diagonal: each head's diag(p) - p p^T on its own logits."""
+        return tf.concat([h.fisher_product(p, v) for h, p, v in
+                          zip(self.heads, self.split(params), self.split(u))], -1)
+
     def entropy(self, params):
         return tf.add_n([h.entropy(p) for h, p in zip(self.heads, self.split(params))])
 
@@ -186,6 +207,11 @@ class Bernoulli:
         log_p0, log_q0 = -tf.nn.softplus(-logits0), -tf.nn.softplus(logits0)
         log_p1, log_q1 = -tf.nn.softplus(-logits1), -tf.nn.softplus(logits1)
         return tf.reduce_sum(p0 * (log_p0 - log_p1) + (1.0 - p0) * (log_q0 - log_q1), -1)
+
+    def fisher_product(self, logits, u):
+        """M = diag(p (1 - p)), p = sigmoid(logit): each bit's KL Hessian in its logit."""
+        p = tf.sigmoid(logits)
+        return p * (1.0 - p) * u
 
     def entropy(self, logits):
         p = tf.sigmoid(logits)

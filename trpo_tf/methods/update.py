@@ -4,7 +4,8 @@
   subject to mean_n KL(pi_old(.|s_n) || pi_theta(.|s_n)) <= delta               (eq. 13)
 
 Search direction s = A^{-1} g by conjugate gradient, A the Hessian of the mean KL applied
-to vectors by double backprop (never formed); maximal step beta = sqrt(2 delta / s^T A s);
+to vectors as J^T M J v (never formed: one forward-mode and one reverse pass through the
+policy; M the action distribution's own Fisher); maximal step beta = sqrt(2 delta / s^T A s);
 then backtracking until L improves and the KL is within delta.
 """
 import math
@@ -88,8 +89,9 @@ def mean_kl(dist, old_params, params):
     return tf.reduce_mean(dist.kl(old_params, params))
 
 
-def fisher_vector_product(kl_fn, variables, vector):
-    """A v with A = d^2/dtheta^2 mean KL (section 6's analytic FIM): grad of (grad KL . v)."""
+def kl_hessian_vector_product(kl_fn, variables, vector):
+    """A v with A = d^2/dtheta^2 mean KL by double backprop: the gradient of (grad KL . v).
+    The reference that fisher_vector_product is tested against (tests/test_update.py)."""
     with tf.GradientTape() as outer:
         with tf.GradientTape() as inner:
             kl = kl_fn()
@@ -98,19 +100,35 @@ def fisher_vector_product(kl_fn, variables, vector):
     return flat_concat(outer.gradient(grad_kl_v, variables))
 
 
-def empirical_fisher_vector_product(log_prob_fn, variables, vector):
-    """F v with F = 1/N sum_n g_n g_n^T, g_n = grad log pi(a_n|s_n): the empirical FIM, the
-    covariance of the per-sample score (its mean is zero under pi), which section 6 compares
-    with the analytic KL Hessian. J v by forward mode, then J^T (J v) by backprop; the N x P
-    matrix of per-sample gradients is never formed."""
+def weighted_jacobian_product(outputs_fn, weigh, variables, vector):
+    """1/N sum_n J_n^T weigh(J v)_n, J_n the Jacobian of row n of outputs_fn() in the
+    variables: J v by one forward-mode pass, J^T by one backprop; the N x P matrix J is never
+    formed."""
     # the tf.Variable under a Keras one (a tf.Variable's own `.value` is a method)
     primals = [v if isinstance(v, tf.Variable) else v.value for v in variables]
     with tf.GradientTape() as tape:
         with tf.autodiff.ForwardAccumulator(primals, unflatten(vector, variables)) as acc:
-            log_p = log_prob_fn()
-        j_v = tf.stop_gradient(acc.jvp(log_p))
-    n = tf.cast(tf.shape(log_p)[0], vector.dtype)
-    return flat_concat(tape.gradient(log_p, variables, output_gradients=j_v)) / n
+            outputs = outputs_fn()
+        weighted = tf.stop_gradient(weigh(acc.jvp(outputs)))
+    n = tf.cast(tf.shape(outputs)[0], vector.dtype)
+    return flat_concat(tape.gradient(outputs, variables, output_gradients=weighted)) / n
+
+
+def fisher_vector_product(dist, params_fn, old_params, variables, vector):
+    """A v for A the Hessian of the mean KL(pi_old || pi_theta) at theta = theta_old (section
+    6's analytic FIM): A = 1/N sum_n J_n^T M_n J_n, J_n = d params_n / d theta and M_n the
+    distribution's Fisher in its parameters at old_params[n] (distributions.py). Exact at
+    theta_old, where the KL's gradient in the parameters, the Hessian's other term, is zero.
+    One forward-mode and one reverse pass; params_fn() gives the parameters at theta."""
+    return weighted_jacobian_product(params_fn, lambda j_v: dist.fisher_product(old_params, j_v),
+                                     variables, vector)
+
+
+def empirical_fisher_vector_product(log_prob_fn, variables, vector):
+    """F v with F = 1/N sum_n g_n g_n^T, g_n = grad log pi(a_n|s_n): the empirical FIM, the
+    covariance of the per-sample score (its mean is zero under pi), which section 6 compares
+    with the analytic KL Hessian."""
+    return weighted_jacobian_product(log_prob_fn, lambda j_v: j_v, variables, vector)
 
 
 def conjugate_gradient(matvec, b, iters, residual_tol=1e-10):
@@ -178,7 +196,10 @@ class TRPOLearner:
     bounds the whole change, normaliser's included; the Fisher-vector products are those at
     the current parameters.
 
-    The ablations of section 8.1 change one piece each:
+    fisher="analytic" applies the KL Hessian as J^T M J v (fisher_vector_product);
+    fisher="kl_hessian" is the same matrix by double backprop, about twice the cost (the
+    reference: tests/test_update.py, bench/update.py). The ablations of section 8.1 change
+    one piece each:
       fisher="empirical"  CG on the empirical FIM (covariance of the scores; data[0] must be
                           the actions taken) instead of the analytic KL Hessian;
       constraint="max"    the step keeps the *maximum* per-state KL <= delta (eq. 12): the
@@ -209,7 +230,7 @@ class TRPOLearner:
         self.step = tf.function(self._step, input_signature=list(input_specs))
 
     def damped_fvp_fn(self, obs, old_params, actions):
-        """v -> (F + damping I) v on the FVP subsample, F analytic or empirical."""
+        """v -> (F + damping I) v on the FVP subsample, F analytic (either form) or empirical."""
         dist, policy, variables = self.dist, self.policy, self.variables
         sub = slice(None, None, self.fvp_stride)
         fvp_obs, fvp_old = obs[sub], old_params[sub]
@@ -217,9 +238,11 @@ class TRPOLearner:
             fvp_act = actions[sub]
             log_prob_fn = lambda: dist.log_prob(policy(fvp_obs), fvp_act)
             fvp = lambda v: empirical_fisher_vector_product(log_prob_fn, variables, v)
-        else:
+        elif self.fisher == "kl_hessian":
             kl_fn = lambda: mean_kl(dist, fvp_old, policy(fvp_obs))
-            fvp = lambda v: fisher_vector_product(kl_fn, variables, v)
+            fvp = lambda v: kl_hessian_vector_product(kl_fn, variables, v)
+        else:
+            fvp = lambda v: fisher_vector_product(dist, lambda: policy(fvp_obs), fvp_old, variables, v)
         return lambda v: fvp(v) + self.cg_damping * v
 
     def _step(self, obs, *data):
