@@ -18,7 +18,7 @@ def test_restarted_workers_get_fresh_streams_derived_from_the_seed():
 
     old = np.random.SeedSequence(5, spawn_key=(distributed.WORKER_STREAMS + 1,))
     np.testing.assert_array_equal(state(distributed.worker_streams(5, 1)),
-                                  state(dict(zip(seeding.STREAMS, old.spawn(8)))))
+                                  state(dict(zip(seeding.STREAMS, old.spawn(len(seeding.STREAMS))))))
     seen = [state(seeding.run_streams(5))]
     for worker in range(3):
         for restart in range(4):
