@@ -28,7 +28,8 @@ from bench.common import peak_rss_mb, write_result  # noqa: E402
 from trpo_tf import envs  # noqa: E402
 from trpo_tf.config import Config  # noqa: E402
 from trpo_tf.distributions import for_action_space  # noqa: E402
-from trpo_tf.methods.update import TRPOLearner, get_flat, set_flat, single_path_gain  # noqa: E402
+from trpo_tf.flat import get_flat, set_flat  # noqa: E402
+from trpo_tf.methods.update import TRPOLearner, single_path_gain  # noqa: E402
 from trpo_tf.pipeline import batch_signature  # noqa: E402
 from trpo_tf.pipeline.advantages import make_advantage_fn  # noqa: E402
 from trpo_tf.pipeline.value import ValueFitter  # noqa: E402

@@ -9,7 +9,7 @@ import faulty_envs
 from trpo_tf import envs
 from trpo_tf.config import Config
 from trpo_tf.distributions import DiagGaussian
-from trpo_tf.methods.update import get_flat
+from trpo_tf.flat import get_flat
 from trpo_tf.run.train import Trainer, TrainingFault
 from trpo_tf.sampling import env_action_fn
 

@@ -13,7 +13,7 @@ import tensorflow as tf
 from test_train import event_steps
 from trpo_tf.config import Config
 from trpo_tf.errors import CheckpointError, ConfigError, TrainingFault
-from trpo_tf.methods.update import get_flat
+from trpo_tf.flat import get_flat
 from trpo_tf.run import outputs
 from trpo_tf.run.checkpoint import Checkpointer
 from trpo_tf.run.train import Trainer

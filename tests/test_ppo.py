@@ -8,7 +8,7 @@ import tensorflow as tf
 from test_train import event_steps
 from trpo_tf.config import Config
 from trpo_tf.methods.ppo import clipped_surrogate
-from trpo_tf.methods.update import get_flat
+from trpo_tf.flat import get_flat
 from trpo_tf.run.train import Trainer
 
 

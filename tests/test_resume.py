@@ -12,7 +12,7 @@ import numpy as np
 
 from test_train import event_steps
 from trpo_tf.config import Config
-from trpo_tf.methods.update import get_flat
+from trpo_tf.flat import get_flat
 from trpo_tf.run.train import Trainer
 
 

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from trpo_tf.config import Config
-from trpo_tf.methods.update import get_flat
+from trpo_tf.flat import get_flat
 from trpo_tf.run import summaries
 from trpo_tf.run.train import Trainer, train
 

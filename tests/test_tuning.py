@@ -11,7 +11,7 @@ import pytest
 
 from trpo_tf import envs, launch
 from trpo_tf.distributions import for_action_space
-from trpo_tf.pipeline.moments import REWARD_CLIP, RewardScale, merge_moments
+from trpo_tf.moments import REWARD_CLIP, RewardScale, merge_moments
 from trpo_tf.run import presets
 from trpo_tf.sampling.single_path import SinglePathSampler
 

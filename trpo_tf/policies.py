@@ -7,8 +7,8 @@ import numpy as np
 import tensorflow as tf
 
 from trpo_tf.distributions import DiagGaussian
-from trpo_tf.methods.update import set_flat
-from trpo_tf.pipeline.moments import merge_moments
+from trpo_tf.flat import set_flat
+from trpo_tf.moments import merge_moments
 
 OBS_CLIP = 10.0  # normalised observations are clipped to [-OBS_CLIP, OBS_CLIP]
 

@@ -161,7 +161,7 @@ class SinglePathMethod(Method):
     def __init__(self, cfg, parts):
         super().__init__(cfg, parts)
         from trpo_tf.pipeline import batch_signature
-        from trpo_tf.pipeline.moments import RewardScale
+        from trpo_tf.moments import RewardScale
         from trpo_tf.sampling import batch_obs_dtype
 
         space = parts.envs.observation_space
@@ -181,7 +181,7 @@ class SinglePathMethod(Method):
         raise NotImplementedError
 
     def update(self, batch):
-        from trpo_tf.pipeline.moments import RewardScale
+        from trpo_tf.moments import RewardScale
         from trpo_tf.methods.update import all_finite
 
         if not all_finite(batch["obs"], batch["end_obs"], batch["rew"]):

@@ -37,7 +37,7 @@ class PopulationMethod(Method):
         super().__init__(cfg, parts)
         from trpo_tf.pipeline import population_signature
         from trpo_tf.sampling.population import PopulationSearch
-        from trpo_tf.methods.update import get_flat
+        from trpo_tf.flat import get_flat
 
         self.signature = population_signature()
         start = get_flat(parts.policy.mean_variables()).numpy()

@@ -68,7 +68,7 @@ class PPOLearner:
     def _step(self, obs, actions, advantages, *behaviour):
         import tensorflow as tf
 
-        from trpo_tf.methods.update import get_flat, set_flat
+        from trpo_tf.flat import get_flat, set_flat
 
         self.trace_count += 1  # Python side effect: runs only while tracing
         dist, policy = self.dist, self.policy

@@ -8,9 +8,9 @@ to vectors as J^T M J v (never formed: one forward-mode and one reverse pass thr
 policy; M the action distribution's own Fisher); maximal step beta = sqrt(2 delta / s^T A s);
 then backtracking until L improves and the KL is within delta.
 """
-import math
-
 import tensorflow as tf
+
+from trpo_tf.flat import flat_concat, get_flat, set_flat, unflatten
 
 
 def all_finite(*tensors):
@@ -18,26 +18,6 @@ def all_finite(*tensors):
     always pass)."""
     return all(not tf.as_dtype(t.dtype).is_floating or bool(tf.reduce_all(tf.math.is_finite(t)))
                for t in tensors)
-
-
-def flat_concat(tensors):
-    return tf.concat([tf.reshape(t, [-1]) for t in tensors], 0)
-
-
-def get_flat(variables):
-    return flat_concat(variables)
-
-
-def unflatten(flat, variables):
-    """A flat vector -> tensors shaped like `variables`, in order."""
-    sizes = [math.prod(v.shape) for v in variables]
-    return [tf.reshape(part, v.shape) for part, v in zip(tf.split(flat, sizes), variables)]
-
-
-def set_flat(variables, flat):
-    """Assign a flat parameter vector back into `variables`, slice by slice."""
-    for v, part in zip(variables, unflatten(flat, variables)):
-        v.assign(part)
 
 
 def surrogate_gain(dist, params, actions, old_log_prob, advantages):

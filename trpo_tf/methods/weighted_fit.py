@@ -12,7 +12,7 @@ spread, so T means the same on every task).
 import keras
 import tensorflow as tf
 
-from trpo_tf.methods.update import get_flat, set_flat
+from trpo_tf.flat import get_flat, set_flat
 
 
 def rwr_weights(returns, temperature):

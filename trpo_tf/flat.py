@@ -1,0 +1,25 @@
+"""A model's parameters as one flat vector and back (conjugate gradient, line searches and
+the derivative-free searches work on it). A leaf module: policies and methods both use it."""
+import math
+
+import tensorflow as tf
+
+
+def flat_concat(tensors):
+    return tf.concat([tf.reshape(t, [-1]) for t in tensors], 0)
+
+
+def get_flat(variables):
+    return flat_concat(variables)
+
+
+def unflatten(flat, variables):
+    """A flat vector -> tensors shaped like `variables`, in order."""
+    sizes = [math.prod(v.shape) for v in variables]
+    return [tf.reshape(part, v.shape) for part, v in zip(tf.split(flat, sizes), variables)]
+
+
+def set_flat(variables, flat):
+    """Assign a flat parameter vector back into `variables`, slice by slice."""
+    for v, part in zip(variables, unflatten(flat, variables)):
+        v.assign(part)
