@@ -70,19 +70,6 @@ def run_episodes(serve, env, episodes, seed, deterministic, actions_taken=None):
     return np.asarray(returns)
 
 
-def record_video(serve, spec, env, path, seed, max_path_length=None):
-    """Play one deterministic episode and write its video to `path` (video.py renders a
-    replay of its actions) -> (the episode's return, frames written, the replay's return,
-    which equals the first: the simulators are deterministic)."""
-    from trpo_tf.tools.video import write_video
-
-    actions = []
-    ret = run_episodes(serve, env, 1, seed, True, actions)[0]
-    fps = (60.0 / spec.atari.frame_skip if spec.atari is not None  # a 60 Hz console
-           else float(env.metadata.get("render_fps") or 30))
-    return (ret, *write_video(spec, max_path_length, seed, actions, path, fps))
-
-
 class Evaluator:
     """The evaluation stage of a run: `episodes` episodes of the deterministic policy on envs
     of its own, stepped together with one batched policy call per step. Every evaluation

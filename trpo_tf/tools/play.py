@@ -31,7 +31,8 @@ def main(argv):
         if FLAGS.video and not FLAGS.video.lower().endswith(VIDEO_FORMATS):
             raise ConfigError(f"--video={FLAGS.video}: the extension picks the format, one of "
                               f"{', '.join(VIDEO_FORMATS)}")
-        from trpo_tf.run.evaluate import open_policy, record_video, run_episodes
+        from trpo_tf.run.evaluate import open_policy, run_episodes
+        from trpo_tf.tools.video import record_video
 
         serve, spec, env = open_policy(FLAGS.policy, FLAGS.env, FLAGS.max_path_length or None)
         try:

@@ -2,9 +2,9 @@
 
 Mesa's software OpenGL (EGL / OSMesa, what headless MuJoCo rendering uses) crashes in a
 process that has loaded TensorFlow, so `play --video` acts with the policy first, keeping
-the actions, then this module (which never imports TensorFlow) replays them from the same
-reset seed in a child process, rendering every frame: the simulators are deterministic, so
-the replay is the episode that was played.
+the actions (record_video, in play's process), then this module, run as a child process that
+never imports TensorFlow, replays them from the same reset seed, rendering every frame: the
+simulators are deterministic, so the replay is the episode that was played.
 
     python -m trpo_tf.tools.video REPLAY.npz   # written by write_replay; used by play --video
 """
@@ -59,6 +59,19 @@ def write_video(spec, max_path_length, seed, actions, path, fps):
                        "see BUILD_NOTES.md")
     frames, ret = out.stdout.split()[-2:]
     return int(frames), float(ret)
+
+
+def record_video(serve, spec, env, path, seed, max_path_length=None):
+    """Play one deterministic episode and write its video to `path` (video.py renders a
+    replay of its actions) -> (the episode's return, frames written, the replay's return,
+    which equals the first: the simulators are deterministic)."""
+    from trpo_tf.run.evaluate import run_episodes
+
+    actions = []
+    ret = run_episodes(serve, env, 1, seed, True, actions)[0]
+    fps = (60.0 / spec.atari.frame_skip if spec.atari is not None  # a 60 Hz console
+           else float(env.metadata.get("render_fps") or 30))
+    return (ret, *write_video(spec, max_path_length, seed, actions, path, fps))
 
 
 def main(replay_path):
