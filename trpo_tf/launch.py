@@ -121,6 +121,8 @@ def main(argv):
         check_env(cfg)
         for run_cfg in runs:
             outputs.prepare(run_cfg.logdir, run_cfg.policy_export_dir)
+        # the command holds its logdir and every seed's until it ends
+        locks = [outputs.lock_dir(d) for d in dict.fromkeys([cfg.logdir] + [r.logdir for r in runs])]
         from trpo_tf.run.train import train
 
         with StopOnSignal(not cfg.quiet) as stop:  # one Ctrl-C stops the whole command, not just this seed
@@ -130,6 +132,7 @@ def main(argv):
                 if len(runs) > 1:
                     print(f"== seed {run_cfg.seed} -> {run_cfg.logdir}", flush=True)
                 train(run_cfg, stop)
+        del locks
 
     main_guard(run)
 
