@@ -79,11 +79,13 @@ def test_a_crashing_env_is_reported_with_its_id_and_the_checkpoint_survives(tmp_
         trainer.close()
 
 
-def test_a_nan_reward_skips_its_iteration_only_with_reward_scaling_on(tmp_path):
-    """The NaN at step 30 of a 1000-step episode: its batch is skipped; the discounted-return
-    carry that reward scaling reads restarts, so the next batches train (it used to stay NaN
-    until the episode ended and stop the run at --max_faults)."""
-    trainer = Trainer(Config(env="NaNRewardOnce-v0", env_backend="gymnasium", iterations=4,
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # an Inf reward warned from NumPy
+@pytest.mark.parametrize("env", ["NaNRewardOnce-v0", "InfRewardOnce-v0"])
+def test_a_non_finite_reward_skips_its_iteration_only_with_reward_scaling_on(tmp_path, env):
+    """The NaN (Inf) at step 30 of a 1000-step episode: its batch is skipped; the
+    discounted-return carry that reward scaling reads restarts, so the next batches train (it
+    used to stay NaN until the episode ended and stop the run at --max_faults)."""
+    trainer = Trainer(Config(env=env, env_backend="gymnasium", iterations=4,
                              batch_steps=40, num_envs=2, logdir=str(tmp_path), quiet=True,
                              max_faults=2, eval_every=0, normalize_rewards=True))
     try:

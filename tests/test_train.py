@@ -138,6 +138,10 @@ def test_progress_return_is_the_last_100_episodes_and_survives_batches_without_a
     assert history[4]["return_rolling"] == pytest.approx(history[4]["return_mean"], rel=1e-6)
     line = summaries.progress_line(5, 6, history[5], float("nan"), "kl 0.0000 ls 1")
     assert f"return {history[5]['return_rolling']:7.1f} | eval       - |" in line
+    assert " | kl 0.0000 ls 1 | ent " in line and " | ev " in line
+    searched = {k: v for k, v in history[5].items() if k not in ("entropy", "explained_variance")}
+    line = summaries.progress_line(5, 6, searched, float("nan"), "spread 0.100")  # CEM's
+    assert " | spread 0.100 | " in line and "nan" not in line and "ent " not in line
     split = dataclasses.replace(cfg, logdir=str(tmp_path / "b"))
     train(dataclasses.replace(split, iterations=5))
     resumed = train(split)

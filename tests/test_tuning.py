@@ -73,6 +73,14 @@ def test_preset_applies_unless_a_flagfile_or_preset_none_and_the_command_line_ov
     assert parse("--iterations=3").preset_file == "" and parse().steps == 0
 
 
+def test_an_explicit_preset_auto_with_a_flagfile_is_one_line(capsys):
+    with pytest.raises(SystemExit) as done:
+        parse("--env=Walker", "--preset=auto", f"--flagfile={ROOT}/launch/paper/walker.cfg")
+    assert done.value.code == 2 and capsys.readouterr().err.strip().splitlines() == [
+        "error: --preset=auto applies a tuned preset only without a --flagfile, which gives the "
+        "settings itself: drop one of them"]
+
+
 def test_launch_header_names_the_preset_and_command_line_flags_override_it(tmp_path):
     out = subprocess.run([sys.executable, "-m", "trpo_tf.launch", "--env=Cartpole", "--steps=800",
                           "--batch_steps=400", "--eval_every=0", f"--logdir={tmp_path}"],

@@ -91,6 +91,9 @@ def resolve_env(name, atari=AtariSettings()):
     `atari`, their preprocessing); anything else is an EnvError."""
     if name in SHORT_NAMES:
         return SHORT_NAMES[name]
+    for spec in SHORT_NAMES.values():  # one task, one default: Walker2d-v5 is Walker
+        if name == spec.gym_id:
+            return dataclasses.replace(spec, name=name)
     if ":" in name:
         env_id = import_env_module(name)
         if env_id not in gym.registry:
