@@ -146,3 +146,12 @@ def test_progress_return_is_the_last_100_episodes_and_survives_batches_without_a
     train(dataclasses.replace(split, iterations=5))
     resumed = train(split)
     assert resumed[0]["return_rolling"] == history[5]["return_rolling"]
+
+
+def test_the_planned_iteration_count_is_exact_and_steady_under_a_huge_steps_budget():
+    import types
+
+    budget = 10**18 + 7  # past 2**53: a float quotient was off by one
+    trainer = types.SimpleNamespace(cfg=Config(steps=budget, batch_steps=2048, num_envs=1))
+    plans = {Trainer.planned_iterations(trainer, it, it * 2048) for it in range(6)}
+    assert plans == {budget // 2048 + 1}

@@ -4,7 +4,6 @@ needs comes from a Config; what the method is (methods/) it does not know."""
 import collections
 import contextlib
 import dataclasses
-import math
 import os
 import signal
 import sys
@@ -230,9 +229,10 @@ class Trainer:
         cfg = self.cfg
         if not cfg.steps:
             return cfg.iterations
-        per_iteration = (env_steps / iterations_done if iterations_done and env_steps
-                         else cfg.steps_per_env * cfg.num_envs)
-        return iterations_done + max(0, math.ceil((cfg.steps - env_steps) / per_iteration))
+        done, steps = ((iterations_done, env_steps) if iterations_done and env_steps
+                       else (1, cfg.steps_per_env * cfg.num_envs))
+        # in integers: a float quotient is off by one or more once --steps passes 2**53
+        return iterations_done + max(0, -(-(cfg.steps - env_steps) * done // steps))
 
     def train_loop(self, start, env_steps, stop, on_iteration=None):
         """Iterations from `start` until the budget is spent, then the export; returns their
