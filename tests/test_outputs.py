@@ -295,3 +295,15 @@ def test_returns_benchmark_bad_flags_are_one_line():
     out = subprocess.run([sys.executable, "bench/returns.py", "--seeds=0"], capture_output=True,
                          text=True, cwd=ROOT, timeout=120)
     one_line_exit_2(out, "--seeds and --steps must be >= 1")
+
+
+def test_a_ray_cluster_that_cannot_be_joined_leaves_no_event_file(tmp_path, monkeypatch):
+    from trpo_tf.sampling import distributed
+
+    def no_cluster(*args):
+        raise ConfigError("--ray_address=auto: cannot start or join Ray (ConnectionError: ...)")
+
+    monkeypatch.setattr(distributed, "RaySampler", no_cluster)
+    with pytest.raises(ConfigError, match="cannot start or join Ray"):
+        Trainer(Config(iterations=1, logdir=str(tmp_path), workers=2, ray_address="auto", **BASE))
+    assert not glob.glob(str(tmp_path / (outputs.EVENTS_PREFIX + "*")))

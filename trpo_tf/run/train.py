@@ -120,12 +120,12 @@ class Trainer:
         self.recent_returns = collections.deque(maxlen=RECENT_EPISODES)
         self.last_eval = float("nan")
         self._beating = False  # a heartbeat line is on the terminal, to be cleared
-        self.writer = tf.summary.create_file_writer(cfg.logdir)
-        if cfg.workers:  # last: nothing after it can fail and leave the workers running
+        if cfg.workers:  # last but the writer: a cluster that cannot be joined leaves no files
             from trpo_tf.sampling.distributed import RaySampler
 
             self.remote = RaySampler(cfg, self.policy, self.log)
             self.sampler = self.method.sample_on(self.remote)
+        self.writer = tf.summary.create_file_writer(cfg.logdir)
 
     def check_batch_fits_in_memory(self, obs_space, flag, states):
         """A ConfigError before anything is allocated if a batch's `states` observations (the
