@@ -278,6 +278,13 @@ def test_a_second_command_on_a_live_logdir_is_one_line_and_changes_nothing(tmp_p
         returns = subprocess.run([sys.executable, "bench/returns.py", f"--out={seeds / 'seed_1'}"],
                                  capture_output=True, text=True, cwd=ROOT, timeout=120)
         one_line_exit_2(returns, f"--out={seeds / 'seed_1'} is in use by pid {holders[1].pid}")
+        sweep = subprocess.run([sys.executable, "-m", "trpo_tf.sweep", f"--logdir={tmp_path / 'run'}"],
+                               capture_output=True, text=True, cwd=ROOT, timeout=120)
+        one_line_exit_2(sweep, f"is in use by pid {holders[0].pid}")
+        from trpo_tf.tools import tune
+
+        with pytest.raises(ConfigError, match=f"is in use by pid {holders[0].pid}"):
+            tune.tune(Config(logdir=str(tmp_path / "run"), steps=1000, **BASE), 1, 0)
         assert tree(tmp_path) == before  # nothing moved aside, written or created
     finally:
         for child in holders:
