@@ -248,6 +248,7 @@ def test_tuning_refuses_a_study_of_other_settings_a_bad_logdir_a_damaged_study_a
 
     base = Config(env="Cartpole", steps=1000, eval_every=1, logdir=str(tmp_path / "study"))
     fake_tune(monkeypatch, base)
+    fake_tune(monkeypatch, Config(**{**base.__dict__, "checkpoint_every": 5}), trials=2)  # no result
     for changed, needle in (({"env": "Hopper"}, "--env=Cartpole, this command gives --env=Hopper"),
                             ({"steps": 2000}, "--steps=1000, this command gives --steps=2000")):
         with pytest.raises(ConfigError, match=f"was run with {needle}: give the same settings"):

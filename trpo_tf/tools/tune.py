@@ -30,6 +30,7 @@ FLAGS = flags.FLAGS
 STUDY_FILE = "study.db"
 TRIAL_ONLY = ("logdir", "quiet", "resume", "export_every", "preset_file", "export_dir")  # not for best.cfg
 BEST_FILE = "best.cfg"
+NOT_RESULTS = ("checkpoint_every", "env_threads", "ray_address")  # a resumed study may change them
 STARTING_POINT = "starting_point"  # the user attribute of trial 0: the settings it draws
 
 
@@ -205,7 +206,7 @@ def study_settings(base, fixed):
     searched = set(SPACE) - set(fixed)
     return {name: list(value) if isinstance(value, tuple) else value
             for name, value in dataclasses.asdict(base).items()
-            if name not in TRIAL_ONLY and name not in searched}
+            if name not in TRIAL_ONLY + NOT_RESULTS and name not in searched}
 
 
 def check_study_settings(study, settings, logdir):
