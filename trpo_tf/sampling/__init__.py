@@ -40,16 +40,26 @@ def env_action_fn(action_space, dist):
     return lambda actions: np.clip(np.nan_to_num(actions, nan=0.0), low, high)
 
 
+def env_raised(err, where):
+    """The EnvStepError for an env (`where`: its id and which env) that raised `err`."""
+    return EnvStepError(f"{where} raised {type(err).__name__}: {err}")
+
+
+def check_shape(obs, space, where):
+    """EnvStepError naming `where` unless `obs` has the shape of the observation `space`."""
+    if getattr(obs, "shape", None) != space.shape and np.shape(obs) != space.shape:
+        raise EnvStepError(f"{where} returned an observation of shape {np.shape(obs)}; its "
+                           f"observation_space is {space}")
+
+
 def checked(call, env, where):
-    """call() -> env.step's or env.reset's tuple, or EnvStepError naming `where` (the env id
-    and which env) if it raises or its observation has another shape than the env's space."""
+    """call() -> env.step's or env.reset's tuple, or EnvStepError naming `where` if it raises
+    or its observation has another shape than the env's space."""
     try:
         out = call()
     except Exception as err:  # whatever a simulator or a user's env raises
-        raise EnvStepError(f"{where} raised {type(err).__name__}: {err}") from err
-    if np.shape(out[0]) != env.observation_space.shape:
-        raise EnvStepError(f"{where} returned an observation of shape {np.shape(out[0])}; its "
-                           f"observation_space is {env.observation_space}")
+        raise env_raised(err, where) from err
+    check_shape(out[0], env.observation_space, where)
     return out
 
 
