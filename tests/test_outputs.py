@@ -314,3 +314,16 @@ def test_a_ray_cluster_that_cannot_be_joined_leaves_no_event_file(tmp_path, monk
     with pytest.raises(ConfigError, match="cannot start or join Ray"):
         Trainer(Config(iterations=1, logdir=str(tmp_path), workers=2, ray_address="auto", **BASE))
     assert not glob.glob(str(tmp_path / (outputs.EVENTS_PREFIX + "*")))
+
+
+def test_a_directory_that_cannot_be_locked_is_one_line(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(ConfigError, match=r"^--out=.* cannot be locked against a second command "
+                                          r"\(No locks available\): use a local directory$"):
+        outputs.lock_dir(str(tmp_path), "--out")
