@@ -72,6 +72,8 @@ def register():
                      max_episode_steps=1000)
         gym.register("RaiseAfter-v0", entry_point=raising_env, kwargs={"after": 700},
                      max_episode_steps=1000)
+        gym.register("RaiseAfter5-v0", entry_point=raising_env, kwargs={"after": 5},
+                     max_episode_steps=1000)
         gym.register("NeverEnds-v0", entry_point=Tiny)  # no time limit
         gym.register("NaNRewardOnce-v0", entry_point=Tiny, kwargs={"bad_reward_at": 30},
                      max_episode_steps=1000)

@@ -173,3 +173,19 @@ def test_observations_of_the_wrong_shape_are_one_line_at_reset_or_step():
         for _ in range(60):
             group.step(np.zeros(2, np.int64))
     group.close()
+
+
+def test_a_crashing_env_in_vine_sampling_is_one_line_naming_it():
+    from trpo_tf.sampling.vine import VineSampler
+
+    group = envs.GymnasiumEnvs(envs.resolve_env("RaiseAfter5-v0"), 2, 0)
+    dist = DiagGaussian(1)
+    sampler = VineSampler(group, dist, trunk_paths=2, trunk_length=30, num_states=3,
+                          actions_per_state=2, rollout_length=5, gamma=0.99, proposal="policy",
+                          crn=True, seed=0, kl_states=0)
+    try:
+        with pytest.raises(envs.EnvStepError, match=r"^RaiseAfter5-v0 env 0 of 2 raised "
+                                                    r"FloatingPointError: simulator diverged$"):
+            sampler.sample(lambda obs: np.zeros((len(obs), 2), np.float32))
+    finally:
+        group.close()
