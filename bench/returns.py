@@ -22,6 +22,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app, flags, logging  # noqa: E402
 
+from trpo_tf.errors import ConfigError  # noqa: E402
+from trpo_tf.run import outputs  # noqa: E402
+
 flags.DEFINE_list("envs", ["Hopper", "Walker", "HalfCheetah", "Swimmer"], "Short names or gymnasium ids.")
 flags.DEFINE_integer("seeds", 5, "Seeds 0 .. seeds - 1 per env.")
 flags.DEFINE_integer("steps", 1_000_000, "Environment steps per run (--steps of trpo_tf.launch).")
@@ -37,6 +40,12 @@ FINISHED = "finished.json"
 # normalised by, where an env has one.
 REFERENCE = {"Hopper-v5": 3618.0, "Walker2d-v5": 4933.0, "HalfCheetah-v5": 1786.0,
              "Swimmer-v5": 366.0}
+
+
+def fail(message):
+    """A bad flag or an --out in use: one line, exit code 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def run_dir(out, env, seed):
@@ -182,7 +191,12 @@ def main(argv):
         envs, seeds, steps, reps = ["Cartpole"], 2, 3000, 200
         extra = [*extra, "batch_steps=1000", "eval_every=1", "eval_episodes=2"]
     if seeds < 1 or steps < 1 or not envs:
-        raise app.UsageError("--seeds and --steps must be >= 1 and --envs non-empty")
+        fail("--seeds and --steps must be >= 1 and --envs non-empty")
+    try:  # the grid's directory is this command's while it runs
+        outputs.check_writable_dir(out, "--out")
+        lock = outputs.lock_dir(out, "--out")
+    except ConfigError as err:
+        fail(err)
     records, curves = [], {}
     for env in envs:
         for seed in range(seeds):
@@ -219,6 +233,7 @@ def main(argv):
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write(text)
     print(text + f"wrote {out}/returns.csv, returns.png, summary.md", flush=True)
+    del lock
 
 
 if __name__ == "__main__":

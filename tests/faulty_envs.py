@@ -31,6 +31,33 @@ class RaiseAfter(gym.Wrapper):
         return self.env.step(action)
 
 
+class Tiny(gym.Env):
+    """A cheap pure-Python env: observations (step / 1000, 1) in Box(2), two actions, reward 1
+    per step, never terminating (only a TimeLimit ends it). Faults on purpose: `bad_reward_at`
+    gives the reward `bad_reward` (NaN) at that step of the first episode; `bad_shape_at`
+    returns a 3-vector at that step (0: at reset)."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float64)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, bad_reward_at=None, bad_reward=float("nan"), bad_shape_at=None):
+        self.bad_reward_at, self.bad_reward, self.bad_shape_at = bad_reward_at, bad_reward, bad_shape_at
+        self.t, self.episodes = 0, 0
+
+    def _obs(self):
+        return np.zeros(3) if self.t == self.bad_shape_at else np.array([self.t / 1000, 1.0])
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.episodes = 0, self.episodes + 1
+        return self._obs(), {}
+
+    def step(self, action):
+        self.t += 1
+        bad = self.episodes == 1 and self.t == self.bad_reward_at
+        return self._obs(), self.bad_reward if bad else 1.0, False, False, {}
+
+
 def register():
     def nan_env(start, stop, **kwargs):
         return NaNObservations(gym.make("InvertedPendulum-v5", **kwargs), start, stop)
@@ -44,4 +71,15 @@ def register():
         gym.register("NaNOnce-v0", entry_point=nan_env, kwargs={"start": 1200, "stop": 1300},
                      max_episode_steps=1000)
         gym.register("RaiseAfter-v0", entry_point=raising_env, kwargs={"after": 700},
+                     max_episode_steps=1000)
+        gym.register("RaiseAfter5-v0", entry_point=raising_env, kwargs={"after": 5},
+                     max_episode_steps=1000)
+        gym.register("NeverEnds-v0", entry_point=Tiny)  # no time limit
+        gym.register("NaNRewardOnce-v0", entry_point=Tiny, kwargs={"bad_reward_at": 30},
+                     max_episode_steps=1000)
+        gym.register("InfRewardOnce-v0", entry_point=Tiny,
+                     kwargs={"bad_reward_at": 30, "bad_reward": float("inf")}, max_episode_steps=1000)
+        gym.register("BadShapeAtReset-v0", entry_point=Tiny, kwargs={"bad_shape_at": 0},
+                     max_episode_steps=1000)
+        gym.register("BadShapeAtStep-v0", entry_point=Tiny, kwargs={"bad_shape_at": 50},
                      max_episode_steps=1000)

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,8 @@ from trpo_tf.sampling.single_path import SinglePathSampler
 def test_short_names_and_gym_ids_resolve():
     assert envs.resolve_env("Walker").gym_id == "Walker2d-v5"
     assert envs.resolve_env("HalfCheetah-v5").policy_hidden == envs.DEFAULT_HIDDEN
+    for name, spec in envs.SHORT_NAMES.items():  # a task by its gymnasium id: the same defaults
+        assert envs.resolve_env(spec.gym_id) == dataclasses.replace(spec, name=spec.gym_id)
     with pytest.raises(envs.EnvError, match=r"short name \(Cartpole, Swimmer, Hopper, Walker, HalfCheetah, BeamRider, .*SpaceInvaders\)"):
         envs.resolve_env("Hoper")
 

@@ -77,3 +77,115 @@ def test_a_crashing_env_is_reported_with_its_id_and_the_checkpoint_survives(tmp_
         assert trainer.checkpointer.restore_latest()[0] == 2  # 250 steps per env per batch
     finally:
         trainer.close()
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # an Inf reward warned from NumPy
+@pytest.mark.parametrize("env", ["NaNRewardOnce-v0", "InfRewardOnce-v0"])
+def test_a_non_finite_reward_skips_its_iteration_only_with_reward_scaling_on(tmp_path, env):
+    """The NaN (Inf) at step 30 of a 1000-step episode: its batch is skipped; the
+    discounted-return carry that reward scaling reads restarts, so the next batches train (it
+    used to stay NaN until the episode ended and stop the run at --max_faults)."""
+    trainer = Trainer(Config(env=env, env_backend="gymnasium", iterations=4,
+                             batch_steps=40, num_envs=2, logdir=str(tmp_path), quiet=True,
+                             max_faults=2, eval_every=0, normalize_rewards=True))
+    try:
+        history = trainer.run()
+    finally:
+        trainer.close()
+    assert [m["faults"] for m in history] == [0, 1, 1, 1]  # batch 2 (steps 21-40) held the NaN
+    assert all(np.isfinite(m["kl"]) for m in history if "kl" in m) and "kl" in history[-1]
+    assert np.isfinite(history[-1]["reward_scale"])
+
+
+def test_an_env_without_a_time_limit_has_bounded_evaluation_and_play_episodes():
+    from trpo_tf.distributions import Categorical
+    from trpo_tf.run.evaluate import Evaluator
+
+    spec = envs.resolve_env("NeverEnds-v0")
+    dist = Categorical(2)
+    params = lambda obs: np.zeros((len(obs), 2), np.float32)  # noqa: E731
+    lengths = []
+    for limit, expected in ((None, envs.EPISODE_LIMIT), (40, 40)):  # --max_path_length wins
+        evaluator = Evaluator(spec, dist, 2, np.random.SeedSequence(0), limit)
+        try:
+            assert evaluator(params)["eval_return_mean"] == expected  # reward 1 per step
+        finally:
+            evaluator.close()
+        env = envs.make_bounded_env(spec, limit)  # what play acts in
+        env.reset(seed=0)
+        steps, done = 0, False
+        while not done:
+            steps, done = steps + 1, any(env.step(0)[2:4])
+        lengths.append(steps)
+        env.close()
+    assert lengths == [envs.EPISODE_LIMIT, 40]
+    # an env with its own limit keeps it
+    env = envs.make_bounded_env(envs.resolve_env("NaNRewardOnce-v0"))
+    assert env.spec.max_episode_steps == 1000
+    env.close()
+
+
+def test_an_evaluation_env_that_raises_is_one_error_after_its_iteration_is_saved(tmp_path):
+    trainer = Trainer(Config(env="Cartpole", env_backend="gymnasium", iterations=3,
+                             batch_steps=200, num_envs=2, logdir=str(tmp_path), quiet=True,
+                             eval_every=1, eval_episodes=2, checkpoint_every=5))
+    trainer.evaluator.envs = [faulty_envs.RaiseAfter(env, 3) for env in trainer.evaluator.envs]
+    try:
+        with pytest.raises(envs.EnvStepError, match=r"^InvertedPendulum-v5 evaluation env 0 of "
+                           r"2 raised FloatingPointError: simulator diverged$"):
+            trainer.run()
+        assert trainer.checkpointer.restore_latest()[0] == 1  # the iteration's update is kept
+    finally:
+        trainer.close()
+
+
+def test_a_second_signal_says_truly_what_the_checkpoints_hold(tmp_path):
+    trainer = Trainer(Config(env="Cartpole", env_backend="gymnasium", iterations=3,
+                             batch_steps=200, num_envs=2, logdir=str(tmp_path), quiet=True,
+                             eval_every=1, eval_episodes=1, checkpoint_every=1))
+    calls = []
+
+    def evaluate(params_fn):  # the second signal arrives in the second evaluation
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return {"eval_return_mean": 1.0}
+
+    trainer.evaluator = evaluate
+    try:
+        with pytest.raises(KeyboardInterrupt) as caught:
+            trainer.run()
+    finally:
+        trainer.evaluator = None
+        trainer.close()
+    assert caught.value.args == (f"the last checkpoint (iteration 1, in {tmp_path}/checkpoints) "
+                                 "is intact: run the same command to resume",)
+
+
+def test_observations_of_the_wrong_shape_are_one_line_at_reset_or_step():
+    with pytest.raises(envs.EnvError, match=r"^--env='BadShapeAtReset-v0': BadShapeAtReset-v0 "
+                       r"returned an observation of shape \(3,\); its observation_space is Box"):
+        envs.check_spaces(envs.resolve_env("BadShapeAtReset-v0"))
+    group = envs.GymnasiumEnvs(envs.resolve_env("BadShapeAtStep-v0"), 2, 0)
+    group.reset()
+    with pytest.raises(envs.EnvStepError, match=r"^BadShapeAtStep-v0 env 0 of 2 returned an "
+                       r"observation of shape \(3,\); its observation_space is Box"):
+        for _ in range(60):
+            group.step(np.zeros(2, np.int64))
+    group.close()
+
+
+def test_a_crashing_env_in_vine_sampling_is_one_line_naming_it():
+    from trpo_tf.sampling.vine import VineSampler
+
+    group = envs.GymnasiumEnvs(envs.resolve_env("RaiseAfter5-v0"), 2, 0)
+    dist = DiagGaussian(1)
+    sampler = VineSampler(group, dist, trunk_paths=2, trunk_length=30, num_states=3,
+                          actions_per_state=2, rollout_length=5, gamma=0.99, proposal="policy",
+                          crn=True, seed=0, kl_states=0)
+    try:
+        with pytest.raises(envs.EnvStepError, match=r"^RaiseAfter5-v0 env 0 of 2 raised "
+                                                    r"FloatingPointError: simulator diverged$"):
+            sampler.sample(lambda obs: np.zeros((len(obs), 2), np.float32))
+    finally:
+        group.close()

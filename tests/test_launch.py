@@ -187,3 +187,35 @@ def test_tools_refuse_bad_counts_extensions_damaged_models_and_mismatched_action
     for module in ("launch", "play", "table1", "plot", "sweep"):
         helped = tool(module, "--helpfull")
         assert helped.returncode == 0 and "--" in helped.stdout, module
+
+
+def test_ray_address_takes_a_bracketed_ipv6_address():
+    import socket
+
+    from trpo_tf.sampling.distributed import check_reachable
+
+    try:
+        server = socket.create_server(("::1", 0), family=socket.AF_INET6)
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    with server:
+        check_reachable(f"[::1]:{server.getsockname()[1]}")  # answers: no error
+
+
+def test_local_ray_workers_are_checked_against_the_memory_available(monkeypatch):
+    import trpo_tf.sampling
+    from trpo_tf import launch
+
+    monkeypatch.setattr(trpo_tf.sampling, "available_memory", lambda: 4 * 2**30)
+    launch.check_workers_fit(4)  # 2.8 GiB of 4
+    with pytest.raises(ConfigError, match=r"^--workers=5: each local Ray worker takes about "
+                       r"0.7 GiB and 4.0 GiB are available: use at most 4, or a cluster"):
+        launch.check_workers_fit(5)
+
+
+def test_a_long_error_is_cut_at_a_word_end():
+    from trpo_tf.errors import first_line
+
+    err = ConnectionError("Could not find any running Ray instance. Please specify the one to "
+                          "connect to by setting `--address` flag")
+    assert first_line(err, 50) == "ConnectionError: Could not find any running Ray instance. Please ..."

@@ -18,6 +18,7 @@ from trpo_tf.run import outputs
 from trpo_tf.run.checkpoint import Checkpointer
 from trpo_tf.run.train import Trainer
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = dict(env="Cartpole", env_backend="gymnasium", batch_steps=400, num_envs=2, quiet=True)
 
 
@@ -214,12 +215,15 @@ def test_a_full_disk_during_a_checkpoint_is_one_error_and_leaves_the_previous_in
 
 # 5. resuming with other settings ----------------------------------------------------------------
 
-def test_resuming_with_another_network_is_refused_other_sampler_shape_starts_new_episodes(
+def test_resuming_with_another_network_or_seed_is_refused_other_sampler_shape_starts_new_episodes(
         tmp_path, capsys):
     run(tmp_path, 1)
     with pytest.raises(ConfigError, match=r"holds a run trained with policy_hidden=\[\], these "
                                           r"settings give policy_hidden=\[8\].*--resume=never"):
         Trainer(Config(iterations=2, logdir=str(tmp_path), **{**BASE, "policy_hidden": (8,)}))
+    with pytest.raises(ConfigError, match=r"holds a run trained with seed=0, these settings give "
+                                          r"seed=5"):  # it resumed seed 0's run, training nothing
+        Trainer(Config(iterations=2, logdir=str(tmp_path), seed=5, **BASE))
     capsys.readouterr()
     run(tmp_path, 2, num_envs=4, quiet=False)
     assert ("sampler settings changed (num_envs 2 -> 4): the envs start new episodes"
@@ -237,3 +241,89 @@ def test_resume_never_moves_the_earlier_run_aside_instead_of_interleaving(tmp_pa
     from trpo_tf.tools.figures import find_runs
 
     assert list(find_runs(str(tmp_path)).values()) == [[str(tmp_path)]]  # plot skips previous-1
+
+
+# 6. one command per output directory ------------------------------------------------------------
+
+def hold(directory):
+    """A child process holding `directory`'s lock, as a live run does."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from trpo_tf.run import outputs; "
+         "lock = outputs.lock_dir(sys.argv[1]); print('held', flush=True); sys.stdin.read()",
+         str(directory)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline() == "held\n"
+    return child
+
+
+def tree(directory):
+    return sorted((os.path.relpath(os.path.join(d, n), directory), os.path.getsize(os.path.join(d, n)))
+                  for d, _, names in os.walk(directory) for n in names)
+
+
+def test_a_second_command_on_a_live_logdir_is_one_line_and_changes_nothing(tmp_path):
+    run(tmp_path / "run", 1)
+    seeds = tmp_path / "seeds"
+    (seeds / "seed_1").mkdir(parents=True)
+    holders = [hold(tmp_path / "run"), hold(seeds / "seed_1")]
+    before = tree(tmp_path)
+    try:
+        for args, held in ((["--resume=never", f"--logdir={tmp_path / 'run'}"], holders[0]),
+                           (["--seeds=2", f"--logdir={seeds}"], holders[1])):  # a seed's logdir
+            out = launch("--iterations=1", *args)
+            one_line_exit_2(out, f"is in use by pid {held.pid} on host ")
+            assert "wait for it to end or stop it, or use another --logdir" in out.stderr
+            assert out.stdout == ""
+        with pytest.raises(ConfigError, match=f"is in use by pid {holders[0].pid}"):
+            Trainer(Config(iterations=2, logdir=str(tmp_path / "run"), **BASE))
+        returns = subprocess.run([sys.executable, "bench/returns.py", f"--out={seeds / 'seed_1'}"],
+                                 capture_output=True, text=True, cwd=ROOT, timeout=120)
+        one_line_exit_2(returns, f"--out={seeds / 'seed_1'} is in use by pid {holders[1].pid}")
+        sweep = subprocess.run([sys.executable, "-m", "trpo_tf.sweep", f"--logdir={tmp_path / 'run'}"],
+                               capture_output=True, text=True, cwd=ROOT, timeout=120)
+        one_line_exit_2(sweep, f"is in use by pid {holders[0].pid}")
+        from trpo_tf.tools import tune
+
+        with pytest.raises(ConfigError, match=f"is in use by pid {holders[0].pid}"):
+            tune.tune(Config(logdir=str(tmp_path / "run"), steps=1000, **BASE), 1, 0)
+        assert tree(tmp_path) == before  # nothing moved aside, written or created
+    finally:
+        for child in holders:
+            child.kill()  # kill -9: the lock file stays behind, held by nobody
+            child.wait()
+    assert os.path.isfile(tmp_path / "run" / outputs.LOCK_FILE)
+    lock = outputs.lock_dir(str(tmp_path / "run"))  # taken over
+    with open(tmp_path / "run" / outputs.LOCK_FILE) as f:
+        assert f'"pid": {os.getpid()},' in f.read()
+    del lock  # let go: the file goes with it
+    assert not os.path.exists(tmp_path / "run" / outputs.LOCK_FILE)
+
+
+def test_returns_benchmark_bad_flags_are_one_line():
+    out = subprocess.run([sys.executable, "bench/returns.py", "--seeds=0"], capture_output=True,
+                         text=True, cwd=ROOT, timeout=120)
+    one_line_exit_2(out, "--seeds and --steps must be >= 1")
+
+
+def test_a_ray_cluster_that_cannot_be_joined_leaves_no_event_file(tmp_path, monkeypatch):
+    from trpo_tf.sampling import distributed
+
+    def no_cluster(*args):
+        raise ConfigError("--ray_address=auto: cannot start or join Ray (ConnectionError: ...)")
+
+    monkeypatch.setattr(distributed, "RaySampler", no_cluster)
+    with pytest.raises(ConfigError, match="cannot start or join Ray"):
+        Trainer(Config(iterations=1, logdir=str(tmp_path), workers=2, ray_address="auto", **BASE))
+    assert not glob.glob(str(tmp_path / (outputs.EVENTS_PREFIX + "*")))
+
+
+def test_a_directory_that_cannot_be_locked_is_one_line(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(ConfigError, match=r"^--out=.* cannot be locked against a second command "
+                                          r"\(No locks available\): use a local directory$"):
+        outputs.lock_dir(str(tmp_path), "--out")

@@ -1,6 +1,7 @@
 """Figure 4 tooling: plots from event files, multi-seed launches, the natural-gradient sweep,
 videos of exported policies."""
 import os
+import signal
 import subprocess
 import sys
 
@@ -66,13 +67,30 @@ def test_seeds_flag_runs_each_seed_in_its_own_directory(tmp_path):
     assert all(os.path.isfile(tmp_path / s / "policy" / "saved_model.pb") for s in ("seed_5", "seed_6"))
 
 
-def test_npg_sweep_trains_each_step_and_names_the_best(tmp_path):
-    out = run_module("trpo_tf.sweep", "--env=Cartpole", "--iterations=2", "--batch_steps=400",
-                     "--num_envs=2", "--npg_steps=0.01,1", f"--logdir={tmp_path}", "--quiet")
-    assert out.returncode == 0, out.stderr
+def test_npg_sweep_stops_on_ctrl_c_then_trains_each_step_names_the_best_and_rereads_it(tmp_path):
+    args = ["--env=Cartpole", "--iterations=2", "--batch_steps=400", "--num_envs=2",
+            "--npg_steps=0.01,1", f"--logdir={tmp_path}"]
+    cut = subprocess.Popen([sys.executable, "-m", "trpo_tf.sweep", *args], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    for line in cut.stdout:  # the first value's first iteration: one Ctrl-C stops the sweep
+        if line.startswith("it "):
+            break
+    cut.send_signal(signal.SIGINT)
+    out, err = cut.communicate(timeout=300)
+    assert cut.returncode == 0, err
+    assert "sweep stopped: run the same command to go on" in out and "npg_step 1," not in out
+    tables = []
+    for _ in range(2):  # the second run reads the finished runs back
+        done = run_module("trpo_tf.sweep", *args, "--quiet")
+        assert done.returncode == 0, done.stderr
+        tables.append([line for line in done.stdout.splitlines() if line.startswith(("|", "best"))])
     assert sorted(os.listdir(tmp_path)) == ["npg_0.01", "npg_1"]
-    assert "| 0.01 |" in out.stdout and "| 1 |" in out.stdout
-    assert "best --npg_step=" in out.stdout
+    assert tables[0][2].startswith("| 0.01 | ") and tables[0][3].startswith("| 1 | ")
+    assert "inf" not in "".join(tables[0]) and tables[1] == tables[0]
+    assert tables[0][-1].startswith("best --npg_step=")
+    empty = run_module("trpo_tf.sweep", "--npg_steps=", f"--logdir={tmp_path}")
+    assert empty.returncode == 2 and empty.stderr.strip().splitlines() == [
+        "error: --npg_steps is empty: give the steps to try, e.g. 0.01,0.03,0.1"]
 
 
 def test_play_records_a_video_whose_replay_is_the_episode_played(tmp_path):

@@ -138,7 +138,20 @@ def test_progress_return_is_the_last_100_episodes_and_survives_batches_without_a
     assert history[4]["return_rolling"] == pytest.approx(history[4]["return_mean"], rel=1e-6)
     line = summaries.progress_line(5, 6, history[5], float("nan"), "kl 0.0000 ls 1")
     assert f"return {history[5]['return_rolling']:7.1f} | eval       - |" in line
+    assert " | kl 0.0000 ls 1 | ent " in line and " | ev " in line
+    searched = {k: v for k, v in history[5].items() if k not in ("entropy", "explained_variance")}
+    line = summaries.progress_line(5, 6, searched, float("nan"), "spread 0.100")  # CEM's
+    assert " | spread 0.100 | " in line and "nan" not in line and "ent " not in line
     split = dataclasses.replace(cfg, logdir=str(tmp_path / "b"))
     train(dataclasses.replace(split, iterations=5))
     resumed = train(split)
     assert resumed[0]["return_rolling"] == history[5]["return_rolling"]
+
+
+def test_the_planned_iteration_count_is_exact_and_steady_under_a_huge_steps_budget():
+    import types
+
+    budget = 10**18 + 7  # past 2**53: a float quotient was off by one
+    trainer = types.SimpleNamespace(cfg=Config(steps=budget, batch_steps=2048, num_envs=1))
+    plans = {Trainer.planned_iterations(trainer, it, it * 2048) for it in range(6)}
+    assert plans == {budget // 2048 + 1}

@@ -73,6 +73,14 @@ def test_preset_applies_unless_a_flagfile_or_preset_none_and_the_command_line_ov
     assert parse("--iterations=3").preset_file == "" and parse().steps == 0
 
 
+def test_an_explicit_preset_auto_with_a_flagfile_is_one_line(capsys):
+    with pytest.raises(SystemExit) as done:
+        parse("--env=Walker", "--preset=auto", f"--flagfile={ROOT}/launch/paper/walker.cfg")
+    assert done.value.code == 2 and capsys.readouterr().err.strip().splitlines() == [
+        "error: --preset=auto applies a tuned preset only without a --flagfile, which gives the "
+        "settings itself: drop one of them"]
+
+
 def test_launch_header_names_the_preset_and_command_line_flags_override_it(tmp_path):
     out = subprocess.run([sys.executable, "-m", "trpo_tf.launch", "--env=Cartpole", "--steps=800",
                           "--batch_steps=400", "--eval_every=0", f"--logdir={tmp_path}"],
@@ -188,3 +196,76 @@ def test_returns_benchmark_smoke_writes_csv_curves_and_iqm_then_skips_finished_r
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("finished earlier") == 2
+
+
+class FakeTrainer:
+    """Stands in for run.train.Trainer in the tuner: records each trial's Config, trains
+    nothing, scores 1.0."""
+    configs = []
+
+    def __init__(self, cfg):
+        import types
+
+        FakeTrainer.configs.append(cfg)
+        self.last_eval = 1.0
+        self.checkpointer = types.SimpleNamespace(env_steps=types.SimpleNamespace(
+            numpy=lambda: cfg.steps))
+
+    def run(self, stop, on_iteration):
+        return []
+
+    def close(self):
+        pass
+
+
+def fake_tune(monkeypatch, base, trials=1):
+    from trpo_tf.run import train
+    from trpo_tf.tools import tune
+
+    monkeypatch.setattr(train, "Trainer", FakeTrainer)
+    FakeTrainer.configs = []
+    tune.tune(base, trials, 0)
+    return FakeTrainer.configs
+
+
+def test_tuning_trial_0_trains_the_starting_point_even_outside_the_search_space(tmp_path, monkeypatch):
+    from trpo_tf.config import Config
+
+    base = Config(env="Cartpole", steps=1000, eval_every=1, logdir=str(tmp_path / "a?b%41"),
+                  policy_hidden=(), gamma=0.9999, max_kl=0.02)
+    first = fake_tune(monkeypatch, base)[0]
+    assert (first.policy_hidden, first.gamma, first.max_kl) == ((), 0.9999, 0.02)
+    assert first.gae_lambda == base.gae_lambda and first.batch_steps == base.batch_steps
+    # '?' and '%41' are part of the name: the study is inside that directory
+    assert sorted(os.listdir(tmp_path)) == ["a?b%41"]
+    assert "study.db" in os.listdir(tmp_path / "a?b%41")
+
+
+def test_tuning_refuses_a_study_of_other_settings_a_bad_logdir_a_damaged_study_and_seeds(
+        tmp_path, monkeypatch):
+    from trpo_tf.config import Config
+    from trpo_tf.errors import ConfigError
+
+    base = Config(env="Cartpole", steps=1000, eval_every=1, logdir=str(tmp_path / "study"))
+    fake_tune(monkeypatch, base)
+    fake_tune(monkeypatch, Config(**{**base.__dict__, "checkpoint_every": 5}), trials=2)  # no result
+    for changed, needle in (({"env": "Hopper"}, "--env=Cartpole, this command gives --env=Hopper"),
+                            ({"steps": 2000}, "--steps=1000, this command gives --steps=2000")):
+        with pytest.raises(ConfigError, match=f"was run with {needle}: give the same settings"):
+            fake_tune(monkeypatch, Config(**{**base.__dict__, **changed}), trials=2)
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    (garbage / "study.db").write_bytes(b"not a database" * 100)
+    for logdir, needle in ((a_file, "is a file, not a directory"),
+                           (a_file / "sub", "cannot be written"),
+                           ("/proc/trpo_tf_study", "cannot be written"),
+                           (garbage, "study.db cannot be opened as a study")):
+        with pytest.raises(ConfigError, match=needle):
+            fake_tune(monkeypatch, Config(**{**base.__dict__, "logdir": str(logdir)}))
+    out = subprocess.run([sys.executable, "-m", "trpo_tf.tune", "--env=Cartpole", "--seeds=3",
+                          f"--logdir={tmp_path}"], capture_output=True, text=True, cwd=ROOT,
+                         timeout=120)
+    assert out.returncode == 2 and out.stderr.startswith("error: --seeds=3: a trial trains one "
+                                                         "seed"), out.stderr

@@ -54,12 +54,13 @@ def main_guard(fn):
     """Run fn(); a user error (bad flag, env or policy) is one line on stderr and exit code 2;
     a run stopped by a crashing env or repeated numerical faults is one line and exit code 1;
     an interrupt (a second Ctrl-C, or one during start-up) is one line and exit code 130, at
-    once: the iteration in progress is lost, the checkpoints are as the last one left them."""
+    once: the iteration in progress is lost, the checkpoints are as the last one left them
+    (a training run's interrupt names the last one, or says there is none)."""
     try:
         return fn()
-    except KeyboardInterrupt:
-        print("error: interrupted; the last checkpoint is intact (run the same command to "
-              "resume)", file=sys.stderr, flush=True)
+    except KeyboardInterrupt as err:  # a training run's says what its checkpoints hold
+        print(f"error: interrupted{'; ' + err.args[0] if err.args else ''}", file=sys.stderr,
+              flush=True)
         sys.stdout.flush()
         end_ray_session()  # os._exit skips the exit hook that would
         os._exit(130)  # not sys.exit: the sampling thread may be inside a simulator

@@ -2,9 +2,13 @@
 
 
 def first_line(err, limit=120):
-    """`Type: first line of the message` of an exception, for a one-line report."""
+    """`Type: first line of the message` of an exception, for a one-line report; a line over
+    `limit` characters is cut at a word's end, with "..."."""
     lines = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {lines[0][:limit]}" if lines else type(err).__name__
+    if not lines:
+        return type(err).__name__
+    line = lines[0] if len(lines[0]) <= limit else lines[0][:limit].rsplit(" ", 1)[0] + " ..."
+    return f"{type(err).__name__}: {line}"
 
 
 class ConfigError(ValueError):

@@ -54,6 +54,10 @@ def parse_flags_with_preset(argv):
     APPLIED_PRESET.update(path="", given=set())
     rest = parse_flags(argv)
     given = APPLIED_PRESET["given"] = {name for name in FLAGS if FLAGS[name].present}
+    if "preset" in given and FLAGS.preset == "auto" and presets.names_flagfile(argv):
+        print("error: --preset=auto applies a tuned preset only without a --flagfile, which "
+              "gives the settings itself: drop one of them", file=sys.stderr)
+        sys.exit(2)
     path = (presets.preset_for(FLAGS.env) if FLAGS.preset == "auto" and "env" in given
             and FLAGS.algo == "trpo" and FLAGS.sampler == "single_path"
             and not presets.names_flagfile(argv) else None)
@@ -107,6 +111,23 @@ def check_env(cfg):
         from trpo_tf.sampling.distributed import check_reachable
 
         check_reachable(cfg.ray_address)
+    if cfg.workers and not cfg.ray_address:
+        check_workers_fit(cfg.workers)
+
+
+WORKER_MEMORY = 0.7 * 2**30  # what one Ray sampling worker took here (a Python with TensorFlow)
+
+
+def check_workers_fit(workers):
+    """A ConfigError if `workers` local Ray workers need more than 80% of the memory available."""
+    from trpo_tf.sampling import available_memory
+
+    have = available_memory()
+    if have is not None and workers * WORKER_MEMORY > 0.8 * have:
+        raise ConfigError(f"--workers={workers}: each local Ray worker takes about "
+                          f"{WORKER_MEMORY / 2**30:.1f} GiB and {have / 2**30:.1f} GiB are "
+                          f"available: use at most {max(1, int(0.8 * have / WORKER_MEMORY))}, "
+                          "or a cluster (--ray_address)")
 
 
 def main(argv):
@@ -121,6 +142,8 @@ def main(argv):
         check_env(cfg)
         for run_cfg in runs:
             outputs.prepare(run_cfg.logdir, run_cfg.policy_export_dir)
+        # the command holds its logdir and every seed's until it ends
+        locks = [outputs.lock_dir(d) for d in dict.fromkeys([cfg.logdir] + [r.logdir for r in runs])]
         from trpo_tf.run.train import train
 
         with StopOnSignal(not cfg.quiet) as stop:  # one Ctrl-C stops the whole command, not just this seed
@@ -130,6 +153,7 @@ def main(argv):
                 if len(runs) > 1:
                     print(f"== seed {run_cfg.seed} -> {run_cfg.logdir}", flush=True)
                 train(run_cfg, stop)
+        del locks
 
     main_guard(run)
 

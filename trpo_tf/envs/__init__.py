@@ -9,7 +9,7 @@ import ale_py
 import gymnasium as gym
 import numpy as np
 
-from trpo_tf.sampling import simstate
+from trpo_tf.sampling import check_shape, checked, env_raised, simstate
 
 
 from trpo_tf.errors import EnvError, EnvStepError, first_line
@@ -91,6 +91,9 @@ def resolve_env(name, atari=AtariSettings()):
     `atari`, their preprocessing); anything else is an EnvError."""
     if name in SHORT_NAMES:
         return SHORT_NAMES[name]
+    for spec in SHORT_NAMES.values():  # one task, one default: Walker2d-v5 is Walker
+        if name == spec.gym_id:
+            return dataclasses.replace(spec, name=name)
     if ":" in name:
         env_id = import_env_module(name)
         if env_id not in gym.registry:
@@ -178,10 +181,26 @@ def check_spaces(spec):
     env = make_env(spec)
     try:
         problem = action_problem(env.action_space)
+        if problem is None:  # its first observation fits the space it declares
+            checked(lambda: env.reset(seed=0), env, spec.gym_id)
+    except EnvStepError as err:
+        problem = str(err)
     finally:
         env.close()
     if problem:
         raise EnvError(f"--env={spec.name!r}: {problem}")
+
+
+EPISODE_LIMIT = 10_000  # steps of an evaluation or play episode in an env with no time limit
+
+
+def make_bounded_env(spec, max_path_length=None):
+    """make_env whose episodes always end (evaluation, play): at max_path_length, else at the
+    env's own time limit (ALE's frame limit for games), else after EPISODE_LIMIT steps."""
+    env = make_env(spec, max_path_length)
+    if max_path_length or spec.atari is not None or (env.spec and env.spec.max_episode_steps):
+        return env
+    return gym.wrappers.TimeLimit(env, EPISODE_LIMIT)
 
 
 def make_atari_env(gym_id, settings, max_path_length=None, render_mode=None):
@@ -218,26 +237,33 @@ class GymnasiumEnvs:
         self.num_envs = num_envs
         self.reset_seeds = [seed + i for i in range(num_envs)]  # env i's first reset
         self.gym_id = spec.gym_id
+        self.where = [f"{spec.gym_id} env {i} of {num_envs}" for i in range(num_envs)]  # in errors
         self._reset_once = [False] * num_envs
 
     def reset(self):
         self._reset_once = [True] * self.num_envs
-        return np.stack([env.reset(seed=s)[0] for s, env in zip(self.reset_seeds, self.envs)])
+        return np.stack([checked(lambda: env.reset(seed=s), env, self.where[i])[0]
+                         for i, (s, env) in enumerate(zip(self.reset_seeds, self.envs))])
 
     def step(self, actions):
         n = self.num_envs
         obs = np.empty((n,) + self.observation_space.shape, self.observation_space.dtype)
         rew, term, trunc = np.empty(n), np.empty(n, bool), np.empty(n, bool)
         final_obs = {}
-        for i, (env, action) in enumerate(zip(self.envs, actions)):
+        space, shape = self.observation_space, self.observation_space.shape
+        for i, (env, action) in enumerate(zip(self.envs, actions)):  # the hot loop: inline
             try:
                 o, rew[i], term[i], trunc[i], _ = env.step(action)
                 if term[i] or trunc[i]:
+                    check_shape(o, space, self.where[i])
                     final_obs[i] = o
                     o, _ = env.reset()
-            except Exception as err:
-                raise EnvStepError(f"{self.gym_id} env {i} of {self.num_envs} raised "
-                                   f"{type(err).__name__}: {err}") from err
+            except EnvStepError:
+                raise
+            except Exception as err:  # whatever a simulator or a user's env raises
+                raise env_raised(err, self.where[i]) from err
+            if type(o) is not np.ndarray or o.shape != shape:  # ~0.1 us for an array that fits
+                check_shape(o, space, self.where[i])
             obs[i] = o
         return obs, rew, term, trunc, final_obs
 

@@ -8,7 +8,7 @@ from trpo_tf.cli import check_policy_dir
 from trpo_tf.distributions import for_action_space
 from trpo_tf.errors import first_line
 from trpo_tf.run.export import load_policy, observation_shape, observation_spec
-from trpo_tf.sampling import env_action_fn, play_episodes
+from trpo_tf.sampling import checked, env_action_fn, play_episodes
 
 
 def open_policy(policy_dir, env_name=None, max_path_length=None):
@@ -23,7 +23,7 @@ def open_policy(policy_dir, env_name=None, max_path_length=None):
                             f"({first_line(err)})") from None
     atari = envs.AtariSettings(**settings) if settings else envs.AtariSettings()
     spec = envs.resolve_env(env_name or env_id, atari)
-    env = envs.make_env(spec, max_path_length)
+    env = envs.make_bounded_env(spec, max_path_length)
     problem = (f"takes observations of shape {observation_shape(serve)}, but --env={spec.name} "
                f"gives {env.observation_space.shape}"
                if observation_shape(serve) != env.observation_space.shape
@@ -55,13 +55,14 @@ def run_episodes(serve, env, episodes, seed, deterministic, actions_taken=None):
     key = "deterministic_action" if deterministic else "action"
     to_env = env_action_fn(env.action_space, for_action_space(env.action_space))
     obs_dtype = observation_spec(serve).dtype  # float32 vectors, uint8 frames
+    where = f"{env.spec.id if env.spec else 'the env'} env"  # in an EnvStepError
     returns = []
     for ep in range(episodes):
-        obs, _ = env.reset(seed=seed + ep)
+        obs, _ = checked(lambda: env.reset(seed=seed + ep), env, where)
         total, done = 0.0, False
         while not done:
             action = to_env(serve(tf.constant(obs[None], obs_dtype))[key].numpy()[0])
-            obs, rew, term, trunc, _ = env.step(action)
+            obs, rew, term, trunc, _ = checked(lambda: env.step(action), env, where)
             total += rew
             done = term or trunc
             if actions_taken is not None:
@@ -72,12 +73,12 @@ def run_episodes(serve, env, episodes, seed, deterministic, actions_taken=None):
 
 class Evaluator:
     """The evaluation stage of a run: `episodes` episodes of the deterministic policy on envs
-    of its own, stepped together with one batched policy call per step. Every evaluation
+    of its own (bounded: make_bounded_env), stepped together with one batched policy call per step. Every evaluation
     resets them with the same seeds (from the run's evaluation stream), so two evaluations
     differ only by the policy."""
 
     def __init__(self, spec, dist, episodes, seed_sequence, max_path_length=None):
-        self.envs = [envs.make_env(spec, max_path_length) for _ in range(episodes)]
+        self.envs = [envs.make_bounded_env(spec, max_path_length) for _ in range(episodes)]
         self.seeds = [int(s) >> 1 for s in seed_sequence.generate_state(episodes)]  # 31 bits
         self.dist = dist
         self.to_env = env_action_fn(self.envs[0].action_space, dist)
@@ -85,7 +86,8 @@ class Evaluator:
     def __call__(self, params_fn):
         """params_fn: NumPy obs [B, ...] -> params [B, P] -> the Eval/ metrics."""
         returns, _ = play_episodes(self.envs, self.seeds,
-                                   lambda obs, idx: self.dist.mode_np(params_fn(obs)), self.to_env)
+                                   lambda obs, idx: self.dist.mode_np(params_fn(obs)), self.to_env,
+                                   "evaluation env")
         return {"eval_return_mean": float(returns.mean()), "eval_return_std": float(returns.std()),
                 "eval_return_min": float(returns.min()), "eval_return_max": float(returns.max())}
 

@@ -7,10 +7,18 @@
   directory of anything else.
 - `--resume=never` on a used logdir moves the earlier run (events, checkpoints, run record,
   policy) into `<logdir>/previous-<k>/` instead of writing a second run's events beside it.
+- A live command holds its output directory (`lock_dir`): a second command on it is refused
+  in one line naming the holder, before it changes anything.
 """
+import contextlib
+import datetime
+import fcntl
 import json
 import os
+import socket
+import sys
 import tempfile
+import weakref
 
 from trpo_tf.errors import ConfigError
 
@@ -19,6 +27,7 @@ CHECKPOINTS = "checkpoints"
 RUN_RECORD = "run.json"                # the settings a logdir was trained with (train.py)
 EVENTS_PREFIX = "events.out.tfevents."
 SET_ASIDE = ("previous", "damaged")    # <logdir>/previous-<k>/, checkpoints/damaged-<k>/
+LOCK_FILE = "trpo_tf.lock"             # who holds a directory (lock_dir)
 
 
 def is_trpo_tf_export(path):
@@ -54,7 +63,7 @@ def check_export_dir(export_dir, logdir, flag="--export_dir"):
                           "export would replace: choose another --export_dir, or move it away")
 
 
-def _check_writable_dir(path, flag):
+def check_writable_dir(path, flag):
     """Create `path` (and parents) and write a probe file in it; ConfigError if either fails."""
     if os.path.lexists(path) and not os.path.isdir(path):
         raise ConfigError(f"{flag}={path} is a file, not a directory")
@@ -69,9 +78,9 @@ def _check_writable_dir(path, flag):
 def prepare(logdir, export_dir):
     """Check --logdir and --export_dir before training: the logdir is created and writable, the
     export's parent too, and the export may only replace an earlier export."""
-    _check_writable_dir(logdir, "--logdir")
+    check_writable_dir(logdir, "--logdir")
     check_export_dir(export_dir, logdir)
-    _check_writable_dir(os.path.dirname(os.path.abspath(export_dir)), "--export_dir's parent")
+    check_writable_dir(os.path.dirname(os.path.abspath(export_dir)), "--export_dir's parent")
 
 
 def earlier_run(logdir, export_dir):
@@ -121,3 +130,79 @@ def write_run_record(logdir, record):
     with open(tmp, "w") as f:
         json.dump(record, f, indent=1)
     os.replace(tmp, os.path.join(logdir, RUN_RECORD))
+
+
+class DirLock:
+    """An exclusive flock on <directory>/trpo_tf.lock, held while this object lives (one per
+    directory and process: lock_dir) and removed when it goes. The kernel drops the flock when
+    the holder exits, however it exits: a file a kill -9 leaves behind is not held, and the
+    next command takes it over. The file records the holder's pid, host, command and start
+    time, for the line a second command gets."""
+
+    def __init__(self, directory, flag):
+        self.path = os.path.join(directory, LOCK_FILE)
+        while True:
+            handle = open(self.path, "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read()
+                handle.close()
+                raise ConfigError(f"{flag}={directory} is in use by {describe_holder(holder)}: "
+                                  f"wait for it to end or stop it, or use another {flag}") from None
+            except OSError as err:  # a filesystem without locks
+                handle.close()
+                raise ConfigError(f"{flag}={directory} cannot be locked against a second "
+                                  f"command ({err.strerror or err}): use a local directory") from None
+            if same_file(handle, self.path):
+                break
+            handle.close()  # its holder removed it as we opened it: lock the file there now
+        handle.seek(0)
+        handle.truncate()
+        json.dump({"pid": os.getpid(), "host": socket.gethostname(),
+                   "command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
+                   "since": datetime.datetime.now(datetime.timezone.utc).strftime(
+                       "%Y-%m-%d %H:%M UTC")}, handle)
+        handle.flush()
+        self._handle = handle
+
+    def __del__(self):
+        handle = getattr(self, "_handle", None)
+        if handle is not None:  # removed while still held: a newcomer never locks a stray file
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            handle.close()
+
+
+def same_file(handle, path):
+    """Whether the open `handle` is still the file at `path`."""
+    try:
+        here, there = os.fstat(handle.fileno()), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+_HELD = weakref.WeakValueDictionary()  # realpath -> the DirLock this process holds on it
+
+
+def lock_dir(directory, flag="--logdir"):
+    """Hold `directory` (which exists) against other commands: the DirLock to keep a
+    reference to while writing in it (the one this process holds already, if any); the lock
+    goes with the last reference. ConfigError, naming the holder, if another process holds it."""
+    key = os.path.realpath(directory)
+    lock = _HELD.get(key)
+    if lock is None:
+        lock = _HELD[key] = DirLock(directory, flag)
+    return lock
+
+
+def describe_holder(record):
+    """The lock file's record as 'pid 12 on host h (command, since ...)'."""
+    try:
+        r = json.loads(record)
+        command = r["command"] if len(r["command"]) <= 80 else r["command"][:77] + "..."
+        return f"pid {r['pid']} on host {r['host']} ({command}, since {r['since']})"
+    except (ValueError, KeyError, TypeError):  # the holder is between its lock and its record
+        return "another process"

@@ -95,11 +95,12 @@ def _number(x):
 def progress_line(it, iterations, m, last_eval, update):
     """`return`: the mean of the last 100 finished training episodes; `eval`: the latest
     evaluation of the deterministic policy ("-" before there is one); `update`: the method's
-    part ("kl 0.0097 ls 1")."""
-    nan = float("nan")
+    part ("kl 0.0097 ls 1"). The entropy and explained variance show where the method has
+    them (CEM / CMA have neither)."""
+    shown = "".join(f" | {name} {m[key]:+.2f}" for name, key in
+                    (("ent", "entropy"), ("ev", "explained_variance")) if key in m)
     return (f"it {it + 1:4d}/{iterations} | steps {int(m['env_steps']):>9,} | return "
             f"{_number(m['return_rolling'])} | eval {_number(last_eval)}"
-            f" | {update} | ent {m.get('entropy', nan):+.2f}"
-            f" | ev {m.get('explained_variance', nan):+.2f} | {m['steps_per_sec']:,.0f} steps/s"
+            f" | {update}{shown} | {m['steps_per_sec']:,.0f} steps/s"
             f" | {m['time_iteration']:.2f}s (sample {m['time_sample']:.2f}, adv"
             f" {m['time_advantage']:.2f}, update {m['time_update']:.2f}, vf {m['time_value']:.2f})")

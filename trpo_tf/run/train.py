@@ -4,7 +4,6 @@ needs comes from a Config; what the method is (methods/) it does not know."""
 import collections
 import contextlib
 import dataclasses
-import math
 import os
 import signal
 import sys
@@ -17,7 +16,7 @@ import tensorflow as tf
 
 from trpo_tf import distributions, envs, methods, pipeline, policies, seeding
 from trpo_tf.cli import StopOnSignal
-from trpo_tf.errors import ConfigError, TrainingFault
+from trpo_tf.errors import ConfigError, EnvStepError, TrainingFault
 from trpo_tf.methods.base import RunParts
 from trpo_tf.pipeline.value import ValueFitter
 from trpo_tf.run import outputs, summaries
@@ -77,6 +76,7 @@ class Trainer:
     def __init__(self, cfg):
         self.cfg = cfg
         outputs.prepare(cfg.logdir, cfg.policy_export_dir)
+        self.lock = outputs.lock_dir(cfg.logdir)  # held until close()
         # --resume=never: the earlier run moves to <logdir>/previous-<k>/, before any writer opens
         self.earlier_run = (outputs.set_aside_earlier_run(cfg.logdir, cfg.policy_export_dir)
                             if cfg.resume == "never" else None)
@@ -91,6 +91,7 @@ class Trainer:
         self.check_batch_fits_in_memory(obs_space, *method.batch_states(cfg))
         hidden = cfg.policy_sizes(self.spec)
         self.record = {"env": self.spec.gym_id, "algo": cfg.algo, "sampler": cfg.sampler,
+                       "seed": cfg.seed,
                        "policy_hidden": list(hidden), "value_hidden": list(cfg.value_hidden),
                        "normalize_obs": cfg.normalize_obs, "observation_shape": list(obs_space.shape),
                        "num_envs": cfg.num_envs, "env_backend": self.backend,
@@ -120,12 +121,12 @@ class Trainer:
         self.recent_returns = collections.deque(maxlen=RECENT_EPISODES)
         self.last_eval = float("nan")
         self._beating = False  # a heartbeat line is on the terminal, to be cleared
-        self.writer = tf.summary.create_file_writer(cfg.logdir)
-        if cfg.workers:  # last: nothing after it can fail and leave the workers running
+        if cfg.workers:  # last but the writer: a cluster that cannot be joined leaves no files
             from trpo_tf.sampling.distributed import RaySampler
 
             self.remote = RaySampler(cfg, self.policy, self.log)
             self.sampler = self.method.sample_on(self.remote)
+        self.writer = tf.summary.create_file_writer(cfg.logdir)
 
     def check_batch_fits_in_memory(self, obs_space, flag, states):
         """A ConfigError before anything is allocated if a batch's `states` observations (the
@@ -202,7 +203,20 @@ class Trainer:
         if not start:
             summaries.write_flags(self.writer, dataclasses.asdict(cfg))
         with contextlib.nullcontext(stop) if stop else StopOnSignal(not cfg.quiet) as stop:
-            return self.train_loop(start, env_steps, stop, on_iteration)
+            try:
+                return self.train_loop(start, env_steps, stop, on_iteration)
+            except KeyboardInterrupt:  # a second signal: say what the checkpoints hold
+                raise KeyboardInterrupt(self.checkpoint_note()) from None
+
+    def checkpoint_note(self):
+        """What a run stopped at once leaves to resume from, as the line's second half."""
+        cfg, last = self.cfg, int(self.checkpointer.iteration.numpy())
+        if not cfg.checkpoint_every:
+            return "--checkpoint_every=0: no checkpoint was written"
+        if not last:
+            return "no checkpoint was written yet (nothing to resume)"
+        return (f"the last checkpoint (iteration {last}, in {self.checkpointer.directory}) is "
+                "intact: run the same command to resume")
 
     def goes_on(self, iterations_done, env_steps):
         """Whether another iteration runs: --steps counts environment steps, else --iterations."""
@@ -216,9 +230,10 @@ class Trainer:
         cfg = self.cfg
         if not cfg.steps:
             return cfg.iterations
-        per_iteration = (env_steps / iterations_done if iterations_done and env_steps
-                         else cfg.steps_per_env * cfg.num_envs)
-        return iterations_done + max(0, math.ceil((cfg.steps - env_steps) / per_iteration))
+        done, steps = ((iterations_done, env_steps) if iterations_done and env_steps
+                       else (1, cfg.steps_per_env * cfg.num_envs))
+        # in integers: a float quotient is off by one or more once --steps passes 2**53
+        return iterations_done + max(0, -(-(cfg.steps - env_steps) * done // steps))
 
     def train_loop(self, start, env_steps, stop, on_iteration=None):
         """Iterations from `start` until the budget is spent, then the export; returns their
@@ -232,6 +247,7 @@ class Trainer:
                  + (f"; preset {cfg.preset_file}" if cfg.preset_file else ""))
         history, pending = [], []
         self._faults_in_row = self._faults = 0
+        self.failure = None  # an evaluation env's EnvStepError, raised once its iteration is saved
         batches = iter(self.stream)
         it = start
         while self.goes_on(it, env_steps):
@@ -243,13 +259,15 @@ class Trainer:
             pending.append((it + 1, m))
             # without checkpoints, summaries go out every iteration
             if (not cfg.checkpoint_every or self.due(it + 1, env_steps, cfg.checkpoint_every)
-                    or stop.signum is not None):
+                    or stop.signum is not None or self.failure):
                 self.save(it + 1, env_steps, pending)
                 pending = []
             if cfg.export_every and (it + 1) % cfg.export_every == 0:
                 self.export()
             if progress:  # after the save: an iteration on the terminal survives a kill
                 self.log(progress)
+            if self.failure:
+                raise self.failure
             if on_iteration:
                 on_iteration(it + 1, m)
             if stop.signum is not None:
@@ -291,8 +309,11 @@ class Trainer:
                                else float("nan"))
         if self.evaluator and self.due(it + 1, env_steps, self.cfg.eval_every):
             t_eval = time.perf_counter()
-            m.update(self.evaluator(self.policy.numpy_fn()), time_eval=time.perf_counter() - t_eval)
-            self.last_eval = m["eval_return_mean"]
+            try:
+                m.update(self.evaluator(self.policy.numpy_fn()), time_eval=time.perf_counter() - t_eval)
+                self.last_eval = m["eval_return_mean"]
+            except EnvStepError as err:  # the update stands: saved, then the run stops
+                self.failure = err
         m.update(env_steps=env_steps, faults=self._faults, time_sample=t_sample,
                  time_iteration=time.perf_counter() - t0)
         if self.remote:
@@ -357,6 +378,7 @@ class Trainer:
         if not any(t.name == SAMPLING_THREAD and t.is_alive() for t in threading.enumerate()):
             self.envs.close()
         self.writer.close()
+        self.lock = None  # let the logdir go (unless the command holds it too)
 
 
 def train(cfg, stop=None, on_iteration=None):

@@ -2,6 +2,8 @@
 single path and vine samplers share."""
 import numpy as np
 
+from trpo_tf.errors import EnvStepError
+
 
 def batch_obs_dtype(space):
     """What observations travel as: float64 is narrowed to float32, anything else (Atari's
@@ -38,18 +40,45 @@ def env_action_fn(action_space, dist):
     return lambda actions: np.clip(np.nan_to_num(actions, nan=0.0), low, high)
 
 
-def play_episodes(envs, reset_seeds, act, to_env):
+def env_raised(err, where):
+    """The EnvStepError for an env (`where`: its id and which env) that raised `err`."""
+    return EnvStepError(f"{where} raised {type(err).__name__}: {err}")
+
+
+def check_shape(obs, space, where):
+    """EnvStepError naming `where` unless `obs` has the shape of the observation `space`."""
+    if getattr(obs, "shape", None) != space.shape and np.shape(obs) != space.shape:
+        raise EnvStepError(f"{where} returned an observation of shape {np.shape(obs)}; its "
+                           f"observation_space is {space}")
+
+
+def checked(call, env, where):
+    """call() -> env.step's or env.reset's tuple, or EnvStepError naming `where` if it raises
+    or its observation has another shape than the env's space."""
+    try:
+        out = call()
+    except Exception as err:  # whatever a simulator or a user's env raises
+        raise env_raised(err, where) from err
+    check_shape(out[0], env.observation_space, where)
+    return out
+
+
+def play_episodes(envs, reset_seeds, act, to_env, what="env"):
     """One whole episode in each of `envs` (reset with `reset_seeds`), stepped together with
     one batched call per step: act(obs [B, ...], idx [B]) -> the policy's actions for envs
-    `idx`, which to_env turns into what the envs take -> (returns [n], lengths [n])."""
-    obs = np.stack([env.reset(seed=s)[0] for env, s in zip(envs, reset_seeds)])
+    `idx`, which to_env turns into what the envs take -> (returns [n], lengths [n]). An env
+    that raises or returns a misshapen observation is an EnvStepError naming it as `what`."""
+    gym_id = envs[0].spec.id if envs[0].spec else "the env"
+    where = [f"{gym_id} {what} {e} of {len(envs)}" for e in range(len(envs))]
+    obs = np.stack([checked(lambda: env.reset(seed=s), env, w)[0]
+                    for env, s, w in zip(envs, reset_seeds, where)])
     obs = obs.astype(batch_obs_dtype(envs[0].observation_space))
     returns, lengths = np.zeros(len(envs)), np.zeros(len(envs), np.int64)
     alive = np.ones(len(envs), bool)
     while alive.any():
         idx = np.flatnonzero(alive)
         for e, a in zip(idx, to_env(act(obs[idx], idx))):
-            o, r, term, trunc, _ = envs[e].step(a)
+            o, r, term, trunc, _ = checked(lambda: envs[e].step(a), envs[e], where[e])
             obs[e], returns[e], lengths[e] = o, returns[e] + r, lengths[e] + 1
             alive[e] = not (term or trunc)
     return returns, lengths

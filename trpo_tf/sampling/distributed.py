@@ -122,6 +122,8 @@ def check_reachable(address):
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         raise ConfigError(f"--ray_address={address!r} is neither empty, auto nor host:port")
+    if host.startswith("[") and host.endswith("]"):  # an IPv6 address, [::1]:6379
+        host = host[1:-1]
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
     except OSError as err:

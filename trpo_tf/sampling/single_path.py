@@ -83,6 +83,9 @@ class SinglePathSampler:
             self._ep_return += rew
             self._disc_return = self.gamma * self._disc_return + rew
             disc_buf[t] = self._disc_return
+            # a non-finite reward skips this batch's iteration (the fault check sees it here);
+            # the carry starts afresh, or it would poison every batch to the episode's end
+            self._disc_return[~np.isfinite(self._disc_return)] = 0.0
             self._ep_length += valid_buf[t]
             self.progress = (t + 1) * E
             if self.envs.autoreset_next_step:
@@ -91,7 +94,8 @@ class SinglePathSampler:
                 end_buf[t, i] = 1.0
                 end_obs[i * T + t] = o
                 self._starting[i] = True
-                episodes.append((self._ep_return[i], self._ep_length[i]))
+                if np.isfinite(self._ep_return[i]):  # a NaN / Inf reward's episode has no return
+                    episodes.append((self._ep_return[i], self._ep_length[i]))
                 self._ep_return[i], self._ep_length[i], self._disc_return[i] = 0.0, 0, 0.0
         for i in range(E):  # the batch cut: bootstrap from the state the env is in now
             last = T - 1 if valid_buf[T - 1, i] else T - 2  # a reset row follows an end

@@ -22,7 +22,7 @@ q_spread (mean over states of max - min Q-hat).
 import numpy as np
 
 from trpo_tf.errors import ConfigError
-from trpo_tf.sampling import batch_obs_dtype, env_action_fn, episode_fields
+from trpo_tf.sampling import batch_obs_dtype, checked, env_action_fn, episode_fields
 
 PROPOSALS = ("policy", "uniform", "all")
 
@@ -77,7 +77,8 @@ class VineSampler:
         envs = self.envs.envs
         for first in range(0, self.trunk_paths, len(envs)):
             group = envs[: min(len(envs), self.trunk_paths - first)]
-            obs = np.stack([env.reset(seed=int(self.rng.integers(2**31)))[0] for env in group])
+            obs = np.stack([checked(lambda: env.reset(seed=int(self.rng.integers(2**31))), env,
+                                    self.envs.where[j])[0] for j, env in enumerate(group)])
             alive = np.ones(len(group), bool)
             ret, length = np.zeros(len(group)), np.zeros(len(group), np.int64)
             for _ in range(self.trunk_length):
@@ -88,7 +89,8 @@ class VineSampler:
                 for j, a in zip(idx, self._env_action(actions)):
                     rollout_set.offer(lambda: (obs[j].copy(), self.envs.snapshot_one(j)))
                     kl_set.offer(lambda: obs[j].copy())
-                    o, r, term, trunc, _ = group[j].step(a)
+                    o, r, term, trunc, _ = checked(lambda: group[j].step(a), group[j],
+                                                   self.envs.where[j])
                     obs[j], ret[j], length[j] = o, ret[j] + r, length[j] + 1
                     steps += 1
                     self.progress = steps
@@ -144,7 +146,8 @@ class VineSampler:
                         params, np.stack([noise[chunk[e][0], chunk[e][1], t - 1] for e in idx]))
                 for e in idx:
                     i, j = chunk[e]
-                    o, r, term, trunc, _ = envs[e].step(self._env_action(act[e]))
+                    o, r, term, trunc, _ = checked(lambda: envs[e].step(self._env_action(act[e])),
+                                                   envs[e], self.envs.where[e])
                     q_hat[i, j] += self.gamma**t * r
                     cur[e] = o
                     steps += 1

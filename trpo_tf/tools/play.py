@@ -17,7 +17,7 @@ flags.DEFINE_string("policy", None, "Directory of an exported policy (SavedModel
 flags.DEFINE_string("env", None, "Env short name or gymnasium id; default: the one it was trained on.")
 flags.DEFINE_integer("episodes", 10, "Episodes per mode.", lower_bound=1)
 flags.DEFINE_integer("seed", 1000, "Seed of the first episode's reset.", lower_bound=0)
-flags.DEFINE_integer("max_path_length", 0, "Truncate episodes at this length; 0 = the env's limit.", lower_bound=0)
+flags.DEFINE_integer("max_path_length", 0, "Truncate episodes at this length; 0 = the env's limit, else 10,000 steps.", lower_bound=0)
 flags.DEFINE_string("video", "", f"Record one deterministic episode to this file ({', '.join(VIDEO_FORMATS)}) instead.")
 FLAGS = flags.FLAGS
 

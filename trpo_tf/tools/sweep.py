@@ -10,7 +10,7 @@ import dataclasses
 
 from absl import flags
 
-from trpo_tf.cli import main_guard, quiet_logging
+from trpo_tf.cli import StopOnSignal, main_guard, quiet_logging
 from trpo_tf.config import ConfigError
 import trpo_tf.launch as launch
 
@@ -20,9 +20,14 @@ flags.DEFINE_integer("final_window", 5, "Iterations averaged for the final retur
 FLAGS = flags.FLAGS
 
 
-def final_return(history, window):
-    returns = [m["return_mean"] for m in history if m.get("return_mean") == m.get("return_mean")]
-    tail = returns[-window:]
+def final_return(logdir, window):
+    """The mean training return of a run's last `window` iterations, read from its event files
+    (so a run that finished in an earlier sweep counts as well), or -inf if it has none."""
+    from trpo_tf.run.summaries import TAGS
+    from trpo_tf.tools.figures import read_scalars
+
+    returns = read_scalars(logdir, TAGS["return_mean"])
+    tail = [returns[k] for k in sorted(returns) if returns[k] == returns[k]][-window:]
     return sum(tail) / len(tail) if tail else float("-inf")
 
 
@@ -35,19 +40,34 @@ def main(argv):
             steps = [float(v) for v in FLAGS.npg_steps]
         except ValueError:
             raise ConfigError(f"--npg_steps must be comma-separated numbers (got {FLAGS.npg_steps})")
+        if not steps:
+            raise ConfigError("--npg_steps is empty: give the steps to try, e.g. 0.01,0.03,0.1")
         base = dataclasses.replace(launch.config_from_flags(), algo="natural_gradient")
         configs = {v: launch.seed_configs(
             launch.validate(dataclasses.replace(base, npg_step=v, logdir=f"{base.logdir}/npg_{v:g}")),
             FLAGS.seeds) for v in steps}
+        from trpo_tf.run import outputs
+
+        outputs.check_writable_dir(base.logdir, "--logdir")
+        lock = outputs.lock_dir(base.logdir)  # the sweep's runs are this command's
         from trpo_tf.run.train import train
 
         results = {}
-        for v, runs in configs.items():
-            finals = []
-            for cfg in runs:
-                print(f"== npg_step {v:g}, seed {cfg.seed} -> {cfg.logdir}", flush=True)
-                finals.append(final_return(train(cfg), FLAGS.final_window))
-            results[v] = sum(finals) / len(finals)
+        with StopOnSignal(not base.quiet) as stop:  # one Ctrl-C stops the sweep, not one value
+            for v, runs in configs.items():
+                finals = []
+                for cfg in runs:
+                    if stop.signum is not None:
+                        break
+                    print(f"== npg_step {v:g}, seed {cfg.seed} -> {cfg.logdir}", flush=True)
+                    train(cfg, stop)
+                    finals.append(final_return(cfg.logdir, FLAGS.final_window))
+                if stop.signum is not None:
+                    print("sweep stopped: run the same command to go on (finished runs are "
+                          "read back, a cut one resumes)", flush=True)
+                    return
+                results[v] = sum(finals) / len(finals)
+        del lock
         print("| npg_step | final return |\n|---|---|")
         for v, r in results.items():
             print(f"| {v:g} | {r:.1f} |")
@@ -55,4 +75,3 @@ def main(argv):
         print(f"best --npg_step={best:g} (final return {results[best]:.1f})", flush=True)
 
     main_guard(sweep)
-

@@ -18,7 +18,8 @@ from absl import flags
 
 from trpo_tf import launch  # noqa: F401  (defines every training flag; tuning takes them all)
 from trpo_tf.cli import StopOnSignal, main_guard, quiet_logging
-from trpo_tf.errors import ConfigError, TrainingFault
+from trpo_tf.errors import ConfigError, TrainingFault, first_line
+from trpo_tf.run import outputs
 
 flags.DEFINE_integer("trials", 20, "Trials to finish (completed or pruned), those of earlier "
                      "invocations of the same study included.")
@@ -29,6 +30,8 @@ FLAGS = flags.FLAGS
 STUDY_FILE = "study.db"
 TRIAL_ONLY = ("logdir", "quiet", "resume", "export_every", "preset_file", "export_dir")  # not for best.cfg
 BEST_FILE = "best.cfg"
+NOT_RESULTS = ("checkpoint_every", "env_threads", "ray_address")  # a resumed study may change them
+STARTING_POINT = "starting_point"  # the user attribute of trial 0: the settings it draws
 
 
 # The search space: {Config field: trial -> value}. Floats are rounded to 3 significant digits
@@ -50,8 +53,9 @@ SPACE = {
 
 
 def starting_point(base, fixed):
-    """The base run's own values of SPACE's settings (where the space holds them): queued as
-    a fresh study's first trial, so the tuner's best is never worse than what it started from."""
+    """The base run's own values of SPACE's settings where the space holds them: queued as a
+    fresh study's first trial, which trains the base run's settings (those the space cannot
+    hold included), so the tuner's best is never worse than what it started from."""
     import optuna
 
     point = {}
@@ -113,12 +117,13 @@ def retry_cut_trials(study):
 
     retried = set(study.user_attrs.get("retried", []))
     for t in study.get_trials(deepcopy=False):
-        if t.state == optuna.trial.TrialState.RUNNING:  # no other tuner holds it: see lock_study
+        if t.state == optuna.trial.TrialState.RUNNING:  # no other tuner holds it: the logdir's lock
             study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
         elif not (t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("cut")):
             continue
         if t.number not in retried:
-            study.enqueue_trial(t.params, user_attrs={"logdir": t.user_attrs.get("logdir", "")})
+            study.enqueue_trial(t.params, user_attrs={k: t.user_attrs[k] for k in (
+                "logdir", STARTING_POINT) if k in t.user_attrs})
             retried.add(t.number)
     study.set_user_attr("retried", sorted(retried))
 
@@ -145,7 +150,10 @@ def objective_fn(base, stop, fixed):
         if stop.signum is not None:  # a signal between trials: this one never started
             trial.set_user_attr("cut", True)
             raise KeyboardInterrupt
-        settings = suggest(trial, fixed)
+        start = trial.user_attrs.get(STARTING_POINT)
+        # the starting point draws only the settings the space holds; the others (a linear
+        # policy, gamma 0.9999, ...) keep the base run's values
+        settings = suggest(trial, fixed if start is None else set(SPACE) - set(start))
         retry = trial.user_attrs.get("logdir")
         logdir = retry or os.path.join(base.logdir, f"trial_{trial.number}")
         # a fresh trial never continues checkpoints left in its directory by an older study
@@ -191,18 +199,50 @@ def describe(settings):
     return " ".join(f"{k}={flag_value(v)}" for k, v in settings.items())
 
 
-def lock_study(logdir):
-    """An exclusive lock on <logdir>/study.lock for this process's life: a second tuner on the
-    same study would fail the first one's running trials (ConfigError)."""
-    import fcntl
+def study_settings(base, fixed):
+    """What every trial of a study shares (the env, method, budget, seed, the searched settings
+    the user fixed ...): JSON-able, recorded in the study; a study resumed with others would
+    rank trials of different tasks together."""
+    searched = set(SPACE) - set(fixed)
+    return {name: list(value) if isinstance(value, tuple) else value
+            for name, value in dataclasses.asdict(base).items()
+            if name not in TRIAL_ONLY + NOT_RESULTS and name not in searched}
 
-    handle = open(os.path.join(logdir, "study.lock"), "w")
+
+def check_study_settings(study, settings, logdir):
+    """Record `settings` in a new study; ConfigError if an earlier one ran with others."""
+    earlier = study.user_attrs.get("settings")
+    if earlier is None:
+        study.set_user_attr("settings", settings)
+        return
+    for name in sorted(set(earlier) | set(settings)):
+        if name in earlier and name in settings and earlier[name] != settings[name]:
+            raise ConfigError(
+                f"the study in --logdir={logdir} was run with --{name}={flag_value(earlier[name])}, "
+                f"this command gives --{name}={flag_value(settings[name])}: give the same "
+                "settings to go on with it, or another --logdir for a new study")
+
+
+def open_study(base, startup_trials):
+    """The study in <logdir>/study.db (made if new); ConfigError if the file is not a study
+    Optuna can open (damaged, truncated, something else)."""
+    import optuna
+    from urllib.parse import quote
+
+    # a quoted path: '?', '#' or '%41' in a logdir are part of its name, not of the URL's syntax
+    storage = f"sqlite:///{quote(os.path.abspath(os.path.join(base.logdir, STUDY_FILE)))}"
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        raise ConfigError(f"another trpo_tf.tune is running the study in {logdir}: wait for it, "
-                          "or give this one another --logdir") from None
-    return handle
+        # the sampler's seed moves on with the study, so a resumed study draws new settings
+        earlier = optuna.create_study(study_name="trpo_tf", storage=storage,
+                                      load_if_exists=True, direction="maximize")
+        return optuna.create_study(
+            study_name="trpo_tf", storage=storage, load_if_exists=True, direction="maximize",
+            sampler=optuna.samplers.TPESampler(seed=base.seed + len(earlier.trials),
+                                               n_startup_trials=startup_trials),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=0))
+    except Exception as err:  # SQLAlchemy / sqlite3 / Optuna on a file that is no study
+        raise ConfigError(f"{os.path.join(base.logdir, STUDY_FILE)} cannot be opened as a study "
+                          f"({first_line(err)}): move it away to start a new study") from None
 
 
 def tune(base, trials, startup_trials, fixed=()):
@@ -211,20 +251,14 @@ def tune(base, trials, startup_trials, fixed=()):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our lines, not Optuna's
-    os.makedirs(base.logdir, exist_ok=True)
-    lock = lock_study(base.logdir)
-    storage = f"sqlite:///{os.path.join(base.logdir, STUDY_FILE)}"
-    # the sampler's seed moves on with the study, so a resumed study draws new settings
-    earlier = optuna.create_study(study_name="trpo_tf", storage=storage, load_if_exists=True,
-                                  direction="maximize")
-    study = optuna.create_study(
-        study_name="trpo_tf", storage=storage, load_if_exists=True, direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=base.seed + len(earlier.trials),
-                                           n_startup_trials=startup_trials),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=0))
+    outputs.check_writable_dir(base.logdir, "--logdir")
+    lock = outputs.lock_dir(base.logdir)  # a second tuner would fail this one's running trials
+    study = open_study(base, startup_trials)
+    check_study_settings(study, study_settings(base, fixed), base.logdir)
     retry_cut_trials(study)
-    if not study.trials:
-        study.enqueue_trial(starting_point(base, fixed))
+    if not study.trials:  # trial 0 trains the base run itself (see objective_fn)
+        point = starting_point(base, fixed)
+        study.enqueue_trial(point, user_attrs={STARTING_POINT: sorted(point)})
     left = trials - finished(study)
     print(f"tuning {base.env}: {finished(study)} of {trials} trials done, {left} to run; study "
           f"{os.path.join(base.logdir, STUDY_FILE)}", flush=True)
@@ -246,7 +280,7 @@ def tune(base, trials, startup_trials, fixed=()):
             left, before = trials - finished(study), left
             if left == before and stop.signum is None:
                 raise TrainingFault(f"{left} trials in a row failed (see the lines above)")
-    lock.close()
+    del lock
     if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
         best = study.best_trial
         print(f"best: trial {best.number}, final evaluation {best.value:.1f}; settings in "
@@ -263,6 +297,10 @@ def main(argv):
             raise ConfigError(f"--trials must be >= 1 (got {FLAGS.trials})")
         if FLAGS.startup_trials < 0:
             raise ConfigError(f"--startup_trials must be >= 0 (got {FLAGS.startup_trials})")
+        if FLAGS.seeds != 1:
+            raise ConfigError(f"--seeds={FLAGS.seeds}: a trial trains one seed (--seed); tune "
+                              "on one seed, then compare seeds of best.cfg with trpo_tf.launch "
+                              "--seeds")
         cfg = launch.config_from_flags()
         if not cfg.steps:
             raise ConfigError("--steps must be > 0: each trial trains that many env steps")
