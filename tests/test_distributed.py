@@ -17,7 +17,7 @@ import ray
 
 from trpo_tf.config import Config
 from trpo_tf.run.train import Trainer, train
-from trpo_tf.sampling.distributed import RAY_INIT, ShareSampler, merge_batches
+from trpo_tf.run.distributed import RAY_INIT, ShareSampler, merge_batches
 
 LAUNCH = [sys.executable, "-m", "trpo_tf.launch"]
 

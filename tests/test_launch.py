@@ -192,7 +192,7 @@ def test_tools_refuse_bad_counts_extensions_damaged_models_and_mismatched_action
 def test_ray_address_takes_a_bracketed_ipv6_address():
     import socket
 
-    from trpo_tf.sampling.distributed import check_reachable
+    from trpo_tf.run.distributed import check_reachable
 
     try:
         server = socket.create_server(("::1", 0), family=socket.AF_INET6)

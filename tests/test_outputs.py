@@ -305,7 +305,7 @@ def test_returns_benchmark_bad_flags_are_one_line():
 
 
 def test_a_ray_cluster_that_cannot_be_joined_leaves_no_event_file(tmp_path, monkeypatch):
-    from trpo_tf.sampling import distributed
+    from trpo_tf.run import distributed
 
     def no_cluster(*args):
         raise ConfigError("--ray_address=auto: cannot start or join Ray (ConnectionError: ...)")

@@ -6,7 +6,7 @@ import pytest
 
 from trpo_tf import seeding
 from trpo_tf.config import Config, ConfigError, validate
-from trpo_tf.sampling import distributed
+from trpo_tf.run import distributed
 
 
 def test_restarted_workers_get_fresh_streams_derived_from_the_seed():

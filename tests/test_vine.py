@@ -4,7 +4,7 @@ import pytest
 
 from trpo_tf import envs
 from trpo_tf.distributions import for_action_space
-from trpo_tf.sampling import simstate
+from trpo_tf.envs import simstate
 from trpo_tf.sampling.vine import Reservoir, VineSampler
 
 

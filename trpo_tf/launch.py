@@ -108,7 +108,7 @@ def check_env(cfg):
     envs.check_spaces(spec)
     methods.method_for(cfg).check_env(spec)
     if cfg.workers and cfg.ray_address not in ("", "auto"):
-        from trpo_tf.sampling.distributed import check_reachable
+        from trpo_tf.run.distributed import check_reachable
 
         check_reachable(cfg.ray_address)
     if cfg.workers and not cfg.ray_address:

@@ -9,9 +9,7 @@ import ale_py
 import gymnasium as gym
 import numpy as np
 
-from trpo_tf.sampling import check_shape, checked, env_raised, simstate
-
-
+from trpo_tf.envs import simstate
 from trpo_tf.errors import EnvError, EnvStepError, first_line
 
 gym.register_envs(ale_py)  # the ALE/...-v5 ids; the wheel ships the ROMs
@@ -66,6 +64,29 @@ ATARI_GAMES = ("BeamRider", "Breakout", "Enduro", "Pong", "Qbert", "Seaquest", "
 ATARI_HIDDEN = (20,)
 # Mnih et al. (2013) skipped 3 frames in Space Invaders (4 hides its blinking lasers).
 GAME_FRAME_SKIP = {"ALE/SpaceInvaders-v5": 3}
+
+
+def env_raised(err, where):
+    """The EnvStepError for an env (`where`: its id and which env) that raised `err`."""
+    return EnvStepError(f"{where} raised {type(err).__name__}: {err}")
+
+
+def check_shape(obs, space, where):
+    """EnvStepError naming `where` unless `obs` has the shape of the observation `space`."""
+    if getattr(obs, "shape", None) != space.shape and np.shape(obs) != space.shape:
+        raise EnvStepError(f"{where} returned an observation of shape {np.shape(obs)}; its "
+                           f"observation_space is {space}")
+
+
+def checked(call, env, where):
+    """call() -> env.step's or env.reset's tuple, or EnvStepError naming `where` if it raises
+    or its observation has another shape than the env's space."""
+    try:
+        out = call()
+    except Exception as err:  # whatever a simulator or a user's env raises
+        raise env_raised(err, where) from err
+    check_shape(out[0], env.observation_space, where)
+    return out
 
 
 def is_atari(gym_id):

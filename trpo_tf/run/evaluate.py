@@ -8,7 +8,8 @@ from trpo_tf.cli import check_policy_dir
 from trpo_tf.distributions import for_action_space
 from trpo_tf.errors import first_line
 from trpo_tf.run.export import load_policy, observation_shape, observation_spec
-from trpo_tf.sampling import checked, env_action_fn, play_episodes
+from trpo_tf.envs import checked
+from trpo_tf.sampling import env_action_fn, play_episodes
 
 
 def open_policy(policy_dir, env_name=None, max_path_length=None):

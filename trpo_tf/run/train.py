@@ -122,7 +122,7 @@ class Trainer:
         self.last_eval = float("nan")
         self._beating = False  # a heartbeat line is on the terminal, to be cleared
         if cfg.workers:  # last but the writer: a cluster that cannot be joined leaves no files
-            from trpo_tf.sampling.distributed import RaySampler
+            from trpo_tf.run.distributed import RaySampler
 
             self.remote = RaySampler(cfg, self.policy, self.log)
             self.sampler = self.method.sample_on(self.remote)

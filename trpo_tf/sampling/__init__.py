@@ -2,7 +2,7 @@
 single path and vine samplers share."""
 import numpy as np
 
-from trpo_tf.errors import EnvStepError
+from trpo_tf.envs import checked
 
 
 def batch_obs_dtype(space):
@@ -38,29 +38,6 @@ def env_action_fn(action_space, dist):
         return (lambda actions: actions + start) if np.any(start) else (lambda actions: actions)
     low, high = action_space.low, action_space.high
     return lambda actions: np.clip(np.nan_to_num(actions, nan=0.0), low, high)
-
-
-def env_raised(err, where):
-    """The EnvStepError for an env (`where`: its id and which env) that raised `err`."""
-    return EnvStepError(f"{where} raised {type(err).__name__}: {err}")
-
-
-def check_shape(obs, space, where):
-    """EnvStepError naming `where` unless `obs` has the shape of the observation `space`."""
-    if getattr(obs, "shape", None) != space.shape and np.shape(obs) != space.shape:
-        raise EnvStepError(f"{where} returned an observation of shape {np.shape(obs)}; its "
-                           f"observation_space is {space}")
-
-
-def checked(call, env, where):
-    """call() -> env.step's or env.reset's tuple, or EnvStepError naming `where` if it raises
-    or its observation has another shape than the env's space."""
-    try:
-        out = call()
-    except Exception as err:  # whatever a simulator or a user's env raises
-        raise env_raised(err, where) from err
-    check_shape(out[0], env.observation_space, where)
-    return out
 
 
 def play_episodes(envs, reset_seeds, act, to_env, what="env"):

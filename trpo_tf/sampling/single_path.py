@@ -24,7 +24,8 @@ import time
 
 import numpy as np
 
-from trpo_tf.sampling import batch_obs_dtype, env_action_fn, episode_fields, simstate
+from trpo_tf.envs import simstate
+from trpo_tf.sampling import batch_obs_dtype, env_action_fn, episode_fields
 
 
 class SinglePathSampler:

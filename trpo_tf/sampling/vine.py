@@ -22,7 +22,8 @@ q_spread (mean over states of max - min Q-hat).
 import numpy as np
 
 from trpo_tf.errors import ConfigError
-from trpo_tf.sampling import batch_obs_dtype, checked, env_action_fn, episode_fields
+from trpo_tf.envs import checked
+from trpo_tf.sampling import batch_obs_dtype, env_action_fn, episode_fields
 
 PROPOSALS = ("policy", "uniform", "all")
 
