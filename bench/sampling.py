@@ -25,7 +25,7 @@ from absl import app, flags  # noqa: E402
 from bench.common import peak_rss_mb, raw_rate, write_result  # noqa: E402
 from trpo_tf import envs  # noqa: E402
 from trpo_tf.distributions import for_action_space  # noqa: E402
-from trpo_tf.policies import build_models  # noqa: E402
+from trpo_tf.policies import build_policy  # noqa: E402
 from trpo_tf.sampling.single_path import SinglePathSampler  # noqa: E402
 
 flags.DEFINE_string("env", "Hopper", "Short name or gymnasium id.")
@@ -60,7 +60,7 @@ def sampler_rate(spec, backend, num_envs, threads, steps, seed=0):
     """Steps/s of trpo_tf's sampler with the env's default policy network."""
     group = envs.make_env_group(spec, backend, num_envs, seed, num_threads=threads)
     dist = for_action_space(group.action_space)
-    policy, _ = build_models(group.observation_space.shape, dist, spec.policy_hidden, (64, 64), True)
+    policy = build_policy(group.observation_space.shape, dist, spec.policy_hidden, True)
     sampler = SinglePathSampler(group, dist, max(1, steps // num_envs), seed)
     params_fn = policy.numpy_fn()
     params_fn(group.reset())  # a traced acting function (Atari's CNN) is traced before timing

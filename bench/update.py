@@ -33,7 +33,7 @@ from trpo_tf.methods.update import TRPOLearner, single_path_gain  # noqa: E402
 from trpo_tf.pipeline import batch_signature  # noqa: E402
 from trpo_tf.pipeline.advantages import make_advantage_fn  # noqa: E402
 from trpo_tf.pipeline.value import ValueFitter  # noqa: E402
-from trpo_tf.policies import build_models  # noqa: E402
+from trpo_tf.policies import build_policy, build_value_net  # noqa: E402
 from trpo_tf.sampling.single_path import SinglePathSampler  # noqa: E402
 
 flags.DEFINE_string("env", "Hopper", "Short name or gymnasium id (for the spaces and nets).")
@@ -56,7 +56,8 @@ def main(argv):
     hidden = tuple(map(int, FLAGS.policy_hidden)) if FLAGS.policy_hidden is not None else spec.policy_hidden
     overrides = {k: FLAGS[k].value for k in ("cg_iters", "vf_epochs") if FLAGS[k].value is not None}
     cfg = Config(**overrides)
-    policy, value = build_models((obs_dim,), dist, hidden, cfg.value_hidden, True)
+    policy = build_policy((obs_dim,), dist, hidden, True)
+    value = build_value_net(policy, (obs_dim,), cfg.value_hidden)
     sig = batch_signature((obs_dim,), np.float32, dist)
     advantage_fn = make_advantage_fn(value, cfg, sig["obs"])
     learners = {fisher: TRPOLearner(

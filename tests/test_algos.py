@@ -11,7 +11,7 @@ from trpo_tf.methods import update as U
 from trpo_tf.methods.cem import CEM
 from trpo_tf.methods.cma import CMA
 from trpo_tf.methods.weighted_fit import RWRLearner
-from trpo_tf.policies import build_models
+from trpo_tf.policies import build_policy
 
 OBS = tf.TensorSpec((None, 2), tf.float32)
 ACT = tf.TensorSpec((None, 1), tf.float32)
@@ -21,7 +21,7 @@ PER_STEP = tf.TensorSpec((None,), tf.float32)
 def linear_gaussian(seed=0, log_std=-0.5):
     keras.utils.set_random_seed(seed)
     dist = DiagGaussian(1)
-    policy, _ = build_models((2,), dist, (), (4,), normalize_obs=False, init_log_std=log_std)
+    policy = build_policy((2,), dist, (), normalize_obs=False, init_log_std=log_std)
     U.set_flat(policy.mean_variables(), tf.constant([0.4, -0.3, 0.1]))  # kernel [2, 1], bias
     return policy, dist
 
@@ -135,7 +135,7 @@ def test_rwr_moves_the_mean_toward_the_best_action_of_a_one_step_bandit():
     and, the weights favouring actions near 2, shrinks the spread."""
     keras.utils.set_random_seed(0)
     dist = DiagGaussian(1)
-    policy, _ = build_models((1,), dist, (), (4,), normalize_obs=False, init_log_std=0.0)
+    policy = build_policy((1,), dist, (), normalize_obs=False, init_log_std=0.0)
     rwr = RWRLearner(policy, dist, [tf.TensorSpec((None, 1), tf.float32), ACT, PER_STEP],
                      temperature=0.5, epochs=200, learning_rate=0.05)
     rng = np.random.default_rng(0)

@@ -14,7 +14,7 @@ import pytest
 from trpo_tf import envs
 from trpo_tf.config import Config
 from trpo_tf.distributions import Categorical
-from trpo_tf.policies import CNNPolicy, build_models
+from trpo_tf.policies import CNNPolicy, build_policy, build_value_net
 
 
 def test_the_seven_games_resolve_with_their_preprocessing():
@@ -59,7 +59,8 @@ def test_frame_skip_and_life_loss_reach_the_wrappers():
 def test_cnn_architecture_and_parameter_count():
     """Figure 3 (bottom): conv 16 ch stride 2, conv 16 ch stride 2, dense 20, softmax. With
     4x4 filters on 4 x 42 x 42 frames: 42 -> 20 -> 9, so 9 * 9 * 16 = 1296 features."""
-    policy, value = build_models((4, 42, 42), Categorical(6), (20,), (64, 64), True)
+    policy = build_policy((4, 42, 42), Categorical(6), (20,), True)
+    value = build_value_net(policy, (4, 42, 42), (64, 64))
     assert isinstance(policy, CNNPolicy)
     convs = [l for l in policy.net.layers if isinstance(l, keras.layers.Conv2D)]
     dense = [l for l in policy.net.layers if isinstance(l, keras.layers.Dense)]
@@ -149,7 +150,7 @@ def export_pong_policy(directory):
 
     from trpo_tf.run.export import export_policy
 
-    policy, _ = build_models((4, 42, 42), Categorical(6), (20,), (8,), True)
+    policy = build_policy((4, 42, 42), Categorical(6), (20,), True)
     settings = envs.resolve_env("Pong").atari
     return export_policy(policy, policy.dist, tf.TensorSpec((None, 4, 42, 42), tf.uint8),
                          "ALE/Pong-v5", str(directory), dataclasses.asdict(settings))

@@ -7,14 +7,14 @@ import numpy as np
 import tensorflow as tf
 
 from trpo_tf.distributions import Categorical, DiagGaussian
-from trpo_tf.policies import build_models
+from trpo_tf.policies import build_policy
 from trpo_tf.run.export import export_policy, load_policy
 
 
 def test_saved_model_round_trip_gives_the_same_actions(tmp_path):
     for dist, key in ((DiagGaussian(2), "mean"), (Categorical(3), "logits")):
         keras.utils.set_random_seed(0)
-        policy, _ = build_models((4,), dist, (8,), (8,), normalize_obs=True, init_log_std=-1.0)
+        policy = build_policy((4,), dist, (8,), normalize_obs=True, init_log_std=-1.0)
         rng = np.random.default_rng(0)
         policy.normalizer.update(rng.normal(1.0, 3.0, (100, 4)).astype(np.float32))
         obs = rng.normal(1.0, 3.0, (10, 4)).astype(np.float32)
@@ -34,7 +34,7 @@ def test_saved_model_round_trip_gives_the_same_actions(tmp_path):
 
 
 def test_export_replaces_an_old_policy_atomically(tmp_path):
-    policy, _ = build_models((4,), DiagGaussian(1), (), (8,), normalize_obs=False)
+    policy = build_policy((4,), DiagGaussian(1), (), normalize_obs=False)
     spec = tf.TensorSpec((None, 4), tf.float32)
     target = str(tmp_path / "policy")
     export_policy(policy, policy.dist, spec, "A-v0", target)
@@ -44,7 +44,7 @@ def test_export_replaces_an_old_policy_atomically(tmp_path):
 
 
 def test_play_cli_loads_and_runs_an_exported_policy(tmp_path):
-    policy, _ = build_models((4,), DiagGaussian(1), (), (8,), normalize_obs=False)
+    policy = build_policy((4,), DiagGaussian(1), (), normalize_obs=False)
     path = export_policy(policy, policy.dist, tf.TensorSpec((None, 4), tf.float32),
                          "InvertedPendulum-v5", str(tmp_path / "policy"))
     out = subprocess.run([sys.executable, "-m", "trpo_tf.play", f"--policy={path}", "--episodes=2"],

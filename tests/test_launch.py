@@ -113,9 +113,9 @@ def test_play_rejects_an_env_whose_observations_do_not_fit_the_policy(tmp_path):
 
     from trpo_tf.distributions import DiagGaussian
     from trpo_tf.run.export import export_policy
-    from trpo_tf.policies import build_models
+    from trpo_tf.policies import build_policy
 
-    policy, _ = build_models((4,), DiagGaussian(1), (), (8,), normalize_obs=False)
+    policy = build_policy((4,), DiagGaussian(1), (), normalize_obs=False)
     path = export_policy(policy, policy.dist, tf.TensorSpec((None, 4), tf.float32),
                          "InvertedPendulum-v5", str(tmp_path / "policy"))
     out = play(f"--policy={path}", "--env=Hopper")
@@ -150,9 +150,9 @@ def test_tools_refuse_bad_counts_extensions_damaged_models_and_mismatched_action
 
     from trpo_tf.distributions import Categorical
     from trpo_tf.run.export import export_policy
-    from trpo_tf.policies import build_models
+    from trpo_tf.policies import build_policy
 
-    policy, _ = build_models((4,), Categorical(2), (), (8,), normalize_obs=False)
+    policy = build_policy((4,), Categorical(2), (), normalize_obs=False)
     path = export_policy(policy, policy.dist, tf.TensorSpec((None, 4), tf.float32),
                          "CartPole-v1", str(tmp_path / "policy"))
     damaged = tmp_path / "damaged"

@@ -131,13 +131,17 @@ def test_sampler_pickles_of_the_old_layout_still_load():
 def test_a_cem_search_resumes_even_when_the_envs_change(tmp_path):
     """CEM / CMA's sampler state is the search, not the envs: a resume with another
     --num_envs goes on with it (each candidate's episode depends only on its reset seed, drawn
-    by the search), so the run matches one that was never stopped."""
+    by the search), so the run matches one that was never stopped. CEM has no value baseline:
+    its run records no --value_hidden, and a resume with another one is no change."""
+    from trpo_tf.run import outputs
+
     cfg = Config(algo="cem", env="Cartpole", iterations=2, population=6, num_envs=2,
                  eval_every=0, logdir=str(tmp_path / "whole"), quiet=True)
     whole = train.train(cfg)
     split = dataclasses.replace(cfg, logdir=str(tmp_path / "split"))
     first = train.train(dataclasses.replace(split, iterations=1))
-    second = train.train(dataclasses.replace(split, num_envs=3))
+    assert "value_hidden" not in outputs.read_run_record(split.logdir)
+    second = train.train(dataclasses.replace(split, num_envs=3, value_hidden=(7,)))
     for key in ("return_mean", "search_spread", "env_steps"):
         assert [m[key] for m in first + second] == [m[key] for m in whole], key
 

@@ -130,8 +130,7 @@ def test_each_damaged_checkpoint_file_resumes_from_the_newest_intact_one_and_is_
     # TensorBoard: every iteration once (the redone ones keep the values first logged)
     assert event_steps(str(logdir), "Train/EnvSteps") == [1, 2, 3, 4, 5]
     # the rewritten index is readable: a second resume finds nothing to repair
-    again = Checkpointer(str(ckpts), trainer.policy, trainer.value_net,
-                         trainer.value_fitter.optimizer, trainer.value_fitter.rng)
+    again = Checkpointer(str(ckpts), trainer.policy, trainer.method.trackables())
     assert again.restore_latest()[0] == 5 and again.recovery is None
 
 
@@ -164,9 +163,9 @@ def test_when_no_checkpoint_is_intact_the_run_stops_with_one_line_and_changes_no
 def test_a_value_fit_that_diverges_is_rolled_back_and_the_last_good_checkpoint_resumes(tmp_path):
     _, good = run(tmp_path, 2)
     # the nets, Adam's step count and the shuffling RNG: what a skipped iteration must not move
-    nets = lambda: (get_flat(good.policy.variables + good.value_net.variables).numpy(),
-                    int(good.value_fitter.optimizer.iterations.numpy()),
-                    good.value_fitter.rng.state.numpy().tolist())
+    nets = lambda: (get_flat(good.policy.variables + good.method.value_net.variables).numpy(),
+                    int(good.method.value_fitter.optimizer.iterations.numpy()),
+                    good.method.value_fitter.rng.state.numpy().tolist())
     theta = nets()
     # --vf_lr=1e30 is finite, so it passes validation (and is used, not the checkpoint's rate);
     # Adam then overflows: iterations 3, 4 are skipped and rolled back, the 5th stops the run
@@ -175,8 +174,7 @@ def test_a_value_fit_that_diverges_is_rolled_back_and_the_last_good_checkpoint_r
         run(tmp_path, 8, vf_lr=1e30)
     history, trainer = run(tmp_path, 6)  # sane flags: goes on from iteration 4
     assert [m["env_steps"] for m in history] == [2000, 2400]
-    restored = Checkpointer(str(tmp_path / "checkpoints"), good.policy, good.value_net,
-                            good.value_fitter.optimizer, good.value_fitter.rng)
+    restored = Checkpointer(str(tmp_path / "checkpoints"), good.policy, good.method.trackables())
     restored.try_restore(4, expect_sampler=False)  # the skipped iterations changed nothing
     after = nets()
     np.testing.assert_array_equal(after[0], theta[0])
@@ -185,8 +183,8 @@ def test_a_value_fit_that_diverges_is_rolled_back_and_the_last_good_checkpoint_r
 
 def test_a_checkpoint_with_non_finite_values_is_never_written(tmp_path):
     history, trainer = run(tmp_path, 1)
-    trainer.value_net.trainable_variables[0].assign(
-        tf.fill(trainer.value_net.trainable_variables[0].shape, np.nan))
+    trainer.method.value_net.trainable_variables[0].assign(
+        tf.fill(trainer.method.value_net.trainable_variables[0].shape, np.nan))
     with pytest.raises(CheckpointError, match="non-finite values .* not checkpointed"):
         trainer.checkpointer.save(2, 800, [], None)
     assert not glob.glob(str(tmp_path / "checkpoints" / "ckpt-2*"))
@@ -208,8 +206,7 @@ def test_a_full_disk_during_a_checkpoint_is_one_error_and_leaves_the_previous_in
         trainer.checkpointer.save(2, 800, [], trainer.sampler.state())
     assert not glob.glob(str(ckpts / "*_temp*")) and not glob.glob(str(ckpts / "*-2.*"))
     monkeypatch.setattr(tf.train.CheckpointManager, "save", real_save)
-    again = Checkpointer(str(ckpts), trainer.policy, trainer.value_net,
-                         trainer.value_fitter.optimizer, trainer.value_fitter.rng)
+    again = Checkpointer(str(ckpts), trainer.policy, trainer.method.trackables())
     assert again.restore_latest()[0] == 1 and again.recovery is None
 
 

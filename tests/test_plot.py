@@ -96,9 +96,9 @@ def test_npg_sweep_stops_on_ctrl_c_then_trains_each_step_names_the_best_and_rere
 def test_play_records_a_video_whose_replay_is_the_episode_played(tmp_path):
     from trpo_tf.distributions import DiagGaussian
     from trpo_tf.run.export import export_policy
-    from trpo_tf.policies import build_models
+    from trpo_tf.policies import build_policy
 
-    policy, _ = build_models((4,), DiagGaussian(1), (), (8,), normalize_obs=False)
+    policy = build_policy((4,), DiagGaussian(1), (), normalize_obs=False)
     export_policy(policy, policy.dist, tf.TensorSpec((None, 4), tf.float32),
                   "InvertedPendulum-v5", str(tmp_path / "policy"))
     video = tmp_path / "episode.mp4"

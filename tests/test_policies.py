@@ -4,14 +4,14 @@ import pytest
 
 from trpo_tf import envs
 from trpo_tf.distributions import Categorical, DiagGaussian, for_action_space
-from trpo_tf.policies import build_models
+from trpo_tf.policies import build_policy, build_value_net
 
 
 def test_cartpole_linear_policy_has_exactly_six_parameters():
     env = envs.make_env(envs.resolve_env("Cartpole"))
     dist = for_action_space(env.action_space)
-    policy, _ = build_models(env.observation_space.shape, dist, envs.SHORT_NAMES["Cartpole"].policy_hidden,
-                             (8,), normalize_obs=True)
+    policy = build_policy(env.observation_space.shape, dist,
+                          envs.SHORT_NAMES["Cartpole"].policy_hidden, normalize_obs=True)
     shapes = sorted(tuple(v.shape) for v in policy.trainable_variables)
     assert shapes == [(1,), (1,), (4, 1)]  # bias, log-std, 4 weights: the paper's 6 parameters
     assert sum(int(np.prod(s)) for s in shapes) == 6
@@ -22,7 +22,7 @@ def test_cartpole_linear_policy_has_exactly_six_parameters():
                                          (DiagGaussian(1), ())])
 def test_numpy_fast_path_equals_keras_model(dist, hidden):
     keras.utils.set_random_seed(0)
-    policy, _ = build_models((5,), dist, hidden, (8,), normalize_obs=True, init_log_std=-0.5)
+    policy = build_policy((5,), dist, hidden, normalize_obs=True, init_log_std=-0.5)
     rng = np.random.default_rng(0)
     policy.normalizer.update(rng.normal(3.0, 2.0, (500, 5)).astype(np.float32))
     for layer in policy.mlp.layers:  # move off the tiny output init
@@ -32,7 +32,7 @@ def test_numpy_fast_path_equals_keras_model(dist, hidden):
 
 
 def test_normalizer_running_moments_equal_moments_of_all_data():
-    _, value = build_models((3,), DiagGaussian(1), (), (4,), normalize_obs=True)
+    value = build_value_net(build_policy((3,), DiagGaussian(1), (), normalize_obs=True), (3,), (4,))
     norm = value.normalizer
     rng = np.random.default_rng(1)
     chunks = [rng.normal(i, 1 + i, (n, 3)).astype(np.float32) for i, n in enumerate((100, 7, 250))]

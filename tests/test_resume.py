@@ -20,7 +20,7 @@ def final_params(cfg):
     trainer = Trainer(cfg)
     try:
         trainer.run()
-        variables = trainer.policy.variables + trainer.value_net.variables
+        variables = trainer.policy.variables + trainer.method.value_net.variables
         return get_flat(variables).numpy()
     finally:
         trainer.close()

@@ -38,7 +38,7 @@ def test_graphs_trace_once_and_summaries_and_checkpoints_are_written(tmp_path):
     trainer = Trainer(cfg)
     try:
         trainer.run()
-        assert trainer.method.learner.trace_count == 1 and trainer.value_fitter.trace_count == 1
+        assert trainer.method.learner.trace_count == 1 and trainer.method.value_fitter.trace_count == 1
         assert trainer.method.advantage_fn.experimental_get_tracing_count() == 1
     finally:
         trainer.close()
@@ -69,7 +69,7 @@ def test_same_seed_same_parameters(tmp_path):
                                  logdir=str(tmp_path / sub), quiet=True, seed=5))
         try:
             trainer.run()
-            return get_flat(trainer.policy.trainable_variables + trainer.value_net.trainable_variables).numpy()
+            return get_flat(trainer.policy.trainable_variables + trainer.method.value_net.trainable_variables).numpy()
         finally:
             trainer.close()
 

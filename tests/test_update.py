@@ -5,12 +5,12 @@ import tensorflow as tf
 
 from trpo_tf.distributions import Bernoulli, Categorical, DiagGaussian, MultiCategorical
 from trpo_tf.methods import update as U
-from trpo_tf.policies import build_models
+from trpo_tf.policies import build_policy
 
 
 def small_policy(dist, obs_dim=3, hidden=(5,), seed=0):
     keras.utils.set_random_seed(seed)
-    policy, _ = build_models((obs_dim,), dist, hidden, (4,), normalize_obs=False, init_log_std=-0.3)
+    policy = build_policy((obs_dim,), dist, hidden, normalize_obs=False, init_log_std=-0.3)
     return policy
 
 
@@ -91,7 +91,7 @@ def test_fisher_vector_products_equal_explicit_kl_hessian_and_finite_differences
 def test_fisher_vector_product_of_the_atari_cnn_equals_double_backprop():
     dist = Categorical(4)
     keras.utils.set_random_seed(0)
-    policy, _ = build_models((2, 16, 16), dist, (8,), (4,), normalize_obs=False)
+    policy = build_policy((2, 16, 16), dist, (8,), normalize_obs=False)
     perturb(policy, 0.3, seed=1)
     variables = policy.trainable_variables
     rng = np.random.default_rng(2)

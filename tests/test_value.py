@@ -5,12 +5,13 @@ import tensorflow as tf
 
 from trpo_tf.distributions import Categorical, DiagGaussian
 from trpo_tf.pipeline.value import ValueFitter
-from trpo_tf.policies import build_models
+from trpo_tf.policies import build_policy, build_value_net
 
 
 def test_value_fit_learns_a_known_function_and_traces_once():
     keras.utils.set_random_seed(0)
-    _, value = build_models((2,), DiagGaussian(1), (), (32, 32), normalize_obs=False)
+    value = build_value_net(build_policy((2,), DiagGaussian(1), (), normalize_obs=False), (2,),
+                            (32, 32))
     fitter = ValueFitter(value, tf.TensorSpec((None, 2), tf.float32), 3e-3, epochs=20, minibatch=128)
     rng = np.random.default_rng(0)
     for n in (1000, 777):
@@ -37,7 +38,8 @@ def test_one_epoch_equals_plain_adam_steps_over_the_same_shuffle(obs_shape):
     nets = []
     for _ in range(2):
         keras.utils.set_random_seed(0)
-        nets.append(build_models(obs_shape, Categorical(3), (8,), (16,), normalize_obs=False)[1])
+        policy = build_policy(obs_shape, Categorical(3), (8,), normalize_obs=False)
+        nets.append(build_value_net(policy, obs_shape, (16,)))
     fitter = ValueFitter(nets[0], tf.TensorSpec((None,) + obs_shape, spec), 1e-2, epochs=1,
                          minibatch=minibatch, seed=7)
     fitter.fit(obs, targets)

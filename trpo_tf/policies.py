@@ -200,22 +200,31 @@ class ValueNet(keras.Model):
         return self.mlp(x)[:, 0]
 
 
-def build_models(obs_shape, dist, policy_hidden, value_hidden, normalize_obs, init_log_std=0.0):
-    """The policy and value nets, built (variables created): MLPs sharing one normaliser for
-    vector observations; CNNs for stacked frames [frames, H, W] (Atari)."""
+def build_policy(obs_shape, dist, policy_hidden, normalize_obs, init_log_std=0.0):
+    """The policy, built (variables created): an MLP behind a running observation normaliser
+    for vector observations; a CNN for stacked frames [frames, H, W] (Atari)."""
     obs_shape = tuple(obs_shape)
     if len(obs_shape) == 3:
         policy = CNNPolicy(dist, obs_shape, tuple(policy_hidden))
-        value = ValueNet(None, tuple(value_hidden), pixels=True)
-        dummy = np.zeros((1,) + obs_shape, np.uint8)
     elif len(obs_shape) == 1:
         normalizer = ObsNormalizer(obs_shape[0], enabled=normalize_obs)
         policy = MLPPolicy(dist, normalizer, tuple(policy_hidden), init_log_std)
-        value = ValueNet(normalizer, tuple(value_hidden))
-        dummy = np.zeros((1,) + obs_shape, np.float32)
     else:
         raise ValueError(f"unsupported observation shape {obs_shape}: trpo_tf takes vectors or "
                          "stacked frames [frames, height, width]")
-    policy(dummy)
-    value(dummy)
-    return policy, value
+    policy(dummy_observations(obs_shape))
+    return policy
+
+
+def build_value_net(policy, obs_shape, value_hidden):
+    """V(s) for `policy`'s observations, built: an MLP sharing the policy's normaliser, or a
+    CNN of the policy's shape (frames)."""
+    obs_shape = tuple(obs_shape)
+    value = ValueNet(policy.normalizer, tuple(value_hidden), pixels=len(obs_shape) == 3)
+    value(dummy_observations(obs_shape))
+    return value
+
+
+def dummy_observations(obs_shape):
+    """One zero observation, as the nets take it (uint8 frames, float32 vectors)."""
+    return np.zeros((1,) + tuple(obs_shape), np.uint8 if len(obs_shape) == 3 else np.float32)

@@ -22,14 +22,12 @@ POLICY_STEP_FAULT = "gradient, Fisher-vector products or CG solution"
 @dataclasses.dataclass
 class RunParts:
     """What a run builds before its method: the env group and spec, the action distribution,
-    the policy and value models with the value fitter, the run's seed streams and the spec of
-    a batch of observations."""
+    the policy, the run's seed streams and the spec of a batch of observations. Anything else
+    (a value baseline, optimisers) the method builds and owns (`trackables`)."""
     spec: object
     envs: object
     dist: object
     policy: object
-    value_net: object
-    value_fitter: object
     seeds: dict
     obs_spec: object
 
@@ -50,6 +48,13 @@ class Method:
     def check_env(cls, spec):
         """An EnvError if the method cannot run on `spec` (checked before TensorFlow loads)."""
         del spec
+
+    @classmethod
+    def recorded_settings(cls, cfg):
+        """{setting: value} that shape what the method checkpoints, beyond the run's policy
+        and envs: kept in the run record, so a resume with other values is refused."""
+        del cfg
+        return {}
 
     @classmethod
     def batch_states(cls, cfg):
@@ -111,9 +116,10 @@ class Method:
         return {}
 
     def trackables(self):
-        """{name: optimizer, model or tf.random.Generator} the method owns beside the run's
-        policy and value net (PPO's Adam and minibatch RNG): checkpointed under these names and
-        rolled back with the run's variables when an iteration is skipped."""
+        """{name: model, optimizer or tf.random.Generator} the method owns beside the run's
+        policy (the value baseline and its fit's Adam and RNG; PPO's Adam and minibatch RNG):
+        checkpointed under these names and rolled back with the policy when an iteration is
+        skipped."""
         return {}
 
     def load_state(self, saved):
@@ -210,16 +216,37 @@ class AdvantageMethod(SinglePathMethod):
     """Advantages and value targets (eq. 14-15's A, GAE or Monte Carlo Q; the value net read
     with the statistics it was fitted with) -> the normaliser takes in the batch -> the
     learner's step on (obs, actions, advantages, the sampling policy's parameters) -> the value
-    fit, with the statistics it will be read with at the next iteration."""
+    fit, with the statistics it will be read with at the next iteration. The value net and
+    its fit are the method's own."""
     advantage_settings = {}  # settings this method overrides for its advantages (RWR: Q-hat)
+
+    @classmethod
+    def recorded_settings(cls, cfg):
+        return {"value_hidden": list(cfg.value_hidden)}
 
     def __init__(self, cfg, parts):
         super().__init__(cfg, parts)
+        from trpo_tf import seeding
         from trpo_tf.pipeline.advantages import make_advantage_fn
+        from trpo_tf.pipeline.value import ValueFitter
+        from trpo_tf.policies import build_value_net
 
+        self.value_net = build_value_net(parts.policy, parts.envs.observation_space.shape,
+                                         cfg.value_hidden)
+        self.value_fitter = ValueFitter(
+            self.value_net, parts.obs_spec, cfg.vf_lr, cfg.vf_epochs, cfg.vf_minibatch,
+            seeding.int_seed(parts.seeds["value_shuffle"]))
         self.advantage_fn = make_advantage_fn(
-            parts.value_net, dataclasses.replace(cfg, **self.advantage_settings), parts.obs_spec)
+            self.value_net, dataclasses.replace(cfg, **self.advantage_settings), parts.obs_spec)
         self.learner = self.make_learner()
+
+    def trackables(self):
+        return {"value": self.value_net, "value_optimizer": self.value_fitter.optimizer,
+                "value_rng": self.value_fitter.rng}
+
+    def load_state(self, saved):
+        super().load_state(saved)
+        self.value_fitter.optimizer.learning_rate = self.cfg.vf_lr  # a flag, not checkpoint state
 
     def make_learner(self):
         """An object whose traced .step(obs, actions, advantages[, sampling policy's params
@@ -240,7 +267,7 @@ class AdvantageMethod(SinglePathMethod):
         if metrics is None:
             return None, POLICY_STEP_FAULT
         t2 = time.perf_counter()
-        vf = self.parts.value_fitter.fit(batch["obs"], targets)
+        vf = self.value_fitter.fit(batch["obs"], targets)
         metrics.update(
             explained_variance=float(ev), value_loss_before=float(vf["loss_before"]),
             value_loss_after=float(vf["loss_after"]), time_advantage=t1 - t0,

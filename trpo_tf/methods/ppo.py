@@ -117,7 +117,8 @@ class PPO(AdvantageMethod):
                           behaviour_params=moves)
 
     def trackables(self):
-        return {"ppo_optimizer": self.learner.optimizer, "ppo_rng": self.learner.rng}
+        return {**super().trackables(), "ppo_optimizer": self.learner.optimizer,
+                "ppo_rng": self.learner.rng}
 
     def progress(self, m):
         return f"kl {m.get('kl', float('nan')):.4f} clip {m.get('clip_fraction', 0.0):.2f}"

@@ -1,7 +1,8 @@
-"""tf.train.Checkpoint + CheckpointManager: policy, value net, normaliser statistics (inside
-both nets), the value optimiser and its shuffling RNG, the iteration / env-step counters,
-the metrics of the iterations since the previous checkpoint (so TensorBoard can be filled in
-after a kill), and beside it a pickle of the sampler's state where the envs can be saved.
+"""tf.train.Checkpoint + CheckpointManager: the policy (its normaliser statistics inside), what
+the method owns (the value net, its optimiser and shuffling RNG, PPO's Adam ...), the
+iteration / env-step counters, the metrics of the iterations since the previous checkpoint
+(so TensorBoard can be filled in after a kill), and beside it a pickle of the sampler's state
+where the envs can be saved.
 
 Nothing in the checkpoint directory is overwritten or lost by the tool:
 - a checkpoint is written only if every variable in it is finite;
@@ -50,22 +51,20 @@ def variables_of(trackable):
 
 
 class Checkpointer:
-    def __init__(self, directory, policy, value_net, value_optimizer, value_rng, max_to_keep=3,
-                 method_trackables=None):
-        """`method_trackables`: {name: object} the method owns (Method.trackables), saved under
-        those names beside the run's own objects."""
-        owned = dict(method_trackables or {})
+    def __init__(self, directory, policy, method_trackables, max_to_keep=3):
+        """The policy and what the method owns (`method_trackables`, Method.trackables: the
+        value net, optimisers, RNGs), saved under their names beside the counters."""
         self.directory = directory
         self.max_to_keep = max_to_keep
         self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.env_steps = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.metrics = tf.Variable("[]", dtype=tf.string, trainable=False)
         self.checkpoint = tf.train.Checkpoint(
-            policy=policy, value=value_net, value_optimizer=value_optimizer, value_rng=value_rng,
-            iteration=self.iteration, env_steps=self.env_steps, metrics=self.metrics, **owned)
+            policy=policy, iteration=self.iteration, env_steps=self.env_steps,
+            metrics=self.metrics, **method_trackables)
         # everything an update may change: a faulty iteration is rolled back over these
-        self.state_variables = [v for t in (policy, value_net, value_optimizer, value_rng,
-                                            *owned.values()) for v in variables_of(t)]
+        self.state_variables = [v for t in (policy, *method_trackables.values())
+                                for v in variables_of(t)]
         self._manager = None
         self.recovery = None  # the line to print when resume skipped damaged checkpoints
 

@@ -70,9 +70,9 @@ class ShareSampler:
         spec = envs.resolve_env(cfg.env, cfg.atari)
         _, self.envs = method.make_envs(cfg, spec, seeds)
         dist = distributions.for_action_space(self.envs.action_space)
-        self.policy, _ = policies.build_models(
-            self.envs.observation_space.shape, dist, cfg.policy_sizes(spec), cfg.value_hidden,
-            cfg.normalize_obs, cfg.init_log_std)
+        self.policy = policies.build_policy(self.envs.observation_space.shape, dist,
+                                            cfg.policy_sizes(spec), cfg.normalize_obs,
+                                            cfg.init_log_std)
         self.sampler = method.make_sampler(method.share(cfg, worker, workers), self.envs, dist,
                                            seeds, self.policy)
 

@@ -18,7 +18,6 @@ from trpo_tf import distributions, envs, methods, pipeline, policies, seeding
 from trpo_tf.cli import StopOnSignal
 from trpo_tf.errors import ConfigError, EnvStepError, TrainingFault
 from trpo_tf.methods.base import RunParts
-from trpo_tf.pipeline.value import ValueFitter
 from trpo_tf.run import outputs, summaries
 from trpo_tf.run.checkpoint import Checkpointer
 from trpo_tf.run.evaluate import Evaluator
@@ -91,29 +90,23 @@ class Trainer:
         self.check_batch_fits_in_memory(obs_space, *method.batch_states(cfg))
         hidden = cfg.policy_sizes(self.spec)
         self.record = {"env": self.spec.gym_id, "algo": cfg.algo, "sampler": cfg.sampler,
-                       "seed": cfg.seed,
-                       "policy_hidden": list(hidden), "value_hidden": list(cfg.value_hidden),
+                       "seed": cfg.seed, "policy_hidden": list(hidden),
                        "normalize_obs": cfg.normalize_obs, "observation_shape": list(obs_space.shape),
                        "num_envs": cfg.num_envs, "env_backend": self.backend,
-                       "max_path_length": cfg.max_path_length, "workers": cfg.workers}
-        self.policy, self.value_net = policies.build_models(
-            obs_space.shape, self.dist, hidden, cfg.value_hidden, cfg.normalize_obs,
-            cfg.init_log_std)
+                       "max_path_length": cfg.max_path_length, "workers": cfg.workers,
+                       **method.recorded_settings(cfg)}
+        self.policy = policies.build_policy(obs_space.shape, self.dist, hidden, cfg.normalize_obs,
+                                            cfg.init_log_std)
         self.obs_spec = pipeline.observation_spec(obs_space.shape, batch_obs_dtype(obs_space))
-        self.value_fitter = ValueFitter(
-            self.value_net, self.obs_spec, cfg.vf_lr, cfg.vf_epochs, cfg.vf_minibatch,
-            seeding.int_seed(seeds["value_shuffle"]))
-        self.method = method(cfg, RunParts(self.spec, self.envs, self.dist, self.policy,
-                                           self.value_net, self.value_fitter, seeds, self.obs_spec))
+        self.method = method(cfg, RunParts(self.spec, self.envs, self.dist, self.policy, seeds,
+                                           self.obs_spec))
         self.remote = None  # --workers: the Ray workers sample the method's batches
         self.sampler = self.method.sampler
         self.stream = pipeline.BatchStream(
             lambda: self.sampler.sample(self.policy.numpy_fn()), self.method.signature)
         self.tags = {**summaries.TAGS, **method.tags}
-        self.checkpointer = Checkpointer(
-            os.path.join(cfg.logdir, "checkpoints"), self.policy, self.value_net,
-            self.value_fitter.optimizer, self.value_fitter.rng,
-            method_trackables=self.method.trackables())
+        self.checkpointer = Checkpointer(os.path.join(cfg.logdir, "checkpoints"), self.policy,
+                                         self.method.trackables())
         # checked before the writer opens: a run that cannot resume here writes nothing
         self.sampler_changes_since_last_run = self.sampler_changes() if cfg.resume == "auto" else []
         self.evaluator = (Evaluator(self.spec, self.dist, cfg.eval_episodes, seeds["evaluation"],
@@ -170,7 +163,6 @@ class Trainer:
         """Restore the last checkpoint (if any): (iterations done, env steps done)."""
         changes = self.sampler_changes_since_last_run
         start, env_steps, pending, sampler_state = self.checkpointer.restore_latest()
-        self.value_fitter.optimizer.learning_rate = self.cfg.vf_lr  # a flag, not checkpoint state
         self._resumed = start > 0
         if self.checkpointer.recovery:
             self.log(self.checkpointer.recovery)
