@@ -18,9 +18,9 @@ the terminal mid-run. Real errors still reach the user: TensorFlow raises them a
 exceptions, and fatal lines are never held.
 """
 import ctypes
-import mmap
 import importlib.abc
 import importlib.util
+import mmap
 import os
 import re
 import signal

@@ -4,9 +4,10 @@ policy-gradient methods share (`SinglePathMethod`, `AdvantageMethod`).
 A method states what it samples with (`make_sampler`, `signature`, `backend`, `share` and
 `sample_on` for Ray workers), what it does with one batch (`update` -> metrics, or the
 non-finite quantity that made it skip), what it keeps across a resume and a skipped iteration
-(`state` / `load_state`, and the TensorFlow objects it owns: `trackables`), the memory a batch needs (`batch_states`), and its parts of the
-header, the progress line and TensorBoard (`sampling_line`, `progress`, `tags`). The loop in
-run/train.py asks it these and never which method it is.
+(`state` / `load_state`, and the TensorFlow objects it owns: `trackables`), the memory a
+batch needs (`batch_states`), and its parts of the header, the progress line and TensorBoard
+(`sampling_line`, `progress`, `tags`). The loop in run/train.py asks it these and never which
+method it is.
 
 Modules here load no TensorFlow when imported (their settings are read before it starts);
 what needs it is imported where the method is built.
@@ -139,11 +140,15 @@ def normalizer_moves(policy):
     return policy.normalizer is not None and policy.normalizer.enabled
 
 
-def behaviour_spec(dist):
-    """The TensorSpec of the sampling policy's parameters on a batch of states."""
+def behaviour_specs(parts, states=1):
+    """The TensorSpecs of the sampling policy's parameters on `states` sets of states, which a
+    learner takes as its last inputs where the normaliser moves (update_normalizer gives
+    them); [] where it never does."""
     import tensorflow as tf
 
-    return tf.TensorSpec((None, dist.param_dim), tf.float32)
+    if not normalizer_moves(parts.policy):
+        return []
+    return [tf.TensorSpec((None, parts.dist.param_dim), tf.float32)] * states
 
 
 def update_normalizer(policy, *states):
@@ -249,8 +254,8 @@ class AdvantageMethod(SinglePathMethod):
         self.value_fitter.optimizer.learning_rate = self.cfg.vf_lr  # a flag, not checkpoint state
 
     def make_learner(self):
-        """An object whose traced .step(obs, actions, advantages[, sampling policy's params
-        if normalizer_moves]) returns the update's metrics (with "fault")."""
+        """An object whose traced .step(obs, actions, advantages[, sampling policy's params:
+        behaviour_specs]) returns the update's metrics (with "fault")."""
         raise NotImplementedError
 
     def improve(self, batch, rew):

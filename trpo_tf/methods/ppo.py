@@ -39,17 +39,16 @@ class PPOLearner:
     """`.step(obs, actions, advantages[, behaviour])`: --ppo_epochs passes of minibatch Adam
     ascent on eq. 7, traced once per run. pi_old is the policy that sampled the batch: its
     parameters `behaviour` where the observation normaliser has since taken in the batch
-    (`behaviour_params`), else the policy's own before the first step."""
+    (input_specs end with their spec: behaviour_specs), else the policy's own before the first
+    step."""
 
-    def __init__(self, policy, dist, input_specs, clip, epochs, minibatch, learning_rate, seed,
-                 behaviour_params=False):
+    def __init__(self, policy, dist, input_specs, clip, epochs, minibatch, learning_rate, seed):
         import keras
         import tensorflow as tf
 
         self.policy, self.dist = policy, dist
         self.variables = policy.trainable_variables
         self.clip, self.epochs, self.minibatch = clip, epochs, minibatch
-        self.behaviour_params = behaviour_params
         self.optimizer = keras.optimizers.Adam(learning_rate)
         self.optimizer.build(self.variables)
         self.rng = tf.random.Generator.from_seed(seed)
@@ -72,7 +71,7 @@ class PPOLearner:
 
         self.trace_count += 1  # Python side effect: runs only while tracing
         dist, policy = self.dist, self.policy
-        old_params = behaviour[0] if self.behaviour_params else tf.stop_gradient(policy(obs))
+        old_params = behaviour[0] if behaviour else tf.stop_gradient(policy(obs))
         old_log_prob = dist.log_prob(old_params, actions)
         theta_old = get_flat(self.variables)
         before = clipped_surrogate(dist, old_params, actions, old_log_prob, advantages, self.clip)
@@ -107,14 +106,12 @@ class PPO(AdvantageMethod):
 
     def make_learner(self):
         from trpo_tf import seeding
-        from trpo_tf.methods.base import behaviour_spec, normalizer_moves
+        from trpo_tf.methods.base import behaviour_specs
 
         cfg, sig, parts = self.cfg, self.signature, self.parts
-        moves = normalizer_moves(parts.policy)
-        specs = [parts.obs_spec, sig["act"], sig["rew"]] + ([behaviour_spec(parts.dist)] if moves else [])
+        specs = [parts.obs_spec, sig["act"], sig["rew"], *behaviour_specs(parts)]
         return PPOLearner(parts.policy, parts.dist, specs, cfg.ppo_clip, cfg.ppo_epochs,
-                          cfg.ppo_minibatch, cfg.ppo_lr, seeding.int_seed(parts.seeds["method"]),
-                          behaviour_params=moves)
+                          cfg.ppo_minibatch, cfg.ppo_lr, seeding.int_seed(parts.seeds["method"]))
 
     def trackables(self):
         return {**super().trackables(), "ppo_optimizer": self.learner.optimizer,

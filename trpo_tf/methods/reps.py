@@ -60,7 +60,7 @@ import time
 
 import numpy as np
 
-from trpo_tf.methods.base import (NAN, POLICY_STEP_FAULT, SinglePathMethod, normalizer_moves,
+from trpo_tf.methods.base import (NAN, POLICY_STEP_FAULT, SinglePathMethod, behaviour_specs,
                                   policy_step, update_normalizer)
 from trpo_tf.settings import at_least, declare, positive
 
@@ -214,8 +214,9 @@ class REPS(SinglePathMethod):
         sig = self.signature
         self.initial_states = InitialStates(shape[0])
         self.learner = WeightedMaxLikelihood(
-            parts.policy, parts.dist, [parts.obs_spec, sig["act"], sig["rew"]], cfg.reps_epochs,
-            cfg.reps_lr, "reps", normalizer_moves(parts.policy))
+            parts.policy, parts.dist,
+            [parts.obs_spec, sig["act"], sig["rew"], *behaviour_specs(parts)], cfg.reps_epochs,
+            cfg.reps_lr, "reps")
 
     def progress(self, m):
         return f"kl {m.get('kl', NAN):.4f} eta {m.get('reps_eta', NAN):.3g}"

@@ -20,10 +20,10 @@ class RWR(AdvantageMethod):
     tags = {"rwr_effective_samples": "RWR/EffectiveSamples"}
 
     def make_learner(self):
-        from trpo_tf.methods.base import normalizer_moves
+        from trpo_tf.methods.base import behaviour_specs
         from trpo_tf.methods.weighted_fit import RWRLearner
 
-        cfg, sig = self.cfg, self.signature
-        return RWRLearner(self.parts.policy, self.parts.dist,
-                          [self.parts.obs_spec, sig["act"], sig["rew"]], cfg.rwr_temperature,
-                          cfg.rwr_epochs, cfg.rwr_lr, normalizer_moves(self.parts.policy))
+        cfg, sig, parts = self.cfg, self.signature, self.parts
+        return RWRLearner(parts.policy, parts.dist,
+                          [parts.obs_spec, sig["act"], sig["rew"], *behaviour_specs(parts)],
+                          cfg.rwr_temperature, cfg.rwr_epochs, cfg.rwr_lr)

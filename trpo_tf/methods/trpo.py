@@ -25,15 +25,13 @@ def trpo_learner(cfg, parts, gain, input_specs, **options):
     """TRPOLearner with the run's trust-region settings; `options` swap one piece (update.py).
     With a moving normaliser it takes the sampling policy's parameters on the batch (and on
     the KL states) last."""
-    from trpo_tf.methods.base import behaviour_spec, normalizer_moves
+    from trpo_tf.methods.base import behaviour_specs
     from trpo_tf.methods.update import TRPOLearner
 
-    moves = normalizer_moves(parts.policy)
-    if moves:
-        input_specs = input_specs + [behaviour_spec(parts.dist)] * (1 + options.get("kl_states", 0))
-    return TRPOLearner(parts.policy, parts.dist, gain, input_specs, cfg.max_kl, cfg.cg_iters,
-                       cfg.cg_damping, cfg.fvp_subsample, cfg.ls_shrink, cfg.ls_max_backtracks,
-                       behaviour_params=moves, **options)
+    behaviour = behaviour_specs(parts, 1 + options.get("kl_states", 0))
+    return TRPOLearner(parts.policy, parts.dist, gain, input_specs + behaviour, cfg.max_kl,
+                       cfg.cg_iters, cfg.cg_damping, cfg.fvp_subsample, cfg.ls_shrink,
+                       cfg.ls_max_backtracks, behaviour_params=bool(behaviour), **options)
 
 
 class TRPO(AdvantageMethod):

@@ -24,20 +24,16 @@ def rwr_weights(returns, temperature):
 class WeightedMaxLikelihood:
     """`.step(obs, actions, weights[, the sampling policy's params])`: the refit on
     non-negative per-sample weights; its KL is measured from the sampling policy when given
-    (behaviour_params: the normaliser took in the batch before the fit)."""
+    (input_specs end with their spec, behaviour_specs: the normaliser took in the batch before
+    the fit)."""
 
-    def __init__(self, policy, dist, input_specs, epochs, learning_rate, name,
-                 behaviour_params=False):
+    def __init__(self, policy, dist, input_specs, epochs, learning_rate, name):
         self.policy, self.dist = policy, dist
         self.variables = policy.trainable_variables
         self.epochs, self.name = epochs, name
         self.optimizer = keras.optimizers.Adam(learning_rate)
         self.optimizer.build(self.variables)
         self.trace_count = 0
-        if behaviour_params:
-            from trpo_tf.methods.base import behaviour_spec
-
-            input_specs = list(input_specs) + [behaviour_spec(dist)]
         self.step = tf.function(self._step, input_signature=list(input_specs))
 
     def sample_weights(self, data):
@@ -82,11 +78,9 @@ class WeightedMaxLikelihood:
 class RWRLearner(WeightedMaxLikelihood):
     """RWR's M-step: `.step(obs, actions, returns)` weights the samples by rwr_weights."""
 
-    def __init__(self, policy, dist, input_specs, temperature, epochs, learning_rate,
-                 behaviour_params=False):
+    def __init__(self, policy, dist, input_specs, temperature, epochs, learning_rate):
         self.temperature = temperature
-        super().__init__(policy, dist, input_specs, epochs, learning_rate, "rwr",
-                         behaviour_params)
+        super().__init__(policy, dist, input_specs, epochs, learning_rate, "rwr")
 
     def sample_weights(self, data):
         return rwr_weights(data, self.temperature)
