@@ -63,6 +63,11 @@ declare(ENVS, "env_backend", "auto",
         choices=("auto", "envpool", "gymnasium"))
 declare(ENVS, "env_threads", 0, "EnvPool worker threads; 0 = min(num_envs, CPU cores).",
         check=at_least(0), rule=">= 0")
+declare(ENVS, "action_masks", "auto",
+        "auto: where the env gives action masks (gymnasium's info['action_mask'] or an "
+        "action_masks() method; Discrete / MultiDiscrete actions, gymnasium backend), illegal "
+        "actions get probability 0 in sampling, the update, evaluation and the export; off: "
+        "the masks are ignored.", choices=("auto", "off"))
 declare(ENVS, "max_path_length", 0,
         "Truncate paths at this length (bootstrapped, not terminal); 0 = the env's own limit.",
         check=at_least(0), rule=">= 0, 0 meaning the env's limit")

@@ -12,17 +12,41 @@ the policy's weights is mean_n J_n^T M_n J_n (section 6's analytic FIM; methods/
 also says what one action is (`act_shape`, `act_dtype`: what the batch and the pipeline
 carry) and what its policy head outputs (`head_dim`: the Gaussian's log-std is a free
 vector beside the network, appendix D).
+
+Action masks (categorical families, `maskable`): a bool mask of the params' shape, False on
+illegal actions, is applied to the logits by `masked_logits` before anything reads them, so
+the log-probability, KL, entropy, Fisher product and sampling of the masked distribution are
+those of the unmasked functions on the masked logits.
 """
 import math
 
 import numpy as np
 import tensorflow as tf
 
+# An illegal action's logit: exp(MASKED_LOGIT - any realistic logit) is exactly 0 in float32,
+# and it is finite, so log-probabilities, KL, entropy and their gradients meet no inf - inf
+# or 0 * inf (the illegal terms are 0 * finite = 0); a legal logit would need to be below
+# -1e9 to be confused with it.
+MASKED_LOGIT = -1e9
+
+
+def masked_logits(logits, mask):
+    """The logits with the illegal actions' (mask False) set to MASKED_LOGIT: softmax gives
+    them probability 0 and renormalises over the legal ones, so the KL of two masked
+    distributions is over the legal actions; its gradient is 0 on the illegal logits. mask
+    None: the logits as they are. NumPy (the sampler) or TensorFlow (the update, the export)
+    alike; MultiDiscrete masks are the heads' masks concatenated, like its logits."""
+    if mask is None:
+        return logits
+    where = np.where if isinstance(logits, np.ndarray) else tf.where
+    return where(mask, logits, np.float32(MASKED_LOGIT))
+
 
 class DiagGaussian:
     """N(mean, diag(exp(log_std)^2)); appendix D: log_std is a state-independent vector r."""
 
     discrete = False
+    maskable = False
     act_dtype = np.float32
 
     def __init__(self, act_dim):
@@ -88,6 +112,7 @@ class Categorical:
     """Softmax over `num_actions` logits (the Atari policy of section 8.2)."""
 
     discrete = True
+    maskable = True
     act_dtype = np.int32
     act_shape = ()
 
@@ -137,6 +162,7 @@ class MultiCategorical:
     probability, KL and entropy of the joint are the sums over heads."""
 
     discrete = True
+    maskable = True
     act_dtype = np.int32
 
     def __init__(self, nvec):
@@ -191,6 +217,7 @@ class Bernoulli:
     """Independent bits of a MultiBinary action, bit i on with probability sigmoid(logit_i)."""
 
     discrete = True
+    maskable = False
     act_dtype = np.int32
 
     def __init__(self, n):

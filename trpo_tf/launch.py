@@ -105,8 +105,10 @@ def check_env(cfg):
 
     spec = envs.resolve_env(cfg.env, cfg.atari)
     envs.pick_backend(spec, cfg.env_backend)
-    envs.check_spaces(spec)
-    methods.method_for(cfg).check_env(spec)
+    mask_source = envs.check_spaces(spec)
+    method = methods.method_for(cfg)
+    method.check_env(spec)
+    method.check_action_masks(cfg, spec, mask_source)
     if cfg.workers and cfg.ray_address not in ("", "auto"):
         from trpo_tf.run.distributed import check_reachable
 

@@ -196,20 +196,65 @@ def make_env(spec, max_path_length=None, render_mode=None):
     return flattened(env)
 
 
+MASKABLE = (gym.spaces.Discrete, gym.spaces.MultiDiscrete)  # the action spaces masks are read for
+
+
+def mask_source(env, info):
+    """Where `env` tells its legal actions, by gymnasium's conventions, seen on a reset's
+    `info`: "info" (info["action_mask"]), "method" (an action_masks() method, on the env or
+    a wrapper), or None (it gives none, or its actions are not Discrete / MultiDiscrete)."""
+    if not isinstance(env.action_space, MASKABLE):
+        return None
+    if "action_mask" in info:
+        return "info"
+    try:
+        env.get_wrapper_attr("action_masks")
+    except AttributeError:
+        return None
+    return "method"
+
+
+def mask_size(space):
+    """Entries of a mask: one per action (Discrete), the heads' concatenated (MultiDiscrete)."""
+    return int(np.sum(space.nvec)) if isinstance(space, gym.spaces.MultiDiscrete) else int(space.n)
+
+
+def action_mask(env, info, source, where, step):
+    """The env's legal actions now (after a reset or step that gave `info`) as bool
+    [mask_size]: a MultiDiscrete env's tuple of per-head masks is concatenated. An
+    EnvStepError naming `where` and the episode's `step` if the mask is missing, has another
+    size, or leaves no legal action."""
+    raw = info.get("action_mask") if source == "info" else env.get_wrapper_attr("action_masks")()
+    mask = (np.concatenate([np.ravel(m) for m in raw]) if isinstance(raw, tuple)
+            else np.ravel(raw if raw is not None else [])).astype(bool)
+    size = mask_size(env.action_space)
+    if mask.shape != (size,):
+        raise EnvStepError(f"{where} gave an action mask of shape {np.shape(raw)} at step {step} "
+                           f"of its episode; {env.action_space} needs {size} entries")
+    if not mask.any():
+        raise EnvStepError(f"{where} gave an action mask with no legal action at step {step} "
+                           "of its episode")
+    return mask
+
+
 def check_spaces(spec):
     """An EnvError (one line, before TensorFlow loads) unless trpo_tf can take this env's
-    observations (make_env checks them) and act in its action space."""
+    observations (make_env checks them) and act in its action space -> where it tells its
+    legal actions (mask_source: None if it does not)."""
     env = make_env(spec)
+    source = None
     try:
         problem = action_problem(env.action_space)
         if problem is None:  # its first observation fits the space it declares
-            checked(lambda: env.reset(seed=0), env, spec.gym_id)
+            _, info = checked(lambda: env.reset(seed=0), env, spec.gym_id)
+            source = mask_source(env, info)
     except EnvStepError as err:
         problem = str(err)
     finally:
         env.close()
     if problem:
         raise EnvError(f"--env={spec.name!r}: {problem}")
+    return source
 
 
 EPISODE_LIMIT = 10_000  # steps of an evaluation or play episode in an env with no time limit
@@ -246,11 +291,16 @@ class GymnasiumEnvs:
 
     step() returns the observation to act on next (after any reset) and, for envs whose path
     ended this step, the true final observation (needed to bootstrap a truncated path).
+    With `action_masks`, envs that give masks (mask_source: probed with one reset of env 0 at
+    construction) leave the legal actions of the observation to act on next in
+    `.action_masks` (bool [num_envs, mask_size]) after every reset and step; else
+    `.mask_source` is None.
     """
 
     autoreset_next_step = False
 
-    def __init__(self, spec, num_envs, seed, max_path_length=None, num_threads=0):
+    def __init__(self, spec, num_envs, seed, max_path_length=None, num_threads=0,
+                 action_masks=False):
         del num_threads  # one Python thread steps them all
         self.envs = [make_env(spec, max_path_length) for _ in range(num_envs)]
         self.observation_space = self.envs[0].observation_space
@@ -260,11 +310,26 @@ class GymnasiumEnvs:
         self.gym_id = spec.gym_id
         self.where = [f"{spec.gym_id} env {i} of {num_envs}" for i in range(num_envs)]  # in errors
         self._reset_once = [False] * num_envs
+        self.mask_source = self.action_masks = None
+        if action_masks and isinstance(self.action_space, MASKABLE):
+            env = self.envs[0]
+            self.mask_source = mask_source(
+                env, checked(lambda: env.reset(seed=self.reset_seeds[0]), env, self.where[0])[1])
+        self._episode_steps = np.zeros(num_envs, np.int64)  # in mask errors
 
     def reset(self):
         self._reset_once = [True] * self.num_envs
-        return np.stack([checked(lambda: env.reset(seed=s), env, self.where[i])[0]
-                         for i, (s, env) in enumerate(zip(self.reset_seeds, self.envs))])
+        outs = [checked(lambda: env.reset(seed=s), env, self.where[i])
+                for i, (s, env) in enumerate(zip(self.reset_seeds, self.envs))]
+        if self.mask_source:
+            self._episode_steps[:] = 0
+            self.action_masks = np.stack([self.read_mask(i, info) for i, (_, info) in enumerate(outs)])
+        return np.stack([o for o, _ in outs])
+
+    def read_mask(self, i, info):
+        """Env i's legal actions after the reset or step that gave `info`."""
+        return action_mask(self.envs[i], info, self.mask_source, self.where[i],
+                           self._episode_steps[i])
 
     def step(self, actions):
         n = self.num_envs
@@ -272,13 +337,17 @@ class GymnasiumEnvs:
         rew, term, trunc = np.empty(n), np.empty(n, bool), np.empty(n, bool)
         final_obs = {}
         space, shape = self.observation_space, self.observation_space.shape
+        self._episode_steps += 1
         for i, (env, action) in enumerate(zip(self.envs, actions)):  # the hot loop: inline
             try:
-                o, rew[i], term[i], trunc[i], _ = env.step(action)
+                o, rew[i], term[i], trunc[i], info = env.step(action)
                 if term[i] or trunc[i]:
                     check_shape(o, space, self.where[i])
                     final_obs[i] = o
-                    o, _ = env.reset()
+                    o, info = env.reset()
+                    self._episode_steps[i] = 0
+                if self.mask_source:
+                    self.action_masks[i] = self.read_mask(i, info)
             except EnvStepError:
                 raise
             except Exception as err:  # whatever a simulator or a user's env raises
@@ -316,8 +385,11 @@ class EnvPoolEnvs:
     once instead would cost a second round trip to the threads on every step with an end)."""
 
     autoreset_next_step = True
+    mask_source = action_masks = None  # EnvPool's envs give no action masks
 
-    def __init__(self, spec, num_envs, seed, max_path_length=None, num_threads=0):
+    def __init__(self, spec, num_envs, seed, max_path_length=None, num_threads=0,
+                 action_masks=False):
+        del action_masks
         import envpool
 
         kwargs = {"env_type": "gymnasium", "num_envs": num_envs, "batch_size": num_envs,
@@ -392,6 +464,9 @@ def check_restorable(spec):
         env.close()
 
 
-def make_env_group(spec, backend, num_envs, seed, max_path_length=None, num_threads=0):
-    """num_envs envs of `spec` behind the backend's common interface."""
-    return BACKENDS[pick_backend(spec, backend)](spec, num_envs, seed, max_path_length, num_threads)
+def make_env_group(spec, backend, num_envs, seed, max_path_length=None, num_threads=0,
+                   action_masks=False):
+    """num_envs envs of `spec` behind the backend's common interface; with `action_masks`,
+    reading the legal actions of envs that give them (GymnasiumEnvs)."""
+    return BACKENDS[pick_backend(spec, backend)](spec, num_envs, seed, max_path_length,
+                                                 num_threads, action_masks)

@@ -38,6 +38,7 @@ class Method:
     sampler_name = "single_path"  # the --sampler it runs on
     backend = None             # "gymnasium": it needs per-env episodes or restores; None: --env_backend
     tags = {}                  # its metrics' TensorBoard tags, beside summaries.TAGS
+    takes_action_masks = False  # it trains the policy under the env's action masks
 
     @classmethod
     def validate(cls, cfg):
@@ -49,6 +50,21 @@ class Method:
     def check_env(cls, spec):
         """An EnvError if the method cannot run on `spec` (checked before TensorFlow loads)."""
         del spec
+
+    @classmethod
+    def check_action_masks(cls, cfg, spec, source):
+        """An EnvError if the env gives action masks (`source`: envs.mask_source's) that
+        --action_masks=auto asks to use and the method cannot (before TensorFlow loads in
+        launch, at construction in a run)."""
+        from trpo_tf.errors import EnvError
+        from trpo_tf.methods import METHODS
+
+        if source and cfg.action_masks == "auto" and not cls.takes_action_masks:
+            takers = "|".join(dict.fromkeys(m.algo for m in METHODS if m.takes_action_masks))
+            where = "info['action_mask']" if source == "info" else "an action_masks() method"
+            raise EnvError(f"--algo={cfg.algo} --sampler={cfg.sampler} cannot use action masks, "
+                           f"and {spec.gym_id} gives them ({where}): use --algo={takers} "
+                           "(single path), or --action_masks=off to train without them")
 
     @classmethod
     def recorded_settings(cls, cfg):
@@ -72,7 +88,8 @@ class Method:
         backend = cls.backend or envs.pick_backend(spec, cfg.env_backend)
         return backend, envs.make_env_group(spec, backend, cfg.num_envs,
                                             seeding.int_seed(seeds["env_resets"], bits=30),
-                                            cfg.max_path_length or None, cfg.env_threads)
+                                            cfg.max_path_length or None, cfg.env_threads,
+                                            action_masks=cfg.action_masks == "auto")
 
     @classmethod
     def make_sampler(cls, cfg, envs, dist, seeds, policy):
@@ -151,6 +168,17 @@ def behaviour_specs(parts, states=1):
     return [tf.TensorSpec((None, parts.dist.param_dim), tf.float32)] * states
 
 
+def mask_specs(signature):
+    """[the spec of the batch's action masks], which a learner takes after its data, or []
+    where the batch has none (batch_signature)."""
+    return [signature["action_mask"]] if "action_mask" in signature else []
+
+
+def mask_inputs(batch):
+    """(the batch's action masks,) or () where it has none: the learner's inputs of mask_specs."""
+    return (batch["action_mask"],) if "action_mask" in batch else ()
+
+
 def update_normalizer(policy, *states):
     """The sampling policy's parameters on each of `states` (pi(theta_k, N_k)), then the batch
     (the first of `states`) folded into the running statistics (N_k+1) -> those parameters,
@@ -176,7 +204,8 @@ class SinglePathMethod(Method):
         from trpo_tf.sampling import batch_obs_dtype
 
         space = parts.envs.observation_space
-        self.signature = batch_signature(space.shape, batch_obs_dtype(space), parts.dist)
+        self.signature = batch_signature(space.shape, batch_obs_dtype(space), parts.dist,
+                                         action_masks=bool(parts.envs.mask_source))
         self.sampler = self.make_sampler(cfg, parts.envs, parts.dist, parts.seeds, parts.policy)
         self.reward_scale = (RewardScale() if cfg.normalize_rewards and self.scales_rewards
                              else None)
@@ -268,7 +297,8 @@ class AdvantageMethod(SinglePathMethod):
             return None, "advantages or value targets"
         t1 = time.perf_counter()
         behaviour = update_normalizer(self.parts.policy, batch["obs"])
-        metrics = policy_step(self.learner, batch["obs"], batch["act"], adv, *behaviour)
+        metrics = policy_step(self.learner, batch["obs"], batch["act"], adv, *mask_inputs(batch),
+                              *behaviour)
         if metrics is None:
             return None, POLICY_STEP_FAULT
         t2 = time.perf_counter()

@@ -36,42 +36,49 @@ def clipped_surrogate(dist, params, actions, old_log_prob, advantages, clip):
 
 
 class PPOLearner:
-    """`.step(obs, actions, advantages[, behaviour])`: --ppo_epochs passes of minibatch Adam
-    ascent on eq. 7, traced once per run. pi_old is the policy that sampled the batch: its
-    parameters `behaviour` where the observation normaliser has since taken in the batch
-    (input_specs end with their spec: behaviour_specs), else the policy's own before the first
-    step."""
+    """`.step(obs, actions, advantages[, action masks][, behaviour])`: --ppo_epochs passes of
+    minibatch Adam ascent on eq. 7, traced once per run. pi_old is the policy that sampled the
+    batch: its parameters `behaviour` where the observation normaliser has since taken in the
+    batch (input_specs end with their spec: behaviour_specs), else the policy's own before the
+    first step. With action_masks, every distribution is masked by the batch's masks."""
 
-    def __init__(self, policy, dist, input_specs, clip, epochs, minibatch, learning_rate, seed):
+    def __init__(self, policy, dist, input_specs, clip, epochs, minibatch, learning_rate, seed,
+                 action_masks=False):
         import keras
         import tensorflow as tf
 
         self.policy, self.dist = policy, dist
         self.variables = policy.trainable_variables
         self.clip, self.epochs, self.minibatch = clip, epochs, minibatch
+        self.action_masks = action_masks
         self.optimizer = keras.optimizers.Adam(learning_rate)
         self.optimizer.build(self.variables)
         self.rng = tf.random.Generator.from_seed(seed)
         self.trace_count = 0
         self.step = tf.function(self._step, input_signature=list(input_specs))
 
-    def ascend(self, obs, actions, old_log_prob, advantages):
-        """One Adam step up eq. 7 on a minibatch."""
+    def ascend(self, obs, actions, old_log_prob, advantages, mask):
+        """One Adam step up eq. 7 on a minibatch (its action masks: `mask`, or None)."""
         import tensorflow as tf
+
+        from trpo_tf.distributions import masked_logits
 
         with tf.GradientTape() as tape:
-            loss = -clipped_surrogate(self.dist, self.policy(obs), actions, old_log_prob,
-                                      advantages, self.clip)
+            loss = -clipped_surrogate(self.dist, masked_logits(self.policy(obs), mask), actions,
+                                      old_log_prob, advantages, self.clip)
         self.optimizer.apply_gradients(zip(tape.gradient(loss, self.variables), self.variables))
 
-    def _step(self, obs, actions, advantages, *behaviour):
+    def _step(self, obs, actions, advantages, *rest):
         import tensorflow as tf
 
+        from trpo_tf.distributions import masked_logits
         from trpo_tf.flat import get_flat, set_flat
 
         self.trace_count += 1  # Python side effect: runs only while tracing
         dist, policy = self.dist, self.policy
-        old_params = behaviour[0] if behaviour else tf.stop_gradient(policy(obs))
+        mask, behaviour = (rest[0], rest[1:]) if self.action_masks else (None, rest)
+        old_params = masked_logits(behaviour[0] if behaviour else tf.stop_gradient(policy(obs)),
+                                   mask)
         old_log_prob = dist.log_prob(old_params, actions)
         theta_old = get_flat(self.variables)
         before = clipped_surrogate(dist, old_params, actions, old_log_prob, advantages, self.clip)
@@ -81,8 +88,9 @@ class PPOLearner:
             for start in tf.range(0, n, self.minibatch):
                 idx = order[start:start + self.minibatch]
                 self.ascend(tf.gather(obs, idx), tf.gather(actions, idx),
-                            tf.gather(old_log_prob, idx), tf.gather(advantages, idx))
-        params = policy(obs)
+                            tf.gather(old_log_prob, idx), tf.gather(advantages, idx),
+                            None if mask is None else tf.gather(mask, idx))
+        params = masked_logits(policy(obs), mask)
         finite = tf.reduce_all(tf.math.is_finite(params)) & tf.math.is_finite(before)
         if not finite:  # a diverged fit never reaches the policy (the loop rolls Adam back)
             set_flat(self.variables, theta_old)
@@ -102,16 +110,19 @@ class PPOLearner:
 
 class PPO(AdvantageMethod):
     algo = "ppo"
+    takes_action_masks = True
     tags = {"clip_fraction": "PPO/ClipFraction"}
 
     def make_learner(self):
         from trpo_tf import seeding
-        from trpo_tf.methods.base import behaviour_specs
+        from trpo_tf.methods.base import behaviour_specs, mask_specs
 
         cfg, sig, parts = self.cfg, self.signature, self.parts
-        specs = [parts.obs_spec, sig["act"], sig["rew"], *behaviour_specs(parts)]
+        masks = mask_specs(sig)
+        specs = [parts.obs_spec, sig["act"], sig["rew"], *masks, *behaviour_specs(parts)]
         return PPOLearner(parts.policy, parts.dist, specs, cfg.ppo_clip, cfg.ppo_epochs,
-                          cfg.ppo_minibatch, cfg.ppo_lr, seeding.int_seed(parts.seeds["method"]))
+                          cfg.ppo_minibatch, cfg.ppo_lr, seeding.int_seed(parts.seeds["method"]),
+                          action_masks=bool(masks))
 
     def trackables(self):
         return {**super().trackables(), "ppo_optimizer": self.learner.optimizer,

@@ -36,14 +36,17 @@ def trpo_learner(cfg, parts, gain, input_specs, **options):
 
 class TRPO(AdvantageMethod):
     algo = "trpo"
+    takes_action_masks = True  # and its ablations
 
     def learner_options(self):
         """What an ablation changes in the step (none: TRPO itself)."""
         return {}
 
     def make_learner(self):
+        from trpo_tf.methods.base import mask_specs
         from trpo_tf.methods.update import single_path_gain
 
-        sig = self.signature
+        sig, masks = self.signature, mask_specs(self.signature)
         return trpo_learner(self.cfg, self.parts, single_path_gain(self.parts.dist),
-                            [self.parts.obs_spec, sig["act"], sig["rew"]], **self.learner_options())
+                            [self.parts.obs_spec, sig["act"], sig["rew"], *masks],
+                            action_masks=bool(masks), **self.learner_options())

@@ -10,6 +10,7 @@ then backtracking until L improves and the KL is within delta.
 """
 import tensorflow as tf
 
+from trpo_tf.distributions import masked_logits
 from trpo_tf.flat import flat_concat, get_flat, set_flat, unflatten
 
 
@@ -170,8 +171,11 @@ class TRPOLearner:
     over `obs`. input_specs = [obs spec, *data specs]. With kl_states=True the last input is
     a separate set of states for the KL and the Fisher-vector products (vine: its trunk
     states; its rollout set `obs` is ~100 times sparser) and its spec ends input_specs.
-    With behaviour_params=True the inputs end with the sampling policy's parameters on `obs`
-    (and then on the KL states): pi_old of the surrogate and of the KL is the policy that
+    With action_masks=True the input after the data is the batch's action masks (bool, one
+    per logit): every distribution the step reads, pi_old's included, is masked by them
+    (distributions.masked_logits), so the surrogate, the KL, the Fisher-vector products and
+    the entropy are those of the masked policy. With behaviour_params=True the inputs end
+    with the sampling policy's parameters on `obs` (and then on the KL states): pi_old of the surrogate and of the KL is the policy that
     sampled, computed before the observation normaliser took in the batch, so the line search
     bounds the whole change, normaliser's included; the Fisher-vector products are those at
     the current parameters.
@@ -191,9 +195,12 @@ class TRPOLearner:
 
     def __init__(self, policy, dist, gain_fn, input_specs, max_kl, cg_iters, cg_damping,
                  fvp_subsample, ls_shrink, ls_max_backtracks, fisher="analytic",
-                 constraint="mean", fixed_step=0.0, kl_states=False, behaviour_params=False):
+                 constraint="mean", fixed_step=0.0, kl_states=False, behaviour_params=False,
+                 action_masks=False):
         if kl_states and fisher == "empirical":
             raise ValueError("the empirical FIM needs the actions taken in the KL states")
+        if kl_states and action_masks:
+            raise ValueError("action masks are those of the batch's states, not of KL states")
         self.policy = policy
         self.dist = dist
         self.gain_fn = gain_fn
@@ -206,23 +213,27 @@ class TRPOLearner:
         self.ls_max_backtracks = ls_max_backtracks
         self.fisher, self.constraint, self.fixed_step = fisher, constraint, fixed_step
         self.kl_states, self.behaviour_params = kl_states, behaviour_params
+        self.action_masks = action_masks
         self.trace_count = 0
         self.step = tf.function(self._step, input_signature=list(input_specs))
 
-    def damped_fvp_fn(self, obs, old_params, actions):
-        """v -> (F + damping I) v on the FVP subsample, F analytic (either form) or empirical."""
+    def damped_fvp_fn(self, obs, old_params, actions, mask):
+        """v -> (F + damping I) v on the FVP subsample, F analytic (either form) or empirical,
+        of the policy masked by `mask` (None: unmasked)."""
         dist, policy, variables = self.dist, self.policy, self.variables
         sub = slice(None, None, self.fvp_stride)
         fvp_obs, fvp_old = obs[sub], old_params[sub]
+        fvp_mask = None if mask is None else mask[sub]
+        params_fn = lambda: masked_logits(policy(fvp_obs), fvp_mask)
         if self.fisher == "empirical":
             fvp_act = actions[sub]
-            log_prob_fn = lambda: dist.log_prob(policy(fvp_obs), fvp_act)
+            log_prob_fn = lambda: dist.log_prob(params_fn(), fvp_act)
             fvp = lambda v: empirical_fisher_vector_product(log_prob_fn, variables, v)
         elif self.fisher == "kl_hessian":
-            kl_fn = lambda: mean_kl(dist, fvp_old, policy(fvp_obs))
+            kl_fn = lambda: mean_kl(dist, fvp_old, params_fn())
             fvp = lambda v: kl_hessian_vector_product(kl_fn, variables, v)
         else:
-            fvp = lambda v: fisher_vector_product(dist, lambda: policy(fvp_obs), fvp_old, variables, v)
+            fvp = lambda v: fisher_vector_product(dist, params_fn, fvp_old, variables, v)
         return lambda v: fvp(v) + self.cg_damping * v
 
     def _step(self, obs, *data):
@@ -234,16 +245,17 @@ class TRPOLearner:
             behaviour, data = data[-1 - self.kl_states:], data[:-1 - self.kl_states]
         # the states eq. 13's mean KL runs over: the last input, or the batch's own
         kl_obs, data = (data[-1], data[:-1]) if self.kl_states else (obs, data)
+        mask, data = (data[-1], data[:-1]) if self.action_masks else (None, data)
         with tf.GradientTape() as tape:  # one forward pass gives pi_old and the gradient at it
-            params = policy(obs)
-            old_params = behaviour[0] if behaviour else tf.stop_gradient(params)
+            params = masked_logits(policy(obs), mask)
+            old_params = masked_logits(behaviour[0], mask) if behaviour else tf.stop_gradient(params)
             gain_old = self.gain_fn(params, old_params, *data)
         grad = flat_concat(tape.gradient(gain_old, variables))
         # the Fisher matrix at the current parameters; the KL from pi_old
         current = tf.stop_gradient(policy(kl_obs)) if self.kl_states else tf.stop_gradient(params)
-        kl_old_params = behaviour[-1] if behaviour else current
+        kl_old_params = masked_logits(behaviour[-1], mask) if behaviour else current
 
-        damped_fvp = self.damped_fvp_fn(kl_obs, current, data[0])
+        damped_fvp = self.damped_fvp_fn(kl_obs, current, data[0], mask)
         direction, cg_residual = conjugate_gradient(damped_fvp, grad, self.cg_iters)
         if self.fixed_step:
             full_step = self.fixed_step * direction
@@ -255,7 +267,7 @@ class TRPOLearner:
 
         def evaluate(theta):
             set_flat(variables, theta)
-            params = policy(obs)
+            params = masked_logits(policy(obs), mask)
             kl_params = policy(kl_obs) if self.kl_states else params
             kl = dist.kl(kl_old_params, kl_params)
             return self.gain_fn(params, old_params, *data), tf.reduce_mean(kl), tf.reduce_max(kl)

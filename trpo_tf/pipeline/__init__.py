@@ -13,8 +13,9 @@ def observation_spec(obs_shape, obs_dtype):
     return tf.TensorSpec((None,) + tuple(obs_shape), tf.as_dtype(obs_dtype))
 
 
-def batch_signature(obs_shape, obs_dtype, dist):
-    """The TensorSpecs of one batch; the leading dims are free so nothing retraces."""
+def batch_signature(obs_shape, obs_dtype, dist, action_masks=False):
+    """The TensorSpecs of one batch; the leading dims are free so nothing retraces. With
+    `action_masks`, the batch holds the legal actions of each step (one bool per logit)."""
     obs = observation_spec(obs_shape, obs_dtype)
     act = tf.TensorSpec((None,) + dist.act_shape, tf.as_dtype(dist.act_dtype))
     per_step = tf.TensorSpec((None,), tf.float32)
@@ -24,6 +25,7 @@ def batch_signature(obs_shape, obs_dtype, dist):
         "end_obs": obs, "episode_return": per_step, "episode_length": per_step,
         "sim_steps": tf.TensorSpec((), tf.float32),
         "time_policy": tf.TensorSpec((), tf.float32), "time_env": tf.TensorSpec((), tf.float32),
+        **({"action_mask": tf.TensorSpec((None, dist.param_dim), tf.bool)} if action_masks else {}),
     }
 
 

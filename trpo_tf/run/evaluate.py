@@ -5,26 +5,31 @@ import tensorflow as tf
 
 from trpo_tf import envs
 from trpo_tf.cli import check_policy_dir
-from trpo_tf.distributions import for_action_space
+from trpo_tf.distributions import for_action_space, masked_logits
 from trpo_tf.errors import first_line
-from trpo_tf.run.export import load_policy, observation_shape, observation_spec
-from trpo_tf.envs import checked
+from trpo_tf.run.export import (MASKED_SIGNATURE, load_signatures, observation_shape,
+                                observation_spec, takes_masks)
+from trpo_tf.envs import action_mask, checked, mask_source
 from trpo_tf.sampling import env_action_fn, play_episodes
 
 
 def open_policy(policy_dir, env_name=None, max_path_length=None):
     """(serving function, EnvSpec, env) for an exported policy: the env it was trained on
     (or `env_name`) with the preprocessing recorded in the export, so it plays exactly as it
-    trained. EnvError for a directory that holds no policy or an env of another shape."""
+    trained; the signature that takes action masks where the env gives them. EnvError for a
+    directory that holds no policy or an env of another shape."""
     check_policy_dir(policy_dir)
     try:
-        serve, env_id, settings = load_policy(policy_dir)
+        signatures, env_id, settings = load_signatures(policy_dir)
     except Exception as err:  # TensorFlow's loader on a damaged or foreign SavedModel
         raise envs.EnvError(f"--policy={policy_dir}: the SavedModel cannot be loaded "
                             f"({first_line(err)})") from None
     atari = envs.AtariSettings(**settings) if settings else envs.AtariSettings()
     spec = envs.resolve_env(env_name or env_id, atari)
     env = envs.make_bounded_env(spec, max_path_length)
+    serve = signatures["serving_default"]
+    if MASKED_SIGNATURE in signatures and mask_source(env, env.reset(seed=0)[1]):
+        serve = signatures[MASKED_SIGNATURE]
     problem = (f"takes observations of shape {observation_shape(serve)}, but --env={spec.name} "
                f"gives {env.observation_space.shape}"
                if observation_shape(serve) != env.observation_space.shape
@@ -52,19 +57,25 @@ def action_mismatch(serve, action_space, env_name):
 
 def run_episodes(serve, env, episodes, seed, deterministic, actions_taken=None):
     """Returns of `episodes` episodes acting with the exported policy (the env's actions are
-    appended to `actions_taken` if given)."""
+    appended to `actions_taken` if given); under the env's action masks if `serve` takes
+    them (MASKED_SIGNATURE)."""
     key = "deterministic_action" if deterministic else "action"
     to_env = env_action_fn(env.action_space, for_action_space(env.action_space))
     obs_dtype = observation_spec(serve).dtype  # float32 vectors, uint8 frames
     where = f"{env.spec.id if env.spec else 'the env'} env"  # in an EnvStepError
     returns = []
     for ep in range(episodes):
-        obs, _ = checked(lambda: env.reset(seed=seed + ep), env, where)
-        total, done = 0.0, False
+        obs, info = checked(lambda: env.reset(seed=seed + ep), env, where)
+        source = takes_masks(serve) and mask_source(env, info)
+        total, done, steps = 0.0, False, 0
         while not done:
-            action = to_env(serve(tf.constant(obs[None], obs_dtype))[key].numpy()[0])
-            obs, rew, term, trunc, _ = checked(lambda: env.step(action), env, where)
+            inputs = {"obs": tf.constant(obs[None], obs_dtype)}
+            if source:
+                inputs["action_mask"] = action_mask(env, info, source, where, steps)[None]
+            action = to_env(serve(**inputs)[key].numpy()[0])
+            obs, rew, term, trunc, info = checked(lambda: env.step(action), env, where)
             total += rew
+            steps += 1
             done = term or trunc
             if actions_taken is not None:
                 actions_taken.append(action)
@@ -76,19 +87,23 @@ class Evaluator:
     """The evaluation stage of a run: `episodes` episodes of the deterministic policy on envs
     of its own (bounded: make_bounded_env), stepped together with one batched policy call per step. Every evaluation
     resets them with the same seeds (from the run's evaluation stream), so two evaluations
-    differ only by the policy."""
+    differ only by the policy. With `mask_source` (the training envs'), it acts under the
+    envs' action masks, as the policy trained."""
 
-    def __init__(self, spec, dist, episodes, seed_sequence, max_path_length=None):
+    def __init__(self, spec, dist, episodes, seed_sequence, max_path_length=None,
+                 mask_source=None):
         self.envs = [envs.make_bounded_env(spec, max_path_length) for _ in range(episodes)]
         self.seeds = [int(s) >> 1 for s in seed_sequence.generate_state(episodes)]  # 31 bits
         self.dist = dist
         self.to_env = env_action_fn(self.envs[0].action_space, dist)
+        self.mask_source = mask_source
 
     def __call__(self, params_fn):
         """params_fn: NumPy obs [B, ...] -> params [B, P] -> the Eval/ metrics."""
-        returns, _ = play_episodes(self.envs, self.seeds,
-                                   lambda obs, idx: self.dist.mode_np(params_fn(obs)), self.to_env,
-                                   "evaluation env")
+        returns, _ = play_episodes(
+            self.envs, self.seeds,
+            lambda obs, idx, masks: self.dist.mode_np(masked_logits(params_fn(obs), masks)),
+            self.to_env, "evaluation env", self.mask_source)
         return {"eval_return_mean": float(returns.mean()), "eval_return_std": float(returns.std()),
                 "eval_return_min": float(returns.min()), "eval_return_max": float(returns.max())}
 

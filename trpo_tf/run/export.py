@@ -1,6 +1,11 @@
 """SavedModel export of the policy with a serving signature, written atomically. The model
 also records the env it was trained on and, for Atari, the preprocessing its observations
-went through, so that `play` can rebuild exactly that env."""
+went through, so that `play` can rebuild exactly that env.
+
+Categorical policies have a second signature, MASKED_SIGNATURE, that takes the action mask
+beside the observations (bool [batch, logits], False on illegal actions): a SavedModel
+signature cannot have an optional input (a tf.function's default argument becomes a required
+input, or is refused), so `serving_default` is the policy with every action legal."""
 import json
 import os
 import shutil
@@ -8,12 +13,16 @@ import tempfile
 
 import tensorflow as tf
 
+from trpo_tf.distributions import masked_logits
 from trpo_tf.errors import ConfigError
 from trpo_tf.run import outputs
 
+MASKED_SIGNATURE = "masked"  # inputs obs and action_mask
+
 
 class ServablePolicy(tf.Module):
-    """obs batch -> {distribution parameters, deterministic action, sampled action}."""
+    """obs batch [and action masks] -> {distribution parameters, deterministic action,
+    sampled action}."""
 
     def __init__(self, policy, dist, obs_spec, env_id, env_settings=None):
         super().__init__()
@@ -21,10 +30,23 @@ class ServablePolicy(tf.Module):
         self.env_id = tf.Variable(env_id, trainable=False, dtype=tf.string)
         self.env_settings = tf.Variable(json.dumps(env_settings), trainable=False, dtype=tf.string)
         self.serve = tf.function(self._serve, input_signature=[obs_spec])
+        mask_spec = tf.TensorSpec((None, dist.param_dim), tf.bool)
+        self.serve_masked = (tf.function(self._serve_masked, input_signature=[obs_spec, mask_spec])
+                             if dist.maskable else None)
+
+    def serving_signatures(self):
+        """{signature name: function} of the SavedModel."""
+        masked = {MASKED_SIGNATURE: self.serve_masked} if self.serve_masked else {}
+        return {"serving_default": self.serve, **masked}
 
     def _serve(self, obs):
+        return self._outputs(self.policy(obs))
+
+    def _serve_masked(self, obs, action_mask):
+        return self._outputs(masked_logits(self.policy(obs), action_mask))
+
+    def _outputs(self, params):
         dist = self.policy.dist
-        params = self.policy(obs)
         out = {"deterministic_action": dist.mode(params), "action": dist.sample(params)}
         if dist.discrete:
             out["logits"] = params
@@ -45,7 +67,7 @@ def export_policy(policy, dist, obs_spec, env_id, export_dir, env_settings=None)
     os.makedirs(parent, exist_ok=True)
     module = ServablePolicy(policy, dist, obs_spec, env_id, env_settings)
     tmp = tempfile.mkdtemp(prefix=".policy-tmp-", dir=parent)
-    tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve})
+    tf.saved_model.save(module, tmp, signatures=module.serving_signatures())
     with open(os.path.join(tmp, outputs.EXPORT_MARKER), "w") as f:
         json.dump({"exported_by": "trpo_tf", "env_id": env_id}, f)
     old = None
@@ -60,8 +82,12 @@ def export_policy(policy, dist, obs_spec, env_id, export_dir, env_settings=None)
 
 def observation_spec(serve):
     """The TensorSpec of the observation batch an exported policy accepts."""
-    (spec,) = serve.structured_input_signature[1].values()
-    return spec
+    return serve.structured_input_signature[1]["obs"]
+
+
+def takes_masks(serve):
+    """Whether this signature of an export takes action masks (MASKED_SIGNATURE)."""
+    return "action_mask" in serve.structured_input_signature[1]
 
 
 def observation_shape(serve):
@@ -71,6 +97,12 @@ def observation_shape(serve):
 
 def load_policy(export_dir):
     """(serving function, env id, env settings dict or None) of an exported policy."""
+    signatures, env_id, settings = load_signatures(export_dir)
+    return signatures["serving_default"], env_id, settings
+
+
+def load_signatures(export_dir):
+    """({signature name: function}, env id, env settings dict or None) of an exported policy."""
     model = tf.saved_model.load(export_dir)
-    return (model.signatures["serving_default"], model.env_id.numpy().decode(),
+    return (dict(model.signatures), model.env_id.numpy().decode(),
             json.loads(model.env_settings.numpy().decode()))

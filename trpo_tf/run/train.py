@@ -27,7 +27,7 @@ from trpo_tf.sampling import available_memory, batch_obs_dtype, observation_memo
 # Settings that only shape the sampler: a resumed run with other values starts new episodes.
 SAMPLER_SETTINGS = ("num_envs", "env_backend", "max_path_length", "workers")
 # What run records written before a setting existed mean by its absence.
-RECORD_DEFAULTS = {"workers": 0}
+RECORD_DEFAULTS = {"workers": 0, "action_masks": False}
 HEARTBEAT_SECONDS = 2.0  # a terminal hears from a long sampling phase this often
 RECENT_EPISODES = 100    # the progress line's training return: the mean of the last 100
 SAMPLING_THREAD = "trpo_tf-sampling"
@@ -85,6 +85,7 @@ class Trainer:
         method = methods.method_for(cfg)
         method.check_env(self.spec)
         self.backend, self.envs = method.make_envs(cfg, self.spec, seeds)
+        method.check_action_masks(cfg, self.spec, self.envs.mask_source)
         self.dist = distributions.for_action_space(self.envs.action_space)
         obs_space = self.envs.observation_space
         self.check_batch_fits_in_memory(obs_space, *method.batch_states(cfg))
@@ -94,6 +95,7 @@ class Trainer:
                        "normalize_obs": cfg.normalize_obs, "observation_shape": list(obs_space.shape),
                        "num_envs": cfg.num_envs, "env_backend": self.backend,
                        "max_path_length": cfg.max_path_length, "workers": cfg.workers,
+                       "action_masks": bool(self.envs.mask_source),
                        **method.recorded_settings(cfg)}
         self.policy = policies.build_policy(obs_space.shape, self.dist, hidden, cfg.normalize_obs,
                                             cfg.init_log_std)
@@ -110,7 +112,8 @@ class Trainer:
         # checked before the writer opens: a run that cannot resume here writes nothing
         self.sampler_changes_since_last_run = self.sampler_changes() if cfg.resume == "auto" else []
         self.evaluator = (Evaluator(self.spec, self.dist, cfg.eval_episodes, seeds["evaluation"],
-                                    cfg.max_path_length or None) if cfg.eval_every else None)
+                                    cfg.max_path_length or None, self.envs.mask_source)
+                          if cfg.eval_every else None)
         self.recent_returns = collections.deque(maxlen=RECENT_EPISODES)
         self.last_eval = float("nan")
         self._beating = False  # a heartbeat line is on the terminal, to be cleared

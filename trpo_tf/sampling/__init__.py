@@ -2,7 +2,7 @@
 single path and vine samplers share."""
 import numpy as np
 
-from trpo_tf.envs import checked
+from trpo_tf.envs import action_mask, checked
 
 
 def batch_obs_dtype(space):
@@ -40,24 +40,30 @@ def env_action_fn(action_space, dist):
     return lambda actions: np.clip(np.nan_to_num(actions, nan=0.0), low, high)
 
 
-def play_episodes(envs, reset_seeds, act, to_env, what="env"):
+def play_episodes(envs, reset_seeds, act, to_env, what="env", mask_source=None):
     """One whole episode in each of `envs` (reset with `reset_seeds`), stepped together with
-    one batched call per step: act(obs [B, ...], idx [B]) -> the policy's actions for envs
-    `idx`, which to_env turns into what the envs take -> (returns [n], lengths [n]). An env
-    that raises or returns a misshapen observation is an EnvStepError naming it as `what`."""
+    one batched call per step: act(obs [B, ...], idx [B], masks [B, K] or None) -> the
+    policy's actions for envs `idx`, which to_env turns into what the envs take -> (returns
+    [n], lengths [n]). With `mask_source` (envs.mask_source's), `masks` are the envs' legal
+    actions. An env that raises, returns a misshapen observation or a mask with no legal
+    action is an EnvStepError naming it as `what`."""
     gym_id = envs[0].spec.id if envs[0].spec else "the env"
     where = [f"{gym_id} {what} {e} of {len(envs)}" for e in range(len(envs))]
-    obs = np.stack([checked(lambda: env.reset(seed=s), env, w)[0]
-                    for env, s, w in zip(envs, reset_seeds, where)])
-    obs = obs.astype(batch_obs_dtype(envs[0].observation_space))
+    starts = [checked(lambda: env.reset(seed=s), env, w)
+              for env, s, w in zip(envs, reset_seeds, where)]
+    obs = np.stack([o for o, _ in starts]).astype(batch_obs_dtype(envs[0].observation_space))
+    masks = (np.stack([action_mask(env, info, mask_source, w, 0)
+                       for env, (_, info), w in zip(envs, starts, where)]) if mask_source else None)
     returns, lengths = np.zeros(len(envs)), np.zeros(len(envs), np.int64)
     alive = np.ones(len(envs), bool)
     while alive.any():
         idx = np.flatnonzero(alive)
-        for e, a in zip(idx, to_env(act(obs[idx], idx))):
-            o, r, term, trunc, _ = checked(lambda: envs[e].step(a), envs[e], where[e])
+        for e, a in zip(idx, to_env(act(obs[idx], idx, None if masks is None else masks[idx]))):
+            o, r, term, trunc, info = checked(lambda: envs[e].step(a), envs[e], where[e])
             obs[e], returns[e], lengths[e] = o, returns[e] + r, lengths[e] + 1
             alive[e] = not (term or trunc)
+            if masks is not None and alive[e]:
+                masks[e] = action_mask(envs[e], info, mask_source, where[e], lengths[e])
     return returns, lengths
 
 

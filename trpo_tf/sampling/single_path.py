@@ -12,6 +12,8 @@ Batch fields (N = num_envs * steps_per_env, P = number of segment ends):
   terminal [N]  1.0 where the env terminated after this step (no bootstrap)
   path_end [N]  1.0 on the last step of each segment (terminal, truncated or cut)
   path_start [N]  1.0 on the first step of each episode (its observation came from a reset)
+  action_mask [N, K]  bool, the legal actions at each step, K = the logits' size (only where
+                 the envs give masks: envs.mask_source); the policy acted with them
   end_obs [P, *obs_shape]  the state after each segment end, in order, to bootstrap from
   episode_return [M], episode_length [M]  episodes completed during this batch
   discounted_return [N]  sum_k gamma^k r_{t-k} back to the episode's start, carried across
@@ -24,6 +26,7 @@ import time
 
 import numpy as np
 
+from trpo_tf.distributions import masked_logits
 from trpo_tf.envs import simstate
 from trpo_tf.sampling import batch_obs_dtype, env_action_fn, episode_fields
 
@@ -61,13 +64,19 @@ class SinglePathSampler:
         end_buf = np.zeros((T, E), np.float32)
         start_buf = np.zeros((T, E), np.float32)
         valid_buf = np.ones((T, E), bool)
+        mask_buf = (np.empty((T, E, self.dist.param_dim), bool) if self.envs.mask_source
+                    else None)
         end_obs = {}  # flat index (env-major) -> observation after the segment end
         episodes = []
         time_policy = time_env = 0.0
         for t in range(T):
             tic = time.perf_counter()
             obs_buf[t] = self._obs
-            actions = self.dist.sample_np(params_fn(obs_buf[t]), self.rng)
+            params = params_fn(obs_buf[t])
+            if mask_buf is not None:
+                mask_buf[t] = self.envs.action_masks
+                params = masked_logits(params, mask_buf[t])
+            actions = self.dist.sample_np(params, self.rng)
             if act_buf is None:
                 act_buf = np.empty((T,) + actions.shape, actions.dtype)
             act_buf[t] = actions
@@ -113,6 +122,7 @@ class SinglePathSampler:
             "terminal": _env_major(term_buf, valid),
             "path_end": _env_major(end_buf, valid),
             "path_start": _env_major(start_buf, valid),
+            **({} if mask_buf is None else {"action_mask": _env_major(mask_buf, valid)}),
             "end_obs": np.stack([end_obs[k] for k in sorted(end_obs)]).astype(obs_buf.dtype),
             **episode_fields(episodes),
             "sim_steps": np.float32(valid_buf.sum()),
@@ -128,7 +138,8 @@ class SinglePathSampler:
             envs = self.envs.snapshot()
         except simstate.NotRestorable:
             return None
-        return {"envs": envs, "obs": self._obs, "ep_return": self._ep_return.copy(),
+        return {"envs": envs, "obs": self._obs, "action_masks": self.envs.action_masks,
+                "ep_return": self._ep_return.copy(),
                 "ep_length": self._ep_length.copy(), "resetting": self._resetting.copy(),
                 "disc_return": self._disc_return.copy(), "starting": self._starting.copy(),
                 "rng": self.rng.bit_generator.state}
@@ -136,6 +147,7 @@ class SinglePathSampler:
     def load_state(self, state):
         self.envs.restore(state["envs"])
         self._obs, self._ep_return, self._ep_length = state["obs"], state["ep_return"], state["ep_length"]
+        self.envs.action_masks = state.get("action_masks")  # older checkpoints: none
         self._resetting = state["resetting"]
         self._disc_return = state.get("disc_return", np.zeros(self.envs.num_envs))  # older checkpoints
         self.rng.bit_generator.state = state["rng"]
