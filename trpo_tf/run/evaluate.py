@@ -28,8 +28,9 @@ def open_policy(policy_dir, env_name=None, max_path_length=None):
     spec = envs.resolve_env(env_name or env_id, atari)
     env = envs.make_bounded_env(spec, max_path_length)
     serve = signatures["serving_default"]
-    if MASKED_SIGNATURE in signatures and mask_source(env, env.reset(seed=0)[1]):
-        serve = signatures[MASKED_SIGNATURE]
+    if MASKED_SIGNATURE in signatures and isinstance(env.action_space, envs.MASKABLE):
+        _, info = checked(lambda: env.reset(seed=0), env, f"{spec.gym_id} env")
+        serve = signatures[MASKED_SIGNATURE] if mask_source(env, info) else serve
     problem = (f"takes observations of shape {observation_shape(serve)}, but --env={spec.name} "
                f"gives {env.observation_space.shape}"
                if observation_shape(serve) != env.observation_space.shape
