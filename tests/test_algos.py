@@ -5,13 +5,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trpo_tf.config import ALGOS, Config
+from trpo_tf import methods
+from trpo_tf.config import Config
 from trpo_tf.distributions import DiagGaussian
 from trpo_tf.methods import update as U
 from trpo_tf.methods.cem import CEM
 from trpo_tf.methods.cma import CMA
 from trpo_tf.methods.weighted_fit import RWRLearner
 from trpo_tf.policies import build_policy
+from trpo_tf.run import summaries
 
 OBS = tf.TensorSpec((None, 2), tf.float32)
 ACT = tf.TensorSpec((None, 1), tf.float32)
@@ -150,16 +152,25 @@ def test_rwr_moves_the_mean_toward_the_best_action_of_a_one_step_bandit():
     assert float(policy.log_std.numpy()[0]) < 0.0
 
 
-@pytest.mark.parametrize("algo", ALGOS)
-def test_each_algo_runs_two_iterations_on_cartpole_and_writes_summaries(tmp_path, algo):
+@pytest.mark.parametrize("algo,sampler", list(methods.REGISTRY))
+def test_each_method_runs_two_iterations_on_cartpole_and_writes_its_summaries(tmp_path, algo,
+                                                                             sampler):
     from test_train import event_steps
     from trpo_tf.run.train import train
 
-    cfg = Config(algo=algo, iterations=2, batch_steps=1000, population=8, logdir=str(tmp_path),
-                 quiet=True)
+    cfg = Config(algo=algo, sampler=sampler, iterations=2, batch_steps=1000, population=8,
+                 vine_states=50, logdir=str(tmp_path), quiet=True)
     history = train(cfg)
     assert len(history) == 2 and all(m["env_steps"] > 0 for m in history)
     assert event_steps(str(tmp_path), "Train/EpisodeReturnMean") == [1, 2]
+    # the method reports exactly the metrics it names, each a number it has, and they are
+    # written under its tags; the progress line times its own stages
+    method = methods.method_for(cfg)
+    reported = {k: v for k, v in history[-1].items() if k not in summaries.TAGS}
+    assert set(reported) == set(method.tags) and all(np.isfinite(list(reported.values())))
+    for key, tag in method.tags.items():
+        assert event_steps(str(tmp_path), tag) == [1, 2], tag
+    assert method.stages and all(key in method.tags for _, key in method.stages)
     if algo in ("trpo", "empirical_fim"):
         assert all(m["kl"] <= cfg.max_kl for m in history)
     if algo == "max_kl":

@@ -3,6 +3,7 @@ and REPS's dual, weights and end-to-end run."""
 import dataclasses
 import inspect
 import os
+import time
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from trpo_tf import config, methods
 from trpo_tf.config import Config
 from trpo_tf.methods import reps
+from trpo_tf.methods.base import SinglePathMethod, timed
 from trpo_tf.run import train
 from trpo_tf.settings import SETTINGS
 
@@ -167,3 +169,118 @@ def test_run_records_from_before_workers_existed_mean_zero_workers(tmp_path):
         assert trainer.sampler_changes() == ["workers 0 -> 2"]
     finally:
         trainer.close()
+
+
+class Reinforce(SinglePathMethod):
+    """A method as a contributor writes one, through the public interface only: REINFORCE on a
+    minibatch that its own RNG draws, stepped by its own Adam, counting its updates in its
+    JSON state. `poison_at`: the update (1-based) whose gradients are NaN."""
+    algo = "reinforce"
+    stages, _stage_tags = timed(("update", "time_update"))
+    tags = {**_stage_tags, "reinforce_loss": "Reinforce/Loss"}
+    poison_at = None
+
+    def __init__(self, cfg, parts):
+        super().__init__(cfg, parts)
+        import keras
+        import tensorflow as tf
+
+        self.optimizer = keras.optimizers.Adam(0.01)
+        self.optimizer.build(parts.policy.trainable_variables)
+        self.rng = tf.random.Generator.from_seed(7)
+        self.updates = 0
+
+    def trackables(self):
+        return {"reinforce_optimizer": self.optimizer, "reinforce_rng": self.rng}
+
+    def state(self):
+        return {**super().state(), "updates": self.updates}
+
+    def load_state(self, saved):
+        super().load_state(saved)
+        self.updates = saved["updates"]
+
+    def improve(self, batch, rew):
+        import tensorflow as tf
+
+        t0 = time.perf_counter()
+        self.updates += 1
+        pick = tf.argsort(self.rng.uniform([tf.shape(rew)[0]]))[:256]
+        obs, act = tf.gather(batch["obs"], pick), tf.gather(batch["act"], pick)
+        weight = tf.gather(tf.cast(batch["discounted_return"], tf.float32), pick)
+        policy, variables = self.parts.policy, self.parts.policy.trainable_variables
+        with tf.GradientTape() as tape:
+            loss = -tf.reduce_mean(self.parts.dist.log_prob(policy(obs), act)
+                                   * (weight - tf.reduce_mean(weight)))
+        grads = tape.gradient(loss, variables)
+        if self.updates == self.poison_at:
+            grads = [g * float("nan") for g in grads]
+        self.optimizer.apply_gradients(zip(grads, variables))
+        return {"reinforce_loss": float(loss), "time_update": time.perf_counter() - t0}, None
+
+
+def method_state(trainer):
+    """Everything the run's method and policy hold, as NumPy values and JSON."""
+    from trpo_tf.flat import get_flat
+
+    method = trainer.method
+    return (get_flat(trainer.policy.trainable_variables).numpy(),
+            [v.numpy() for v in method.optimizer.variables], method.rng.state.numpy(),
+            method.state())
+
+
+class Killed(Exception):
+    """Stands for a kill -9 between two checkpoints: the process state is gone, the files stay."""
+
+
+def run_reinforce(cfg, kill_after=None):
+    """Train a Reinforce run -> (its history, method_state at its end); with `kill_after`, the
+    run dies right after that iteration (its checkpoint, if any, written)."""
+    def on_iteration(done, metrics):
+        del metrics
+        if done == kill_after:
+            raise Killed
+
+    trainer = train.Trainer(cfg)
+    try:
+        history = trainer.run(on_iteration=on_iteration)
+        return history, method_state(trainer)
+    finally:
+        trainer.close()
+
+
+def assert_same_state(got, expected):
+    np.testing.assert_array_equal(got[0], expected[0])
+    for v, w in zip(got[1], expected[1], strict=True):
+        np.testing.assert_array_equal(v, w)
+    np.testing.assert_array_equal(got[2], expected[2])
+    assert got[3] == expected[3]
+
+
+def test_a_method_registered_by_a_test_trains_resumes_bit_for_bit_and_rolls_back_a_fault(
+        tmp_path, monkeypatch):
+    """The contract of methods/base.py, kept by a method the package does not know: its
+    trackables and state are checkpointed (killed after iteration 3 of 4, the checkpoint of
+    iteration 2 resumes to the same end bit for bit) and rolled back with a skipped iteration
+    (NaN gradients at its 2nd update leave policy, Adam, RNG and state as after the 1st); its
+    tags are written."""
+    from tests.test_train import event_steps
+
+    monkeypatch.setitem(methods.REGISTRY, ("reinforce", "single_path"), Reinforce)
+    settings = dict(algo="reinforce", env="Cartpole", iterations=4, batch_steps=512, num_envs=2,
+                    checkpoint_every=2, eval_every=0, quiet=True)
+    history, whole = run_reinforce(Config(logdir=str(tmp_path / "whole"), **settings))
+    assert whole[3]["updates"] == 4 and np.isfinite(history[-1]["reinforce_loss"])
+    assert event_steps(str(tmp_path / "whole"), "Reinforce/Loss") == [1, 2, 3, 4]
+
+    killed = Config(logdir=str(tmp_path / "killed"), **settings)
+    with pytest.raises(Killed):
+        run_reinforce(killed, kill_after=3)
+    assert_same_state(run_reinforce(killed)[1], whole)
+
+    monkeypatch.setattr(Reinforce, "poison_at", 2)
+    faulty = Config(logdir=str(tmp_path / "faulty"), **dict(settings, iterations=1))
+    _, after_first = run_reinforce(faulty)
+    history, after_skip = run_reinforce(dataclasses.replace(faulty, iterations=2))
+    assert [m["faults"] for m in history] == [1] and "reinforce_loss" not in history[0]
+    assert_same_state(after_skip, after_first)

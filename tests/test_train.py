@@ -8,6 +8,8 @@ import tensorflow as tf
 
 from trpo_tf.config import Config
 from trpo_tf.flat import get_flat
+from trpo_tf.methods.cem import CEMSearch
+from trpo_tf.methods.trpo import TRPO
 from trpo_tf.run import summaries
 from trpo_tf.run.train import Trainer, train
 
@@ -136,12 +138,16 @@ def test_progress_return_is_the_last_100_episodes_and_survives_batches_without_a
     assert all(m["return_rolling"] != m["return_rolling"] for m in history[:4])
     assert history[5]["return_rolling"] == history[4]["return_rolling"]
     assert history[4]["return_rolling"] == pytest.approx(history[4]["return_mean"], rel=1e-6)
-    line = summaries.progress_line(5, 6, history[5], float("nan"), "kl 0.0000 ls 1")
+    line = summaries.progress_line(5, 6, history[5], float("nan"), "kl 0.0000 ls 1",
+                                   TRPO.stages)
     assert f"return {history[5]['return_rolling']:7.1f} | eval       - |" in line
     assert " | kl 0.0000 ls 1 | ent " in line and " | ev " in line
-    searched = {k: v for k, v in history[5].items() if k not in ("entropy", "explained_variance")}
-    line = summaries.progress_line(5, 6, searched, float("nan"), "spread 0.100")  # CEM's
+    assert f"(sample {history[5]['time_sample']:.2f}, adv " in line and ", vf " in line
+    searched = {k: v for k, v in history[5].items() if k in summaries.TAGS}
+    line = summaries.progress_line(5, 6, {**searched, "time_update": 0.5}, float("nan"),
+                                   "spread 0.100", CEMSearch.stages)  # CEM's
     assert " | spread 0.100 | " in line and "nan" not in line and "ent " not in line
+    assert line.endswith(f"(sample {history[5]['time_sample']:.2f}, update 0.50)")
     split = dataclasses.replace(cfg, logdir=str(tmp_path / "b"))
     train(dataclasses.replace(split, iterations=5))
     resumed = train(split)

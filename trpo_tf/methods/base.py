@@ -19,6 +19,27 @@ import time
 NAN = float("nan")
 POLICY_STEP_FAULT = "gradient, Fisher-vector products or CG solution"
 
+# TensorBoard tags of the metrics methods report, by the part that reports them; a method's
+# `tags` names every metric it reports and no other (the loop's own are summaries.TAGS)
+POLICY_STEP_TAGS = {  # a step of the policy from pi_old on a batch (update.py, PPO, RWR, REPS)
+    "surrogate_before": "Policy/SurrogateBefore", "surrogate_after": "Policy/SurrogateAfter",
+    "kl": "Policy/MeanKL", "kl_max": "Policy/MaxKL", "entropy": "Policy/Entropy"}
+TRUST_REGION_TAGS = {  # CG and the line search (update.py)
+    "linesearch_steps": "Policy/LineSearchSteps", "step_accepted": "Policy/StepAccepted",
+    "cg_residual": "Policy/CGResidual", "grad_norm": "Policy/GradNorm",
+    "step_norm": "Policy/StepNorm"}
+VALUE_FIT_TAGS = {
+    "value_loss_before": "Value/LossBefore", "value_loss_after": "Value/LossAfter",
+    "explained_variance": "Value/ExplainedVariance"}
+REWARD_SCALE_TAGS = {"reward_scale": "Value/RewardScale"}  # with --normalize_rewards
+STAGE_TAGS = {"time_advantage": "Time/Advantage", "time_update": "Time/Update",
+              "time_value": "Time/ValueFit", "time_dual": "Time/Dual"}
+
+
+def timed(*stages):
+    """A method's timed stages after sampling, [(progress-line label, metric)], and their tags."""
+    return stages, {key: STAGE_TAGS[key] for _, key in stages}
+
 
 @dataclasses.dataclass
 class RunParts:
@@ -37,7 +58,8 @@ class Method:
     algo = ""                  # its --algo value
     sampler_name = "single_path"  # the --sampler it runs on
     backend = None             # "gymnasium": it needs per-env episodes or restores; None: --env_backend
-    tags = {}                  # its metrics' TensorBoard tags, beside summaries.TAGS
+    tags = {}                  # {metric: TensorBoard tag} of every metric `update` reports
+    stages = ()                # [(label, metric)]: its timed stages, on the progress line
     takes_action_masks = False  # it trains the policy under the env's action masks
 
     @classmethod
@@ -148,7 +170,7 @@ def policy_step(learner, *inputs):
     """learner.step(*inputs) -> its metrics as floats, or None if it met non-finite numbers
     (then the parameters are left as they were)."""
     metrics = {k: float(v) for k, v in learner.step(*inputs).items()}
-    return None if metrics["fault"] else metrics
+    return None if metrics.pop("fault") else metrics
 
 
 def normalizer_moves(policy):
@@ -195,7 +217,7 @@ class SinglePathMethod(Method):
     """Single-path batches (section 5.1): rewards scaled (--normalize_rewards), then the
     method's `improve` step, in which the observation normaliser takes in the batch before
     the policy moves (update_normalizer)."""
-    scales_rewards = True
+    scales_rewards = True  # then its tags include REWARD_SCALE_TAGS
 
     def __init__(self, cfg, parts):
         super().__init__(cfg, parts)
@@ -253,6 +275,9 @@ class AdvantageMethod(SinglePathMethod):
     fit, with the statistics it will be read with at the next iteration. The value net and
     its fit are the method's own."""
     advantage_settings = {}  # settings this method overrides for its advantages (RWR: Q-hat)
+    stages, _stage_tags = timed(("adv", "time_advantage"), ("update", "time_update"),
+                                ("vf", "time_value"))
+    tags = {**POLICY_STEP_TAGS, **VALUE_FIT_TAGS, **REWARD_SCALE_TAGS, **_stage_tags}
 
     @classmethod
     def recorded_settings(cls, cfg):

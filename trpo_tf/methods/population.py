@@ -4,7 +4,7 @@ mean or argmax) and score each candidate by the return of one episode
 (sampling/population.py plays them)."""
 import time
 
-from trpo_tf.methods.base import NAN, Method
+from trpo_tf.methods.base import Method, timed
 from trpo_tf.settings import at_least, declare
 
 declare("4 method cem / cma", "population", 20,
@@ -13,7 +13,8 @@ declare("4 method cem / cma", "population", 20,
 
 class PopulationMethod(Method):
     backend = "gymnasium"  # one whole episode per candidate, env by env
-    tags = {"search_spread": "Search/Spread"}  # CEM: mean std of the search; CMA: sigma
+    stages, _stage_tags = timed(("update", "time_update"))
+    tags = {**_stage_tags, "search_spread": "Search/Spread"}  # CEM: the search's mean std; CMA: sigma
 
     @classmethod
     def validate(cls, cfg):
@@ -75,6 +76,4 @@ class PopulationMethod(Method):
             return None, "returns"
         t0 = time.perf_counter()
         self.sampler.tell(batch["returns"].numpy())
-        return {"kl": NAN, "linesearch_steps": 0.0, "entropy": NAN, "explained_variance": NAN,
-                "time_advantage": 0.0, "time_update": time.perf_counter() - t0, "time_value": 0.0,
-                "search_spread": self.sampler.optimizer.spread}, None
+        return {"time_update": time.perf_counter() - t0, "search_spread": self.sampler.optimizer.spread}, None

@@ -111,7 +111,7 @@ class PPOLearner:
 class PPO(AdvantageMethod):
     algo = "ppo"
     takes_action_masks = True
-    tags = {"clip_fraction": "PPO/ClipFraction"}
+    tags = {**AdvantageMethod.tags, "clip_fraction": "PPO/ClipFraction"}
 
     def make_learner(self):
         from trpo_tf import seeding

@@ -60,8 +60,9 @@ import time
 
 import numpy as np
 
-from trpo_tf.methods.base import (NAN, POLICY_STEP_FAULT, SinglePathMethod, behaviour_specs,
-                                  policy_step, update_normalizer)
+from trpo_tf.methods.base import (NAN, POLICY_STEP_FAULT, POLICY_STEP_TAGS, REWARD_SCALE_TAGS,
+                                  SinglePathMethod, behaviour_specs, policy_step, timed,
+                                  update_normalizer)
 from trpo_tf.settings import at_least, declare, positive
 
 declare("4 method reps", "reps_epsilon", 0.5,
@@ -189,7 +190,8 @@ def solve_dual(rewards, dphi, epsilon, max_iters):
 
 class REPS(SinglePathMethod):
     algo = "reps"
-    tags = {"reps_eta": "REPS/Eta", "reps_dual": "REPS/Dual", "reps_kl": "REPS/SampleKL",
+    stages, _stage_tags = timed(("dual", "time_dual"), ("update", "time_update"))
+    tags = {**POLICY_STEP_TAGS, **REWARD_SCALE_TAGS, **_stage_tags, "reps_eta": "REPS/Eta", "reps_dual": "REPS/Dual", "reps_kl": "REPS/SampleKL",
             "reps_dual_iterations": "REPS/DualIterations",
             "reps_effective_samples": "REPS/EffectiveSamples"}
 
@@ -248,9 +250,8 @@ class REPS(SinglePathMethod):
         if metrics is None:
             return None, POLICY_STEP_FAULT
         metrics.update(reps_eta=float(x[0]), reps_dual=value, reps_dual_iterations=float(iters),
-                       reps_kl=sample_kl(weights), explained_variance=NAN,
-                       time_advantage=t1 - t0, time_update=time.perf_counter() - t1,
-                       time_value=0.0)
+                       reps_kl=sample_kl(weights), time_dual=t1 - t0,
+                       time_update=time.perf_counter() - t1)
         return metrics, None
 
     def state(self):

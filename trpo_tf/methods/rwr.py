@@ -1,7 +1,7 @@
 """Reward-weighted regression (Peters & Schaal 2007), the EM-like baseline of section 8.1:
 E-step, weights exp((Q - max Q) / (T std Q)) on Monte Carlo returns (Q-hat, not normalised,
 rewards not scaled); M-step, weighted maximum likelihood (weighted_fit.py)."""
-from trpo_tf.methods.base import AdvantageMethod
+from trpo_tf.methods.base import REWARD_SCALE_TAGS, AdvantageMethod
 from trpo_tf.settings import at_least, declare, positive
 
 declare("4 method rwr", "rwr_temperature", 0.5, "rwr: weights exp((Q - max Q) / (T std Q)).",
@@ -17,7 +17,8 @@ class RWR(AdvantageMethod):
     algo = "rwr"
     advantage_settings = {"advantage": "q", "normalize_advantages": False}
     scales_rewards = False
-    tags = {"rwr_effective_samples": "RWR/EffectiveSamples"}
+    tags = {**{k: v for k, v in AdvantageMethod.tags.items() if k not in REWARD_SCALE_TAGS},
+            "rwr_effective_samples": "RWR/EffectiveSamples"}
 
     def make_learner(self):
         from trpo_tf.methods.base import behaviour_specs

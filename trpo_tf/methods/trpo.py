@@ -2,7 +2,7 @@
 maximises the surrogate (eq. 14-15) under the mean KL bound (eq. 13) by conjugate gradient
 on Fisher-vector products and a backtracking line search (update.py), then the value fit.
 Its ablations (natural_gradient.py, empirical_fim.py, max_kl.py) swap one piece of it."""
-from trpo_tf.methods.base import AdvantageMethod
+from trpo_tf.methods.base import TRUST_REGION_TAGS, AdvantageMethod
 from trpo_tf.settings import at_least, declare, in_unit_interval, positive
 
 GROUP = "4 method trpo: the trust-region step (also vine and the ablations)"
@@ -37,6 +37,7 @@ def trpo_learner(cfg, parts, gain, input_specs, **options):
 class TRPO(AdvantageMethod):
     algo = "trpo"
     takes_action_masks = True  # and its ablations
+    tags = {**AdvantageMethod.tags, **TRUST_REGION_TAGS}
 
     def learner_options(self):
         """What an ablation changes in the step (none: TRPO itself)."""

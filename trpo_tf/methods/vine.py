@@ -4,7 +4,8 @@ maximises eq. 16 / 17 on the rollout set under the mean KL over the trunk states
 import dataclasses
 import time
 
-from trpo_tf.methods.base import NAN, POLICY_STEP_FAULT, Method, policy_step, update_normalizer
+from trpo_tf.methods.base import (POLICY_STEP_FAULT, POLICY_STEP_TAGS, TRUST_REGION_TAGS, Method,
+                                  policy_step, timed, update_normalizer)
 from trpo_tf.methods.trpo import trpo_learner
 from trpo_tf.settings import at_least, declare
 
@@ -35,7 +36,9 @@ class Vine(Method):
     algo = "trpo"
     sampler_name = "vine"
     backend = "gymnasium"  # branches restore simulator states
-    tags = {"vine_states": "Vine/StatesInRolloutSet", "vine_branches": "Vine/Branches",
+    stages, _stage_tags = timed(("update", "time_update"))
+    tags = {**POLICY_STEP_TAGS, **TRUST_REGION_TAGS, **_stage_tags,
+            "vine_states": "Vine/StatesInRolloutSet", "vine_branches": "Vine/Branches",
             "vine_q_spread": "Vine/MeanQSpreadPerState",
             "vine_sim_steps": "Vine/SimulatorStepsPerIteration", "vine_kl_states": "Vine/KLStates"}
 
@@ -125,9 +128,7 @@ class Vine(Method):
         if metrics is None:
             return None, POLICY_STEP_FAULT
         q_shape = batch["q_hat"].shape
-        metrics.update(explained_variance=NAN, value_loss_before=NAN, value_loss_after=NAN,
-                       time_advantage=0.0, time_update=time.perf_counter() - t0, time_value=0.0,
-                       vine_states=float(q_shape[0]), vine_branches=float(q_shape[0] * q_shape[1]),
+        metrics.update(time_update=time.perf_counter() - t0, vine_states=float(q_shape[0]), vine_branches=float(q_shape[0] * q_shape[1]),
                        vine_kl_states=float(batch["kl_obs"].shape[0]),
                        vine_q_spread=float(batch["q_spread"]),
                        vine_sim_steps=float(batch["sim_steps"]))

@@ -1,4 +1,5 @@
-"""TensorBoard tags in one place, and the one-line terminal report."""
+"""The training loop's TensorBoard tags (each method names its own: Method.tags), and the
+one-line terminal report."""
 import glob
 import os
 
@@ -13,26 +14,9 @@ TAGS = {
     "env_steps": "Train/EnvSteps",
     "steps_per_sec": "Train/EnvStepsPerSecond",
     "sample_steps_per_sec": "Train/SamplingStepsPerSecond",
-    "surrogate_before": "Policy/SurrogateBefore",
-    "surrogate_after": "Policy/SurrogateAfter",
-    "kl": "Policy/MeanKL",
-    "kl_max": "Policy/MaxKL",
-    "entropy": "Policy/Entropy",
-    "linesearch_steps": "Policy/LineSearchSteps",
-    "step_accepted": "Policy/StepAccepted",
-    "cg_residual": "Policy/CGResidual",
-    "grad_norm": "Policy/GradNorm",
-    "step_norm": "Policy/StepNorm",
-    "value_loss_before": "Value/LossBefore",
-    "value_loss_after": "Value/LossAfter",
-    "explained_variance": "Value/ExplainedVariance",
-    "reward_scale": "Value/RewardScale",
     "time_sample": "Time/Sample",
     "time_sample_policy": "Time/SamplePolicy",
     "time_sample_env": "Time/SampleEnv",
-    "time_advantage": "Time/Advantage",
-    "time_update": "Time/Update",
-    "time_value": "Time/ValueFit",
     "time_iteration": "Time/Iteration",
     "faults": "Faults/SkippedIterations",
     "worker_restarts": "Faults/WorkerRestarts",
@@ -92,15 +76,16 @@ def _number(x):
     return "      -" if x != x else f"{x:7.1f}"
 
 
-def progress_line(it, iterations, m, last_eval, update):
+def progress_line(it, iterations, m, last_eval, update, stages=()):
     """`return`: the mean of the last 100 finished training episodes; `eval`: the latest
     evaluation of the deterministic policy ("-" before there is one); `update`: the method's
-    part ("kl 0.0097 ls 1"). The entropy and explained variance show where the method has
-    them (CEM / CMA have neither)."""
+    part ("kl 0.0097 ls 1"); `stages`: the method's timed stages after sampling, as (label,
+    metric) pairs. The entropy and explained variance show where the method has them (CEM /
+    CMA have neither)."""
+    timed = "".join(f", {label} {m[key]:.2f}" for label, key in stages)
     shown = "".join(f" | {name} {m[key]:+.2f}" for name, key in
                     (("ent", "entropy"), ("ev", "explained_variance")) if key in m)
     return (f"it {it + 1:4d}/{iterations} | steps {int(m['env_steps']):>9,} | return "
             f"{_number(m['return_rolling'])} | eval {_number(last_eval)}"
             f" | {update}{shown} | {m['steps_per_sec']:,.0f} steps/s"
-            f" | {m['time_iteration']:.2f}s (sample {m['time_sample']:.2f}, adv"
-            f" {m['time_advantage']:.2f}, update {m['time_update']:.2f}, vf {m['time_value']:.2f})")
+            f" | {m['time_iteration']:.2f}s (sample {m['time_sample']:.2f}{timed})")

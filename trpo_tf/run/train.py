@@ -318,7 +318,8 @@ class Trainer:
         m["steps_per_sec"] = n / m["time_iteration"]
         m["sample_steps_per_sec"] = n / t_sample
         return m, summaries.progress_line(it, self.planned_iterations(it + 1, env_steps), m,
-                                          self.last_eval, self.method.progress(m))
+                                          self.last_eval, self.method.progress(m),
+                                          self.method.stages)
 
     def skip(self, it, fault, env_steps):
         """Count a skipped iteration; --max_faults of them in a row stop the run."""
