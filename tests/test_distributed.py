@@ -20,6 +20,7 @@ from trpo_tf.run.train import Trainer, train
 from trpo_tf.run.distributed import RAY_INIT, ShareSampler, merge_batches
 
 LAUNCH = [sys.executable, "-m", "trpo_tf.launch"]
+pytestmark = pytest.mark.xdist_group("ray")  # one local Ray cluster at a time (pytest.ini)
 
 
 def descendants(pid):

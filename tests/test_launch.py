@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from commands import launch_here
 from trpo_tf.config import Config, ConfigError, validate
 
 
@@ -48,12 +49,31 @@ def launch(*args, timeout=300):
     (["--env=Hopper", "--batch_steps=10000000000"], "need about 1229.3 GiB while a batch is built"),
     (["--sampler=vine", "--vine_kl_states=-1"], "--vine_kl_states must be >= 0, 0 meaning every trunk state"),
 ])
-def test_bad_input_is_one_clear_line_and_exit_2(args, needle, tmp_path):
+def test_bad_input_is_one_clear_line_and_exit_2(args, needle, tmp_path, capsys):
+    """The launch command's parsing and checks, run in this process (a subprocess each would
+    cost the suite a Python start-up per case; the test below runs the command itself)."""
+    out = launch_here(capsys, *args, f"--logdir={tmp_path / 'run'}")
+    assert out.returncode == 2
+    assert_one_line(out.stderr, needle)
+
+
+def assert_one_line(stderr, needle):
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    assert needle in lines[0] and len(lines) <= 2, stderr  # absl adds one "Try --helpfull" line
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--max_kl=abc"], "flag --max_kl=abc: could not convert string to float"),  # absl's parser
+    (["--iterations=3", "extra"], "unexpected arguments: extra"),
+    (["--gamma=1.5"], "--gamma must be in (0, 1]"),  # a setting's check
+    (["--env=NoSuchEnv-v9"], "--env='NoSuchEnv-v9' is neither a short name"),  # an env check
+    (["--env=Hopper", "--batch_steps=10000000000"], "need about 1229.3 GiB"),  # after TF loads
+])
+def test_the_command_itself_gives_one_line_and_exit_2(args, needle, tmp_path):
     out = launch(*args, f"--logdir={tmp_path / 'run'}")
     assert out.returncode == 2
-    lines = [line for line in out.stderr.strip().splitlines() if line.strip()]
-    assert needle in lines[0] and len(lines) <= 2, out.stderr  # absl adds one "Try --helpfull" line
-    assert "Traceback" not in out.stderr
+    assert_one_line(out.stderr, needle)
 
 
 def test_validate_catches_each_bad_value():

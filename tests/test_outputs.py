@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from commands import launch_here
 from test_train import event_steps
 from trpo_tf.config import Config
 from trpo_tf.errors import CheckpointError, ConfigError, TrainingFault
@@ -22,10 +23,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = dict(env="Cartpole", env_backend="gymnasium", batch_steps=400, num_envs=2, quiet=True)
 
 
-def launch(*args):
-    return subprocess.run([sys.executable, "-m", "trpo_tf.launch", "--env=Cartpole",
-                           "--env_backend=gymnasium", "--batch_steps=400", "--num_envs=2", *args],
-                          capture_output=True, text=True, timeout=300)
+def launch(capsys, *args):
+    """The launch command on a small cart-pole run, in this process."""
+    return launch_here(capsys, "--env=Cartpole", "--env_backend=gymnasium", "--batch_steps=400",
+                       "--num_envs=2", *args)
 
 
 def one_line_exit_2(out, needle):
@@ -43,7 +44,8 @@ def run(logdir, iterations, **kwargs):
 
 # 1. --export_dir replaces only an earlier export ---------------------------------------------
 
-def test_export_dir_over_a_foreign_directory_or_file_or_the_logdir_is_refused_before_training(tmp_path):
+def test_export_dir_over_a_foreign_directory_or_file_or_the_logdir_is_refused_before_training(
+        tmp_path, capsys):
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("years of work")
@@ -55,7 +57,7 @@ def test_export_dir_over_a_foreign_directory_or_file_or_the_logdir_is_refused_be
                            (logdir, "would replace the run's --logdir"),
                            (tmp_path, "would replace the run's --logdir"),
                            (logdir / "checkpoints", "lies in the run's checkpoints")):
-        out = launch("--iterations=1", f"--logdir={logdir}", f"--export_dir={export}")
+        out = launch(capsys, "--iterations=1", f"--logdir={logdir}", f"--export_dir={export}")
         one_line_exit_2(out, needle)
         assert out.stdout == ""  # refused before training started
     assert (foreign / "thesis.tex").read_text() == "years of work"
@@ -75,11 +77,11 @@ def test_an_earlier_export_is_replaced_and_export_policy_refuses_anything_else(t
     assert (policy / "extra.txt").exists()
 
 
-def test_logdir_that_is_a_file_or_under_a_file_is_one_line(tmp_path):
+def test_logdir_that_is_a_file_or_under_a_file_is_one_line(tmp_path, capsys):
     a_file = tmp_path / "file"
     a_file.write_text("x")
-    one_line_exit_2(launch("--iterations=1", f"--logdir={a_file}"), f"--logdir={a_file} is a file")
-    one_line_exit_2(launch("--iterations=1", f"--logdir={a_file}/run"), "cannot be written")
+    one_line_exit_2(launch(capsys, "--iterations=1", f"--logdir={a_file}"), f"--logdir={a_file} is a file")
+    one_line_exit_2(launch(capsys, "--iterations=1", f"--logdir={a_file}/run"), "cannot be written")
 
 
 # 2. damaged checkpoints -------------------------------------------------------------------------
@@ -135,7 +137,7 @@ def test_each_damaged_checkpoint_file_resumes_from_the_newest_intact_one_and_is_
 
 
 def test_a_save_killed_before_the_index_resumes_from_its_files_without_a_damage_report(
-        three_checkpoints, tmp_path):
+        three_checkpoints, tmp_path, capsys):
     logdir = tmp_path / "run"
     shutil.copytree(three_checkpoints, logdir)
     index = logdir / "checkpoints" / "checkpoint"
@@ -146,13 +148,13 @@ def test_a_save_killed_before_the_index_resumes_from_its_files_without_a_damage_
 
 
 def test_when_no_checkpoint_is_intact_the_run_stops_with_one_line_and_changes_nothing(
-        three_checkpoints, tmp_path):
+        three_checkpoints, tmp_path, capsys):
     logdir = tmp_path / "run"
     shutil.copytree(three_checkpoints, logdir)
     for p in glob.glob(str(logdir / "checkpoints" / "ckpt-*.index")):
         truncate(p)
     listing = sorted(os.listdir(logdir / "checkpoints"))
-    out = launch("--iterations=5", f"--logdir={logdir}")
+    out = launch(capsys, "--iterations=5", f"--logdir={logdir}")
     one_line_exit_2(out, "no intact checkpoint in")
     assert "--resume=never starts over" in out.stderr
     assert sorted(os.listdir(logdir / "checkpoints")) == listing
@@ -257,7 +259,7 @@ def tree(directory):
                   for d, _, names in os.walk(directory) for n in names)
 
 
-def test_a_second_command_on_a_live_logdir_is_one_line_and_changes_nothing(tmp_path):
+def test_a_second_command_on_a_live_logdir_is_one_line_and_changes_nothing(tmp_path, capsys):
     run(tmp_path / "run", 1)
     seeds = tmp_path / "seeds"
     (seeds / "seed_1").mkdir(parents=True)
@@ -266,7 +268,7 @@ def test_a_second_command_on_a_live_logdir_is_one_line_and_changes_nothing(tmp_p
     try:
         for args, held in ((["--resume=never", f"--logdir={tmp_path / 'run'}"], holders[0]),
                            (["--seeds=2", f"--logdir={seeds}"], holders[1])):  # a seed's logdir
-            out = launch("--iterations=1", *args)
+            out = launch(capsys, "--iterations=1", *args)
             one_line_exit_2(out, f"is in use by pid {held.pid} on host ")
             assert "wait for it to end or stop it, or use another --logdir" in out.stderr
             assert out.stdout == ""

@@ -14,6 +14,7 @@ from trpo_tf.distributions import for_action_space
 from trpo_tf.moments import REWARD_CLIP, RewardScale, merge_moments
 from trpo_tf.run import presets
 from trpo_tf.sampling.single_path import SinglePathSampler
+from trpo_tf.tools import tune as tune_module
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -170,7 +171,11 @@ def test_tuning_two_trials_resumes_after_a_kill_and_writes_the_best_flagfile(tmp
     best = os.path.join(tmp_path, "best.cfg")
     cfg = parse(f"--flagfile={best}")
     assert cfg.env == "Cartpole" and cfg.batch_steps == 400  # given flags are held, not searched
-    for name, value in study.best_trial.params.items():
+    best_trial = tune_module.best_trial(study)  # the earliest of the best, whatever the storage
+    assert best_trial.value == study.best_value
+    with open(best) as f:
+        assert f.readline().startswith(f"# python -m trpo_tf.tune: trial {best_trial.number} of")
+    for name, value in best_trial.params.items():
         got = getattr(cfg, name)
         assert (",".join(map(str, got)) if isinstance(got, tuple) else got) == pytest.approx(value, rel=1e-2)
 

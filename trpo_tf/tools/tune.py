@@ -98,9 +98,18 @@ def trial_flags(cfg):
             if name not in TRIAL_ONLY and (name == "env" or value != getattr(defaults, name))}
 
 
+def best_trial(study):
+    """The finished trial of the highest final evaluation, the earliest among equals (Optuna's
+    own best_trial breaks ties in whatever order its storage returns them)."""
+    import optuna
+
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    return max(complete, key=lambda t: (t.value, -t.number))
+
+
 def write_best(path, study):
     """The best trial so far as a flagfile, from the settings that trial ran with."""
-    best = study.best_trial
+    best = best_trial(study)
     lines = [f"# python -m trpo_tf.tune: trial {best.number} of {len(study.trials)}, final "
              f"evaluation return {best.value:.1f} at {best.user_attrs.get('env_steps', 0):,} steps"]
     lines += [f"--{name}={flag_value(value)}" for name, value in best.user_attrs["flags"].items()]
@@ -266,8 +275,9 @@ def tune(base, trials, startup_trials, fixed=()):
 
     def after_trial(study, trial):
         if trial.state == optuna.trial.TrialState.COMPLETE:
+            best = best_trial(study)
             print(f"trial {trial.number}: final evaluation {trial.value:.1f} (best: trial "
-                  f"{study.best_trial.number}, {study.best_value:.1f})", flush=True)
+                  f"{best.number}, {best.value:.1f})", flush=True)
         if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
             write_best(best_path, study)
         if finished(study) >= trials:
@@ -282,7 +292,7 @@ def tune(base, trials, startup_trials, fixed=()):
                 raise TrainingFault(f"{left} trials in a row failed (see the lines above)")
     del lock
     if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
-        best = study.best_trial
+        best = best_trial(study)
         print(f"best: trial {best.number}, final evaluation {best.value:.1f}; settings in "
               f"{best_path}", flush=True)
     return study
