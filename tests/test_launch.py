@@ -68,12 +68,33 @@ def assert_one_line(stderr, needle):
     (["--iterations=3", "extra"], "unexpected arguments: extra"),
     (["--gamma=1.5"], "--gamma must be in (0, 1]"),  # a setting's check
     (["--env=NoSuchEnv-v9"], "--env='NoSuchEnv-v9' is neither a short name"),  # an env check
-    (["--env=Hopper", "--batch_steps=10000000000"], "need about 1229.3 GiB"),  # after TF loads
 ])
 def test_the_command_itself_gives_one_line_and_exit_2(args, needle, tmp_path):
     out = launch(*args, f"--logdir={tmp_path / 'run'}")
     assert out.returncode == 2
     assert_one_line(out.stderr, needle)
+
+
+def test_each_check_runs_once_and_before_tensorflow_loads(tmp_path, capsys, monkeypatch):
+    """The env is probed once for a command of two seeds (checks.check_run, not again by each
+    Trainer), and a batch too big for the memory is refused with TensorFlow never imported."""
+    from trpo_tf import envs
+
+    probes = []
+    real_check = envs.check_spaces
+    monkeypatch.setattr(envs, "check_spaces", lambda spec: probes.append(spec) or real_check(spec))
+    out = launch_here(capsys, "--env=Cartpole", "--iterations=1", "--batch_steps=200",
+                      "--num_envs=2", "--seeds=2", "--quiet", f"--logdir={tmp_path}")
+    assert out.returncode == 0 and len(probes) == 1, out.stderr
+    script = ("import sys\nfrom trpo_tf import launch\ntry:\n"
+              "    launch.main(launch.parse_flags_with_preset(['launch', '--env=Hopper', "
+              "'--batch_steps=10000000000', '--logdir=%s']))\n"
+              "except SystemExit as done:\n"
+              "    print(done.code, 'tensorflow' in sys.modules)\n" % (tmp_path / "big"))
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           timeout=300)
+    assert child.stdout.split() == ["2", "False"], child.stderr
+    assert "need about 1229.3 GiB while a batch is built" in child.stderr
 
 
 def test_validate_catches_each_bad_value():
@@ -224,13 +245,13 @@ def test_ray_address_takes_a_bracketed_ipv6_address():
 
 def test_local_ray_workers_are_checked_against_the_memory_available(monkeypatch):
     import trpo_tf.sampling
-    from trpo_tf import launch
+    from trpo_tf.run.checks import check_workers_fit
 
     monkeypatch.setattr(trpo_tf.sampling, "available_memory", lambda: 4 * 2**30)
-    launch.check_workers_fit(4)  # 2.8 GiB of 4
+    check_workers_fit(4)  # 2.8 GiB of 4
     with pytest.raises(ConfigError, match=r"^--workers=5: each local Ray worker takes about "
                        r"0.7 GiB and 4.0 GiB are available: use at most 4, or a cluster"):
-        launch.check_workers_fit(5)
+        check_workers_fit(5)
 
 
 def test_a_long_error_is_cut_at_a_word_end():

@@ -70,6 +70,7 @@ def test_preset_applies_unless_a_flagfile_or_preset_none_and_the_command_line_ov
     assert counted.preset_file and counted.steps == 0 and counted.iterations == 3
     assert parse("--env=Walker", "--iterations=3", "--steps=5000").steps == 5000
     assert parse("--env=Walker", "--algo=cem").preset_file == ""
+    assert parse("--env=Walker", "--algo=natural_gradient").preset_file == ""  # TRPO's only
     assert parse("--env=Walker", "--sampler=vine").preset_file == ""
     assert parse("--iterations=3").preset_file == "" and parse().steps == 0
 

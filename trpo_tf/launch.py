@@ -7,8 +7,8 @@ import sys
 
 from absl import app, flags
 
+from trpo_tf import methods
 from trpo_tf.cli import StopOnSignal, main_guard, parse_flags, quiet_logging
-
 from trpo_tf.config import NOT_FLAGS, Config, ConfigError, validate
 from trpo_tf.settings import SETTINGS
 
@@ -44,8 +44,9 @@ APPLIED_PRESET = {"path": "", "given": set()}  # set by parse_flags_with_preset
 
 def parse_flags_with_preset(argv):
     """parse_flags, then, when --preset=auto, the user named an --env that has a tuned preset,
-    gave no --flagfile and trains TRPO single path (what the presets are tuned for), again with
-    the preset's flagfile first: the command line's flags come after it, so they override it
+    gave no --flagfile and trains a method the presets were tuned for (Method.tuned_presets:
+    TRPO single path), again with the preset's flagfile first: the command line's flags come
+    after it, so they override it
     (and --iterations without --steps counts iterations, not the preset's budget).
     APPLIED_PRESET records the preset and the flags the user gave (on the command line or in
     their flagfiles)."""
@@ -58,8 +59,9 @@ def parse_flags_with_preset(argv):
         print("error: --preset=auto applies a tuned preset only without a --flagfile, which "
               "gives the settings itself: drop one of them", file=sys.stderr)
         sys.exit(2)
+    method = methods.REGISTRY.get((FLAGS.algo, FLAGS.sampler))  # None: validate says why
     path = (presets.preset_for(FLAGS.env) if FLAGS.preset == "auto" and "env" in given
-            and FLAGS.algo == "trpo" and FLAGS.sampler == "single_path"
+            and method is not None and method.tuned_presets
             and not presets.names_flagfile(argv) else None)
     if not path:
         return rest
@@ -99,49 +101,17 @@ def refuse_extra_arguments(argv):
         sys.exit(2)
 
 
-def check_env(cfg):
-    """The env exists and fits --algo / --sampler (before TensorFlow loads): an EnvError if not."""
-    from trpo_tf import envs, methods  # gymnasium, MuJoCo, ALE: inside main_guard
-
-    spec = envs.resolve_env(cfg.env, cfg.atari)
-    envs.pick_backend(spec, cfg.env_backend)
-    mask_source = envs.check_spaces(spec)
-    method = methods.method_for(cfg)
-    method.check_env(spec)
-    method.check_action_masks(cfg, spec, mask_source)
-    if cfg.workers and cfg.ray_address not in ("", "auto"):
-        from trpo_tf.run.distributed import check_reachable
-
-        check_reachable(cfg.ray_address)
-    if cfg.workers and not cfg.ray_address:
-        check_workers_fit(cfg.workers)
-
-
-WORKER_MEMORY = 0.7 * 2**30  # what one Ray sampling worker took here (a Python with TensorFlow)
-
-
-def check_workers_fit(workers):
-    """A ConfigError if `workers` local Ray workers need more than 80% of the memory available."""
-    from trpo_tf.sampling import available_memory
-
-    have = available_memory()
-    if have is not None and workers * WORKER_MEMORY > 0.8 * have:
-        raise ConfigError(f"--workers={workers}: each local Ray worker takes about "
-                          f"{WORKER_MEMORY / 2**30:.1f} GiB and {have / 2**30:.1f} GiB are "
-                          f"available: use at most {max(1, int(0.8 * have / WORKER_MEMORY))}, "
-                          "or a cluster (--ray_address)")
-
-
 def main(argv):
     refuse_extra_arguments(argv)
     quiet_logging()
 
     def run():
         from trpo_tf.run import outputs
+        from trpo_tf.run.checks import check_run
 
         cfg = config_from_flags()
         runs = seed_configs(cfg, FLAGS.seeds)
-        check_env(cfg)
+        checked = check_run(cfg)  # the seeds differ in nothing it checks
         for run_cfg in runs:
             outputs.prepare(run_cfg.logdir, run_cfg.policy_export_dir)
         # the command holds its logdir and every seed's until it ends
@@ -154,7 +124,7 @@ def main(argv):
                     break
                 if len(runs) > 1:
                     print(f"== seed {run_cfg.seed} -> {run_cfg.logdir}", flush=True)
-                train(run_cfg, stop)
+                train(run_cfg, stop, checked=checked)
         del locks
 
     main_guard(run)

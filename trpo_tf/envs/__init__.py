@@ -239,10 +239,10 @@ def action_mask(env, info, source, where, step):
 
 def check_spaces(spec):
     """An EnvError (one line, before TensorFlow loads) unless trpo_tf can take this env's
-    observations (make_env checks them) and act in its action space -> where it tells its
-    legal actions (mask_source: None if it does not)."""
+    observations (make_env checks them) and act in its action space -> (its observation space,
+    where it tells its legal actions: mask_source, None if it does not)."""
     env = make_env(spec)
-    source = None
+    source, observation_space = None, env.observation_space
     try:
         problem = action_problem(env.action_space)
         if problem is None:  # its first observation fits the space it declares
@@ -254,7 +254,7 @@ def check_spaces(spec):
         env.close()
     if problem:
         raise EnvError(f"--env={spec.name!r}: {problem}")
-    return source
+    return observation_space, source
 
 
 EPISODE_LIMIT = 10_000  # steps of an evaluation or play episode in an env with no time limit

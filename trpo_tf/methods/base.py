@@ -61,6 +61,7 @@ class Method:
     tags = {}                  # {metric: TensorBoard tag} of every metric `update` reports
     stages = ()                # [(label, metric)]: its timed stages, on the progress line
     takes_action_masks = False  # it trains the policy under the env's action masks
+    tuned_presets = False       # launch/tuned/<env>.cfg were tuned for it: --env applies them
 
     @classmethod
     def validate(cls, cfg):

@@ -5,6 +5,7 @@ from trpo_tf.methods.trpo import TRPO
 
 class EmpiricalFIM(TRPO):
     algo = "empirical_fim"
+    tuned_presets = False
 
     def learner_options(self):
         return {"fisher": "empirical"}

@@ -5,6 +5,7 @@ from trpo_tf.methods.trpo import TRPO
 
 class MaxKL(TRPO):
     algo = "max_kl"
+    tuned_presets = False
 
     def learner_options(self):
         return {"constraint": "max"}

@@ -10,6 +10,7 @@ declare("4 method natural_gradient", "npg_step", 0.1,
 
 class NaturalGradient(TRPO):
     algo = "natural_gradient"
+    tuned_presets = False
 
     def learner_options(self):
         return {"fixed_step": self.cfg.npg_step}

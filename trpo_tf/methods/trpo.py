@@ -37,6 +37,7 @@ def trpo_learner(cfg, parts, gain, input_specs, **options):
 class TRPO(AdvantageMethod):
     algo = "trpo"
     takes_action_masks = True  # and its ablations
+    tuned_presets = True  # not its ablations (they set it back)
     tags = {**AdvantageMethod.tags, **TRUST_REGION_TAGS}
 
     def learner_options(self):

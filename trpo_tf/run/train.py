@@ -14,15 +14,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from trpo_tf import distributions, envs, methods, pipeline, policies, seeding
+from trpo_tf import distributions, methods, pipeline, policies, seeding
 from trpo_tf.cli import StopOnSignal
 from trpo_tf.errors import ConfigError, EnvStepError, TrainingFault
 from trpo_tf.methods.base import RunParts
 from trpo_tf.run import outputs, summaries
 from trpo_tf.run.checkpoint import Checkpointer
+from trpo_tf.run.checks import check_run
 from trpo_tf.run.evaluate import Evaluator
 from trpo_tf.run.export import export_policy
-from trpo_tf.sampling import available_memory, batch_obs_dtype, observation_memory
+from trpo_tf.sampling import batch_obs_dtype
 
 # Settings that only shape the sampler: a resumed run with other values starts new episodes.
 SAMPLER_SETTINGS = ("num_envs", "env_backend", "max_path_length", "workers")
@@ -72,23 +73,24 @@ class Trainer:
     """Holds the run's objects; `run()` trains from the last checkpoint until --iterations or
     --steps are spent."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, checked=None):
+        """`checked`: what checks.check_run(cfg) gave, where the command ran it and prepared
+        the outputs before TensorFlow loaded; None: both are done here."""
         self.cfg = cfg
-        outputs.prepare(cfg.logdir, cfg.policy_export_dir)
+        if checked is None:
+            checked = check_run(cfg)
+            outputs.prepare(cfg.logdir, cfg.policy_export_dir)
         self.lock = outputs.lock_dir(cfg.logdir)  # held until close()
         # --resume=never: the earlier run moves to <logdir>/previous-<k>/, before any writer opens
         self.earlier_run = (outputs.set_aside_earlier_run(cfg.logdir, cfg.policy_export_dir)
                             if cfg.resume == "never" else None)
         self.seeds = seeds = seeding.run_streams(cfg.seed)
         keras.utils.set_random_seed(seeding.int_seed(seeds["network_init"]))
-        self.spec = envs.resolve_env(cfg.env, cfg.atari)
+        self.spec = checked.spec
         method = methods.method_for(cfg)
-        method.check_env(self.spec)
         self.backend, self.envs = method.make_envs(cfg, self.spec, seeds)
-        method.check_action_masks(cfg, self.spec, self.envs.mask_source)
         self.dist = distributions.for_action_space(self.envs.action_space)
         obs_space = self.envs.observation_space
-        self.check_batch_fits_in_memory(obs_space, *method.batch_states(cfg))
         hidden = cfg.policy_sizes(self.spec)
         self.record = {"env": self.spec.gym_id, "algo": cfg.algo, "sampler": cfg.sampler,
                        "seed": cfg.seed, "policy_hidden": list(hidden),
@@ -123,17 +125,6 @@ class Trainer:
             self.remote = RaySampler(cfg, self.policy, self.log)
             self.sampler = self.method.sample_on(self.remote)
         self.writer = tf.summary.create_file_writer(cfg.logdir)
-
-    def check_batch_fits_in_memory(self, obs_space, flag, states):
-        """A ConfigError before anything is allocated if a batch's `states` observations (the
-        method says how many, and which flag sizes them) would take more than 80% of the memory
-        available."""
-        need, have = observation_memory(obs_space, states), available_memory()
-        if have is not None and need > 0.8 * have:
-            raise ConfigError(
-                f"{flag} = {states:,} states of {obs_space.shape} {batch_obs_dtype(obs_space)} "
-                f"need about {need / 2**30:.1f} GiB while a batch is built, and "
-                f"{have / 2**30:.1f} GiB are available: lower {flag.split(' ')[0]}")
 
     def export(self):
         atari = None if self.spec.atari is None else dataclasses.asdict(self.spec.atari)
@@ -377,8 +368,8 @@ class Trainer:
         self.lock = None  # let the logdir go (unless the command holds it too)
 
 
-def train(cfg, stop=None, on_iteration=None):
-    trainer = Trainer(cfg)
+def train(cfg, stop=None, on_iteration=None, checked=None):
+    trainer = Trainer(cfg, checked)
     try:
         return trainer.run(stop, on_iteration)
     finally:

@@ -20,6 +20,7 @@ from trpo_tf import launch  # noqa: F401  (defines every training flag; tuning t
 from trpo_tf.cli import StopOnSignal, main_guard, quiet_logging
 from trpo_tf.errors import ConfigError, TrainingFault, first_line
 from trpo_tf.run import outputs
+from trpo_tf.run.checks import check_run
 
 flags.DEFINE_integer("trials", 20, "Trials to finish (completed or pruned), those of earlier "
                      "invocations of the same study included.")
@@ -319,7 +320,7 @@ def main(argv):
         given = launch.APPLIED_PRESET["given"]
         if "logdir" not in given:  # not the preset's training logdir
             cfg = dataclasses.replace(cfg, logdir=f"runs/tune_{cfg.env.replace('/', '_').lower()}")
-        launch.check_env(cfg)
+        check_run(cfg)
         fixed = [name for name in SPACE if name in given]  # not searched
         if len(fixed) == len(SPACE):
             raise ConfigError(f"your flags fix every setting the tuner searches ({', '.join(SPACE)})"
