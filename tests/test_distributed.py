@@ -199,7 +199,11 @@ def test_cem_candidates_played_by_two_workers_score_as_in_one_process(local_ray,
         assert [m[key] for m in there] == [m[key] for m in here], key
 
 
-def test_ctrl_c_stops_the_workers_and_leaves_no_ray_process_behind(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL], ids=["ctrl_c", "kill_9"])
+def test_ctrl_c_or_kill_9_leaves_no_ray_process_behind(tmp_path, signum):
+    """Ctrl-C stops the workers after the iteration; after a kill -9 of the learner, the local
+    Ray instance's processes end within seconds too (ray_reaper: Ray's dashboard and
+    runtime-env agents waited 40-80 s for a timeout of their own)."""
     proc = subprocess.Popen(LAUNCH + ["--workers=2", "--iterations=1000", "--batch_steps=400",
                                       "--num_envs=2", "--eval_every=0", f"--logdir={tmp_path}"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -209,10 +213,11 @@ def test_ctrl_c_stops_the_workers_and_leaves_no_ray_process_behind(tmp_path):
                 break
         started = descendants(proc.pid)
         assert len(started) >= 3  # Ray's processes and the two workers
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         out, err = proc.communicate(timeout=300)
     finally:
         proc.kill()
-    assert proc.returncode == 0, err
-    assert "stopping after iteration" in out
-    assert not still_running(started, timeout=30)  # Ray's reaper follows the driver
+    if signum == signal.SIGINT:
+        assert proc.returncode == 0, err
+        assert "stopping after iteration" in out
+    assert not still_running(started, timeout=20)

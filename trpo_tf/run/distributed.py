@@ -117,6 +117,9 @@ def merge_batches(batches):
     return merged
 
 
+LOCAL_RAY_REAPER = []  # the child that ends a local Ray instance with this process (ray_reaper)
+
+
 def check_reachable(address):
     """A ConfigError at once if host:port does not answer (Ray itself waits about a minute)."""
     host, _, port = address.rpartition(":")
@@ -151,6 +154,10 @@ def connect(address):
     except Exception as err:  # ConnectionError, RuntimeError, ...: Ray's own words, one line
         raise ConfigError(f"--ray_address={address or '(local)'}: cannot start or join Ray "
                           f"({first_line(err)})") from None
+    if not address:  # the local instance's processes: every child this process has now
+        from trpo_tf.run import ray_reaper
+
+        LOCAL_RAY_REAPER.append(ray_reaper.start(ray_reaper.children().get(os.getpid(), [])))
     return ray
 
 
