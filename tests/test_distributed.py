@@ -96,6 +96,25 @@ def test_a_cluster_that_does_not_answer_is_one_line_and_exit_2(tmp_path):
                                                    "cluster answers there"), out.stderr
 
 
+def test_ray_address_auto_without_a_cluster_is_one_line_before_anything_starts(
+        tmp_path, capsys, monkeypatch):
+    """Ray's lookup for 'auto' finds nothing (no RAY_ADDRESS, no cluster on this machine):
+    refused by the checks, before the run makes its envs, Ray session or event file."""
+    from ray._private import services
+
+    from commands import launch_here
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(services, "find_gcs_addresses", lambda: [])
+    monkeypatch.setattr(services, "find_bootstrap_address", lambda temp_dir: None)
+    out = launch_here(capsys, "--workers=2", "--ray_address=auto", f"--logdir={tmp_path}")
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: --ray_address=auto: no Ray cluster runs on this machine"), out.stderr
+    assert os.listdir(tmp_path) == []
+
+
 def test_a_run_without_workers_never_imports_ray():
     code = ("import sys; from trpo_tf import launch; from trpo_tf.run import train; "
             "print('ray' in sys.modules)")

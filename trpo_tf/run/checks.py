@@ -29,10 +29,10 @@ def check_run(cfg):
     method.check_env(spec)
     method.check_action_masks(cfg, spec, mask_source)
     check_batch_fits_in_memory(observation_space, *method.batch_states(cfg))
-    if cfg.workers and cfg.ray_address not in ("", "auto"):
-        from trpo_tf.run.distributed import check_reachable
+    if cfg.workers and cfg.ray_address:
+        from trpo_tf.run.distributed import check_reachable, find_auto_address
 
-        check_reachable(cfg.ray_address)
+        check_reachable(find_auto_address() if cfg.ray_address == "auto" else cfg.ray_address)
     if cfg.workers and not cfg.ray_address:
         check_workers_fit(cfg.workers)
     return CheckedEnv(spec, mask_source)

@@ -120,6 +120,20 @@ def merge_batches(batches):
 LOCAL_RAY_REAPER = []  # the child that ends a local Ray instance with this process (ray_reaper)
 
 
+def find_auto_address():
+    """What --ray_address=auto joins (RAY_ADDRESS, else the cluster last started on this
+    machine, else any running here: Ray's own lookup) as host:port, or a ConfigError at once
+    if there is none."""
+    from ray._private.services import canonicalize_bootstrap_address
+
+    try:
+        return canonicalize_bootstrap_address("auto")
+    except ConnectionError:
+        raise ConfigError("--ray_address=auto: no Ray cluster runs on this machine and "
+                          "RAY_ADDRESS is not set; start one with `ray start --head`, give its "
+                          "HOST:PORT, or leave the flag empty for a local instance") from None
+
+
 def check_reachable(address):
     """A ConfigError at once if host:port does not answer (Ray itself waits about a minute)."""
     host, _, port = address.rpartition(":")
