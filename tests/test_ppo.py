@@ -95,3 +95,28 @@ def test_a_skipped_ppo_iteration_rolls_back_its_optimizer(tmp_path):
         trainer.close()
     assert [m["faults"] for m in history] == [0, 1, 1] and "kl" in history[2]
     assert all(np.all(np.isfinite(v)) for v in adam) and np.all(np.isfinite(theta))
+
+
+def test_ppo_measures_its_step_from_the_policy_that_sampled_before_the_normaliser_moved():
+    """With zero advantages PPO's Adam does not move the weights, so the whole change from the
+    sampling policy pi(theta, N_k) is the normaliser's (N_k -> N_k+1 on a shifted batch): the
+    KL it reports is that change, not 0 (as it would be if pi_old were read after the update)."""
+    from trpo_tf.distributions import DiagGaussian
+    from trpo_tf.methods.base import update_normalizer
+    from trpo_tf.methods.ppo import PPOLearner
+    from trpo_tf.policies import build_policy
+
+    dist = DiagGaussian(2)
+    policy = build_policy((3,), dist, (8,), normalize_obs=True)
+    obs = tf.constant(np.random.default_rng(0).normal(3.0, 2.0, (256, 3)), tf.float32)
+    specs = [tf.TensorSpec((None, 3), tf.float32), tf.TensorSpec((None, 2), tf.float32),
+             tf.TensorSpec((None,), tf.float32), tf.TensorSpec((None, 4), tf.float32)]
+    learner = PPOLearner(policy, dist, specs, 0.2, 2, 64, 1e-3, seed=0)
+    (behaviour,) = update_normalizer(policy, obs)
+    moved = policy(obs)
+    assert float(tf.reduce_mean(dist.kl(behaviour, moved))) > 1e-4  # the normaliser's change
+    theta = get_flat(policy.trainable_variables).numpy()
+    m = learner.step(obs, dist.mode(behaviour), tf.zeros(256), behaviour)
+    np.testing.assert_array_equal(get_flat(policy.trainable_variables).numpy(), theta)
+    expected = float(tf.reduce_mean(dist.kl(behaviour, moved)))
+    assert abs(float(m["kl"]) - expected) <= 1e-6 * max(1.0, expected)
