@@ -9,7 +9,7 @@ from absl import app, flags
 
 from trpo_tf.cli import StopOnSignal, main_guard, parse_flags, quiet_logging
 
-from trpo_tf.config import NOT_FLAGS, Config, ConfigError, validate
+from trpo_tf.config import NOT_FLAGS, Config, ConfigError, check_recurrent_policy, validate
 from trpo_tf.settings import SETTINGS
 
 
@@ -109,6 +109,7 @@ def check_env(cfg):
     method = methods.method_for(cfg)
     method.check_env(spec)
     method.check_action_masks(cfg, spec, mask_source)
+    check_recurrent_policy(cfg, spec)
     if cfg.workers and cfg.ray_address not in ("", "auto"):
         from trpo_tf.run.distributed import check_reachable
 
