@@ -6,7 +6,7 @@ import dataclasses
 import math
 
 from trpo_tf import methods
-from trpo_tf.errors import ConfigError
+from trpo_tf.errors import ConfigError, EnvError
 from trpo_tf.settings import (SETTINGS, at_least, declare, in_unit_interval, positive,
                               positive_sizes)
 
@@ -123,6 +123,13 @@ declare(PIPELINE, "policy_hidden", None,
         "Policy hidden sizes, e.g. 64,64; empty string = linear; unset = the env's default "
         "(Table 2).", check=positive_sizes, rule="a comma-separated list of positive ints",
         kind=tuple)
+declare(PIPELINE, "policy_rnn", "none",
+        "A recurrent policy for partially observed tasks: gru or lstm cell (--policy_rnn_units "
+        "wide) between the normalised observations and the --policy_hidden layers, its state "
+        "reset at episode starts; none: the feed-forward policy. TRPO single path and its "
+        "ablations; vector observations.", choices=("none", "gru", "lstm"))
+declare(PIPELINE, "policy_rnn_units", 64, "Width of the --policy_rnn cell.", check=at_least(1),
+        rule=">= 1")
 declare(PIPELINE, "value_hidden", (64, 64), "Value network hidden sizes.", check=positive_sizes,
         rule="a comma-separated list of positive ints")
 declare(PIPELINE, "init_log_std", 0.0, "Initial log standard deviation of Gaussian policies.")
@@ -180,7 +187,12 @@ def validate(cfg):
            f"not --sampler={cfg.sampler}"
            + (f"; --sampler={cfg.sampler} is for --algo={'|'.join(algos)}"
               if (algos := [a for a, s in methods.REGISTRY if s == cfg.sampler]) else ""))
-    problem = methods.method_for(cfg).validate(cfg)
+    method = methods.method_for(cfg)
+    takers = "|".join(dict.fromkeys(m.algo for m in methods.METHODS if m.takes_recurrent_policy))
+    _check(cfg.policy_rnn == "none" or method.takes_recurrent_policy,
+           f"--policy_rnn={cfg.policy_rnn}: --algo={cfg.algo} --sampler={cfg.sampler} trains no "
+           f"recurrent policy; use --algo={takers} (single path), or --policy_rnn=none")
+    problem = method.validate(cfg)
     _check(problem is None, problem)
     _check(cfg.batch_steps >= cfg.num_envs,
            f"--batch_steps must be >= --num_envs={cfg.num_envs} (got {cfg.batch_steps})")
@@ -188,3 +200,11 @@ def validate(cfg):
            f"--batch_steps={cfg.batch_steps} is smaller than one path "
            f"(--max_path_length={cfg.max_path_length}); raise it or shorten paths")
     return cfg
+
+
+def check_recurrent_policy(cfg, spec):
+    """An EnvError (before TensorFlow loads) if --policy_rnn asks for a recurrent policy on an
+    env whose observations it does not take: the stacked frames of Atari games."""
+    if cfg.policy_rnn != "none" and spec.atari is not None:
+        raise EnvError(f"--policy_rnn={cfg.policy_rnn} takes vector observations, and "
+                       f"{spec.gym_id} gives stacked frames: use --policy_rnn=none (the CNN)")

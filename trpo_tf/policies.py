@@ -1,7 +1,10 @@
-"""Keras models: the policy (linear / MLP, Gaussian or categorical head; or the paper's CNN
-for Atari frames), the value baseline, the observation normaliser they share, and a fast
-acting path for sampling.
+"""Keras models: the policy (linear / MLP, Gaussian or categorical head; a recurrent GRU /
+LSTM policy for partially observed tasks; or the paper's CNN for Atari frames), the value
+baseline, the observation normaliser they share, and a fast acting path for sampling.
 """
+import collections
+import types
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -62,6 +65,8 @@ class MLPPolicy(keras.Model):
     concat(mean, r) per state. Categorical head: the MLP's outputs are the logits.
     """
 
+    state_size = 0  # no memory: each state's parameters depend on its observation alone
+
     def __init__(self, dist, normalizer, hidden=(64, 64), init_log_std=0.0):
         super().__init__()
         self.dist = dist
@@ -74,7 +79,11 @@ class MLPPolicy(keras.Model):
                 name="log_std")
 
     def call(self, obs):
-        x = self.mlp(self.normalizer(obs))
+        return self.head(self.normalizer(obs))
+
+    def head(self, features):
+        """The MLP's outputs on `features` [B, F], with the Gaussian's log-std beside them."""
+        x = self.mlp(features)
         if self.log_std is None:
             return x
         return tf.concat([x, tf.broadcast_to(self.log_std, tf.shape(x))], -1)
@@ -85,12 +94,15 @@ class MLPPolicy(keras.Model):
         Per-step TF calls cost ~10x a NumPy matmul at batch 16 (perf-facts.md), so sampling
         acts through this frozen copy; tests check it against `call`.
         """
-        normalize = self.normalizer.numpy_fn()
+        normalize, head = self.normalizer.numpy_fn(), self.numpy_head()
+        return lambda obs: head(normalize(obs.astype(np.float32, copy=False)))
+
+    def numpy_head(self):
+        """`head` as a NumPy function, frozen at today's weights."""
         weights = [(layer.kernel.numpy(), layer.bias.numpy()) for layer in self.mlp.layers]
         log_std = None if self.log_std is None else self.log_std.numpy()
 
-        def params(obs):
-            x = normalize(obs.astype(np.float32, copy=False))
+        def params(x):
             for w, b in weights[:-1]:
                 x = np.tanh(x @ w + b)
             w, b = weights[-1]
@@ -134,6 +146,140 @@ class MLPPolicy(keras.Model):
         return act
 
 
+def _sigmoid_np(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+# what a cell's step computes with: NumPy (the sampler's acting path) or TensorFlow (the
+# update, the export), one formula for both
+NUMPY_OPS = types.SimpleNamespace(tanh=np.tanh, sigmoid=_sigmoid_np, split=np.split,
+                                  concat=np.concatenate)
+TF_OPS = types.SimpleNamespace(tanh=tf.tanh, sigmoid=tf.sigmoid, split=tf.split, concat=tf.concat)
+
+
+def gru_step(ops, x, h, kernel, recurrent_kernel, bias):
+    """GRU (Cho et al. 2014), the reset gate applied after the recurrent product:
+    z = s(x Wz + h Uz + bz), r = s(x Wr + h Ur + br), n = tanh(x Wn + bn + r (h Un)),
+    h' = (1 - z) n + z h. x [B, d], h [B, u] -> h' [B, u]."""
+    xz, xr, xn = ops.split(x @ kernel + bias, 3, axis=-1)
+    hz, hr, hn = ops.split(h @ recurrent_kernel, 3, axis=-1)
+    z, r = ops.sigmoid(xz + hz), ops.sigmoid(xr + hr)
+    return (1.0 - z) * ops.tanh(xn + r * hn) + z * h
+
+
+def lstm_step(ops, x, state, kernel, recurrent_kernel, bias):
+    """LSTM with a forget gate (Gers et al. 2000): i, f, o = s(x W + h U + b), g = tanh(...),
+    c' = f c + i g, h' = o tanh(c'). state = concat(h, c) [B, 2u] -> concat(h', c')."""
+    h, c = ops.split(state, 2, axis=-1)
+    i, f, g, o = ops.split(x @ kernel + h @ recurrent_kernel + bias, 4, axis=-1)
+    c = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(g)
+    return ops.concat([ops.sigmoid(o) * ops.tanh(c), c], axis=-1)
+
+
+# --policy_rnn -> (its step, gates, state size in units); the cell's output is the state's
+# first `units` entries (h)
+CELLS = {"gru": (gru_step, 3, 1), "lstm": (lstm_step, 4, 2)}
+
+# A batch as a recurrent policy reads it: one sequence per env (its rows of the batch, in
+# order, env-major), the state each began with and 1.0 on the rows that start an episode
+# (there the state is reset to zero before the step). obs [N, d], starts [N], states [E, S],
+# rows [E] (int32, summing to N).
+Sequences = collections.namedtuple("Sequences", "obs starts states rows")
+
+
+def observations_of(inputs):
+    """The observations of a policy's inputs (observations, or Sequences)."""
+    return inputs.obs if isinstance(inputs, Sequences) else inputs
+
+
+def every_kth_sequence(inputs, k):
+    """Every k-th sequence of `inputs` (Sequences), whole -> (those Sequences, a function taking
+    their rows out of any per-row tensor [N, ...]): a subsample that never cuts a sequence."""
+    kept = tf.repeat(tf.range(tf.shape(inputs.rows)[0]) % k == 0, inputs.rows)
+    rows_of = lambda x: tf.boolean_mask(x, kept)
+    return (Sequences(rows_of(inputs.obs), rows_of(inputs.starts), inputs.states[::k],
+                      inputs.rows[::k]), rows_of)
+
+
+def reset_at_starts(state, starts):
+    """h <- 0 on the rows where an episode starts (h (1 - start), and a NaN state is dropped)."""
+    if isinstance(state, np.ndarray):
+        return np.where(starts[:, None] > 0, np.float32(0.0), state)
+    return tf.where(starts[:, None] > 0, tf.zeros_like(state), state)
+
+
+class RNNPolicy(MLPPolicy):
+    """A memory for partially observed tasks: normalised obs -> a GRU or LSTM cell (`units`
+    wide) -> MLPPolicy's tanh `hidden` layers and head on the cell's output h.
+
+    On a batch it takes Sequences and unrolls the cell along each from its start state,
+    resetting the state at episode starts, so the parameters of every row are recomputed
+    from the stored starts as the current weights give them (the surrogate, KL, Fisher-vector
+    products and line search run on these). `step` is one step of every env (the export);
+    `numpy_fn` the same in NumPy for the sampler and evaluation."""
+
+    def __init__(self, dist, normalizer, cell="gru", units=64, hidden=(), init_log_std=0.0):
+        super().__init__(dist, normalizer, hidden, init_log_std)
+        self.cell_step, gates, state_units = CELLS[cell]
+        self.units, self.state_size = units, state_units * units
+        obs_dim = normalizer.mean.shape[0]
+        bias = np.zeros(gates * units, np.float32)
+        if cell == "lstm":
+            bias[units:2 * units] = 1.0  # forget gate open at the start (Jozefowicz et al. 2015)
+        self.kernel = self.add_weight(shape=(obs_dim, gates * units), name="rnn_kernel",
+                                      initializer="glorot_uniform")
+        self.recurrent_kernel = self.add_weight(shape=(units, gates * units), initializer="orthogonal",
+                                                name="rnn_recurrent_kernel")
+        self.bias = self.add_weight(shape=(gates * units,), name="rnn_bias",
+                                    initializer=keras.initializers.Constant(bias))
+
+    def cell_weights(self):
+        return self.kernel, self.recurrent_kernel, self.bias
+
+    def call(self, inputs):
+        """Sequences -> params [N, P] of every row."""
+        return self.head(self.unroll(inputs))
+
+    def unroll(self, inputs):
+        """The cell's output h on every row of the Sequences, [N, units]: the sequences padded
+        to [E, T, ...], one tf.scan over T (the weights read once, outside the loop)."""
+        rows = tf.cast(inputs.rows, tf.int32)  # Keras's saving traces its inputs as floats
+        x = tf.RaggedTensor.from_row_lengths(self.normalizer(inputs.obs), rows).to_tensor()
+        starts = tf.RaggedTensor.from_row_lengths(inputs.starts, rows).to_tensor()
+        weights = [tf.convert_to_tensor(w) for w in self.cell_weights()]
+
+        def step(state, row):  # row: (x_t [E, d], starts_t [E])
+            return self.cell_step(TF_OPS, row[0], reset_at_starts(state, row[1]), *weights)
+
+        states = tf.scan(step, (tf.transpose(x, [1, 0, 2]), tf.transpose(starts)),
+                         initializer=inputs.states)  # [T, E, S]
+        h = tf.transpose(states[:, :, :self.units], [1, 0, 2])
+        return tf.RaggedTensor.from_tensor(h, lengths=rows).flat_values
+
+    def step(self, obs, state):
+        """One step of B envs: obs [B, d], state [B, S] -> (params [B, P], new state [B, S])."""
+        state = self.cell_step(TF_OPS, self.normalizer(obs), state, *self.cell_weights())
+        return self.head(state[:, :self.units]), state
+
+    def numpy_fn(self):
+        """`step` in NumPy, frozen at today's weights: (obs [B, d], state [B, S]) -> (params,
+        new state); the caller resets the states of envs that start an episode."""
+        normalize, head = self.normalizer.numpy_fn(), self.numpy_head()
+        weights = [w.numpy() for w in self.cell_weights()]
+        units = self.units
+
+        def step(obs, state):
+            x = normalize(obs.astype(np.float32, copy=False)).astype(np.float32, copy=False)
+            state = self.cell_step(NUMPY_OPS, x, state, *weights).astype(np.float32, copy=False)
+            return head(state[:, :units]), state
+
+        return step
+
+    def initial_state(self, batch):
+        """The state an episode starts from: zeros [batch, S]."""
+        return tf.zeros([batch, self.state_size])
+
+
 # Section 8.2 / Figure 3 (bottom): two convolutional layers of 16 channels with stride 2,
 # then one fully connected layer of 20 units and a softmax over actions. The figure's filter
 # sizes and input resolution are not in our copy; 4x4 filters on 4 stacked 42x42 frames land
@@ -168,6 +314,7 @@ class CNNPolicy(keras.Model):
     once per run (a CNN in NumPy would be far slower than TF's convolutions)."""
 
     normalizer = None  # pixels are scaled by 1/255, not normalised by running statistics
+    state_size = 0
 
     def __init__(self, dist, obs_shape, hidden=(20,)):
         super().__init__()
@@ -200,19 +347,26 @@ class ValueNet(keras.Model):
         return self.mlp(x)[:, 0]
 
 
-def build_policy(obs_shape, dist, policy_hidden, normalize_obs, init_log_std=0.0):
-    """The policy, built (variables created): an MLP behind a running observation normaliser
-    for vector observations; a CNN for stacked frames [frames, H, W] (Atari)."""
+def build_policy(obs_shape, dist, policy_hidden, normalize_obs, init_log_std=0.0, rnn="none",
+                 rnn_units=64):
+    """The policy, built (variables created): an MLP (rnn "none") or a recurrent policy (rnn
+    "gru" / "lstm", `rnn_units` wide) behind a running observation normaliser for vector
+    observations; a CNN for stacked frames [frames, H, W] (Atari)."""
     obs_shape = tuple(obs_shape)
-    if len(obs_shape) == 3:
+    if len(obs_shape) == 3 and rnn == "none":
         policy = CNNPolicy(dist, obs_shape, tuple(policy_hidden))
     elif len(obs_shape) == 1:
         normalizer = ObsNormalizer(obs_shape[0], enabled=normalize_obs)
-        policy = MLPPolicy(dist, normalizer, tuple(policy_hidden), init_log_std)
+        policy = (MLPPolicy(dist, normalizer, tuple(policy_hidden), init_log_std) if rnn == "none"
+                  else RNNPolicy(dist, normalizer, rnn, rnn_units, tuple(policy_hidden),
+                                 init_log_std))
     else:
-        raise ValueError(f"unsupported observation shape {obs_shape}: trpo_tf takes vectors or "
-                         "stacked frames [frames, height, width]")
-    policy(dummy_observations(obs_shape))
+        raise ValueError(f"unsupported observation shape {obs_shape} (--policy_rnn={rnn}): "
+                         "trpo_tf takes vectors or, with a feed-forward policy, stacked frames "
+                         "[frames, height, width]")
+    obs = dummy_observations(obs_shape)
+    policy(Sequences(obs, np.ones(1, np.float32), np.zeros((1, policy.state_size), np.float32),
+                     np.ones(1, np.int32)) if policy.state_size else obs)
     return policy
 
 

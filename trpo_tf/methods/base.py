@@ -62,6 +62,7 @@ class Method:
     stages = ()                # [(label, metric)]: its timed stages, on the progress line
     takes_action_masks = False  # it trains the policy under the env's action masks
     tuned_presets = False       # launch/tuned/<env>.cfg were tuned for it: --env applies them
+    takes_recurrent_policy = False  # it trains a --policy_rnn policy on the batch's sequences
 
     @classmethod
     def validate(cls, cfg):
@@ -202,15 +203,27 @@ def mask_inputs(batch):
     return (batch["action_mask"],) if "action_mask" in batch else ()
 
 
+def policy_inputs(policy, batch):
+    """What the policy reads the batch as: its observations, or (a recurrent policy) its
+    sequences, one per env, with the states they began with (policies.Sequences)."""
+    from trpo_tf.policies import Sequences
+
+    if not policy.state_size:
+        return batch["obs"]
+    return Sequences(batch["obs"], batch["path_start"], batch["rnn_state"], batch["env_rows"])
+
+
 def update_normalizer(policy, *states):
-    """The sampling policy's parameters on each of `states` (pi(theta_k, N_k)), then the batch
-    (the first of `states`) folded into the running statistics (N_k+1) -> those parameters,
-    () where the normaliser never moves. The step that follows is bounded from them: the
-    normaliser's change is inside the trust region."""
+    """The sampling policy's parameters on each of `states` (policy inputs: pi(theta_k, N_k)),
+    then the batch's observations (the first of `states`) folded into the running statistics
+    (N_k+1) -> those parameters, () where the normaliser never moves. The step that follows is
+    bounded from them: the normaliser's change is inside the trust region."""
+    from trpo_tf.policies import observations_of
+
     if not normalizer_moves(policy):
         return ()
     behaviour = tuple(policy(s) for s in states)
-    policy.normalizer.update(states[0].numpy())
+    policy.normalizer.update(observations_of(states[0]).numpy())
     return behaviour
 
 
@@ -228,7 +241,8 @@ class SinglePathMethod(Method):
 
         space = parts.envs.observation_space
         self.signature = batch_signature(space.shape, batch_obs_dtype(space), parts.dist,
-                                         action_masks=bool(parts.envs.mask_source))
+                                         action_masks=bool(parts.envs.mask_source),
+                                         state_size=parts.policy.state_size)
         self.sampler = self.make_sampler(cfg, parts.envs, parts.dist, parts.seeds, parts.policy)
         self.reward_scale = (RewardScale() if cfg.normalize_rewards and self.scales_rewards
                              else None)
@@ -237,7 +251,8 @@ class SinglePathMethod(Method):
     def make_sampler(cls, cfg, envs, dist, seeds, policy):
         from trpo_tf.sampling.single_path import SinglePathSampler
 
-        return SinglePathSampler(envs, dist, cfg.steps_per_env, seeds["actions"], cfg.gamma)
+        return SinglePathSampler(envs, dist, cfg.steps_per_env, seeds["actions"], cfg.gamma,
+                                 policy.state_size)
 
     def improve(self, batch, rew):
         """The method's update on a batch with rewards `rew` -> (metrics, None) or (None, what)."""
@@ -309,8 +324,9 @@ class AdvantageMethod(SinglePathMethod):
         self.value_fitter.optimizer.learning_rate = self.cfg.vf_lr  # a flag, not checkpoint state
 
     def make_learner(self):
-        """An object whose traced .step(obs, actions, advantages[, sampling policy's params:
-        behaviour_specs]) returns the update's metrics (with "fault")."""
+        """An object whose traced .step(policy inputs (observations, or Sequences: policy_inputs),
+        actions, advantages[, action masks][, sampling policy's params: behaviour_specs])
+        returns the update's metrics (with "fault")."""
         raise NotImplementedError
 
     def improve(self, batch, rew):
@@ -322,8 +338,9 @@ class AdvantageMethod(SinglePathMethod):
         if not all_finite(adv, targets):
             return None, "advantages or value targets"
         t1 = time.perf_counter()
-        behaviour = update_normalizer(self.parts.policy, batch["obs"])
-        metrics = policy_step(self.learner, batch["obs"], batch["act"], adv, *mask_inputs(batch),
+        inputs = policy_inputs(self.parts.policy, batch)
+        behaviour = update_normalizer(self.parts.policy, inputs)
+        metrics = policy_step(self.learner, inputs, batch["act"], adv, *mask_inputs(batch),
                               *behaviour)
         if metrics is None:
             return None, POLICY_STEP_FAULT

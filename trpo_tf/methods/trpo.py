@@ -38,6 +38,7 @@ class TRPO(AdvantageMethod):
     algo = "trpo"
     takes_action_masks = True  # and its ablations
     tuned_presets = True  # not its ablations (they set it back)
+    takes_recurrent_policy = True
     tags = {**AdvantageMethod.tags, **TRUST_REGION_TAGS}
 
     def learner_options(self):
@@ -47,8 +48,10 @@ class TRPO(AdvantageMethod):
     def make_learner(self):
         from trpo_tf.methods.base import mask_specs
         from trpo_tf.methods.update import single_path_gain
+        from trpo_tf.pipeline import policy_input_spec
 
-        sig, masks = self.signature, mask_specs(self.signature)
-        return trpo_learner(self.cfg, self.parts, single_path_gain(self.parts.dist),
-                            [self.parts.obs_spec, sig["act"], sig["rew"], *masks],
+        sig, masks, parts = self.signature, mask_specs(self.signature), self.parts
+        inputs = policy_input_spec(parts.obs_spec, parts.policy.state_size)
+        return trpo_learner(self.cfg, parts, single_path_gain(parts.dist),
+                            [inputs, sig["act"], sig["rew"], *masks],
                             action_masks=bool(masks), **self.learner_options())

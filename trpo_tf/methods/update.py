@@ -7,11 +7,17 @@ Search direction s = A^{-1} g by conjugate gradient, A the Hessian of the mean K
 to vectors as J^T M J v (never formed: one forward-mode and one reverse pass through the
 policy; M the action distribution's own Fisher); maximal step beta = sqrt(2 delta / s^T A s);
 then backtracking until L improves and the KL is within delta.
+
+A recurrent policy (policies.RNNPolicy) takes the batch as Sequences, one per env: every pass
+above runs over whole sequences, the states recomputed from their stored starts, and the FVP
+subsample takes whole sequences. TensorFlow's forward mode cannot enter the unroll's while
+loop, so there J v is taken by two reverse passes (reverse_mode_jvp).
 """
 import tensorflow as tf
 
 from trpo_tf.distributions import masked_logits
 from trpo_tf.flat import flat_concat, get_flat, set_flat, unflatten
+from trpo_tf.policies import Sequences, every_kth_sequence
 
 
 def all_finite(*tensors):
@@ -81,35 +87,64 @@ def kl_hessian_vector_product(kl_fn, variables, vector):
     return flat_concat(outer.gradient(grad_kl_v, variables))
 
 
-def weighted_jacobian_product(outputs_fn, weigh, variables, vector):
-    """1/N sum_n J_n^T weigh(J v)_n, J_n the Jacobian of row n of outputs_fn() in the
-    variables: J v by one forward-mode pass, J^T by one backprop; the N x P matrix J is never
-    formed."""
-    # the tf.Variable under a Keras one (a tf.Variable's own `.value` is a method)
-    primals = [v if isinstance(v, tf.Variable) else v.value for v in variables]
-    with tf.GradientTape() as tape:
-        with tf.autodiff.ForwardAccumulator(primals, unflatten(vector, variables)) as acc:
+def reverse_mode_jvp(outputs_fn, variables, vector):
+    """(outputs_fn(), J v) by reverse passes alone (the "double vjp"): J^T u is linear in u,
+    so J v = d/du [(J^T u) . v], at any u (zeros). For graphs forward mode cannot enter (a
+    recurrent policy's while loop); about twice a forward-mode pass's work."""
+    with tf.GradientTape() as outer:
+        with tf.GradientTape() as inner:
             outputs = outputs_fn()
-        weighted = tf.stop_gradient(weigh(acc.jvp(outputs)))
+        u = tf.zeros_like(outputs)
+        outer.watch(u)
+        j_t_u = flat_concat(inner.gradient(outputs, variables, output_gradients=u))
+        j_t_u_v = tf.reduce_sum(j_t_u * vector)
+    return outputs, outer.gradient(j_t_u_v, u)
+
+
+def weighted_jacobian_product(outputs_fn, weigh, variables, vector, forward_mode=True):
+    """1/N sum_n J_n^T weigh(J v)_n, J_n the Jacobian of row n of outputs_fn() in the
+    variables: J v by one forward-mode pass (or, forward_mode False, reverse_mode_jvp), J^T by
+    one backprop; the N x P matrix J is never formed."""
+    with tf.GradientTape() as tape:
+        if forward_mode:
+            # the tf.Variable under a Keras one (a tf.Variable's own `.value` is a method)
+            primals = [v if isinstance(v, tf.Variable) else v.value for v in variables]
+            with tf.autodiff.ForwardAccumulator(primals, unflatten(vector, variables)) as acc:
+                outputs = outputs_fn()
+            j_v = acc.jvp(outputs)
+        else:
+            outputs, j_v = reverse_mode_jvp(outputs_fn, variables, vector)
+        weighted = tf.stop_gradient(weigh(j_v))
     n = tf.cast(tf.shape(outputs)[0], vector.dtype)
     return flat_concat(tape.gradient(outputs, variables, output_gradients=weighted)) / n
 
 
-def fisher_vector_product(dist, params_fn, old_params, variables, vector):
+def fisher_vector_product(dist, params_fn, old_params, variables, vector, forward_mode=True):
     """A v for A the Hessian of the mean KL(pi_old || pi_theta) at theta = theta_old (section
     6's analytic FIM): A = 1/N sum_n J_n^T M_n J_n, J_n = d params_n / d theta and M_n the
     distribution's Fisher in its parameters at old_params[n] (distributions.py). Exact at
     theta_old, where the KL's gradient in the parameters, the Hessian's other term, is zero.
     One forward-mode and one reverse pass; params_fn() gives the parameters at theta."""
     return weighted_jacobian_product(params_fn, lambda j_v: dist.fisher_product(old_params, j_v),
-                                     variables, vector)
+                                     variables, vector, forward_mode)
 
 
-def empirical_fisher_vector_product(log_prob_fn, variables, vector):
+def empirical_fisher_vector_product(log_prob_fn, variables, vector, forward_mode=True):
     """F v with F = 1/N sum_n g_n g_n^T, g_n = grad log pi(a_n|s_n): the empirical FIM, the
     covariance of the per-sample score (its mean is zero under pi), which section 6 compares
     with the analytic KL Hessian."""
-    return weighted_jacobian_product(log_prob_fn, lambda j_v: j_v, variables, vector)
+    return weighted_jacobian_product(log_prob_fn, lambda j_v: j_v, variables, vector,
+                                     forward_mode)
+
+
+def fvp_subsample(inputs, stride):
+    """Appendix C's subsample for the Fisher-vector products: every stride-th state of the
+    policy's inputs -> (those inputs, a function taking the same rows out of a per-row
+    tensor). Sequences are never cut: every stride-th sequence, whole."""
+    if isinstance(inputs, Sequences):
+        return every_kth_sequence(inputs, stride)
+    rows = slice(None, None, stride)
+    return inputs[rows], lambda x: x[rows]
 
 
 def conjugate_gradient(matvec, b, iters, residual_tol=1e-10):
@@ -171,6 +206,8 @@ class TRPOLearner:
     over `obs`. input_specs = [obs spec, *data specs]. With kl_states=True the last input is
     a separate set of states for the KL and the Fisher-vector products (vine: its trunk
     states; its rollout set `obs` is ~100 times sparser) and its spec ends input_specs.
+    With a recurrent policy (policy.state_size > 0) the first input is the batch as
+    policies.Sequences, not observations (kl_states is then refused).
     With action_masks=True the input after the data is the batch's action masks (bool, one
     per logit): every distribution the step reads, pi_old's included, is masked by them
     (distributions.masked_logits), so the surrogate, the KL, the Fisher-vector products and
@@ -201,6 +238,8 @@ class TRPOLearner:
             raise ValueError("the empirical FIM needs the actions taken in the KL states")
         if kl_states and action_masks:
             raise ValueError("action masks are those of the batch's states, not of KL states")
+        if kl_states and policy.state_size:
+            raise ValueError("a recurrent policy's KL runs over the batch's own sequences")
         self.policy = policy
         self.dist = dist
         self.gain_fn = gain_fn
@@ -214,6 +253,7 @@ class TRPOLearner:
         self.fisher, self.constraint, self.fixed_step = fisher, constraint, fixed_step
         self.kl_states, self.behaviour_params = kl_states, behaviour_params
         self.action_masks = action_masks
+        self.forward_mode = not policy.state_size  # forward mode cannot enter an unroll's loop
         self.trace_count = 0
         self.step = tf.function(self._step, input_signature=list(input_specs))
 
@@ -221,19 +261,21 @@ class TRPOLearner:
         """v -> (F + damping I) v on the FVP subsample, F analytic (either form) or empirical,
         of the policy masked by `mask` (None: unmasked)."""
         dist, policy, variables = self.dist, self.policy, self.variables
-        sub = slice(None, None, self.fvp_stride)
-        fvp_obs, fvp_old = obs[sub], old_params[sub]
-        fvp_mask = None if mask is None else mask[sub]
+        forward_mode = self.forward_mode
+        fvp_obs, rows_of = fvp_subsample(obs, self.fvp_stride)
+        fvp_old = rows_of(old_params)
+        fvp_mask = None if mask is None else rows_of(mask)
         params_fn = lambda: masked_logits(policy(fvp_obs), fvp_mask)
         if self.fisher == "empirical":
-            fvp_act = actions[sub]
+            fvp_act = rows_of(actions)
             log_prob_fn = lambda: dist.log_prob(params_fn(), fvp_act)
-            fvp = lambda v: empirical_fisher_vector_product(log_prob_fn, variables, v)
+            fvp = lambda v: empirical_fisher_vector_product(log_prob_fn, variables, v, forward_mode)
         elif self.fisher == "kl_hessian":
             kl_fn = lambda: mean_kl(dist, fvp_old, params_fn())
             fvp = lambda v: kl_hessian_vector_product(kl_fn, variables, v)
         else:
-            fvp = lambda v: fisher_vector_product(dist, params_fn, fvp_old, variables, v)
+            fvp = lambda v: fisher_vector_product(dist, params_fn, fvp_old, variables, v,
+                                                  forward_mode)
         return lambda v: fvp(v) + self.cg_damping * v
 
     def _step(self, obs, *data):
@@ -255,7 +297,9 @@ class TRPOLearner:
         current = tf.stop_gradient(policy(kl_obs)) if self.kl_states else tf.stop_gradient(params)
         kl_old_params = masked_logits(behaviour[-1], mask) if behaviour else current
 
-        damped_fvp = self.damped_fvp_fn(kl_obs, current, data[0], mask)
+        # traced once, applied in CG and for the step length
+        damped_fvp = tf.function(self.damped_fvp_fn(kl_obs, current, data[0], mask),
+                                 input_signature=[tf.TensorSpec(grad.shape, grad.dtype)])
         direction, cg_residual = conjugate_gradient(damped_fvp, grad, self.cg_iters)
         if self.fixed_step:
             full_step = self.fixed_step * direction

@@ -7,15 +7,18 @@ update that precedes it.
 """
 import tensorflow as tf
 
+from trpo_tf.policies import Sequences
+
 
 def observation_spec(obs_shape, obs_dtype):
     """A batch of observations; the leading dim is free so nothing retraces."""
     return tf.TensorSpec((None,) + tuple(obs_shape), tf.as_dtype(obs_dtype))
 
 
-def batch_signature(obs_shape, obs_dtype, dist, action_masks=False):
+def batch_signature(obs_shape, obs_dtype, dist, action_masks=False, state_size=0):
     """The TensorSpecs of one batch; the leading dims are free so nothing retraces. With
-    `action_masks`, the batch holds the legal actions of each step (one bool per logit)."""
+    `action_masks`, the batch holds the legal actions of each step (one bool per logit); with
+    a recurrent policy's `state_size`, the state each env's rows began with and their count."""
     obs = observation_spec(obs_shape, obs_dtype)
     act = tf.TensorSpec((None,) + dist.act_shape, tf.as_dtype(dist.act_dtype))
     per_step = tf.TensorSpec((None,), tf.float32)
@@ -26,7 +29,23 @@ def batch_signature(obs_shape, obs_dtype, dist, action_masks=False):
         "sim_steps": tf.TensorSpec((), tf.float32),
         "time_policy": tf.TensorSpec((), tf.float32), "time_env": tf.TensorSpec((), tf.float32),
         **({"action_mask": tf.TensorSpec((None, dist.param_dim), tf.bool)} if action_masks else {}),
+        **({"rnn_state": state_spec(state_size), "env_rows": tf.TensorSpec((None,), tf.int32)}
+           if state_size else {}),
     }
+
+
+def state_spec(state_size):
+    """A batch of a recurrent policy's states, [envs, state_size]."""
+    return tf.TensorSpec((None, state_size), tf.float32)
+
+
+def policy_input_spec(obs_spec, state_size):
+    """The spec of what the policy reads a batch as: observations, or (recurrent policies,
+    state_size > 0) policies.Sequences."""
+    if not state_size:
+        return obs_spec
+    return Sequences(obs_spec, tf.TensorSpec((None,), tf.float32), state_spec(state_size),
+                     tf.TensorSpec((None,), tf.int32))
 
 
 def vine_signature(obs_shape, obs_dtype, dist):

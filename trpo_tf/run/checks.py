@@ -3,6 +3,7 @@ loads, by the commands (launch, tune), or by the Trainer for a caller of the API
 the flag or env at fault in one line (ConfigError / EnvError)."""
 import dataclasses
 
+from trpo_tf.config import check_recurrent_policy
 from trpo_tf.errors import ConfigError
 
 WORKER_MEMORY = 0.7 * 2**30  # what one Ray sampling worker took here (a Python with TensorFlow)
@@ -28,6 +29,7 @@ def check_run(cfg):
     method = methods.method_for(cfg)
     method.check_env(spec)
     method.check_action_masks(cfg, spec, mask_source)
+    check_recurrent_policy(cfg, spec)
     check_batch_fits_in_memory(observation_space, *method.batch_states(cfg))
     if cfg.workers and cfg.ray_address:
         from trpo_tf.run.distributed import check_reachable, find_auto_address

@@ -72,7 +72,7 @@ class ShareSampler:
         dist = distributions.for_action_space(self.envs.action_space)
         self.policy = policies.build_policy(self.envs.observation_space.shape, dist,
                                             cfg.policy_sizes(spec), cfg.normalize_obs,
-                                            cfg.init_log_std)
+                                            cfg.init_log_std, cfg.policy_rnn, cfg.policy_rnn_units)
         self.sampler = method.make_sampler(method.share(cfg, worker, workers), self.envs, dist,
                                            seeds, self.policy)
 

@@ -8,7 +8,7 @@ from trpo_tf.cli import check_policy_dir
 from trpo_tf.distributions import for_action_space, masked_logits
 from trpo_tf.errors import first_line
 from trpo_tf.run.export import (MASKED_SIGNATURE, load_signatures, observation_shape,
-                                observation_spec, takes_masks)
+                                observation_spec, state_size, takes_masks)
 from trpo_tf.envs import action_mask, checked, mask_source
 from trpo_tf.sampling import env_action_fn, play_episodes
 
@@ -59,21 +59,26 @@ def action_mismatch(serve, action_space, env_name):
 def run_episodes(serve, env, episodes, seed, deterministic, actions_taken=None):
     """Returns of `episodes` episodes acting with the exported policy (the env's actions are
     appended to `actions_taken` if given); under the env's action masks if `serve` takes
-    them (MASKED_SIGNATURE)."""
+    them (MASKED_SIGNATURE); a recurrent policy's state carried from step to step, zero (the
+    export's initial_state) at each reset."""
     key = "deterministic_action" if deterministic else "action"
     to_env = env_action_fn(env.action_space, for_action_space(env.action_space))
     obs_dtype = observation_spec(serve).dtype  # float32 vectors, uint8 frames
+    memory = state_size(serve)
     where = f"{env.spec.id if env.spec else 'the env'} env"  # in an EnvStepError
     returns = []
     for ep in range(episodes):
         obs, info = checked(lambda: env.reset(seed=seed + ep), env, where)
         source = takes_masks(serve) and mask_source(env, info)
         total, done, steps = 0.0, False, 0
+        state = {"state": tf.zeros([1, memory])} if memory else {}
         while not done:
-            inputs = {"obs": tf.constant(obs[None], obs_dtype)}
+            inputs = {"obs": tf.constant(obs[None], obs_dtype), **state}
             if source:
                 inputs["action_mask"] = action_mask(env, info, source, where, steps)[None]
-            action = to_env(serve(**inputs)[key].numpy()[0])
+            out = serve(**inputs)
+            state = {"state": out["state"]} if memory else {}
+            action = to_env(out[key].numpy()[0])
             obs, rew, term, trunc, info = checked(lambda: env.step(action), env, where)
             total += rew
             steps += 1
@@ -89,24 +94,37 @@ class Evaluator:
     of its own (bounded: make_bounded_env), stepped together with one batched policy call per step. Every evaluation
     resets them with the same seeds (from the run's evaluation stream), so two evaluations
     differ only by the policy. With `mask_source` (the training envs'), it acts under the
-    envs' action masks, as the policy trained."""
+    envs' action masks, as the policy trained. A recurrent policy (`state_size` > 0) keeps a
+    state per env, zero at the reset."""
 
     def __init__(self, spec, dist, episodes, seed_sequence, max_path_length=None,
-                 mask_source=None):
+                 mask_source=None, state_size=0):
         self.envs = [envs.make_bounded_env(spec, max_path_length) for _ in range(episodes)]
         self.seeds = [int(s) >> 1 for s in seed_sequence.generate_state(episodes)]  # 31 bits
         self.dist = dist
         self.to_env = env_action_fn(self.envs[0].action_space, dist)
         self.mask_source = mask_source
+        self.state_size = state_size
 
     def __call__(self, params_fn):
-        """params_fn: NumPy obs [B, ...] -> params [B, P] -> the Eval/ metrics."""
-        returns, _ = play_episodes(
-            self.envs, self.seeds,
-            lambda obs, idx, masks: self.dist.mode_np(masked_logits(params_fn(obs), masks)),
-            self.to_env, "evaluation env", self.mask_source)
+        """params_fn: NumPy obs [B, ...] -> params [B, P] (a recurrent policy: (obs, state) ->
+        (params, new state)) -> the Eval/ metrics."""
+        returns, _ = play_episodes(self.envs, self.seeds, self.deterministic_policy(params_fn),
+                                   self.to_env, "evaluation env", self.mask_source)
         return {"eval_return_mean": float(returns.mean()), "eval_return_std": float(returns.std()),
                 "eval_return_min": float(returns.min()), "eval_return_max": float(returns.max())}
+
+    def deterministic_policy(self, params_fn):
+        """act(obs, idx, masks) for play_episodes: the mode of the (masked) policy at envs idx."""
+        if not self.state_size:
+            return lambda obs, idx, masks: self.dist.mode_np(masked_logits(params_fn(obs), masks))
+        state = np.zeros((len(self.envs), self.state_size), np.float32)
+
+        def act(obs, idx, masks):
+            params, state[idx] = params_fn(obs, state[idx])
+            return self.dist.mode_np(masked_logits(params, masks))
+
+        return act
 
     def close(self):
         for env in self.envs:

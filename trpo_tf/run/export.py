@@ -5,7 +5,11 @@ went through, so that `play` can rebuild exactly that env.
 Categorical policies have a second signature, MASKED_SIGNATURE, that takes the action mask
 beside the observations (bool [batch, logits], False on illegal actions): a SavedModel
 signature cannot have an optional input (a tf.function's default argument becomes a required
-input, or is refused), so `serving_default` is the policy with every action legal."""
+input, or is refused), so `serving_default` is the policy with every action legal.
+
+A recurrent policy's signatures are one step of a batch of episodes: they take its `state`
+[batch, S] beside the observations and return the new `state` with the actions; a third,
+INITIAL_STATE_SIGNATURE, gives the state an episode starts from for a `batch_size`."""
 import json
 import os
 import shutil
@@ -17,33 +21,59 @@ from trpo_tf.distributions import masked_logits
 from trpo_tf.errors import ConfigError
 from trpo_tf.run import outputs
 
-MASKED_SIGNATURE = "masked"  # inputs obs and action_mask
+MASKED_SIGNATURE = "masked"  # inputs obs and action_mask (and a recurrent policy's state)
+INITIAL_STATE_SIGNATURE = "initial_state"  # recurrent policies: batch_size -> {"state"}
 
 
 class ServablePolicy(tf.Module):
-    """obs batch [and action masks] -> {distribution parameters, deterministic action,
-    sampled action}."""
+    """obs batch [, a recurrent policy's state] [and action masks] -> {distribution parameters,
+    deterministic action, sampled action[, new state]}."""
 
     def __init__(self, policy, dist, obs_spec, env_id, env_settings=None):
         super().__init__()
         self.policy = policy
         self.env_id = tf.Variable(env_id, trainable=False, dtype=tf.string)
         self.env_settings = tf.Variable(json.dumps(env_settings), trainable=False, dtype=tf.string)
-        self.serve = tf.function(self._serve, input_signature=[obs_spec])
         mask_spec = tf.TensorSpec((None, dist.param_dim), tf.bool)
-        self.serve_masked = (tf.function(self._serve_masked, input_signature=[obs_spec, mask_spec])
-                             if dist.maskable else None)
+        self.initial_state = None
+        if policy.state_size:
+            state_spec = tf.TensorSpec((None, policy.state_size), tf.float32)
+            self.serve = tf.function(self._serve_step, input_signature=[obs_spec, state_spec])
+            self.serve_masked = (tf.function(self._serve_step_masked,
+                                             input_signature=[obs_spec, state_spec, mask_spec])
+                                 if dist.maskable else None)
+            self.initial_state = tf.function(
+                self._initial_state, input_signature=[tf.TensorSpec((), tf.int32)])
+        else:
+            self.serve = tf.function(self._serve, input_signature=[obs_spec])
+            self.serve_masked = (tf.function(self._serve_masked,
+                                             input_signature=[obs_spec, mask_spec])
+                                 if dist.maskable else None)
 
     def serving_signatures(self):
         """{signature name: function} of the SavedModel."""
         masked = {MASKED_SIGNATURE: self.serve_masked} if self.serve_masked else {}
-        return {"serving_default": self.serve, **masked}
+        initial = {INITIAL_STATE_SIGNATURE: self.initial_state} if self.initial_state else {}
+        return {"serving_default": self.serve, **masked, **initial}
 
     def _serve(self, obs):
         return self._outputs(self.policy(obs))
 
     def _serve_masked(self, obs, action_mask):
         return self._outputs(masked_logits(self.policy(obs), action_mask))
+
+    def _serve_step(self, obs, state):
+        return self._step_outputs(obs, state, None)
+
+    def _serve_step_masked(self, obs, state, action_mask):
+        return self._step_outputs(obs, state, action_mask)
+
+    def _step_outputs(self, obs, state, mask):
+        params, state = self.policy.step(obs, state)
+        return {**self._outputs(masked_logits(params, mask)), "state": state}
+
+    def _initial_state(self, batch_size):
+        return {"state": self.policy.initial_state(batch_size)}
 
     def _outputs(self, params):
         dist = self.policy.dist
@@ -88,6 +118,12 @@ def observation_spec(serve):
 def takes_masks(serve):
     """Whether this signature of an export takes action masks (MASKED_SIGNATURE)."""
     return "action_mask" in serve.structured_input_signature[1]
+
+
+def state_size(serve):
+    """The size of the state a recurrent export's signature takes, or 0 (feed-forward)."""
+    spec = serve.structured_input_signature[1].get("state")
+    return 0 if spec is None else int(spec.shape[1])
 
 
 def observation_shape(serve):

@@ -28,7 +28,7 @@ from trpo_tf.sampling import batch_obs_dtype
 # Settings that only shape the sampler: a resumed run with other values starts new episodes.
 SAMPLER_SETTINGS = ("num_envs", "env_backend", "max_path_length", "workers")
 # What run records written before a setting existed mean by its absence.
-RECORD_DEFAULTS = {"workers": 0, "action_masks": False}
+RECORD_DEFAULTS = {"workers": 0, "action_masks": False, "policy_rnn": "none"}
 HEARTBEAT_SECONDS = 2.0  # a terminal hears from a long sampling phase this often
 RECENT_EPISODES = 100    # the progress line's training return: the mean of the last 100
 SAMPLING_THREAD = "trpo_tf-sampling"
@@ -98,9 +98,11 @@ class Trainer:
                        "num_envs": cfg.num_envs, "env_backend": self.backend,
                        "max_path_length": cfg.max_path_length, "workers": cfg.workers,
                        "action_masks": bool(self.envs.mask_source),
+                       "policy_rnn": (cfg.policy_rnn if cfg.policy_rnn == "none"
+                                      else f"{cfg.policy_rnn} {cfg.policy_rnn_units}"),
                        **method.recorded_settings(cfg)}
         self.policy = policies.build_policy(obs_space.shape, self.dist, hidden, cfg.normalize_obs,
-                                            cfg.init_log_std)
+                                            cfg.init_log_std, cfg.policy_rnn, cfg.policy_rnn_units)
         self.obs_spec = pipeline.observation_spec(obs_space.shape, batch_obs_dtype(obs_space))
         self.method = method(cfg, RunParts(self.spec, self.envs, self.dist, self.policy, seeds,
                                            self.obs_spec))
@@ -114,7 +116,8 @@ class Trainer:
         # checked before the writer opens: a run that cannot resume here writes nothing
         self.sampler_changes_since_last_run = self.sampler_changes() if cfg.resume == "auto" else []
         self.evaluator = (Evaluator(self.spec, self.dist, cfg.eval_episodes, seeds["evaluation"],
-                                    cfg.max_path_length or None, self.envs.mask_source)
+                                    cfg.max_path_length or None, self.envs.mask_source,
+                                    self.policy.state_size)
                           if cfg.eval_every else None)
         self.recent_returns = collections.deque(maxlen=RECENT_EPISODES)
         self.last_eval = float("nan")

@@ -16,6 +16,10 @@ Batch fields (N = num_envs * steps_per_env, P = number of segment ends):
                  the envs give masks: envs.mask_source); the policy acted with them
   end_obs [P, *obs_shape]  the state after each segment end, in order, to bootstrap from
   episode_return [M], episode_length [M]  episodes completed during this batch
+  rnn_state [E, S], env_rows [E]  (recurrent policies, state_size S > 0) the policy's state
+                 each env's rows of this batch began with (before the first row's reset) and
+                 how many rows each env has: the batch's sequences (policies.Sequences), along
+                 which the update recomputes the states; path_start resets them
   discounted_return [N]  sum_k gamma^k r_{t-k} back to the episode's start, carried across
                  batches and reset at every episode end (the statistic reward scaling divides
                  by, as in Engstrom et al. 2020 / SB3's VecNormalize)
@@ -28,13 +32,14 @@ import numpy as np
 
 from trpo_tf.distributions import masked_logits
 from trpo_tf.envs import simstate
+from trpo_tf.policies import reset_at_starts
 from trpo_tf.sampling import batch_obs_dtype, env_action_fn, episode_fields
 
 
 class SinglePathSampler:
     state_needs_same_envs = True  # its state is the envs' (a resume with other envs drops it)
 
-    def __init__(self, envs, dist, steps_per_env, seed, gamma=0.99):
+    def __init__(self, envs, dist, steps_per_env, seed, gamma=0.99, state_size=0):
         self.envs = envs
         self.dist = dist
         self.steps_per_env = steps_per_env
@@ -47,11 +52,14 @@ class SinglePathSampler:
         self._disc_return = np.zeros(envs.num_envs)
         self._resetting = np.zeros(envs.num_envs, bool)  # next step only resets (EnvPool)
         self._starting = np.ones(envs.num_envs, bool)  # the next valid row is an episode's first
+        # a recurrent policy's state per env (None: a feed-forward policy)
+        self._rnn_state = np.zeros((envs.num_envs, state_size), np.float32) if state_size else None
         self.batches_produced = 0
         self.progress = 0  # steps of the batch in the making (a terminal's heartbeat shows it)
 
     def sample(self, params_fn):
-        """One batch with the policy `params_fn` (NumPy obs [E, ...] -> params [E, P])."""
+        """One batch with the policy `params_fn`: NumPy obs [E, ...] -> params [E, P]; for a
+        recurrent policy (obs, state [E, S]) -> (params, new state), one call for all envs."""
         if self._obs is None:
             self._obs = self.envs.reset()
         T, E = self.steps_per_env, self.envs.num_envs
@@ -69,10 +77,12 @@ class SinglePathSampler:
         end_obs = {}  # flat index (env-major) -> observation after the segment end
         episodes = []
         time_policy = time_env = 0.0
+        start_state = None if self._rnn_state is None else self._rnn_state.copy()
         for t in range(T):
             tic = time.perf_counter()
             obs_buf[t] = self._obs
-            params = params_fn(obs_buf[t])
+            params = (params_fn(obs_buf[t]) if start_state is None
+                      else self.recurrent_step(params_fn, obs_buf[t]))
             if mask_buf is not None:
                 mask_buf[t] = self.envs.action_masks
                 params = masked_logits(params, mask_buf[t])
@@ -123,6 +133,8 @@ class SinglePathSampler:
             "path_end": _env_major(end_buf, valid),
             "path_start": _env_major(start_buf, valid),
             **({} if mask_buf is None else {"action_mask": _env_major(mask_buf, valid)}),
+            **({} if start_state is None else {"rnn_state": start_state,
+                                               "env_rows": valid_buf.sum(0).astype(np.int32)}),
             "end_obs": np.stack([end_obs[k] for k in sorted(end_obs)]).astype(obs_buf.dtype),
             **episode_fields(episodes),
             "sim_steps": np.float32(valid_buf.sum()),
@@ -130,6 +142,11 @@ class SinglePathSampler:
             "time_env": np.float32(time_env),
         }
 
+    def recurrent_step(self, step_fn, obs):
+        """The recurrent policy's parameters for every env, its state moved on by one step
+        (first reset where an episode starts: the update's unroll does the same)."""
+        params, self._rnn_state = step_fn(obs, reset_at_starts(self._rnn_state, self._starting))
+        return params
 
     def state(self):
         """Everything needed to go on sampling exactly where this sampler is, or None where
@@ -142,7 +159,8 @@ class SinglePathSampler:
                 "ep_return": self._ep_return.copy(),
                 "ep_length": self._ep_length.copy(), "resetting": self._resetting.copy(),
                 "disc_return": self._disc_return.copy(), "starting": self._starting.copy(),
-                "rng": self.rng.bit_generator.state}
+                "rng": self.rng.bit_generator.state,
+                **({} if self._rnn_state is None else {"rnn_state": self._rnn_state.copy()})}
 
     def load_state(self, state):
         self.envs.restore(state["envs"])
@@ -152,6 +170,8 @@ class SinglePathSampler:
         self._disc_return = state.get("disc_return", np.zeros(self.envs.num_envs))  # older checkpoints
         self.rng.bit_generator.state = state["rng"]
         self._starting = state.get("starting", np.zeros(self.envs.num_envs, bool))  # older ones
+        if self._rnn_state is not None:
+            self._rnn_state = state["rnn_state"]
 
 
 def _env_major(x, valid=None):
