@@ -226,3 +226,20 @@ def test_a_method_that_cannot_use_masks_refuses_a_masked_env_in_one_line(tmp_pat
     assert (f"--algo={algo} --sampler=single_path cannot use action masks" if algo == "rwr"
             else f"--algo={algo}") in lines[0]
     assert "--action_masks=off" in lines[0] and "--algo=trpo|" in lines[0]
+
+
+def test_a_multidiscrete_mask_with_a_part_that_has_no_legal_action_is_one_error():
+    """Each part of a MultiDiscrete action needs a legal value: [1 1 | 0 0 0] would leave the
+    second part's softmax uniform over illegal values (the whole mask is not all False)."""
+    import types
+
+    import gymnasium as gym
+
+    from trpo_tf import envs
+
+    env = types.SimpleNamespace(action_space=gym.spaces.MultiDiscrete([2, 3]))
+    ok = envs.action_mask(env, {"action_mask": ([1, 0], [0, 0, 1])}, "info", "toy env", 4)
+    np.testing.assert_array_equal(ok, [True, False, False, False, True])
+    with pytest.raises(envs.EnvStepError, match=r"^toy env gave an action mask with no legal "
+                       r"action for one of its action's parts at step 4 of its episode$"):
+        envs.action_mask(env, {"action_mask": ([1, 1], [0, 0, 0])}, "info", "toy env", 4)

@@ -307,11 +307,11 @@ def test_a_ray_cluster_that_cannot_be_joined_leaves_no_event_file(tmp_path, monk
     from trpo_tf.run import distributed
 
     def no_cluster(*args):
-        raise ConfigError("--ray_address=auto: cannot start or join Ray (ConnectionError: ...)")
+        raise ConfigError("--ray_address=(local): cannot start or join Ray (RuntimeError: ...)")
 
     monkeypatch.setattr(distributed, "RaySampler", no_cluster)
     with pytest.raises(ConfigError, match="cannot start or join Ray"):
-        Trainer(Config(iterations=1, logdir=str(tmp_path), workers=2, ray_address="auto", **BASE))
+        Trainer(Config(iterations=1, logdir=str(tmp_path), workers=2, **BASE))
     assert not glob.glob(str(tmp_path / (outputs.EVENTS_PREFIX + "*")))
 
 

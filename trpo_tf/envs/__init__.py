@@ -223,7 +223,7 @@ def action_mask(env, info, source, where, step):
     """The env's legal actions now (after a reset or step that gave `info`) as bool
     [mask_size]: a MultiDiscrete env's tuple of per-head masks is concatenated. An
     EnvStepError naming `where` and the episode's `step` if the mask is missing, has another
-    size, or leaves no legal action."""
+    size, or leaves no legal action (in any part of a MultiDiscrete action)."""
     raw = info.get("action_mask") if source == "info" else env.get_wrapper_attr("action_masks")()
     mask = (np.concatenate([np.ravel(m) for m in raw]) if isinstance(raw, tuple)
             else np.ravel(raw if raw is not None else [])).astype(bool)
@@ -231,9 +231,12 @@ def action_mask(env, info, source, where, step):
     if mask.shape != (size,):
         raise EnvStepError(f"{where} gave an action mask of shape {np.shape(raw)} at step {step} "
                            f"of its episode; {env.action_space} needs {size} entries")
-    if not mask.any():
-        raise EnvStepError(f"{where} gave an action mask with no legal action at step {step} "
-                           "of its episode")
+    heads = (np.split(mask, np.cumsum(env.action_space.nvec)[:-1])
+             if isinstance(env.action_space, gym.spaces.MultiDiscrete) else [mask])
+    if not all(head.any() for head in heads):
+        raise EnvStepError(f"{where} gave an action mask with no legal action"
+                           + (" for one of its action's parts" if len(heads) > 1 else "")
+                           + f" at step {step} of its episode")
     return mask
 
 

@@ -160,6 +160,9 @@ def connect(address):
         return ray
     if address and address != "auto":
         check_reachable(address)
+    from trpo_tf.run import ray_reaper
+
+    children_before = set(ray_reaper.children().get(os.getpid(), []))
     try:
         if address:
             ray.init(address=address, **RAY_INIT)
@@ -168,10 +171,9 @@ def connect(address):
     except Exception as err:  # ConnectionError, RuntimeError, ...: Ray's own words, one line
         raise ConfigError(f"--ray_address={address or '(local)'}: cannot start or join Ray "
                           f"({first_line(err)})") from None
-    if not address:  # the local instance's processes: every child this process has now
-        from trpo_tf.run import ray_reaper
-
-        LOCAL_RAY_REAPER.append(ray_reaper.start(ray_reaper.children().get(os.getpid(), [])))
+    if not address:  # the local instance's processes: the children ray.init started
+        started = set(ray_reaper.children().get(os.getpid(), [])) - children_before
+        LOCAL_RAY_REAPER.append(ray_reaper.start(sorted(started)))
     return ray
 
 

@@ -155,7 +155,9 @@ class SinglePathSampler:
             envs = self.envs.snapshot()
         except simstate.NotRestorable:
             return None
-        return {"envs": envs, "obs": self._obs, "action_masks": self.envs.action_masks,
+        masks = self.envs.action_masks
+        return {"envs": envs, "obs": self._obs,
+                "action_masks": None if masks is None else masks.copy(),
                 "ep_return": self._ep_return.copy(),
                 "ep_length": self._ep_length.copy(), "resetting": self._resetting.copy(),
                 "disc_return": self._disc_return.copy(), "starting": self._starting.copy(),
