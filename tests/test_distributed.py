@@ -17,6 +17,7 @@ import ray
 
 from trpo_tf.config import Config
 from trpo_tf.run.train import Trainer, train
+from trpo_tf.run import ray_reaper
 from trpo_tf.run.distributed import RAY_INIT, ShareSampler, merge_batches
 
 LAUNCH = [sys.executable, "-m", "trpo_tf.launch"]
@@ -25,21 +26,7 @@ pytestmark = pytest.mark.xdist_group("ray")  # one local Ray cluster at a time (
 
 def descendants(pid):
     """The pids of every process below `pid` (read from /proc)."""
-    children = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        kids = children.get(todo.pop(), [])
-        found += kids
-        todo += kids
-    return found
+    return ray_reaper.descendants([pid])[1:]
 
 
 def still_running(pids, timeout):

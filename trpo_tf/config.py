@@ -188,7 +188,7 @@ def validate(cfg):
            + (f"; --sampler={cfg.sampler} is for --algo={'|'.join(algos)}"
               if (algos := [a for a, s in methods.REGISTRY if s == cfg.sampler]) else ""))
     method = methods.method_for(cfg)
-    takers = "|".join(dict.fromkeys(m.algo for m in methods.METHODS if m.takes_recurrent_policy))
+    takers = methods.algos_that("takes_recurrent_policy")
     _check(cfg.policy_rnn == "none" or method.takes_recurrent_policy,
            f"--policy_rnn={cfg.policy_rnn}: --algo={cfg.algo} --sampler={cfg.sampler} trains no "
            f"recurrent policy; use --algo={takers} (single path), or --policy_rnn=none")

@@ -111,7 +111,7 @@ def main(argv):
 
         cfg = config_from_flags()
         runs = seed_configs(cfg, FLAGS.seeds)
-        checked = check_run(cfg)  # the seeds differ in nothing it checks
+        spec = check_run(cfg)  # the seeds differ in nothing it checks
         for run_cfg in runs:
             outputs.prepare(run_cfg.logdir, run_cfg.policy_export_dir)
         # the command holds its logdir and every seed's until it ends
@@ -124,7 +124,7 @@ def main(argv):
                     break
                 if len(runs) > 1:
                     print(f"== seed {run_cfg.seed} -> {run_cfg.logdir}", flush=True)
-                train(run_cfg, stop, checked=checked)
+                train(run_cfg, stop, spec=spec)
         del locks
 
     main_guard(run)

@@ -24,6 +24,11 @@ ALGOS = tuple(dict.fromkeys(m.algo for m in METHODS))
 SAMPLERS = tuple(dict.fromkeys(m.sampler_name for m in METHODS))
 
 
+def algos_that(attribute):
+    """The --algo values of the methods whose class `attribute` is true, '|'-joined."""
+    return "|".join(dict.fromkeys(m.algo for m in METHODS if getattr(m, attribute)))
+
+
 def samplers_of(algo):
     return [sampler for a, sampler in REGISTRY if a == algo]
 

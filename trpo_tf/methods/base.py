@@ -78,13 +78,13 @@ class Method:
     @classmethod
     def check_action_masks(cls, cfg, spec, source):
         """An EnvError if the env gives action masks (`source`: envs.mask_source's) that
-        --action_masks=auto asks to use and the method cannot (before TensorFlow loads in
-        launch, at construction in a run)."""
+        --action_masks=auto asks to use and the method cannot (checks.check_run, before
+        TensorFlow loads)."""
         from trpo_tf.errors import EnvError
-        from trpo_tf.methods import METHODS
+        from trpo_tf.methods import algos_that
 
         if source and cfg.action_masks == "auto" and not cls.takes_action_masks:
-            takers = "|".join(dict.fromkeys(m.algo for m in METHODS if m.takes_action_masks))
+            takers = algos_that("takes_action_masks")
             where = "info['action_mask']" if source == "info" else "an action_masks() method"
             raise EnvError(f"--algo={cfg.algo} --sampler={cfg.sampler} cannot use action masks, "
                            f"and {spec.gym_id} gives them ({where}): use --algo={takers} "

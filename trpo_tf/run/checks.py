@@ -1,25 +1,16 @@
 """The checks of a run that need no TensorFlow, in one place: run once, before TensorFlow
 loads, by the commands (launch, tune), or by the Trainer for a caller of the API; each names
 the flag or env at fault in one line (ConfigError / EnvError)."""
-import dataclasses
-
 from trpo_tf.config import check_recurrent_policy
 from trpo_tf.errors import ConfigError
 
 WORKER_MEMORY = 0.7 * 2**30  # what one Ray sampling worker took here (a Python with TensorFlow)
 
 
-@dataclasses.dataclass(frozen=True)
-class CheckedEnv:
-    """What the checks learnt of the env: its spec, and where it tells its legal actions."""
-    spec: object
-    mask_source: object
-
-
 def check_run(cfg):
     """The env exists, its spaces are ones trpo_tf takes and fit --algo / --sampler (and its
     action masks, --action_masks), its backend is available, a batch fits in memory, and Ray's
-    workers fit or their cluster answers -> CheckedEnv. The outputs are checked apart
+    workers fit or their cluster answers -> the env's EnvSpec. The outputs are checked apart
     (outputs.prepare), once per seed's logdir."""
     from trpo_tf import envs, methods  # gymnasium, MuJoCo, ALE: no TensorFlow
 
@@ -37,7 +28,7 @@ def check_run(cfg):
         check_reachable(find_auto_address() if cfg.ray_address == "auto" else cfg.ray_address)
     if cfg.workers and not cfg.ray_address:
         check_workers_fit(cfg.workers)
-    return CheckedEnv(spec, mask_source)
+    return spec
 
 
 def check_batch_fits_in_memory(obs_space, flag, states):

@@ -153,13 +153,12 @@ def connect(address):
     when empty). A process joins once: later runs in it (--seeds, the tuner, the tests' shared
     instance started with RAY_INIT) keep that session, since Ray cannot ship this package to a
     second session of the same process; ray.init's exit hook ends it (and stops a local
-    instance) when the process ends, and main_guard does on an interrupt."""
+    instance) when the process ends, and main_guard does on an interrupt. `address` has
+    passed checks.check_run (it answers)."""
     import ray
 
     if ray.is_initialized():
         return ray
-    if address and address != "auto":
-        check_reachable(address)
     from trpo_tf.run import ray_reaper
 
     children_before = set(ray_reaper.children().get(os.getpid(), []))

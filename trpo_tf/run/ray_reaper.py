@@ -41,14 +41,19 @@ def children():
     return tree
 
 
-def with_descendants(pids):
-    """`pids` and every process below them, as [(pid, start time)]."""
+def descendants(pids):
+    """`pids` and every process below them, read from /proc."""
     tree, found, todo = children(), [], list(pids)
     while todo:
         pid = todo.pop()
         found.append(pid)
         todo += tree.get(pid, [])
-    return [(pid, t) for pid in found if (t := start_time(pid)) is not None]
+    return found
+
+
+def with_descendants(pids):
+    """`pids` and every process below them, as [(pid, start time)]."""
+    return [(pid, t) for pid in descendants(pids) if (t := start_time(pid)) is not None]
 
 
 def start(pids):

@@ -73,12 +73,12 @@ class Trainer:
     """Holds the run's objects; `run()` trains from the last checkpoint until --iterations or
     --steps are spent."""
 
-    def __init__(self, cfg, checked=None):
-        """`checked`: what checks.check_run(cfg) gave, where the command ran it and prepared
-        the outputs before TensorFlow loaded; None: both are done here."""
+    def __init__(self, cfg, spec=None):
+        """`spec`: the EnvSpec checks.check_run(cfg) returned, where the command ran it and
+        prepared the outputs before TensorFlow loaded; None: both are done here."""
         self.cfg = cfg
-        if checked is None:
-            checked = check_run(cfg)
+        if spec is None:
+            spec = check_run(cfg)
             outputs.prepare(cfg.logdir, cfg.policy_export_dir)
         self.lock = outputs.lock_dir(cfg.logdir)  # held until close()
         # --resume=never: the earlier run moves to <logdir>/previous-<k>/, before any writer opens
@@ -86,7 +86,7 @@ class Trainer:
                             if cfg.resume == "never" else None)
         self.seeds = seeds = seeding.run_streams(cfg.seed)
         keras.utils.set_random_seed(seeding.int_seed(seeds["network_init"]))
-        self.spec = checked.spec
+        self.spec = spec
         method = methods.method_for(cfg)
         self.backend, self.envs = method.make_envs(cfg, self.spec, seeds)
         self.dist = distributions.for_action_space(self.envs.action_space)
@@ -371,8 +371,8 @@ class Trainer:
         self.lock = None  # let the logdir go (unless the command holds it too)
 
 
-def train(cfg, stop=None, on_iteration=None, checked=None):
-    trainer = Trainer(cfg, checked)
+def train(cfg, stop=None, on_iteration=None, spec=None):
+    trainer = Trainer(cfg, spec)
     try:
         return trainer.run(stop, on_iteration)
     finally:
