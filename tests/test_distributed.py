@@ -170,11 +170,13 @@ def test_a_worker_killed_mid_iteration_is_restarted_and_the_batch_is_whole(cartp
     assert np.isfinite(batch["rew"]).all()
     # the restarted worker's share: fresh streams of its restart count, not its first batch's
     fresh, restarted = (ShareSampler(cartpole_trainer.cfg, 0, 2) for _ in range(2))
-    restarted.restarted(deaths + 1)
     weights = cartpole_trainer.policy.get_weights()
-    share = restarted.sample(weights, {})["obs"]
+    share = restarted.sample(weights, {}, deaths + 1)["obs"]
     np.testing.assert_array_equal(batch["obs"][:len(share)], share)
     assert not np.array_equal(fresh.sample(weights, {})["obs"], share)
+    # the next batch goes on from the restarted worker's envs: it is not rebuilt again
+    following = sampler.sample(None)["obs"]
+    np.testing.assert_array_equal(following[:len(share)], restarted.sample(weights, {}, deaths + 1)["obs"])
 
 
 @pytest.mark.parametrize("env, sampler", [("Cartpole", "single_path"), ("Swimmer", "single_path"),

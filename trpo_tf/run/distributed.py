@@ -59,12 +59,13 @@ class ShareSampler:
     def restarted(self, restarts):
         """(Re)build the env group, policy copy and sampler on the streams of restart
         `restarts` (0: the first start; Ray reruns the constructor with the same arguments,
-        so the learner calls this on a restarted worker)."""
+        so the learner's retried share names the restart count: `sample`)."""
         from trpo_tf import distributions, envs, methods, policies
 
         cfg, worker, workers = self.cfg, self.worker, self.workers
         if self.envs is not None:
             self.envs.close()
+        self.restarts = restarts
         method = methods.method_for(cfg)
         seeds = worker_streams(cfg.seed, worker, restarts)
         spec = envs.resolve_env(cfg.env, cfg.atari)
@@ -76,9 +77,13 @@ class ShareSampler:
         self.sampler = method.make_sampler(method.share(cfg, worker, workers), self.envs, dist,
                                            seeds, self.policy)
 
-    def sample(self, weights, share):
+    def sample(self, weights, share, restarts=0):
         """One share of the batch, acting with the learner's `weights`; `share`: what the
-        learner sends this worker alone (CEM / CMA: its candidates), as keyword arguments."""
+        learner sends this worker alone (CEM / CMA: its candidates), as keyword arguments;
+        `restarts`: the worker's restart count as the learner knows it (one task: the rebuild
+        on a restart's streams and the retried share cannot be run apart)."""
+        if restarts != self.restarts:
+            self.restarted(restarts)
         self.policy.set_weights(weights)
         return self.sampler.sample(self.policy.numpy_fn(), **share)
 
@@ -198,7 +203,7 @@ class RaySampler:
         sent besides; nothing by default) -> (weights ref, shares, {ref: worker})."""
         weights = self.ray.put(self.policy.get_weights())
         shares = shares or [{}] * len(self.workers)
-        return weights, shares, {w.sample.remote(weights, share): i
+        return weights, shares, {w.sample.remote(weights, share, self.deaths[i]): i
                                  for i, (w, share) in enumerate(zip(self.workers, shares))}
 
     def gather(self, weights, shares, pending):
@@ -221,12 +226,10 @@ class RaySampler:
                 self.restarts += 1
                 self.log(f"sampling worker {worker} died ({first_line(err)}); Ray restarts it "
                          "and its share of this iteration is sampled again")
-                # Ray holds these until the worker is back (a task sent while it restarts
-                # would fail again) and runs them in order; deaths are counted here, once each
-                actor = self.workers[worker]
-                actor.restarted.options(max_task_retries=-1).remote(self.deaths[worker])
-                retry = actor.sample.options(max_task_retries=-1)
-                pending[retry.remote(weights, shares[worker])] = worker
+                # Ray holds the retry until the worker is back (a task sent while it restarts
+                # would fail again); deaths are counted here, once each
+                retry = self.workers[worker].sample.options(max_task_retries=-1)
+                pending[retry.remote(weights, shares[worker], self.deaths[worker])] = worker
                 continue
             self.progress += int(batches[worker]["sim_steps"])
         self.batches_produced += 1
