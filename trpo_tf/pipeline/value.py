@@ -10,6 +10,11 @@ minibatch, ...] with a 0/1 weight per slot: a run compiles once per power of two
 sample is used once per epoch, the last minibatch partial, as without padding.
 The Atari CNN stays on TensorFlow's own kernels: XLA's CPU convolutions fitted 5K frames in
 59 s against 2.1 s.
+
+A recurrent baseline (--policy_rnn with --value_rnn=auto) is fitted by SequenceValueFitter
+over minibatches of whole sequences instead, padded, its loss on their valid steps; its epoch
+runs XLA-compiled too (2,048 steps from 16 envs, GRU 32, 10 epochs: 0.1 s against 2.1 s on
+TensorFlow's kernels), compiled once per padded length.
 """
 import collections
 
