@@ -29,15 +29,23 @@ def _next_power_of_two(k):
     return tf.while_loop(lambda p: p < k, lambda p: (p * 2,), (tf.constant(1),))[0]
 
 
-class ValueFitter:
-    def __init__(self, value_net, obs_spec, learning_rate, epochs, minibatch, seed=0):
+class AdamFit:
+    """What both fits hold: the value net, --vf_epochs, --vf_minibatch, their Adam and the
+    shuffling RNG (both checkpointed: resumes reshuffle alike), and how often `fit` traced."""
+
+    def __init__(self, value_net, learning_rate, epochs, minibatch, seed=0):
         self.value_net = value_net
         self.epochs = epochs
         self.minibatch = minibatch
         self.optimizer = keras.optimizers.Adam(learning_rate)
         self.optimizer.build(value_net.trainable_variables)
-        self.rng = tf.random.Generator.from_seed(seed)  # checkpointed: resumes reshuffle alike
+        self.rng = tf.random.Generator.from_seed(seed)
         self.trace_count = 0
+
+
+class ValueFitter(AdamFit):
+    def __init__(self, value_net, obs_spec, learning_rate, epochs, minibatch, seed=0):
+        super().__init__(value_net, learning_rate, epochs, minibatch, seed)
         # XLA (vector observations) needs fixed shapes: an epoch's samples are gathered into a
         # padded copy first (50K Hopper steps: 2 MB). Frames are gathered a minibatch at a time
         # inside the loop (a copy of 100K Atari frames would be 0.9 GB more).
@@ -122,7 +130,7 @@ def sequences_per_minibatch(minibatch, rows):
     return tf.maximum(1, tf.cast(tf.round(minibatch / mean_length), tf.int32))
 
 
-class SequenceValueFitter:
+class SequenceValueFitter(AdamFit):
     """The recurrent baseline's fit (policies.RNNValueNet): Adam on the mean squared error
     over the valid steps of minibatches of whole sequences (an env's rows of the batch), each
     unrolled from the state the sampler stored for it, reset at its episode starts; the
@@ -130,13 +138,7 @@ class SequenceValueFitter:
     (sequences_per_minibatch). All epochs in one tf.function, traced once per run."""
 
     def __init__(self, value_net, inputs_spec, learning_rate, epochs, minibatch, seed=0):
-        self.value_net = value_net
-        self.epochs = epochs
-        self.minibatch = minibatch
-        self.optimizer = keras.optimizers.Adam(learning_rate)
-        self.optimizer.build(value_net.trainable_variables)
-        self.rng = tf.random.Generator.from_seed(seed)  # checkpointed: resumes reshuffle alike
-        self.trace_count = 0
+        super().__init__(value_net, learning_rate, epochs, minibatch, seed)
         self.fit_epoch = tf.function(self._fit_epoch, jit_compile=True)
         self.fit = tf.function(
             self._fit, input_signature=[inputs_spec, tf.TensorSpec((None,), tf.float32)])
