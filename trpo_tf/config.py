@@ -132,6 +132,11 @@ declare(PIPELINE, "policy_rnn_units", 64, "Width of the --policy_rnn cell.", che
         rule=">= 1")
 declare(PIPELINE, "value_hidden", (64, 64), "Value network hidden sizes.", check=positive_sizes,
         rule="a comma-separated list of positive ints")
+declare(PIPELINE, "value_rnn", "none",
+        "With --policy_rnn: auto = the value baseline gets its own cell of the policy's kind and "
+        "width between the normalised observations and the --value_hidden layers, fitted over "
+        "whole sequences; none = an MLP on the observation (as fast, and as good on "
+        "bench/pomdp.py). Without --policy_rnn: an MLP.", choices=("auto", "none"))
 declare(PIPELINE, "init_log_std", 0.0, "Initial log standard deviation of Gaussian policies.")
 declare(PIPELINE, "vf_lr", 1e-3, "Value function Adam learning rate.", check=positive, rule="> 0")
 declare(PIPELINE, "vf_epochs", 10, "Value function epochs per iteration.", check=at_least(0),
@@ -158,6 +163,11 @@ class _ConfigMethods:
     def policy_sizes(self, spec):
         """--policy_hidden, or the env's default (Table 2) when it is unset."""
         return self.policy_hidden if self.policy_hidden is not None else spec.policy_hidden
+
+    @property
+    def value_cell(self):
+        """The value baseline's cell: --policy_rnn's under --value_rnn=auto, else none."""
+        return self.policy_rnn if self.value_rnn == "auto" else "none"
 
     @property
     def policy_export_dir(self):

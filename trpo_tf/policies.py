@@ -208,21 +208,14 @@ def reset_at_starts(state, starts):
     return tf.where(starts[:, None] > 0, tf.zeros_like(state), state)
 
 
-class RNNPolicy(MLPPolicy):
-    """A memory for partially observed tasks: normalised obs -> a GRU or LSTM cell (`units`
-    wide) -> MLPPolicy's tanh `hidden` layers and head on the cell's output h.
+class CellWeights:
+    """A Keras model's GRU or LSTM cell (RNNPolicy's, RNNValueNet's): `add_cell` gives it the
+    step (cell_step), units, state_size and weights."""
 
-    On a batch it takes Sequences and unrolls the cell along each from its start state,
-    resetting the state at episode starts, so the parameters of every row are recomputed
-    from the stored starts as the current weights give them (the surrogate, KL, Fisher-vector
-    products and line search run on these). `step` is one step of every env (the export);
-    `numpy_fn` the same in NumPy for the sampler and evaluation."""
-
-    def __init__(self, dist, normalizer, cell="gru", units=64, hidden=(), init_log_std=0.0):
-        super().__init__(dist, normalizer, hidden, init_log_std)
+    def add_cell(self, cell, obs_dim, units):
+        """A `cell` ("gru" / "lstm") on `obs_dim` inputs, `units` wide."""
         self.cell_step, gates, state_units = CELLS[cell]
         self.units, self.state_size = units, state_units * units
-        obs_dim = normalizer.mean.shape[0]
         bias = np.zeros(gates * units, np.float32)
         if cell == "lstm":
             bias[units:2 * units] = 1.0  # forget gate open at the start (Jozefowicz et al. 2015)
@@ -236,25 +229,76 @@ class RNNPolicy(MLPPolicy):
     def cell_weights(self):
         return self.kernel, self.recurrent_kernel, self.bias
 
+
+def padded(values, rows):
+    """Per-row values [N, ...] of sequences `rows` [E] long -> [E, T, ...], zero-padded."""
+    return tf.RaggedTensor.from_row_lengths(values, rows).to_tensor()
+
+
+def unpadded(values, rows):
+    """[E, T, ...] -> the rows of the sequences `rows` [E] long, [N, ...] (padded's inverse)."""
+    return tf.RaggedTensor.from_tensor(values, lengths=rows).flat_values
+
+
+def scan_cell(model, x, starts, initial):
+    """The states of `model`'s cell after each step of padded sequences: normalised x
+    [E, T, d], starts [E, T] (1.0: reset before the step), initial [E, S] -> [E, T, S]; one
+    tf.scan over T (the weights read once, outside the loop)."""
+    weights = [tf.convert_to_tensor(w) for w in model.cell_weights()]
+
+    def step(state, row):  # row: (x_t [E, d], starts_t [E])
+        return model.cell_step(TF_OPS, row[0], reset_at_starts(state, row[1]), *weights)
+
+    states = tf.scan(step, (tf.transpose(x, [1, 0, 2]), tf.transpose(starts)),
+                     initializer=initial)  # [T, E, S]
+    return tf.transpose(states, [1, 0, 2])
+
+
+def unroll_sequences(model, inputs):
+    """The state of `model`'s cell (a CellWeights; its observations normalised by
+    model.normalizer) after every row of the Sequences, [N, S]: the sequences padded to
+    [E, T, ...] and scanned from their start states (scan_cell)."""
+    rows = tf.cast(inputs.rows, tf.int32)  # Keras's saving traces its inputs as floats
+    states = scan_cell(model, padded(model.normalizer(inputs.obs), rows),
+                       padded(inputs.starts, rows), inputs.states)
+    return unpadded(states, rows)
+
+
+def numpy_cell_fn(model):
+    """One step of `model`'s cell (observations normalised as model.normalizer does) in NumPy,
+    frozen at today's weights: (obs [B, d], state [B, S]) -> new state [B, S]; the caller
+    resets the states of envs that start an episode."""
+    normalize = model.normalizer.numpy_fn()
+    weights = [w.numpy() for w in model.cell_weights()]
+
+    def step(obs, state):
+        x = normalize(obs.astype(np.float32, copy=False)).astype(np.float32, copy=False)
+        return model.cell_step(NUMPY_OPS, x, state, *weights).astype(np.float32, copy=False)
+
+    return step
+
+
+class RNNPolicy(CellWeights, MLPPolicy):
+    """A memory for partially observed tasks: normalised obs -> a GRU or LSTM cell (`units`
+    wide) -> MLPPolicy's tanh `hidden` layers and head on the cell's output h.
+
+    On a batch it takes Sequences and unrolls the cell along each from its start state,
+    resetting the state at episode starts, so the parameters of every row are recomputed
+    from the stored starts as the current weights give them (the surrogate, KL, Fisher-vector
+    products and line search run on these). `step` is one step of every env (the export);
+    `numpy_fn` the same in NumPy for the sampler and evaluation."""
+
+    def __init__(self, dist, normalizer, cell="gru", units=64, hidden=(), init_log_std=0.0):
+        super().__init__(dist, normalizer, hidden, init_log_std)
+        self.add_cell(cell, normalizer.mean.shape[0], units)
+
     def call(self, inputs):
         """Sequences -> params [N, P] of every row."""
         return self.head(self.unroll(inputs))
 
     def unroll(self, inputs):
-        """The cell's output h on every row of the Sequences, [N, units]: the sequences padded
-        to [E, T, ...], one tf.scan over T (the weights read once, outside the loop)."""
-        rows = tf.cast(inputs.rows, tf.int32)  # Keras's saving traces its inputs as floats
-        x = tf.RaggedTensor.from_row_lengths(self.normalizer(inputs.obs), rows).to_tensor()
-        starts = tf.RaggedTensor.from_row_lengths(inputs.starts, rows).to_tensor()
-        weights = [tf.convert_to_tensor(w) for w in self.cell_weights()]
-
-        def step(state, row):  # row: (x_t [E, d], starts_t [E])
-            return self.cell_step(TF_OPS, row[0], reset_at_starts(state, row[1]), *weights)
-
-        states = tf.scan(step, (tf.transpose(x, [1, 0, 2]), tf.transpose(starts)),
-                         initializer=inputs.states)  # [T, E, S]
-        h = tf.transpose(states[:, :, :self.units], [1, 0, 2])
-        return tf.RaggedTensor.from_tensor(h, lengths=rows).flat_values
+        """The cell's output h on every row of the Sequences, [N, units]."""
+        return unroll_sequences(self, inputs)[:, :self.units]
 
     def step(self, obs, state):
         """One step of B envs: obs [B, d], state [B, S] -> (params [B, P], new state [B, S])."""
@@ -264,13 +308,11 @@ class RNNPolicy(MLPPolicy):
     def numpy_fn(self):
         """`step` in NumPy, frozen at today's weights: (obs [B, d], state [B, S]) -> (params,
         new state); the caller resets the states of envs that start an episode."""
-        normalize, head = self.normalizer.numpy_fn(), self.numpy_head()
-        weights = [w.numpy() for w in self.cell_weights()]
+        head, cell = self.numpy_head(), numpy_cell_fn(self)
         units = self.units
 
         def step(obs, state):
-            x = normalize(obs.astype(np.float32, copy=False)).astype(np.float32, copy=False)
-            state = self.cell_step(NUMPY_OPS, x, state, *weights).astype(np.float32, copy=False)
+            state = cell(obs, state)
             return head(state[:, :units]), state
 
         return step
@@ -346,6 +388,48 @@ class ValueNet(keras.Model):
         x = tf.cast(obs, tf.float32) if self.normalizer is None else self.normalizer(obs)
         return self.mlp(x)[:, 0]
 
+    def values_and_end_values(self, obs, end_obs, path_end):
+        """(V of every row [N], V of each segment's end observation [P])."""
+        del path_end  # V(s) needs no history
+        return self(obs), self(end_obs)
+
+
+class RNNValueNet(CellWeights, keras.Model):
+    """V(history) for partially observed tasks: the policy's normalised observations -> a GRU
+    or LSTM cell of its own (`units` wide; no weight shared with the policy) -> tanh `hidden`
+    layers -> V. It reads a batch's Sequences as RNNPolicy does: the cell unrolled along each
+    env's rows from the state the sampler stored, reset at episode starts."""
+
+    def __init__(self, normalizer, cell="gru", units=64, hidden=(64, 64)):
+        super().__init__()
+        self.normalizer = normalizer
+        self.mlp = _mlp(hidden, 1, out_scale=1.0)
+        self.add_cell(cell, normalizer.mean.shape[0], units)
+
+    def call(self, inputs):
+        """Sequences -> V of every row, [N]."""
+        return self.values_of_states(unroll_sequences(self, inputs))
+
+    def values_of_states(self, states):
+        """V read from the cell's states [..., S] -> [...] (its output h through the MLP)."""
+        h = states[..., :self.units]
+        values = self.mlp(tf.reshape(h, [-1, self.units]))[:, 0]
+        return tf.reshape(values, tf.shape(h)[:-1])
+
+    def values_and_end_values(self, inputs, end_obs, path_end):
+        """(V of every row of the Sequences [N], V of each segment's end observation [P]): the
+        cell steps once more, on the end observation, from the state after the segment's last
+        row (path_end [N] marks those rows, in the order of end_obs)."""
+        states = unroll_sequences(self, inputs)
+        end_states = self.cell_step(TF_OPS, self.normalizer(end_obs),
+                                    tf.boolean_mask(states, path_end > 0), *self.cell_weights())
+        return self.values_of_states(states), self.values_of_states(end_states)
+
+    def padded_values(self, obs, starts, states):
+        """V along padded sequences: obs [E, T, d], starts [E, T], states [E, S] -> [E, T]
+        (the values of padded steps mean nothing)."""
+        return self.values_of_states(scan_cell(self, self.normalizer(obs), starts, states))
+
 
 def build_policy(obs_shape, dist, policy_hidden, normalize_obs, init_log_std=0.0, rnn="none",
                  rnn_units=64):
@@ -364,19 +448,29 @@ def build_policy(obs_shape, dist, policy_hidden, normalize_obs, init_log_std=0.0
         raise ValueError(f"unsupported observation shape {obs_shape} (--policy_rnn={rnn}): "
                          "trpo_tf takes vectors or, with a feed-forward policy, stacked frames "
                          "[frames, height, width]")
-    obs = dummy_observations(obs_shape)
-    policy(Sequences(obs, np.ones(1, np.float32), np.zeros((1, policy.state_size), np.float32),
-                     np.ones(1, np.int32)) if policy.state_size else obs)
+    policy(one_step_sequences(obs_shape, policy.state_size) if policy.state_size
+           else dummy_observations(obs_shape))
     return policy
 
 
-def build_value_net(policy, obs_shape, value_hidden):
-    """V(s) for `policy`'s observations, built: an MLP sharing the policy's normaliser, or a
-    CNN of the policy's shape (frames)."""
+def build_value_net(policy, obs_shape, value_hidden, rnn="none", rnn_units=64):
+    """V for `policy`'s observations, built: an MLP sharing the policy's normaliser, a CNN of
+    the policy's shape (frames), or (rnn "gru" / "lstm") RNNValueNet, its own cell
+    `rnn_units` wide before the MLP."""
     obs_shape = tuple(obs_shape)
+    if rnn != "none":
+        value = RNNValueNet(policy.normalizer, rnn, rnn_units, tuple(value_hidden))
+        value(one_step_sequences(obs_shape, value.state_size))
+        return value
     value = ValueNet(policy.normalizer, tuple(value_hidden), pixels=len(obs_shape) == 3)
     value(dummy_observations(obs_shape))
     return value
+
+
+def one_step_sequences(obs_shape, state_size):
+    """One sequence of one zero observation, an episode's start, from a zero state."""
+    return Sequences(dummy_observations(obs_shape), np.ones(1, np.float32),
+                     np.zeros((1, state_size), np.float32), np.ones(1, np.int32))
 
 
 def dummy_observations(obs_shape):

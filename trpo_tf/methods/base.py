@@ -98,6 +98,13 @@ class Method:
         return {}
 
     @classmethod
+    def value_state_size(cls, cfg):
+        """The size of a recurrent value baseline's state the sampler carries per env (0: it
+        carries none)."""
+        del cfg
+        return 0
+
+    @classmethod
     def batch_states(cls, cfg):
         """(the flag that sizes it, observations a batch holds): for the memory check."""
         return "--batch_steps", cfg.steps_per_env * cfg.num_envs
@@ -139,6 +146,11 @@ class Method:
         """One iteration's update -> (metrics, None), or (None, what was non-finite): then the
         loop restores the variables and `state()` as they were."""
         raise NotImplementedError
+
+    def carried_value_net(self):
+        """The recurrent value baseline whose state the sampler carries (stepped with its
+        NumPy cell, sampling.value_step_kwargs), or None."""
+        return None
 
     def sample_on(self, workers):
         """The sampler the loop draws batches from when Ray `workers` (a RaySampler) sample:
@@ -242,7 +254,8 @@ class SinglePathMethod(Method):
         space = parts.envs.observation_space
         self.signature = batch_signature(space.shape, batch_obs_dtype(space), parts.dist,
                                          action_masks=bool(parts.envs.mask_source),
-                                         state_size=parts.policy.state_size)
+                                         state_size=parts.policy.state_size,
+                                         value_state_size=self.value_state_size(cfg))
         self.sampler = self.make_sampler(cfg, parts.envs, parts.dist, parts.seeds, parts.policy)
         self.reward_scale = (RewardScale() if cfg.normalize_rewards and self.scales_rewards
                              else None)
@@ -252,7 +265,7 @@ class SinglePathMethod(Method):
         from trpo_tf.sampling.single_path import SinglePathSampler
 
         return SinglePathSampler(envs, dist, cfg.steps_per_env, seeds["actions"], cfg.gamma,
-                                 policy.state_size)
+                                 policy.state_size, cls.value_state_size(cfg))
 
     def improve(self, batch, rew):
         """The method's update on a batch with rewards `rew` -> (metrics, None) or (None, what)."""
@@ -297,23 +310,51 @@ class AdvantageMethod(SinglePathMethod):
 
     @classmethod
     def recorded_settings(cls, cfg):
-        return {"value_hidden": list(cfg.value_hidden)}
+        return {"value_hidden": list(cfg.value_hidden), "value_rnn": cfg.value_cell}
+
+    @classmethod
+    def value_state_size(cls, cfg):
+        if cfg.value_cell == "none":
+            return 0
+        from trpo_tf.policies import CELLS
+
+        return CELLS[cfg.value_cell][2] * cfg.policy_rnn_units
 
     def __init__(self, cfg, parts):
         super().__init__(cfg, parts)
         from trpo_tf import seeding
         from trpo_tf.pipeline.advantages import make_advantage_fn
-        from trpo_tf.pipeline.value import ValueFitter
+        from trpo_tf.pipeline import policy_input_spec
+        from trpo_tf.pipeline.value import SequenceValueFitter, ValueFitter
         from trpo_tf.policies import build_value_net
 
         self.value_net = build_value_net(parts.policy, parts.envs.observation_space.shape,
-                                         cfg.value_hidden)
-        self.value_fitter = ValueFitter(
-            self.value_net, parts.obs_spec, cfg.vf_lr, cfg.vf_epochs, cfg.vf_minibatch,
-            seeding.int_seed(parts.seeds["value_shuffle"]))
+                                         cfg.value_hidden, cfg.value_cell, cfg.policy_rnn_units)
+        self.recurrent_value = cfg.value_cell != "none"
+        inputs_spec = policy_input_spec(parts.obs_spec, self.value_state_size(cfg))
+        seed = seeding.int_seed(parts.seeds["value_shuffle"])
+        self.value_fitter = (
+            SequenceValueFitter(self.value_net, inputs_spec, cfg.vf_lr, cfg.vf_epochs,
+                                cfg.vf_minibatch, seed) if self.recurrent_value
+            else ValueFitter(self.value_net, parts.obs_spec, cfg.vf_lr, cfg.vf_epochs,
+                             cfg.vf_minibatch, seed))
         self.advantage_fn = make_advantage_fn(
-            self.value_net, dataclasses.replace(cfg, **self.advantage_settings), parts.obs_spec)
+            self.value_net, dataclasses.replace(cfg, **self.advantage_settings), parts.obs_spec,
+            inputs_spec)
         self.learner = self.make_learner()
+
+    def carried_value_net(self):
+        return self.value_net if self.recurrent_value else None
+
+    def value_inputs(self, batch):
+        """What the value net reads the batch as: its observations, or (a recurrent
+        baseline) its sequences with the value states they began with."""
+        from trpo_tf.policies import Sequences
+
+        if not self.recurrent_value:
+            return batch["obs"]
+        return Sequences(batch["obs"], batch["path_start"], batch["value_state"],
+                         batch["env_rows"])
 
     def trackables(self):
         return {"value": self.value_net, "value_optimizer": self.value_fitter.optimizer,
@@ -333,8 +374,9 @@ class AdvantageMethod(SinglePathMethod):
         from trpo_tf.methods.update import all_finite
 
         t0 = time.perf_counter()
+        value_inputs = self.value_inputs(batch)
         adv, targets, ev = self.advantage_fn(
-            batch["obs"], batch["end_obs"], rew, batch["terminal"], batch["path_end"])
+            value_inputs, batch["end_obs"], rew, batch["terminal"], batch["path_end"])
         if not all_finite(adv, targets):
             return None, "advantages or value targets"
         t1 = time.perf_counter()
@@ -345,7 +387,7 @@ class AdvantageMethod(SinglePathMethod):
         if metrics is None:
             return None, POLICY_STEP_FAULT
         t2 = time.perf_counter()
-        vf = self.value_fitter.fit(batch["obs"], targets)
+        vf = self.value_fitter.fit(value_inputs, targets)
         metrics.update(
             explained_variance=float(ev), value_loss_before=float(vf["loss_before"]),
             value_loss_after=float(vf["loss_after"]), time_advantage=t1 - t0,

@@ -15,10 +15,12 @@ def observation_spec(obs_shape, obs_dtype):
     return tf.TensorSpec((None,) + tuple(obs_shape), tf.as_dtype(obs_dtype))
 
 
-def batch_signature(obs_shape, obs_dtype, dist, action_masks=False, state_size=0):
+def batch_signature(obs_shape, obs_dtype, dist, action_masks=False, state_size=0,
+                    value_state_size=0):
     """The TensorSpecs of one batch; the leading dims are free so nothing retraces. With
     `action_masks`, the batch holds the legal actions of each step (one bool per logit); with
-    a recurrent policy's `state_size`, the state each env's rows began with and their count."""
+    a recurrent policy's `state_size`, the state each env's rows began with and their count;
+    with a recurrent value baseline's `value_state_size`, its state each env's rows began with."""
     obs = observation_spec(obs_shape, obs_dtype)
     act = tf.TensorSpec((None,) + dist.act_shape, tf.as_dtype(dist.act_dtype))
     per_step = tf.TensorSpec((None,), tf.float32)
@@ -31,17 +33,18 @@ def batch_signature(obs_shape, obs_dtype, dist, action_masks=False, state_size=0
         **({"action_mask": tf.TensorSpec((None, dist.param_dim), tf.bool)} if action_masks else {}),
         **({"rnn_state": state_spec(state_size), "env_rows": tf.TensorSpec((None,), tf.int32)}
            if state_size else {}),
+        **({"value_state": state_spec(value_state_size)} if value_state_size else {}),
     }
 
 
 def state_spec(state_size):
-    """A batch of a recurrent policy's states, [envs, state_size]."""
+    """A batch of a recurrent net's states, [envs, state_size]."""
     return tf.TensorSpec((None, state_size), tf.float32)
 
 
 def policy_input_spec(obs_spec, state_size):
-    """The spec of what the policy reads a batch as: observations, or (recurrent policies,
-    state_size > 0) policies.Sequences."""
+    """The spec of what the policy (or the value net) reads a batch as: observations, or
+    (recurrent nets, state_size > 0) policies.Sequences."""
     if not state_size:
         return obs_spec
     return Sequences(obs_spec, tf.TensorSpec((None,), tf.float32), state_spec(state_size),

@@ -74,14 +74,16 @@ def advantages_and_targets(mode, rew, values, next_values, terminal, path_end, g
     return returns - values, returns
 
 
-def make_advantage_fn(value_net, cfg, obs_spec):
-    """A tf.function: batch -> (advantages, value targets, explained variance) (traced once)."""
+def make_advantage_fn(value_net, cfg, obs_spec, inputs_spec=None):
+    """A tf.function: (what the value net reads the batch as: its observations, or for a
+    recurrent one Sequences of `inputs_spec`; the segments' end observations, rewards,
+    terminal, path_end) -> (advantages, value targets, explained variance) (traced once)."""
     per_step = tf.TensorSpec((None,), tf.float32)
 
-    @tf.function(input_signature=[obs_spec, obs_spec, per_step, per_step, per_step])
-    def advantage_fn(obs, end_obs, rew, terminal, path_end):
-        values = value_net(obs)
-        next_values = next_state_values(values, value_net(end_obs), path_end)
+    @tf.function(input_signature=[inputs_spec or obs_spec, obs_spec, per_step, per_step, per_step])
+    def advantage_fn(inputs, end_obs, rew, terminal, path_end):
+        values, end_values = value_net.values_and_end_values(inputs, end_obs, path_end)
+        next_values = next_state_values(values, end_values, path_end)
         adv, targets = advantages_and_targets(
             cfg.advantage, rew, values, next_values, terminal, path_end, cfg.gamma,
             cfg.gae_lambda)

@@ -47,6 +47,21 @@ def worker_streams(seed, worker, restart=0):
     return dict(zip(seeding.STREAMS, root.spawn(len(seeding.STREAMS))))
 
 
+def acting_weights(policy, value_net=None):
+    """What a worker acts with: the policy's weights (its normaliser's statistics among them),
+    then a recurrent value baseline's trainable ones (None: no baseline's)."""
+    value = [] if value_net is None else [v.numpy() for v in value_net.trainable_variables]
+    return policy.get_weights() + value
+
+
+def set_acting_weights(policy, value_net, weights):
+    """acting_weights' list `weights` into a worker's copies."""
+    policy.set_weights(weights[:len(policy.weights)])
+    if value_net is not None:
+        for variable, value in zip(value_net.trainable_variables, weights[len(policy.weights):]):
+            variable.assign(value)
+
+
 class ShareSampler:
     """Worker `worker` of `workers`: its env group, a policy copy and the method's sampler on
     its share. A Ray actor in a run; the same class in one process is the reference."""
@@ -74,18 +89,25 @@ class ShareSampler:
         self.policy = policies.build_policy(self.envs.observation_space.shape, dist,
                                             cfg.policy_sizes(spec), cfg.normalize_obs,
                                             cfg.init_log_std, cfg.policy_rnn, cfg.policy_rnn_units)
+        # a recurrent value baseline's copy: the sampler carries its state (its cell's)
+        self.value_net = (policies.build_value_net(
+            self.policy, self.envs.observation_space.shape, cfg.value_hidden, cfg.value_cell,
+            cfg.policy_rnn_units) if cfg.value_cell != "none" else None)
         self.sampler = method.make_sampler(method.share(cfg, worker, workers), self.envs, dist,
                                            seeds, self.policy)
 
     def sample(self, weights, share, restarts=0):
-        """One share of the batch, acting with the learner's `weights`; `share`: what the
-        learner sends this worker alone (CEM / CMA: its candidates), as keyword arguments;
-        `restarts`: the worker's restart count as the learner knows it (one task: the rebuild
-        on a restart's streams and the retried share cannot be run apart)."""
+        """One share of the batch, acting with the learner's `weights` (acting_weights');
+        `share`: what the learner sends this worker alone (CEM / CMA: its candidates), as
+        keyword arguments; `restarts`: the worker's restart count as the learner knows it (one
+        task: the rebuild on a restart's streams and the retried share cannot be run apart)."""
+        from trpo_tf.sampling.single_path import value_step_kwargs
+
         if restarts != self.restarts:
             self.restarted(restarts)
-        self.policy.set_weights(weights)
-        return self.sampler.sample(self.policy.numpy_fn(), **share)
+        set_acting_weights(self.policy, self.value_net, weights)
+        return self.sampler.sample(self.policy.numpy_fn(), **value_step_kwargs(self.value_net),
+                                   **share)
 
     def state(self):
         return self.sampler.state()
@@ -186,9 +208,11 @@ class RaySampler:
     when it dies. Same interface as the in-process samplers; `log` prints a line."""
     state_needs_same_envs = True
 
-    def __init__(self, cfg, policy, log):
+    def __init__(self, cfg, policy, log, value_net=None):
+        """`value_net`: a recurrent value baseline whose weights go to the workers with the
+        policy's (their samplers carry its state)."""
         self.ray = connect(cfg.ray_address)
-        self.policy, self.log = policy, log
+        self.policy, self.log, self.value_net = policy, log, value_net
         cpus = min(1.0, self.ray.cluster_resources().get("CPU", 1.0) / cfg.workers)
         actor = self.ray.remote(ShareSampler).options(
             num_cpus=cpus, max_restarts=MAX_RESTARTS, max_task_retries=0)
@@ -201,7 +225,7 @@ class RaySampler:
     def submit(self, shares=None):
         """Broadcast the weights once and start every worker's share (`shares`: what each is
         sent besides; nothing by default) -> (weights ref, shares, {ref: worker})."""
-        weights = self.ray.put(self.policy.get_weights())
+        weights = self.ray.put(acting_weights(self.policy, self.value_net))
         shares = shares or [{}] * len(self.workers)
         return weights, shares, {w.sample.remote(weights, share, self.deaths[i]): i
                                  for i, (w, share) in enumerate(zip(self.workers, shares))}
@@ -235,9 +259,10 @@ class RaySampler:
         self.batches_produced += 1
         return merge_batches(batches)
 
-    def sample(self, params_fn):
-        """One batch (params_fn is unused: the workers act with their copies of the weights)."""
-        del params_fn
+    def sample(self, params_fn, value_step=None):
+        """One batch (params_fn and value_step are unused: the workers act with their copies
+        of the weights)."""
+        del params_fn, value_step
         return self.gather(*self.submit())
 
     def play_candidates(self, candidates, seeds):

@@ -24,11 +24,12 @@ from trpo_tf.run.checks import check_run
 from trpo_tf.run.evaluate import Evaluator
 from trpo_tf.run.export import export_policy
 from trpo_tf.sampling import batch_obs_dtype
+from trpo_tf.sampling.single_path import value_step_kwargs
 
 # Settings that only shape the sampler: a resumed run with other values starts new episodes.
 SAMPLER_SETTINGS = ("num_envs", "env_backend", "max_path_length", "workers")
 # What run records written before a setting existed mean by its absence.
-RECORD_DEFAULTS = {"workers": 0, "action_masks": False, "policy_rnn": "none"}
+RECORD_DEFAULTS = {"workers": 0, "action_masks": False, "policy_rnn": "none", "value_rnn": "none"}
 HEARTBEAT_SECONDS = 2.0  # a terminal hears from a long sampling phase this often
 RECENT_EPISODES = 100    # the progress line's training return: the mean of the last 100
 SAMPLING_THREAD = "trpo_tf-sampling"
@@ -108,8 +109,10 @@ class Trainer:
                                            self.obs_spec))
         self.remote = None  # --workers: the Ray workers sample the method's batches
         self.sampler = self.method.sampler
+        value_net = self.method.carried_value_net()
         self.stream = pipeline.BatchStream(
-            lambda: self.sampler.sample(self.policy.numpy_fn()), self.method.signature)
+            lambda: self.sampler.sample(self.policy.numpy_fn(), **value_step_kwargs(value_net)),
+            self.method.signature)
         self.tags = {**summaries.TAGS, **method.tags}
         self.checkpointer = Checkpointer(os.path.join(cfg.logdir, "checkpoints"), self.policy,
                                          self.method.trackables())
@@ -125,7 +128,7 @@ class Trainer:
         if cfg.workers:  # last but the writer: a cluster that cannot be joined leaves no files
             from trpo_tf.run.distributed import RaySampler
 
-            self.remote = RaySampler(cfg, self.policy, self.log)
+            self.remote = RaySampler(cfg, self.policy, self.log, value_net)
             self.sampler = self.method.sample_on(self.remote)
         self.writer = tf.summary.create_file_writer(cfg.logdir)
 

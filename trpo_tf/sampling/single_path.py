@@ -20,6 +20,8 @@ Batch fields (N = num_envs * steps_per_env, P = number of segment ends):
                  each env's rows of this batch began with (before the first row's reset) and
                  how many rows each env has: the batch's sequences (policies.Sequences), along
                  which the update recomputes the states; path_start resets them
+  value_state [E, Sv]  (a recurrent value baseline, value_state_size Sv > 0) its state each
+                 env's rows began with, carried and reset like the policy's
   discounted_return [N]  sum_k gamma^k r_{t-k} back to the episode's start, carried across
                  batches and reset at every episode end (the statistic reward scaling divides
                  by, as in Engstrom et al. 2020 / SB3's VecNormalize)
@@ -32,14 +34,15 @@ import numpy as np
 
 from trpo_tf.distributions import masked_logits
 from trpo_tf.envs import simstate
-from trpo_tf.policies import reset_at_starts
+from trpo_tf.policies import numpy_cell_fn, reset_at_starts
 from trpo_tf.sampling import batch_obs_dtype, env_action_fn, episode_fields
 
 
 class SinglePathSampler:
     state_needs_same_envs = True  # its state is the envs' (a resume with other envs drops it)
 
-    def __init__(self, envs, dist, steps_per_env, seed, gamma=0.99, state_size=0):
+    def __init__(self, envs, dist, steps_per_env, seed, gamma=0.99, state_size=0,
+                 value_state_size=0):
         self.envs = envs
         self.dist = dist
         self.steps_per_env = steps_per_env
@@ -54,12 +57,17 @@ class SinglePathSampler:
         self._starting = np.ones(envs.num_envs, bool)  # the next valid row is an episode's first
         # a recurrent policy's state per env (None: a feed-forward policy)
         self._rnn_state = np.zeros((envs.num_envs, state_size), np.float32) if state_size else None
+        # a recurrent value baseline's state per env (None: a feed-forward one)
+        self._value_state = (np.zeros((envs.num_envs, value_state_size), np.float32)
+                             if value_state_size else None)
         self.batches_produced = 0
         self.progress = 0  # steps of the batch in the making (a terminal's heartbeat shows it)
 
-    def sample(self, params_fn):
+    def sample(self, params_fn, value_step=None):
         """One batch with the policy `params_fn`: NumPy obs [E, ...] -> params [E, P]; for a
-        recurrent policy (obs, state [E, S]) -> (params, new state), one call for all envs."""
+        recurrent policy (obs, state [E, S]) -> (params, new state), one call for all envs.
+        A recurrent value baseline's state moves on by `value_step` (obs, state [E, Sv]) ->
+        new state, one call for all envs."""
         if self._obs is None:
             self._obs = self.envs.reset()
         T, E = self.steps_per_env, self.envs.num_envs
@@ -78,11 +86,14 @@ class SinglePathSampler:
         episodes = []
         time_policy = time_env = 0.0
         start_state = None if self._rnn_state is None else self._rnn_state.copy()
+        value_start = None if self._value_state is None else self._value_state.copy()
         for t in range(T):
             tic = time.perf_counter()
             obs_buf[t] = self._obs
             params = (params_fn(obs_buf[t]) if start_state is None
                       else self.recurrent_step(params_fn, obs_buf[t]))
+            if value_start is not None:
+                self.value_cell_step(value_step, obs_buf[t])
             if mask_buf is not None:
                 mask_buf[t] = self.envs.action_masks
                 params = masked_logits(params, mask_buf[t])
@@ -135,6 +146,7 @@ class SinglePathSampler:
             **({} if mask_buf is None else {"action_mask": _env_major(mask_buf, valid)}),
             **({} if start_state is None else {"rnn_state": start_state,
                                                "env_rows": valid_buf.sum(0).astype(np.int32)}),
+            **({} if value_start is None else {"value_state": value_start}),
             "end_obs": np.stack([end_obs[k] for k in sorted(end_obs)]).astype(obs_buf.dtype),
             **episode_fields(episodes),
             "sim_steps": np.float32(valid_buf.sum()),
@@ -147,6 +159,11 @@ class SinglePathSampler:
         (first reset where an episode starts: the update's unroll does the same)."""
         params, self._rnn_state = step_fn(obs, reset_at_starts(self._rnn_state, self._starting))
         return params
+
+    def value_cell_step(self, step_fn, obs):
+        """The recurrent value baseline's state of every env moved on by one step (reset first
+        where an episode starts), as recurrent_step moves the policy's."""
+        self._value_state = step_fn(obs, reset_at_starts(self._value_state, self._starting))
 
     def state(self):
         """Everything needed to go on sampling exactly where this sampler is, or None where
@@ -162,7 +179,9 @@ class SinglePathSampler:
                 "ep_length": self._ep_length.copy(), "resetting": self._resetting.copy(),
                 "disc_return": self._disc_return.copy(), "starting": self._starting.copy(),
                 "rng": self.rng.bit_generator.state,
-                **({} if self._rnn_state is None else {"rnn_state": self._rnn_state.copy()})}
+                **({} if self._rnn_state is None else {"rnn_state": self._rnn_state.copy()}),
+                **({} if self._value_state is None
+                   else {"value_state": self._value_state.copy()})}
 
     def load_state(self, state):
         self.envs.restore(state["envs"])
@@ -174,6 +193,14 @@ class SinglePathSampler:
         self._starting = state.get("starting", np.zeros(self.envs.num_envs, bool))  # older ones
         if self._rnn_state is not None:
             self._rnn_state = state["rnn_state"]
+        if self._value_state is not None:
+            self._value_state = state["value_state"]
+
+
+def value_step_kwargs(value_net):
+    """SinglePathSampler.sample's keyword for a recurrent value baseline `value_net` (its
+    NumPy cell step, today's weights); {} for None."""
+    return {} if value_net is None else {"value_step": numpy_cell_fn(value_net)}
 
 
 def _env_major(x, valid=None):
