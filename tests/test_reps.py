@@ -130,3 +130,53 @@ def test_sampler_marks_episode_starts():
     second = sampler.sample(zero_policy(dist))
     np.testing.assert_array_equal(np.flatnonzero(first["path_start"]), [0, 10, 15, 25])
     np.testing.assert_array_equal(np.flatnonzero(second["path_start"]), [5, 20])
+
+
+def test_the_step_entering_the_absorbing_state_is_charged_with_what_it_forgoes():
+    """rbar = 1, gamma = 0.9: the terminal step's reward 1 - 1 x 0.9 / 0.1 = -8, the others 1,
+    then standardised (the weights do not change with a shift or a scale of every reward)."""
+    charged = np.array([1.0, 1.0, 1.0, -8.0])
+    np.testing.assert_allclose(reps.dual_rewards([1.0] * 4, [0, 0, 0, 1], 0.9),
+                               (charged - charged.mean()) / charged.std(), rtol=1e-6)
+
+
+def test_a_reward_that_is_the_same_at_every_step_weighs_the_steps_that_end_episodes_down():
+    """CartPole-v1's reward, 1 per step alive, in paths of 20 steps where every other path ends
+    in a terminal: without the charge the dual has no signal (its weights are rounding noise:
+    the fit drove the policy deterministic), with it the steps that enter the absorbing state
+    get far less than their uniform share and the others keep theirs (the bound is then slack:
+    with equal rewards nothing else is worth moving mass for)."""
+    obs, end_obs, _, path_end, start, _ = structured_paths("circle", np.random.default_rng(4),
+                                                           n=2000, path=20)
+    terminal = np.zeros(2000)
+    terminal[39::40] = 1.0  # every other path ends in a terminal, the rest are cut
+    initial = reps.InitialStates(obs.shape[1])
+    initial.add(obs[start > 0])
+    dphi = reps.feature_differences(obs, end_obs, terminal, path_end, GAMMA, initial)
+    rewards = reps.dual_rewards(np.ones(2000), terminal, GAMMA)
+    x, _, _ = reps.solve_dual(rewards, dphi, 0.5, max_iters=100)
+    w = reps.sample_weights(x, rewards, dphi)
+    ends = terminal > 0
+    assert w[ends].sum() < 0.1 * ends.mean()  # their uniform share: 1 in 40
+    assert w[~ends].sum() > 0.99 and reps.sample_kl(w) <= 0.5 + 1e-6
+
+
+def test_reps_refuses_an_undiscounted_return():
+    from trpo_tf.config import Config, ConfigError, validate
+
+    with pytest.raises(ConfigError, match=r"--gamma=1: --algo=reps charges the step"):
+        validate(Config(algo="reps", gamma=1.0))
+
+
+def test_reps_learns_cartpole_v1_whose_reward_is_the_same_at_every_step(tmp_path):
+    """Issue 22's case: before the charge on the steps that end episodes the policy collapsed
+    (training return 20.8, 15.2, 15.0 over the first 3 iterations, entropy 0.69 -> 0.07 by the
+    6th); with it, 20.8, 64.5, 109.9 (seeds 1, 2: 109.8, 133.6 at the 3rd; evaluation 500 on
+    all three by iteration 20)."""
+    from trpo_tf.config import Config
+    from trpo_tf.run.train import train
+
+    history = train(Config(algo="reps", env="CartPole-v1", env_backend="gymnasium", iterations=3,
+                           eval_every=0, logdir=str(tmp_path), quiet=True))
+    assert history[0]["return_mean"] < 30.0 and history[-1]["return_mean"] > 60.0
+    assert history[-1]["entropy"] > 0.5

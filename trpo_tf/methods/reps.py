@@ -20,10 +20,24 @@ iteration 30 was 74 against 265 here, seed 0.) The occupancy of the non-absorbin
     E_q[ gamma phi(s') - phi(s) + (1 - gamma + gamma [terminal]) phibar_0 ] = 0,
     phibar_0 = E_mu0[phi(s_0)].
 
-Without terminal steps this is E_q[gamma phi' - phi] = -(1 - gamma) E_mu0[phi] (the discounted
-constraint with its initial-state term); with gamma = 1 and no terminals it is Peters et al.'s
-average-reward form. The Lagrangian with multipliers theta (V(s) = theta^T phi(s)), eta for the
-KL and one for sum q = 1 gives q_i ~ p_i exp(delta_i / eta), and the dual
+The reward of the step entering z. E_q[r] and the constraint above do not change when every
+reward moves by the same constant (every delta below moves with it), so the reward z earns,
+zero, never enters them: on a task that pays the same reward at every step until it ends
+(CartPole-v1: 1 per step alive) the dual has no signal at all, its weights follow rounding
+noise, and the fit drove the policy deterministic (entropy 0.69 -> 0.07 in 6 iterations,
+evaluation return 9.7). Measured from the batch's mean reward rbar, z earns -rbar at every
+step, and a step that enters it forgoes sum_k>=1 gamma^k rbar = rbar gamma / (1 - gamma) of
+the discounted return, so that step's reward is charged with it:
+r_i - [terminal_i] rbar gamma / (1 - gamma) (`dual_rewards`; the first-order form of
+(1 - m_z) E_q[r], which keeps the dual in q linear). Where ending is good (a negative rbar:
+a cost per step until a goal) the charge is a bonus. CartPole-v1, 20 iterations: evaluation
+500 on seeds 0, 1, 2.
+
+Without terminal steps the constraint is E_q[gamma phi' - phi] = -(1 - gamma) E_mu0[phi] (the
+discounted constraint with its initial-state term); with gamma = 1 it would be Peters et
+al.'s average-reward form, which has no finite charge for ending (gamma < 1 is required). The
+Lagrangian with multipliers theta (V(s) = theta^T phi(s)), eta for the KL and one for
+sum q = 1 gives q_i ~ p_i exp(delta_i / eta), and the dual
 
     g(eta, theta) = eta epsilon + eta log( 1/N sum_i exp(delta_i(theta) / eta) )
     delta_i(theta) = r_i + theta^T dphi_i,
@@ -130,6 +144,17 @@ def feature_differences(obs, end_obs, terminal, path_end, gamma, initial):
     return gamma * next_phi - phi + start_weight[:, None] * initial.feature_mean(mean, std)
 
 
+def dual_rewards(rew, terminal, gamma):
+    """The rewards the dual weighs: each step's reward, the step entering the absorbing state
+    charged with what z forgoes, r_i - [terminal_i] rbar gamma / (1 - gamma) (rbar: the
+    batch's mean reward; the module's docstring), then standardised over the batch (the
+    weights do not change with a shift or a scale of every reward, and the dual starts from
+    eta = 1 on the scale its solution has)."""
+    rewards = np.asarray(rew, np.float64)
+    rewards = rewards - (np.asarray(terminal) > 0) * rewards.mean() * gamma / (1.0 - gamma)
+    return (rewards - rewards.mean()) / (rewards.std() + 1e-8)
+
+
 def dual(x, rewards, dphi, epsilon):
     """The REPS dual g(eta, theta) + RIDGE / 2 |theta|^2 at x = [eta, theta...] and its
     gradient (float64)."""
@@ -196,6 +221,13 @@ class REPS(SinglePathMethod):
             "reps_effective_samples": "REPS/EffectiveSamples"}
 
     @classmethod
+    def validate(cls, cfg):
+        if cfg.gamma >= 1.0:
+            return (f"--gamma={cfg.gamma:g}: --algo=reps charges the step that ends an episode "
+                    "with the discounted reward it forgoes, gamma / (1 - gamma): use --gamma < 1")
+        return None
+
+    @classmethod
     def check_env(cls, spec):
         from trpo_tf.errors import EnvError
 
@@ -226,10 +258,7 @@ class REPS(SinglePathMethod):
     def improve(self, batch, rew):
         """Solve the dual on the batch's transitions, then refit the policy to the weights."""
         t0 = time.perf_counter()
-        # standardised: the weights are the same (eta and theta scale with the rewards), and
-        # the dual starts from eta = 1 on the scale its solution has
-        rewards = np.asarray(rew, np.float64)
-        rewards = (rewards - rewards.mean()) / (rewards.std() + 1e-8)
+        rewards = dual_rewards(rew, batch["terminal"].numpy(), self.cfg.gamma)
         obs = batch["obs"].numpy().astype(np.float64)
         self.initial_states.add(obs[batch["path_start"].numpy() > 0])
         initial = self.initial_states
