@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 import mask_envs
+from commands import launch_here
 from test_spaces import cli
 from test_update import explicit_kl_hessian, perturb, small_policy
 from trpo_tf.config import Config
@@ -197,10 +198,10 @@ def test_the_export_takes_the_mask_and_never_picks_an_illegal_action(tmp_path):
     assert (unmasked != mode).any()
 
 
-def test_a_masked_run_trains_exports_and_plays_under_the_envs_masks(tmp_path):
+def test_a_masked_run_trains_exports_and_plays_under_the_envs_masks(tmp_path, capsys):
     """MultiDiscrete masks from an action_masks() method, through launch and play: the
     evaluation and play never take an illegal entry (each costs 1)."""
-    out = cli("launch", "--env=mask_envs:MaskedMatch-v0", "--iterations=2", "--batch_steps=400",
+    out = launch_here(capsys, "--env=mask_envs:MaskedMatch-v0", "--iterations=2", "--batch_steps=400",
               "--num_envs=2", "--eval_every=1", f"--logdir={tmp_path}")
     assert out.returncode == 0 and out.stderr == "", out.stderr
     played = cli("play", f"--policy={tmp_path / 'policy'}", "--episodes=3")
@@ -209,8 +210,8 @@ def test_a_masked_run_trains_exports_and_plays_under_the_envs_masks(tmp_path):
         assert float(line.split("(min ")[1].split(",")[0]) >= 0.0, line
 
 
-def test_a_mask_with_no_legal_action_is_one_line_naming_the_env_and_step(tmp_path):
-    out = cli("launch", "--env=mask_envs:NoLegalAction-v0", "--iterations=1", "--batch_steps=40",
+def test_a_mask_with_no_legal_action_is_one_line_naming_the_env_and_step(tmp_path, capsys):
+    out = launch_here(capsys, "--env=mask_envs:NoLegalAction-v0", "--iterations=1", "--batch_steps=40",
               "--num_envs=2", f"--logdir={tmp_path}")
     lines = out.stderr.strip().splitlines()
     assert out.returncode == 1 and len(lines) == 1, out.stderr

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 import space_envs
+from commands import launch_here
 from trpo_tf.config import Config
 from trpo_tf.distributions import Bernoulli, Categorical, MultiCategorical
 from trpo_tf.run.train import train
@@ -75,8 +76,8 @@ def cli(module, *args):
                           capture_output=True, text=True, timeout=300)
 
 
-def test_a_multidiscrete_policy_exports_and_plays_and_flattened_observations_train(tmp_path):
-    out = cli("launch", "--env=space_envs:MatchMultiDiscrete-v0", "--iterations=1",
+def test_a_multidiscrete_policy_exports_and_plays_and_flattened_observations_train(tmp_path, capsys):
+    out = launch_here(capsys, "--env=space_envs:MatchMultiDiscrete-v0", "--iterations=1",
               "--batch_steps=400", "--num_envs=2", f"--logdir={tmp_path / 'md'}")
     assert out.returncode == 0 and out.stderr == "", out.stderr
     played = cli("play", f"--policy={tmp_path / 'md' / 'policy'}", "--episodes=1")

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from commands import launch_here
 from trpo_tf import envs, launch
 from trpo_tf.distributions import for_action_space
 from trpo_tf.moments import REWARD_CLIP, RewardScale, merge_moments
@@ -83,10 +84,9 @@ def test_an_explicit_preset_auto_with_a_flagfile_is_one_line(capsys):
         "settings itself: drop one of them"]
 
 
-def test_launch_header_names_the_preset_and_command_line_flags_override_it(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "trpo_tf.launch", "--env=Cartpole", "--steps=800",
-                          "--batch_steps=400", "--eval_every=0", f"--logdir={tmp_path}"],
-                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+def test_launch_header_names_the_preset_and_command_line_flags_override_it(tmp_path, capsys):
+    out = launch_here(capsys, "--env=Cartpole", "--steps=800", "--batch_steps=400",
+                      "--eval_every=0", f"--logdir={tmp_path}")
     assert out.returncode == 0, out.stderr
     header = out.stdout.splitlines()[0]
     assert header.endswith("preset launch/tuned/cartpole.cfg"), header
