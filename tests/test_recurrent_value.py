@@ -223,20 +223,18 @@ def test_a_run_with_the_recurrent_value_resumes_bit_for_bit(tmp_path):
                                       straight)
     finally:
         trainer.close()
-
-
-def test_a_resume_with_the_other_value_choice_is_refused_and_old_records_mean_an_mlp(tmp_path):
-    """The run record holds value_rnn (the value cell, or none): a resume with the other choice
-    is one line; a record from before the key existed means the MLP baseline."""
-    train(Config(iterations=1, logdir=str(tmp_path / "rnn"), **BASE))
-    record = json.loads((tmp_path / "rnn" / "run.json").read_text())
-    assert record["value_rnn"] == "lstm"
+    # the run record holds value_rnn (the value cell, or none): the other choice is one line
+    assert json.loads((tmp_path / "b" / "run.json").read_text())["value_rnn"] == "lstm"
     with pytest.raises(ConfigError) as err:
-        Trainer(Config(iterations=2, logdir=str(tmp_path / "rnn"), **{**BASE, "value_rnn": "none"}))
+        Trainer(Config(iterations=3, logdir=str(tmp_path / "b"), **{**BASE, "value_rnn": "none"}))
     assert "\n" not in str(err.value)
     assert "holds a run trained with value_rnn=lstm, these settings give value_rnn=none" in str(
         err.value)
 
+
+def test_an_old_run_record_without_value_rnn_means_the_mlp_baseline(tmp_path):
+    """A record from before the key existed resumes as the MLP baseline (and so refuses the
+    recurrent one)."""
     mlp = dict(BASE, value_rnn="none")
     train(Config(iterations=1, logdir=str(tmp_path / "mlp"), **mlp))
     record = json.loads((tmp_path / "mlp" / "run.json").read_text())

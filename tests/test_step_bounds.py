@@ -33,11 +33,10 @@ def test_a_restarted_share_sampler_samples_anew():
     first, again = (distributed.ShareSampler(cfg, 0, 2) for _ in range(2))
     weights = first.policy.get_weights()
     batch = first.sample(weights, {})
-    again.restarted(1)
-    anew = again.sample(weights, {})
+    anew = again.sample(weights, {}, restarts=1)  # as the learner sends a restarted worker
     assert not np.array_equal(batch["obs"][0], anew["obs"][0])  # other reset seeds
     again.restarted(1)
-    np.testing.assert_array_equal(again.sample(weights, {})["obs"], anew["obs"])
+    np.testing.assert_array_equal(again.sample(weights, {}, restarts=1)["obs"], anew["obs"])
 
 
 @pytest.mark.parametrize("proposal", ["policy", "uniform"])
