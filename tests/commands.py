@@ -9,6 +9,7 @@ def launch_here(capsys, *args):
     from trpo_tf import launch
 
     capsys.readouterr()  # what the test printed before is not the command's
+    launch.FLAGS.unparse_flags()  # a process of its own would start from the defaults
     try:
         launch.main(launch.parse_flags_with_preset(["trpo_tf.launch", *args]))
         code = 0
