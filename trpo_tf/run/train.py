@@ -263,6 +263,8 @@ class Trainer:
             if on_iteration:
                 on_iteration(it + 1, m)
             if stop.signum is not None:
+                if pending:  # the signal came after the save was decided (in on_iteration)
+                    self.save(it + 1, env_steps, pending)
                 self.log(f"stopping after iteration {it + 1} on {signal.Signals(stop.signum).name}")
                 break
             it += 1
