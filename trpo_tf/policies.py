@@ -208,14 +208,19 @@ def reset_at_starts(state, starts):
     return tf.where(starts[:, None] > 0, tf.zeros_like(state), state)
 
 
+def cell_state_size(cell, units):
+    """The size of a `cell` ("gru" / "lstm") state `units` wide: h, and an LSTM's c."""
+    return CELLS[cell][2] * units
+
+
 class CellWeights:
     """A Keras model's GRU or LSTM cell (RNNPolicy's, RNNValueNet's): `add_cell` gives it the
     step (cell_step), units, state_size and weights."""
 
     def add_cell(self, cell, obs_dim, units):
         """A `cell` ("gru" / "lstm") on `obs_dim` inputs, `units` wide."""
-        self.cell_step, gates, state_units = CELLS[cell]
-        self.units, self.state_size = units, state_units * units
+        self.cell_step, gates, _ = CELLS[cell]
+        self.units, self.state_size = units, cell_state_size(cell, units)
         bias = np.zeros(gates * units, np.float32)
         if cell == "lstm":
             bias[units:2 * units] = 1.0  # forget gate open at the start (Jozefowicz et al. 2015)

@@ -316,9 +316,9 @@ class AdvantageMethod(SinglePathMethod):
     def value_state_size(cls, cfg):
         if cfg.value_cell == "none":
             return 0
-        from trpo_tf.policies import CELLS
+        from trpo_tf.policies import cell_state_size
 
-        return CELLS[cfg.value_cell][2] * cfg.policy_rnn_units
+        return cell_state_size(cfg.value_cell, cfg.policy_rnn_units)
 
     def __init__(self, cfg, parts):
         super().__init__(cfg, parts)
