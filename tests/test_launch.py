@@ -1,4 +1,5 @@
 """The command line: bad input is one line naming the flag, exit code 2; a run works."""
+import copy
 import glob
 import os
 import shutil
@@ -127,18 +128,15 @@ def test_every_flagfile_parses_to_a_valid_config():
 
     names = sorted(glob.glob("launch/**/*.cfg", recursive=True))
     assert len(names) >= 15 + 7 * 4
-    try:
-        for name in names:
-            fv = flags.FlagValues()
-            for flag in launch_mod.FLAGS.get_key_flags_for_module(launch_mod):
-                fv[flag.name] = flag  # our flags only (the same objects), reset below
-            fv.unparse_flags()
-            fv(["prog", f"--flagfile={name}"])
-            cfg = launch_mod.config_from_flags(fv)
-            assert cfg.logdir.startswith("runs/"), name
-            envs.resolve_env(cfg.env, cfg.atari)
-    finally:  # the flags are launch's own: a later in-process command must not inherit them
-        launch_mod.FLAGS.unparse_flags()
+    for name in names:
+        fv = flags.FlagValues()
+        for flag in launch_mod.FLAGS.get_key_flags_for_module(launch_mod):
+            fv[flag.name] = copy.deepcopy(flag)  # our flags only; launch's own stay untouched
+        fv.unparse_flags()
+        fv(["prog", f"--flagfile={name}"])
+        cfg = launch_mod.config_from_flags(fv)
+        assert cfg.logdir.startswith("runs/"), name
+        envs.resolve_env(cfg.env, cfg.atari)
 
 
 def play(*args):
