@@ -93,9 +93,10 @@ def test_reps_feature_differences_by_hand():
     phi0 = (phi(0.0) + phi(2.0)) / 2
     expected = [0.9 * phi(1.0) - phi(0.0) + 0.1 * phi0, 0.9 * phi(5.0) - phi(1.0) + 0.1 * phi0,
                 0.9 * phi(3.0) - phi(2.0) + 0.1 * phi0, -phi(3.0) + phi0]
-    initial = reps.InitialStates(1)
+    initial = reps.InitialStates()
     initial.add(obs[[0, 2]])
-    got = reps.feature_differences(obs, end_obs, terminal, path_end, 0.9, initial)
+    got = reps.feature_differences(obs, end_obs, terminal, path_end, 0.9, initial,
+                                   reps.quadratic_features)
     np.testing.assert_allclose(got, expected, rtol=1e-9)
 
 

@@ -141,11 +141,11 @@ def test_weighted_fits_move_the_policy_toward_the_heavy_samples(method):
     if method == "rwr":
         learner, data = RWRLearner(policy, dist, specs, 0.5, 50, 0.01), reward
     else:  # one-step paths (every step terminal): delta_i = r_i + theta^T dphi_i
-        initial = reps.InitialStates(2)
+        initial = reps.InitialStates(capacity=n)
         initial.add(obs.astype(np.float64))
         ones = np.ones(n)
         dphi = reps.feature_differences(obs.astype(np.float64), obs.astype(np.float64), ones,
-                                        ones, 0.99, initial)
+                                        ones, 0.99, initial, reps.quadratic_features)
         x, _, _ = reps.solve_dual(reward.astype(np.float64), dphi, 0.5, 100)
         data = reps.sample_weights(x, reward.astype(np.float64), dphi).astype(np.float32)
         learner = WeightedMaxLikelihood(policy, dist, specs, 50, 0.01, "reps")
