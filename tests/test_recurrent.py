@@ -14,7 +14,6 @@ import pytest
 import tensorflow as tf
 
 import pomdp_envs  # noqa: F401  (registers CartPoleNoVelocity-v1)
-from test_resume import final_params
 from test_spaces import cli
 from test_update import finite_difference_hessian_product, perturb
 from trpo_tf.config import Config, check_recurrent_policy, validate
@@ -24,7 +23,6 @@ from trpo_tf.errors import ConfigError, EnvError
 from trpo_tf.methods import update as U
 from trpo_tf.pipeline import policy_input_spec
 from trpo_tf.policies import Sequences, build_policy
-from trpo_tf.run.evaluate import open_policy, run_episodes
 from trpo_tf.run.distributed import ShareSampler, merge_batches
 from trpo_tf.run.export import export_policy
 from trpo_tf.run.train import train
@@ -183,22 +181,6 @@ def test_the_export_run_step_by_step_in_plain_tensorflow_reproduces_a_recorded_e
     assert not played["trpo_tf"]
     assert played["actions"] == actions
     assert played["forgetful"] != actions
-
-
-def test_a_recurrent_run_resumes_bit_for_bit_evaluates_exports_and_plays(tmp_path):
-    """As the feed-forward resume test: 2 iterations straight equal 1, then a resume to 2 (the
-    sampler's per-env states are in its checkpointed state); the evaluation stage runs every
-    iteration; the export plays with its state carried (run_episodes, as `play`)."""
-    base = dict(env="Cartpole", env_backend="gymnasium", batch_steps=300, num_envs=3, seed=4,
-                policy_rnn="gru", policy_rnn_units=8, eval_every=1, eval_episodes=2, quiet=True)
-    straight = final_params(Config(iterations=2, logdir=str(tmp_path / "a"), **base))
-    final_params(Config(iterations=1, logdir=str(tmp_path / "b"), **base))
-    resumed = final_params(Config(iterations=2, logdir=str(tmp_path / "b"), **base))
-    np.testing.assert_array_equal(resumed, straight)  # policy (its cell), value net, normaliser
-    serve, _, env = open_policy(str(tmp_path / "b" / "policy"))
-    returns = run_episodes(serve, env, 2, seed=0, deterministic=True)
-    assert len(returns) == 2 and (returns >= 1).all()
-    env.close()
 
 
 def test_ray_workers_shares_merge_into_one_batch_of_sequences():

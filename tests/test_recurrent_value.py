@@ -20,6 +20,7 @@ from trpo_tf.pipeline.value import (SequenceValueFitter, ValueFitter, masked_mse
 from trpo_tf.policies import (Sequences, build_policy, build_value_net,
                               numpy_cell_fn, unroll_sequences)
 from trpo_tf.run.distributed import ShareSampler, acting_weights, merge_batches
+from trpo_tf.run.evaluate import open_policy, run_episodes
 from trpo_tf.run.train import Trainer, train
 from trpo_tf.sampling.single_path import SinglePathSampler, value_step_kwargs
 
@@ -208,25 +209,32 @@ BASE = dict(env="Cartpole", env_backend="gymnasium", batch_steps=300, num_envs=3
             policy_rnn="lstm", policy_rnn_units=6, value_rnn="auto", eval_every=0, quiet=True)
 
 
-def test_a_run_with_the_recurrent_value_resumes_bit_for_bit(tmp_path):
-    """2 iterations straight equal 1 then a resume to 2: the value cell's weights and Adam
-    state are checkpointed with the value net, its per-env states with the sampler's."""
-    straight = final_params(Config(iterations=2, logdir=str(tmp_path / "a"), **BASE))
-    final_params(Config(iterations=1, logdir=str(tmp_path / "b"), **BASE))
-    trainer = Trainer(Config(iterations=2, logdir=str(tmp_path / "b"), **BASE))
+def test_a_recurrent_run_resumes_bit_for_bit_evaluates_exports_and_plays(tmp_path):
+    """As the feed-forward resume test: 2 iterations straight equal 1, then a resume to 2. The
+    policy's cell and the value's (weights, Adam state) are checkpointed with their nets, their
+    per-env states in the sampler's checkpointed state; the evaluation stage runs every
+    iteration; the export plays with its state carried (run_episodes, as `play`)."""
+    base = dict(BASE, eval_every=1, eval_episodes=2)
+    straight = final_params(Config(iterations=2, logdir=str(tmp_path / "a"), **base))
+    final_params(Config(iterations=1, logdir=str(tmp_path / "b"), **base))
+    trainer = Trainer(Config(iterations=2, logdir=str(tmp_path / "b"), **base))
     try:
         assert trainer.method.value_net.state_size == 12  # an LSTM's h and c
         assert len(trainer.method.value_fitter.optimizer.variables) > 5
         trainer.run()
         resumed = trainer.policy.variables + trainer.method.value_net.variables
         np.testing.assert_array_equal(np.concatenate([v.numpy().ravel() for v in resumed]),
-                                      straight)
+                                      straight)  # policy (its cell), value net, normaliser
     finally:
         trainer.close()
+    serve, _, env = open_policy(str(tmp_path / "b" / "policy"))
+    returns = run_episodes(serve, env, 2, seed=0, deterministic=True)
+    assert len(returns) == 2 and (returns >= 1).all()
+    env.close()
     # the run record holds value_rnn (the value cell, or none): the other choice is one line
     assert json.loads((tmp_path / "b" / "run.json").read_text())["value_rnn"] == "lstm"
     with pytest.raises(ConfigError) as err:
-        Trainer(Config(iterations=3, logdir=str(tmp_path / "b"), **{**BASE, "value_rnn": "none"}))
+        Trainer(Config(iterations=3, logdir=str(tmp_path / "b"), **{**base, "value_rnn": "none"}))
     assert "\n" not in str(err.value)
     assert "holds a run trained with value_rnn=lstm, these settings give value_rnn=none" in str(
         err.value)
