@@ -103,15 +103,61 @@ def test_initial_states_keep_the_latest_starts_and_average_their_features():
 
 def test_fourier_features_by_hand():
     """phi(z) = [z, sqrt(2) cos(z W + b)], W ~ N(0, 1 / (bandwidth^2 d)): the same draws for
-    the same seed, and their spread is the length scale asked for."""
-    features = reps.FourierFeatures(4, 20000, 0.5, np.random.SeedSequence(7))
-    z = np.random.default_rng(0).normal(size=(3, 4))
-    np.testing.assert_allclose(features(z), np.concatenate(
+    the same seed, W's spread is the length scale asked for, and the cosine part's mean
+    product is the Gaussian kernel exp(-|x - y|^2 / (2 bandwidth^2 d))."""
+    features = reps.FourierFeatures(3, 20000, 0.3, np.random.SeedSequence(7))
+    z = np.random.default_rng(0).normal(size=(3, 3))
+    phi = features(z)
+    np.testing.assert_allclose(phi, np.concatenate(
         [z, np.sqrt(2.0) * np.cos(z @ features.w + features.b)], 1), rtol=1e-12)
     np.testing.assert_array_equal(
-        reps.FourierFeatures(4, 20000, 0.5, np.random.SeedSequence(7)).w, features.w)
-    assert features.w.std() == pytest.approx(1.0 / (0.5 * 2.0), rel=0.02)
+        reps.FourierFeatures(3, 20000, 0.3, np.random.SeedSequence(7)).w, features.w)
+    assert features.w.std() == pytest.approx(1.0 / (0.3 * np.sqrt(3.0)), rel=0.02)
     assert 0.0 <= features.b.min() and features.b.max() < 2 * np.pi
+    x, y = np.array([[0.1, -0.2, 0.3]]), np.array([[0.4, 0.1, 0.0]])
+    kernel = features(x)[0, 3:] @ features(y)[0, 3:] / 20000
+    assert kernel == pytest.approx(np.exp(-np.sum((x - y) ** 2) / (2 * 0.3 ** 2 * 3)), abs=0.02)
+
+
+def test_reps_draws_its_features_from_the_runs_seed_and_checkpoints_its_episode_starts(tmp_path):
+    """The same --seed gives the same W (a resume rebuilds them), another seed other ones; the
+    kept episode starts survive the JSON of a checkpoint."""
+    import json
+
+    from trpo_tf.config import Config
+    from trpo_tf.run.train import Trainer
+
+    def method(seed):
+        trainer = Trainer(Config(algo="reps", env="Pendulum-v1", env_backend="gymnasium",
+                                 reps_features="fourier", seed=seed, quiet=True,
+                                 logdir=str(tmp_path / str(seed))))
+        trainer.close()
+        return trainer.method
+
+    first, again, other = method(0), method(0), method(1)
+    np.testing.assert_array_equal(first.features.w, again.features.w)
+    assert np.abs(first.features.w - other.features.w).max() > 0.1
+    first.initial_states.add(np.arange(6.0).reshape(2, 3))
+    again.load_state(json.loads(json.dumps(first.state())))
+    np.testing.assert_array_equal(again.initial_states.obs, first.initial_states.obs)
+
+
+def test_quadratic_features_refuse_a_long_observation_naming_fourier(tmp_path):
+    import gymnasium as gym
+
+    from space_envs import Fixed
+    from trpo_tf.config import Config
+    from trpo_tf.errors import ConfigError
+    from trpo_tf.run.train import Trainer
+
+    if "Obs65-v0" not in gym.registry:
+        gym.register("Obs65-v0", lambda: Fixed(gym.spaces.Box(-1.0, 1.0, (65,), np.float32),
+                                                gym.spaces.Box(-1.0, 1.0, (1,), np.float32)))
+    with pytest.raises(ConfigError) as err:
+        Trainer(Config(algo="reps", env="Obs65-v0", env_backend="gymnasium", quiet=True,
+                       logdir=str(tmp_path)))
+    assert str(err.value) == ("--reps_features=quadratic takes vector observations of at most 64 "
+                              "numbers; Obs65-v0's are (65,): use --reps_features=fourier")
 
 
 def test_dual_with_the_initial_state_term_by_hand():

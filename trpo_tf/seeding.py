@@ -16,7 +16,7 @@ STREAMS = (
     "search",          # CEM's draws, CMA-ES's seed
     "search_episodes", # resets of the candidates' episodes (CEM / CMA)
     "evaluation",      # resets of the evaluation stage's episodes (the same at every evaluation)
-    "method",          # a method's own draws (PPO's minibatch order)
+    "method",          # a method's own draws (PPO's minibatch order, REPS's Fourier features)
 )
 
 
