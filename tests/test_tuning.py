@@ -2,7 +2,6 @@
 Optuna tuner (resumes after a kill) and the returns benchmark."""
 import csv
 import os
-import signal
 import subprocess
 import sys
 
