@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import ray
 
+import zygote
 from trpo_tf.config import Config
 from trpo_tf.run.train import Trainer, train
 from trpo_tf.run import ray_reaper
@@ -65,7 +66,7 @@ def test_a_two_node_cluster_is_joined_through_ray_address(tmp_path):
         finally:
             cluster.shutdown()
     """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+    out = zygote.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "2 Ray workers x 2 gymnasium envs x 100 steps per iteration" in out.stdout
@@ -74,7 +75,7 @@ def test_a_two_node_cluster_is_joined_through_ray_address(tmp_path):
 
 
 def test_a_cluster_that_does_not_answer_is_one_line_and_exit_2(tmp_path):
-    out = subprocess.run(LAUNCH + ["--workers=2", "--ray_address=127.0.0.1:9",
+    out = zygote.run(LAUNCH + ["--workers=2", "--ray_address=127.0.0.1:9",
                                    f"--logdir={tmp_path}"], capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 2
@@ -105,7 +106,7 @@ def test_ray_address_auto_without_a_cluster_is_one_line_before_anything_starts(
 def test_a_run_without_workers_never_imports_ray():
     code = ("import sys; from trpo_tf import launch; from trpo_tf.run import train; "
             "print('ray' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    out = zygote.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.stdout == "False\n", out.stderr
 
 
@@ -212,7 +213,7 @@ def test_ctrl_c_or_kill_9_leaves_no_ray_process_behind(tmp_path, signum):
     """Ctrl-C stops the workers after the iteration; after a kill -9 of the learner, the local
     Ray instance's processes end within seconds too (ray_reaper: Ray's dashboard and
     runtime-env agents waited 40-80 s for a timeout of their own)."""
-    proc = subprocess.Popen(LAUNCH + ["--workers=2", "--iterations=1000", "--batch_steps=400",
+    proc = zygote.Popen(LAUNCH + ["--workers=2", "--iterations=1000", "--batch_steps=400",
                                       "--num_envs=2", "--eval_every=0", f"--logdir={tmp_path}"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

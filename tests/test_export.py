@@ -1,11 +1,11 @@
 import os
-import subprocess
 import sys
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+import zygote
 from trpo_tf.distributions import Categorical, DiagGaussian
 from trpo_tf.policies import build_policy
 from trpo_tf.run.export import export_policy, load_policy
@@ -47,7 +47,7 @@ def test_play_cli_loads_and_runs_an_exported_policy(tmp_path):
     policy = build_policy((4,), DiagGaussian(1), (), normalize_obs=False)
     path = export_policy(policy, policy.dist, tf.TensorSpec((None, 4), tf.float32),
                          "InvertedPendulum-v5", str(tmp_path / "policy"))
-    out = subprocess.run([sys.executable, "-m", "trpo_tf.play", f"--policy={path}", "--episodes=2"],
+    out = zygote.run([sys.executable, "-m", "trpo_tf.play", f"--policy={path}", "--episodes=2"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()

@@ -3,17 +3,17 @@ import copy
 import glob
 import os
 import shutil
-import subprocess
 import sys
 
 import pytest
 
+import zygote
 from commands import launch_here
 from trpo_tf.config import Config, ConfigError, validate
 
 
 def launch(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "trpo_tf.launch", *args], capture_output=True,
+    return zygote.run([sys.executable, "-m", "trpo_tf.launch", *args], capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -92,7 +92,7 @@ def test_each_check_runs_once_and_before_tensorflow_loads(tmp_path, capsys, monk
               "'--batch_steps=10000000000', '--logdir=%s']))\n"
               "except SystemExit as done:\n"
               "    print(done.code, 'tensorflow' in sys.modules)\n" % (tmp_path / "big"))
-    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+    child = zygote.run([sys.executable, "-c", script], capture_output=True, text=True,
                            timeout=300)
     assert child.stdout.split() == ["2", "False"], child.stderr
     assert "need about 1229.3 GiB while a batch is built" in child.stderr
@@ -140,7 +140,7 @@ def test_every_flagfile_parses_to_a_valid_config():
 
 
 def play(*args):
-    return subprocess.run([sys.executable, "-m", "trpo_tf.play", *args], capture_output=True,
+    return zygote.run([sys.executable, "-m", "trpo_tf.play", *args], capture_output=True,
                           text=True, timeout=300)
 
 
@@ -172,7 +172,7 @@ def test_module_colon_env_id_imports_the_users_module_then_trains_and_plays(tmp_
         "gym.register('MyPendulum-v0', max_episode_steps=1000, entry_point="
         "'gymnasium.envs.mujoco.inverted_pendulum_v5:InvertedPendulumEnv')\n")
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    run = lambda module, *args: subprocess.run([sys.executable, "-m", module, *args], env=env,
+    run = lambda module, *args: zygote.run([sys.executable, "-m", module, *args], env=env,
                                                capture_output=True, text=True, timeout=300)
     out = run("trpo_tf.launch", "--env=my_envs:MyPendulum-v0", "--iterations=1",
               "--batch_steps=400", "--num_envs=2", f"--logdir={tmp_path / 'run'}")
@@ -203,7 +203,7 @@ def test_tools_refuse_bad_counts_extensions_damaged_models_and_mismatched_action
     pb.write_bytes(pb.read_bytes()[: pb.stat().st_size // 3])
 
     def tool(module, *args):
-        return subprocess.run([sys.executable, "-m", f"trpo_tf.{module}", *args],
+        return zygote.run([sys.executable, "-m", f"trpo_tf.{module}", *args],
                               capture_output=True, text=True, timeout=300)
 
     cases = [

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import zygote
 from trpo_tf.tools import figures
 
 
@@ -32,7 +33,7 @@ def fixture_logdir(tmp_path):
 
 
 def run_module(module, *args, timeout=300):
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
+    return zygote.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
                           timeout=timeout)
 
 
@@ -70,7 +71,7 @@ def test_seeds_flag_runs_each_seed_in_its_own_directory(tmp_path):
 def test_npg_sweep_stops_on_ctrl_c_then_trains_each_step_names_the_best_and_rereads_it(tmp_path):
     args = ["--env=Cartpole", "--iterations=2", "--batch_steps=400", "--num_envs=2",
             "--npg_steps=0.01,1", f"--logdir={tmp_path}"]
-    cut = subprocess.Popen([sys.executable, "-m", "trpo_tf.sweep", *args], stdout=subprocess.PIPE,
+    cut = zygote.Popen([sys.executable, "-m", "trpo_tf.sweep", *args], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
     for line in cut.stdout:  # the first value's first iteration: one Ctrl-C stops the sweep
         if line.startswith("it "):

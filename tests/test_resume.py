@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 
+import zygote
 from test_train import event_steps
 from trpo_tf.config import Config
 from trpo_tf.flat import get_flat
@@ -38,7 +39,7 @@ def test_resume_after_a_clean_stop_gives_the_same_parameters_as_one_run(tmp_path
 def launch(logdir, iterations, **kwargs):
     cmd = [sys.executable, "-m", "trpo_tf.launch", "--env=Cartpole", "--env_backend=gymnasium",
            "--batch_steps=2000", "--num_envs=2", f"--iterations={iterations}", f"--logdir={logdir}"]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    return zygote.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
 def wait_for_iterations(proc, count):
@@ -101,7 +102,7 @@ def test_on_a_terminal_a_long_batch_has_a_heartbeat_and_a_second_ctrl_c_stops_at
     machine): the heartbeat shows within 2 s, the first Ctrl-C is acknowledged at once, the
     second ends the process mid-batch with one line, no traceback."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen(
+    proc = zygote.Popen(
         [sys.executable, "-m", "trpo_tf.launch", "--env=Hopper", "--env_backend=gymnasium",
          "--num_envs=1", "--batch_steps=400000", "--iterations=2", f"--logdir={tmp_path}"],
         stdout=slave, stderr=subprocess.PIPE, text=True)
@@ -124,7 +125,7 @@ def test_ctrl_c_with_several_seeds_stops_the_whole_command_and_pipes_get_no_hear
     cmd = [sys.executable, "-m", "trpo_tf.launch", "--env=Cartpole", "--env_backend=gymnasium",
            "--batch_steps=2000", "--num_envs=2", "--iterations=30", "--seeds=2",
            f"--logdir={tmp_path}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = zygote.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for_iterations(proc, 1)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=300)
@@ -144,6 +145,6 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path):
             "import trpo_tf.launch as launch\n"
             f"sys.argv = ['launch', '--logdir={tmp_path}']\n"
             "app.run(launch.main, flags_parser=launch.parse_flags)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    out = zygote.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 130
     assert out.stderr.strip().splitlines() == ["error: interrupted"]

@@ -2,7 +2,6 @@
 2-D observations flattened; anything else refused in one line."""
 import math
 import os
-import subprocess
 import sys
 
 import gymnasium as gym
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import zygote
 import space_envs
 from commands import launch_here
 from trpo_tf.config import Config
@@ -72,7 +72,7 @@ def test_multidiscrete_and_multibinary_policies_learn_their_match_game(tmp_path,
 
 def cli(module, *args):
     env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    return subprocess.run([sys.executable, "-m", f"trpo_tf.{module}", *args], env=env,
+    return zygote.run([sys.executable, "-m", f"trpo_tf.{module}", *args], env=env,
                           capture_output=True, text=True, timeout=300)
 
 

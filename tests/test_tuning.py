@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+import zygote
 from commands import launch_here
 from trpo_tf import envs, launch
 from trpo_tf.distributions import for_action_space
@@ -137,7 +138,7 @@ def test_sampler_discounted_return_runs_along_episodes_across_batches_and_resets
 
 
 def tune(tmp_path, *extra):
-    return subprocess.Popen(
+    return zygote.Popen(
         [sys.executable, "-m", "trpo_tf.tune", "--env=Cartpole", "--trials=2", "--steps=1200",
          "--batch_steps=400", "--eval_every=1", "--eval_episodes=2", "--startup_trials=1",
          f"--logdir={tmp_path}", *extra],
@@ -181,7 +182,7 @@ def test_tuning_two_trials_resumes_after_a_kill_and_writes_the_best_flagfile(tmp
 
 
 def test_tuning_refuses_a_run_without_a_budget(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "trpo_tf.tune", "--env=Cartpole", "--steps=0",
+    out = zygote.run([sys.executable, "-m", "trpo_tf.tune", "--env=Cartpole", "--steps=0",
                           f"--logdir={tmp_path}"], capture_output=True, text=True, cwd=ROOT,
                          timeout=300)
     assert out.returncode == 2 and out.stderr.startswith("error: --steps must be > 0"), out.stderr
@@ -189,7 +190,7 @@ def test_tuning_refuses_a_run_without_a_budget(tmp_path):
 
 def test_returns_benchmark_smoke_writes_csv_curves_and_iqm_then_skips_finished_runs(tmp_path):
     cmd = [sys.executable, "bench/returns.py", "--smoke", f"--out={tmp_path}"]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    out = zygote.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert out.returncode == 0, out.stderr
     with open(tmp_path / "returns.csv") as f:
         rows = list(csv.DictReader(f))
@@ -198,7 +199,7 @@ def test_returns_benchmark_smoke_writes_csv_curves_and_iqm_then_skips_finished_r
     assert os.path.getsize(tmp_path / "returns.png") > 10_000
     summary = (tmp_path / "summary.md").read_text()
     assert "| Cartpole | 2 |" in summary and "IQM" in summary
-    again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    again = zygote.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("finished earlier") == 2
 
@@ -269,7 +270,7 @@ def test_tuning_refuses_a_study_of_other_settings_a_bad_logdir_a_damaged_study_a
                            (garbage, "study.db cannot be opened as a study")):
         with pytest.raises(ConfigError, match=needle):
             fake_tune(monkeypatch, Config(**{**base.__dict__, "logdir": str(logdir)}))
-    out = subprocess.run([sys.executable, "-m", "trpo_tf.tune", "--env=Cartpole", "--seeds=3",
+    out = zygote.run([sys.executable, "-m", "trpo_tf.tune", "--env=Cartpole", "--seeds=3",
                           f"--logdir={tmp_path}"], capture_output=True, text=True, cwd=ROOT,
                          timeout=120)
     assert out.returncode == 2 and out.stderr.startswith("error: --seeds=3: a trial trains one "
