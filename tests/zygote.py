@@ -67,6 +67,8 @@ def serve(path):
         if listener in ready:
             conn, _ = listener.accept()
             message, fds, _, _ = socket.recv_fds(conn, 1 << 20, 2)
+            while not message.endswith(b"\n"):  # the rest of a long request
+                message += conn.recv(1 << 20)
             sys.stdout.flush()
             sys.stderr.flush()
             pid = os.fork()
@@ -175,14 +177,26 @@ class Child:
         self._conn.connect(server_path())
         request = {"module": cmd[2], "args": list(cmd[3:]), "cwd": os.path.abspath(cwd or "."),
                    "env": dict(os.environ if env is None else env)}
-        socket.send_fds(self._conn, [json.dumps(request).encode()], [out_w, err_w])
+        socket.send_fds(self._conn, [json.dumps(request).encode() + b"\n"], [out_w, err_w])
         os.close(out_w)
         os.close(err_w)
         mode = "r" if text else "rb"
         self.stdout, self.stderr = open(out_r, mode), open(err_r, mode)
-        self._replies = self._conn.makefile("r")
-        self.pid = int(self._replies.readline())
+        self._replies = b""
         self.args, self.returncode = cmd, None
+        self.pid = int(self._reply(None))
+
+    def _reply(self, timeout):
+        """The server's next line (the pid, then the wait status); None after `timeout` s."""
+        while b"\n" not in self._replies:
+            if not select.select([self._conn], [], [], timeout)[0]:
+                return None
+            chunk = self._conn.recv(4096)
+            if not chunk:
+                raise RuntimeError("the test zygote went away")
+            self._replies += chunk
+        line, self._replies = self._replies.split(b"\n", 1)
+        return line
 
     def send_signal(self, signum):
         if self.returncode is None:
@@ -195,15 +209,20 @@ class Child:
         self.send_signal(signal.SIGKILL)
 
     def poll(self):
-        if self.returncode is None and select.select([self._conn], [], [], 0)[0]:
-            self.wait()
-        return self.returncode
+        return self._status(0)
 
     def wait(self, timeout=None):
+        if self._status(timeout) is None:
+            raise subprocess.TimeoutExpired(self.args, timeout)
+        return self.returncode
+
+    def _status(self, timeout):
+        """returncode once the child has exited (as Popen: minus the signal that ended it)."""
         if self.returncode is None:
-            if not select.select([self._conn], [], [], timeout)[0]:
-                raise subprocess.TimeoutExpired(self.args, timeout)
-            status = int(self._replies.readline())
+            status = self._reply(timeout)
+            if status is None:
+                return None
+            status = int(status)
             self.returncode = (-os.WTERMSIG(status) if os.WIFSIGNALED(status)
                                else os.WEXITSTATUS(status))
             self._conn.close()

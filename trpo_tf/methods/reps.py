@@ -188,7 +188,8 @@ def feature_differences(obs, end_obs, terminal, path_end, gamma, initial, featur
     next_phi[ends] = features((end_obs - mean) / std)
     next_phi[terminal > 0] = 0.0
     start_weight = 1.0 - gamma + gamma * (terminal > 0)
-    return gamma * next_phi - phi + start_weight[:, None] * initial.feature_mean(mean, std, features)
+    phibar_0 = initial.feature_mean(mean, std, features)
+    return gamma * next_phi - phi + start_weight[:, None] * phibar_0
 
 
 def dual_rewards(rew, terminal, gamma):

@@ -1,0 +1,52 @@
+"""tests/zygote.py, the forked `python -m` processes the command tests run: the same exit code,
+output and signal behaviour as a fresh interpreter."""
+import os
+import signal
+import subprocess
+import sys
+
+import zygote
+
+REFUSAL = [sys.executable, "-m", "trpo_tf.launch", "--env=NoSuchEnv-v9"]
+
+
+def test_a_forked_command_exits_and_prints_as_a_fresh_interpreter(tmp_path):
+    fresh = subprocess.run(REFUSAL, capture_output=True, text=True, timeout=120)
+    forked = zygote.run(REFUSAL, capture_output=True, text=True, timeout=120)
+    assert forked.returncode == fresh.returncode == 2
+    assert (forked.stdout, forked.stderr) == (fresh.stdout, fresh.stderr)
+    assert fresh.stderr.startswith("error: --env='NoSuchEnv-v9'")
+    user_module = tmp_path / "hello_cmd.py"  # PYTHONPATH and cwd reach the child, as argv does
+    user_module.write_text("import os, sys\nprint(os.getcwd(), sys.argv[1:])\nsys.exit(3)\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    out = zygote.run([sys.executable, "-m", "hello_cmd", "a", "b"], capture_output=True,
+                     text=True, timeout=60, cwd=tmp_path, env=env)
+    assert (out.returncode, out.stdout) == (3, f"{tmp_path} ['a', 'b']\n")
+
+
+def test_a_forked_command_takes_signals_as_its_own_process(tmp_path):
+    script = tmp_path / "wait_cmd.py"
+    script.write_text("import sys\nprint('ready', flush=True)\nsys.stdin.read()\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    for signum, code in ((signal.SIGKILL, -9), (signal.SIGTERM, -15)):
+        child = zygote.Popen([sys.executable, "-m", "wait_cmd"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+        assert isinstance(child, zygote.Child) and child.stdout.readline() == "ready\n"
+        assert child.poll() is None
+        child.send_signal(signum)
+        assert child.wait(60) == code
+    interrupted = zygote.Popen([sys.executable, "-m", "wait_cmd"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env)
+    assert interrupted.stdout.readline() == "ready\n"
+    interrupted.send_signal(signal.SIGINT)  # Python's own handler, as in a fresh interpreter
+    _, err = interrupted.communicate(timeout=60)
+    assert interrupted.returncode == 1 and err.rstrip().endswith("KeyboardInterrupt")
+
+
+def test_what_a_fork_cannot_reproduce_runs_as_a_plain_subprocess():
+    onednn = "0" if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1" else "1"
+    flipped = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": onednn}
+    assert zygote.forkable(REFUSAL, os.environ)
+    assert not zygote.forkable(REFUSAL, flipped)  # read when TensorFlow is imported
+    assert not zygote.forkable([sys.executable, "-c", "pass"], os.environ)
+    assert not zygote.forkable(["qemu-x86_64", sys.executable, "-m", "trpo_tf.play"], os.environ)
