@@ -25,22 +25,24 @@ def test_a_forked_command_exits_and_prints_as_a_fresh_interpreter(tmp_path):
 
 
 def test_a_forked_command_takes_signals_as_its_own_process(tmp_path):
-    script = tmp_path / "wait_cmd.py"
-    script.write_text("import sys\nprint('ready', flush=True)\nsys.stdin.read()\n")
+    (tmp_path / "wait_cmd.py").write_text(
+        "import time\nprint('ready', flush=True)\nwhile True:\n    time.sleep(60)\n")
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    for signum, code in ((signal.SIGKILL, -9), (signal.SIGTERM, -15)):
-        child = zygote.Popen([sys.executable, "-m", "wait_cmd"], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=env)
-        assert isinstance(child, zygote.Child) and child.stdout.readline() == "ready\n"
-        assert child.poll() is None
-        child.send_signal(signum)
-        assert child.wait(60) == code
-    interrupted = zygote.Popen([sys.executable, "-m", "wait_cmd"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=env)
-    assert interrupted.stdout.readline() == "ready\n"
-    interrupted.send_signal(signal.SIGINT)  # Python's own handler, as in a fresh interpreter
-    _, err = interrupted.communicate(timeout=60)
-    assert interrupted.returncode == 1 and err.rstrip().endswith("KeyboardInterrupt")
+    cmd = [sys.executable, "-m", "wait_cmd"]
+    for signum, code in ((signal.SIGKILL, -9), (signal.SIGTERM, -15), (signal.SIGINT, -2)):
+        children = [zygote.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env=env),
+                    subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, env=env)]
+        assert isinstance(children[0], zygote.Child)
+        errors = []
+        for child in children:
+            assert child.stdout.readline() == "ready\n" and child.poll() is None
+            child.send_signal(signum)
+            errors.append(child.communicate(timeout=60)[1])
+            assert child.returncode == code
+        # Python's own SIGINT handler in both: the traceback ends in KeyboardInterrupt
+        assert [e.rstrip().endswith("KeyboardInterrupt") for e in errors] == [code == -2] * 2
 
 
 def test_what_a_fork_cannot_reproduce_runs_as_a_plain_subprocess():

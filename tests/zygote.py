@@ -124,6 +124,9 @@ def run_child(request, fds, wake_r, wake_w):
             if code is not None:
                 print(code, file=sys.stderr)
             code = 0 if code is None else 1
+    except KeyboardInterrupt:  # as the interpreter: the traceback, then death by SIGINT
+        traceback.print_exc()
+        code = -signal.SIGINT
     except BaseException:  # as the interpreter: the traceback, exit code 1
         traceback.print_exc()
         code = 1
@@ -133,6 +136,9 @@ def run_child(request, fds, wake_r, wake_w):
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
+        if code == -signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
         os._exit(code)
 
 
