@@ -9,7 +9,7 @@ import zygote
 
 def bench(script, *args, timeout=300):
     out = zygote.run([sys.executable, f"bench/{script}", "--smoke", *args], capture_output=True,
-                         text=True, timeout=timeout)
+                     text=True, timeout=timeout)
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout
 

@@ -67,7 +67,7 @@ def test_a_two_node_cluster_is_joined_through_ray_address(tmp_path):
             cluster.shutdown()
     """)
     out = zygote.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=300)
+                     timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "2 Ray workers x 2 gymnasium envs x 100 steps per iteration" in out.stdout
     assert "it    1/1 | steps       400" in out.stdout
@@ -77,7 +77,7 @@ def test_a_two_node_cluster_is_joined_through_ray_address(tmp_path):
 def test_a_cluster_that_does_not_answer_is_one_line_and_exit_2(tmp_path):
     out = zygote.run(LAUNCH + ["--workers=2", "--ray_address=127.0.0.1:9",
                                    f"--logdir={tmp_path}"], capture_output=True, text=True,
-                         timeout=300)
+                     timeout=300)
     assert out.returncode == 2
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: --ray_address=127.0.0.1:9: no Ray "
@@ -215,7 +215,7 @@ def test_ctrl_c_or_kill_9_leaves_no_ray_process_behind(tmp_path, signum):
     runtime-env agents waited 40-80 s for a timeout of their own)."""
     proc = zygote.Popen(LAUNCH + ["--workers=2", "--iterations=1000", "--batch_steps=400",
                                       "--num_envs=2", "--eval_every=0", f"--logdir={tmp_path}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for line in proc.stdout:  # wait for the first iteration: Ray and its workers are up
             if line.startswith("it    1/"):

@@ -48,7 +48,7 @@ def test_play_cli_loads_and_runs_an_exported_policy(tmp_path):
     path = export_policy(policy, policy.dist, tf.TensorSpec((None, 4), tf.float32),
                          "InvertedPendulum-v5", str(tmp_path / "policy"))
     out = zygote.run([sys.executable, "-m", "trpo_tf.play", f"--policy={path}", "--episodes=2"],
-                         capture_output=True, text=True, timeout=300)
+                     capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 2 and "deterministic" in lines[0] and "stochastic" in lines[1]

@@ -12,9 +12,9 @@ from commands import launch_here
 from trpo_tf.config import Config, ConfigError, validate
 
 
-def launch(*args, timeout=300):
+def launch(*args, timeout=300, fresh=False):
     return zygote.run([sys.executable, "-m", "trpo_tf.launch", *args], capture_output=True,
-                          text=True, timeout=timeout)
+                      text=True, timeout=timeout, fresh=fresh)
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -93,7 +93,7 @@ def test_each_check_runs_once_and_before_tensorflow_loads(tmp_path, capsys, monk
               "except SystemExit as done:\n"
               "    print(done.code, 'tensorflow' in sys.modules)\n" % (tmp_path / "big"))
     child = zygote.run([sys.executable, "-c", script], capture_output=True, text=True,
-                           timeout=300)
+                       timeout=300)
     assert child.stdout.split() == ["2", "False"], child.stderr
     assert "need about 1229.3 GiB while a batch is built" in child.stderr
 
@@ -109,7 +109,7 @@ def test_validate_catches_each_bad_value():
 
 def test_short_run_from_a_flagfile_prints_progress_and_exports(tmp_path):
     out = launch("--flagfile=launch/paper/cartpole_quick.cfg", "--iterations=2", "--batch_steps=500",
-                 f"--logdir={tmp_path}")
+                 f"--logdir={tmp_path}", fresh=True)  # a fresh interpreter: its start-up too
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert lines[0].startswith("trpo_tf: Cartpole (InvertedPendulum-v5)")
@@ -141,7 +141,7 @@ def test_every_flagfile_parses_to_a_valid_config():
 
 def play(*args):
     return zygote.run([sys.executable, "-m", "trpo_tf.play", *args], capture_output=True,
-                          text=True, timeout=300)
+                      text=True, timeout=300)
 
 
 def test_play_rejects_a_directory_that_is_not_a_saved_model(tmp_path):
@@ -173,7 +173,7 @@ def test_module_colon_env_id_imports_the_users_module_then_trains_and_plays(tmp_
         "'gymnasium.envs.mujoco.inverted_pendulum_v5:InvertedPendulumEnv')\n")
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     run = lambda module, *args: zygote.run([sys.executable, "-m", module, *args], env=env,
-                                               capture_output=True, text=True, timeout=300)
+                                           capture_output=True, text=True, timeout=300)
     out = run("trpo_tf.launch", "--env=my_envs:MyPendulum-v0", "--iterations=1",
               "--batch_steps=400", "--num_envs=2", f"--logdir={tmp_path / 'run'}")
     assert out.returncode == 0 and out.stderr == "", out.stderr
@@ -204,7 +204,7 @@ def test_tools_refuse_bad_counts_extensions_damaged_models_and_mismatched_action
 
     def tool(module, *args):
         return zygote.run([sys.executable, "-m", f"trpo_tf.{module}", *args],
-                              capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300)
 
     cases = [
         (("play", f"--policy={path}", "--episodes=0"), "flag --episodes=0: 0 is not a positive integer"),

@@ -276,10 +276,10 @@ def test_a_second_command_on_a_live_logdir_is_one_line_and_changes_nothing(tmp_p
         with pytest.raises(ConfigError, match=f"is in use by pid {holders[0].pid}"):
             Trainer(Config(iterations=2, logdir=str(tmp_path / "run"), **BASE))
         returns = zygote.run([sys.executable, "bench/returns.py", f"--out={seeds / 'seed_1'}"],
-                                 capture_output=True, text=True, cwd=ROOT, timeout=120)
+                             capture_output=True, text=True, cwd=ROOT, timeout=120)
         one_line_exit_2(returns, f"--out={seeds / 'seed_1'} is in use by pid {holders[1].pid}")
         sweep = zygote.run([sys.executable, "-m", "trpo_tf.sweep", f"--logdir={tmp_path / 'run'}"],
-                               capture_output=True, text=True, cwd=ROOT, timeout=120)
+                           capture_output=True, text=True, cwd=ROOT, timeout=120)
         one_line_exit_2(sweep, f"is in use by pid {holders[0].pid}")
         from trpo_tf.tools import tune
 
@@ -300,7 +300,7 @@ def test_a_second_command_on_a_live_logdir_is_one_line_and_changes_nothing(tmp_p
 
 def test_returns_benchmark_bad_flags_are_one_line():
     out = zygote.run([sys.executable, "bench/returns.py", "--seeds=0"], capture_output=True,
-                         text=True, cwd=ROOT, timeout=120)
+                     text=True, cwd=ROOT, timeout=120)
     one_line_exit_2(out, "--seeds and --steps must be >= 1")
 
 

@@ -32,9 +32,9 @@ def fixture_logdir(tmp_path):
     return tmp_path
 
 
-def run_module(module, *args, timeout=300):
+def run_module(module, *args, timeout=300, fresh=False):
     return zygote.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
-                          timeout=timeout)
+                      timeout=timeout, fresh=fresh)
 
 
 def test_runs_are_grouped_by_task_and_method_and_averaged_over_seeds(fixture_logdir):
@@ -50,7 +50,8 @@ def test_runs_are_grouped_by_task_and_method_and_averaged_over_seeds(fixture_log
 
 def test_plot_cli_writes_png_and_svg_and_prints_final_values(fixture_logdir, tmp_path):
     png, svg = tmp_path / "fig.png", tmp_path / "fig.svg"
-    out = run_module("trpo_tf.plot", f"--logdir={fixture_logdir}", f"--out={png},{svg}", "--cost")
+    out = run_module("trpo_tf.plot", f"--logdir={fixture_logdir}", f"--out={png},{svg}", "--cost",
+                     fresh=True)  # a fresh interpreter: matplotlib's start-up too
     assert out.returncode == 0, out.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert b"<svg" in svg.read_bytes()[:500]
@@ -72,7 +73,7 @@ def test_npg_sweep_stops_on_ctrl_c_then_trains_each_step_names_the_best_and_rere
     args = ["--env=Cartpole", "--iterations=2", "--batch_steps=400", "--num_envs=2",
             "--npg_steps=0.01,1", f"--logdir={tmp_path}"]
     cut = zygote.Popen([sys.executable, "-m", "trpo_tf.sweep", *args], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
+                       stderr=subprocess.PIPE, text=True)
     for line in cut.stdout:  # the first value's first iteration: one Ctrl-C stops the sweep
         if line.startswith("it "):
             break

@@ -175,7 +175,7 @@ def test_the_export_run_step_by_step_in_plain_tensorflow_reproduces_a_recorded_e
                          str(tmp_path / "policy"))
     np.save(tmp_path / "obs.npy", np.stack(observations))
     out = zygote.run([sys.executable, "-c", PLAIN_TF, path, str(tmp_path / "obs.npy")],
-                         capture_output=True, text=True, timeout=300)
+                     capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     played = json.loads(out.stdout.strip().splitlines()[-1])
     assert not played["trpo_tf"]

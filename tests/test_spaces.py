@@ -73,7 +73,7 @@ def test_multidiscrete_and_multibinary_policies_learn_their_match_game(tmp_path,
 def cli(module, *args):
     env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     return zygote.run([sys.executable, "-m", f"trpo_tf.{module}", *args], env=env,
-                          capture_output=True, text=True, timeout=300)
+                      capture_output=True, text=True, timeout=300)
 
 
 def test_a_multidiscrete_policy_exports_and_plays_and_flattened_observations_train(tmp_path, capsys):

@@ -184,7 +184,7 @@ def test_tuning_two_trials_resumes_after_a_kill_and_writes_the_best_flagfile(tmp
 def test_tuning_refuses_a_run_without_a_budget(tmp_path):
     out = zygote.run([sys.executable, "-m", "trpo_tf.tune", "--env=Cartpole", "--steps=0",
                           f"--logdir={tmp_path}"], capture_output=True, text=True, cwd=ROOT,
-                         timeout=300)
+                     timeout=300)
     assert out.returncode == 2 and out.stderr.startswith("error: --steps must be > 0"), out.stderr
 
 
@@ -272,6 +272,6 @@ def test_tuning_refuses_a_study_of_other_settings_a_bad_logdir_a_damaged_study_a
             fake_tune(monkeypatch, Config(**{**base.__dict__, "logdir": str(logdir)}))
     out = zygote.run([sys.executable, "-m", "trpo_tf.tune", "--env=Cartpole", "--seeds=3",
                           f"--logdir={tmp_path}"], capture_output=True, text=True, cwd=ROOT,
-                         timeout=120)
+                     timeout=120)
     assert out.returncode == 2 and out.stderr.startswith("error: --seeds=3: a trial trains one "
                                                          "seed"), out.stderr

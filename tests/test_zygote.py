@@ -17,11 +17,12 @@ def test_a_forked_command_exits_and_prints_as_a_fresh_interpreter(tmp_path):
     assert (forked.stdout, forked.stderr) == (fresh.stdout, fresh.stderr)
     assert fresh.stderr.startswith("error: --env='NoSuchEnv-v9'")
     user_module = tmp_path / "hello_cmd.py"  # PYTHONPATH and cwd reach the child, as argv does
-    user_module.write_text("import os, sys\nprint(os.getcwd(), sys.argv[1:])\nsys.exit(3)\n")
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    out = zygote.run([sys.executable, "-m", "hello_cmd", "a", "b"], capture_output=True,
-                     text=True, timeout=60, cwd=tmp_path, env=env)
-    assert (out.returncode, out.stdout) == (3, f"{tmp_path} ['a', 'b']\n")
+    user_module.write_text("import os, sys\nprint(os.getcwd(), sys.argv[1:])\nsys.exit(-2)\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{zygote.ROOT}"}
+    cmd = [sys.executable, "-m", "hello_cmd", "a", "b"]
+    assert zygote.forkable(cmd, env, tmp_path)
+    out = zygote.run(cmd, capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
+    assert (out.returncode, out.stdout) == (254, f"{tmp_path} ['a', 'b']\n")  # as exit(-2)
 
 
 def test_a_forked_command_takes_signals_as_its_own_process(tmp_path):
@@ -50,5 +51,9 @@ def test_what_a_fork_cannot_reproduce_runs_as_a_plain_subprocess():
     flipped = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": onednn}
     assert zygote.forkable(REFUSAL, os.environ)
     assert not zygote.forkable(REFUSAL, flipped)  # read when TensorFlow is imported
+    assert not zygote.forkable(REFUSAL, {**os.environ, "OMP_NUM_THREADS": "7"})  # any other
+    assert not zygote.forkable(REFUSAL, {})
+    assert not zygote.forkable(REFUSAL, os.environ, cwd="/")  # no trpo_tf to import there
+    assert not zygote.forkable(REFUSAL, {**os.environ, "PYTHONPATH": "/"}, cwd="/")
     assert not zygote.forkable([sys.executable, "-c", "pass"], os.environ)
     assert not zygote.forkable(["qemu-x86_64", sys.executable, "-m", "trpo_tf.play"], os.environ)

@@ -4,10 +4,11 @@ and trpo_tf's modules once, then forks a child per command that runs the module 
 with the command's argv, cwd, environment, stdout and stderr. The child is a process of its
 own (its pid takes signals and kill -9; its exit code or signal comes back), so tests of
 signals, exit codes and crashes keep what they check. What a fork cannot reproduce runs as a
-plain subprocess instead: another interpreter, or environment variables that TensorFlow or
-Python read at import (TF_*, PYTHON*, KERAS_*, MUJOCO_*) set differently from the server's.
-Messages that TensorFlow prints while it is imported are the server's, never a child's:
-tests/test_tf_logs.py checks those in fresh processes.
+plain subprocess instead: another interpreter, `-c` or a script, an environment that differs
+from the server's beyond FREE_TO_DIFFER and PYTEST_* (any other variable may be read at
+import: TF_*, OMP_*, HOME, LANG, ...), a cwd and PYTHONPATH from which a fresh
+interpreter would not import the preloaded trpo_tf, or `fresh=True` (a test of what a
+command prints while its modules load: those messages are the server's, never a child's).
 
 Protocol (a Unix socket, one connection per command): the client sends a JSON request with
 the child's stdout and stderr pipe ends (SCM_RIGHTS); the server answers the child's pid, then
@@ -18,15 +19,20 @@ import json
 import os
 import runpy
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 import traceback
 
-IMPORT_TIME_PREFIXES = ("TF_", "PYTHON", "KERAS_", "MUJOCO_")
+# PYTHONPATH: run_child builds sys.path from it; RAY_ADDRESS: read when a run connects;
+# MPLBACKEND / MPLCONFIGDIR: importing envpool sets them (in the tests' process once a test has
+# used EnvPool, and in every command that does), and trpo_tf's figures pick Agg themselves
+FREE_TO_DIFFER = ("PYTHONPATH", "RAY_ADDRESS", "MPLBACKEND", "MPLCONFIGDIR")
 # trpo_tf first (it sets TensorFlow's log level before TensorFlow loads, as in a command); no
 # module that defines flags (a child's module defines them as a fresh process would)
 PRELOAD = ("trpo_tf", "tensorflow", "keras", "trpo_tf.run.train", "trpo_tf.run.evaluate",
@@ -66,21 +72,37 @@ def serve(path):
             reap(children)
         if listener in ready:
             conn, _ = listener.accept()
-            message, fds, _, _ = socket.recv_fds(conn, 1 << 20, 2)
-            while not message.endswith(b"\n"):  # the rest of a long request
-                message += conn.recv(1 << 20)
+            request, fds = read_request(conn)
+            if request is None:  # the client went away mid-request
+                conn.close()
+                continue
             sys.stdout.flush()
             sys.stderr.flush()
             pid = os.fork()
             if pid == 0:
-                listener.close()
-                conn.close()
-                run_child(json.loads(message), fds, wake_r, wake_w)
+                for other in (listener, conn, *children.values()):
+                    other.close()
+                run_child(request, fds, wake_r, wake_w)
             for fd in fds:
                 os.close(fd)
             conn.sendall(f"{pid}\n".encode())
             children[pid] = conn
             reap(children)
+
+
+def read_request(conn):
+    """(the JSON request, its two fds), or (None, []) if the connection ends before it does."""
+    message, fds, _, _ = socket.recv_fds(conn, 1 << 20, 2)
+    while message and not message.endswith(b"\n"):  # the rest of a long request
+        chunk = conn.recv(1 << 20)
+        if not chunk:
+            message = b""
+        message += chunk
+    if not message:
+        for fd in fds:
+            os.close(fd)
+        return None, []
+    return json.loads(message), fds
 
 
 def reap(children):
@@ -97,49 +119,60 @@ def reap(children):
 
 
 def run_child(request, fds, wake_r, wake_w):
-    """In the forked child: become the command (fds 0-2, cwd, environment, argv, signal
-    handlers as a fresh interpreter has them), run its module as __main__, exit as it would."""
-    signal.set_wakeup_fd(-1)
-    for fd in (wake_r, wake_w):
-        os.close(fd)
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    for fd, target in ((devnull, 0), (fds[0], 1), (fds[1], 2)):
-        os.dup2(fd, target)
-        os.close(fd)
-    os.chdir(request["cwd"])
-    os.environ.clear()
-    os.environ.update(request["env"])
-    extra = [p for p in request["env"].get("PYTHONPATH", "").split(os.pathsep) if p]
-    sys.path[:] = [request["cwd"], *extra, *SERVER_SYS_PATH]  # as `python -m` builds it
-    sys.argv = [request["module"], *request["args"]]
-    code = 0
+    """In the forked child: become the command (fds 0-2, cwd, environment, sys.path, argv,
+    signal handlers as a fresh interpreter sets them), run its module as __main__, and exit
+    as the interpreter would. Never returns."""
+    code, interrupted = 1, False
     try:
-        runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
-    except SystemExit as done:
-        code = done.code
-        if not isinstance(code, int):
-            if code is not None:
-                print(code, file=sys.stderr)
-            code = 0 if code is None else 1
-    except KeyboardInterrupt:  # as the interpreter: the traceback, then death by SIGINT
-        traceback.print_exc()
-        code = -signal.SIGINT
-    except BaseException:  # as the interpreter: the traceback, exit code 1
-        traceback.print_exc()
-        code = 1
-    try:
+        signal.set_wakeup_fd(-1)
+        for fd in (wake_r, wake_w):
+            os.close(fd)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN if request["sigint_ignored"]
+                      else signal.default_int_handler)  # Python's rule: only if not ignored
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        for fd, target in ((devnull, 0), (fds[0], 1), (fds[1], 2)):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        sys.path[:] = [request["cwd"], *pythonpath(request["env"]), *SERVER_SYS_PATH]
+        sys.argv = [request["module"], *request["args"]]
+        try:
+            runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+            code = 0
+        except SystemExit as done:
+            code = done.code
+            if not isinstance(code, int):
+                if code is not None:
+                    print(code, file=sys.stderr)
+                code = 0 if code is None else 1
+        except KeyboardInterrupt:  # as the interpreter: the traceback, then death by SIGINT
+            sys.excepthook(*sys.exc_info())
+            interrupted = True
+        except BaseException:  # as the interpreter: the traceback, exit code 1
+            sys.excepthook(*sys.exc_info())
+            code = 1
         threading._shutdown()  # what the interpreter does at exit: wait for non-daemon threads
         atexit._run_exitfuncs()
+    except BaseException:  # never back into the server's loop
+        traceback.print_exc()
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        if code == -signal.SIGINT:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        if interrupted:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGINT)
-        os._exit(code)
+        os._exit(code & 0xFF)
+
+
+def pythonpath(env):
+    return [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
 
 
 # --- the client -------------------------------------------------------------------------------
@@ -151,26 +184,34 @@ def server_path():
     """Start this process's server on first use; its socket path."""
     global _server
     if _server is None:
-        path = os.path.join(tempfile.mkdtemp(prefix="trpo_tf_zygote_"), "socket")
-        proc = subprocess.Popen([sys.executable, __file__, path], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, text=True, cwd=ROOT,
-                                env={**os.environ, "PYTHONPATH": ROOT})
+        folder = tempfile.mkdtemp(prefix="trpo_tf_zygote_")
+        proc = subprocess.Popen([sys.executable, __file__, os.path.join(folder, "socket")],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
         if proc.stdout.readline().strip() != "ready":
             raise RuntimeError("the test zygote did not start")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
         atexit.register(proc.kill)
-        _server = (proc, path, dict(os.environ))
+        _server = (proc, os.path.join(folder, "socket"), dict(os.environ))
     return _server[1]
 
 
-def forkable(cmd, env):
-    """True if `cmd` is `python -m <module> ...` of this interpreter and `env` agrees with the
-    server's on every variable read at import."""
+def forkable(cmd, env, cwd=None):
+    """True if `cmd` is `python -m <module> ...` of this interpreter, `env` equals the server's
+    but for FREE_TO_DIFFER and PYTEST_* (any other variable may be read while modules load),
+    and a fresh interpreter started in `cwd` with env's PYTHONPATH would import trpo_tf from
+    where the server did (it is not installed: cwd or PYTHONPATH must hold ROOT)."""
     if len(cmd) < 3 or cmd[0] != sys.executable or cmd[1] != "-m":
         return False
     server_path()
     base = _server[2]
-    keys = {k for k in (*env, *base) if k.startswith(IMPORT_TIME_PREFIXES)}
-    return all(env.get(k) == base.get(k) for k in keys if k != "PYTHONPATH")  # run_child sets it
+    free = lambda k: k in FREE_TO_DIFFER or k.startswith("PYTEST_")
+    if any(env.get(k) != base.get(k) for k in {*env, *base} if not free(k)):
+        return False
+    search = [os.path.abspath(cwd or "."), *pythonpath(env)]
+    home = next((p for p in search if os.path.isfile(os.path.join(p, "trpo_tf", "__init__.py"))),
+                None)
+    return home is not None and os.path.samefile(home, ROOT)
 
 
 class Child:
@@ -181,8 +222,12 @@ class Child:
         err_r, err_w = os.pipe()
         self._conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._conn.connect(server_path())
-        request = {"module": cmd[2], "args": list(cmd[3:]), "cwd": os.path.abspath(cwd or "."),
-                   "env": dict(os.environ if env is None else env)}
+        cwd = os.path.abspath(cwd or ".")
+        if not os.path.isdir(cwd):
+            raise FileNotFoundError(f"no such directory: {cwd!r}")
+        request = {"module": cmd[2], "args": list(cmd[3:]), "cwd": cwd,
+                   "env": dict(os.environ if env is None else env),
+                   "sigint_ignored": signal.getsignal(signal.SIGINT) == signal.SIG_IGN}
         socket.send_fds(self._conn, [json.dumps(request).encode() + b"\n"], [out_w, err_w])
         os.close(out_w)
         os.close(err_w)
@@ -235,7 +280,10 @@ class Child:
         return self.returncode
 
     def communicate(self, timeout=None):
-        """Read stdout and stderr to their ends (a thread each, as Popen does), then wait."""
+        """Read stdout and stderr to their ends (a thread each, as Popen does), then wait: all
+        within `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        left = lambda: None if deadline is None else max(0.0, deadline - time.monotonic())
         results = {}
 
         def read(name, stream):
@@ -247,25 +295,28 @@ class Child:
         for reader in readers:
             reader.start()
         for reader in readers:
-            reader.join(timeout)
+            reader.join(left())
             if reader.is_alive():
                 raise subprocess.TimeoutExpired(self.args, timeout)
-        self.wait(timeout)
+        self.wait(left())
         return results["out"], results["err"]
 
 
-def Popen(cmd, stdout=None, stderr=None, text=False, cwd=None, env=None, **kwargs):
+def Popen(cmd, stdout=None, stderr=None, text=False, cwd=None, env=None, fresh=False, **kwargs):
     """subprocess.Popen, forked from the server where that gives the same process."""
-    if (stdout == stderr == subprocess.PIPE and not kwargs and forkable(cmd, env or os.environ)):
+    if (stdout == stderr == subprocess.PIPE and not kwargs and not fresh
+            and forkable(cmd, os.environ if env is None else env, cwd)):
         return Child(cmd, cwd, env, text)
     return subprocess.Popen(cmd, stdout=stdout, stderr=stderr, text=text, cwd=cwd, env=env,
                             **kwargs)
 
 
-def run(cmd, capture_output=False, text=False, timeout=None, cwd=None, env=None, **kwargs):
+def run(cmd, capture_output=False, text=False, timeout=None, cwd=None, env=None, fresh=False,
+        **kwargs):
     """subprocess.run(capture_output=True), forked from the server where that gives the same
-    process."""
-    if not (capture_output and not kwargs and forkable(cmd, env or os.environ)):
+    process (`fresh`: never)."""
+    if not (capture_output and not kwargs and not fresh
+            and forkable(cmd, os.environ if env is None else env, cwd)):
         return subprocess.run(cmd, capture_output=capture_output, text=text, timeout=timeout,
                               cwd=cwd, env=env, **kwargs)
     child = Child(cmd, cwd, env, text)
