@@ -49,10 +49,12 @@ def test_a_forked_command_takes_signals_as_its_own_process(tmp_path):
 def test_what_a_fork_cannot_reproduce_runs_as_a_plain_subprocess():
     onednn = "0" if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1" else "1"
     flipped = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": onednn}
-    assert zygote.forkable(REFUSAL, os.environ)
+    assert zygote.env_differences(os.environ) == [] and zygote.forkable(REFUSAL, os.environ)
     assert not zygote.forkable(REFUSAL, flipped)  # read when TensorFlow is imported
-    assert not zygote.forkable(REFUSAL, {**os.environ, "OMP_NUM_THREADS": "7"})  # any other
+    assert not zygote.forkable(REFUSAL, {**os.environ, "OMP_NUM_THREADS": "7"})
+    assert not zygote.forkable(REFUSAL, {**os.environ, "LANG": "xx_XX.UTF-8"})
     assert not zygote.forkable(REFUSAL, {})
+    assert zygote.forkable(REFUSAL, {**os.environ, "RAY_ADDRESS": "x"})  # read after loading
     assert not zygote.forkable(REFUSAL, os.environ, cwd="/")  # no trpo_tf to import there
     assert not zygote.forkable(REFUSAL, {**os.environ, "PYTHONPATH": "/"}, cwd="/")
     assert not zygote.forkable([sys.executable, "-c", "pass"], os.environ)

@@ -5,10 +5,9 @@ with the command's argv, cwd, environment, stdout and stderr. The child is a pro
 own (its pid takes signals and kill -9; its exit code or signal comes back), so tests of
 signals, exit codes and crashes keep what they check. What a fork cannot reproduce runs as a
 plain subprocess instead: another interpreter, `-c` or a script, an environment that differs
-from the server's beyond FREE_TO_DIFFER and PYTEST_* (any other variable may be read at
-import: TF_*, OMP_*, HOME, LANG, ...), a cwd and PYTHONPATH from which a fresh
-interpreter would not import the preloaded trpo_tf, or `fresh=True` (a test of what a
-command prints while its modules load: those messages are the server's, never a child's).
+from the server's in a variable read while modules load (MUST_MATCH), a cwd and PYTHONPATH
+from which a fresh interpreter would not import the preloaded trpo_tf, or `fresh=True` (a
+test of what a command prints while its modules load: those messages are the server's).
 
 Protocol (a Unix socket, one connection per command): the client sends a JSON request with
 the child's stdout and stderr pipe ends (SCM_RIGHTS); the server answers the child's pid, then
@@ -29,10 +28,14 @@ import threading
 import time
 import traceback
 
-# PYTHONPATH: run_child builds sys.path from it; RAY_ADDRESS: read when a run connects;
-# MPLBACKEND / MPLCONFIGDIR: importing envpool sets them (in the tests' process once a test has
-# used EnvPool, and in every command that does), and trpo_tf's figures pick Agg themselves
-FREE_TO_DIFFER = ("PYTHONPATH", "RAY_ADDRESS", "MPLBACKEND", "MPLCONFIGDIR")
+# What the server's modules read while they load (TensorFlow, Keras, MuJoCo, the BLAS and
+# OpenMP pools, the interpreter, the locale): a command whose environment differs from the
+# server's in one of these runs as a fresh process. Other variables may differ: modules set
+# some in the tests' process as they load (TF2_BEHAVIOR, RAY_*, MPLBACKEND, LD_LIBRARY_PATH
+# ...), and the child gets the command's environment before its module runs.
+MUST_MATCH = ("TF_", "KERAS_", "MUJOCO_", "PYOPENGL", "OMP_", "OPENBLAS_", "MKL_", "CUDA_",
+              "XLA_", "PYTHON", "LC_", "LANG", "HOME", "TMPDIR")
+FREE_TO_DIFFER = ("PYTHONPATH", "PYTHONBREAKPOINT")  # run_child builds sys.path; read at use
 # trpo_tf first (it sets TensorFlow's log level before TensorFlow loads, as in a command); no
 # module that defines flags (a child's module defines them as a fresh process would)
 PRELOAD = ("trpo_tf", "tensorflow", "keras", "trpo_tf.run.train", "trpo_tf.run.evaluate",
@@ -198,20 +201,23 @@ def server_path():
 
 def forkable(cmd, env, cwd=None):
     """True if `cmd` is `python -m <module> ...` of this interpreter, `env` equals the server's
-    but for FREE_TO_DIFFER and PYTEST_* (any other variable may be read while modules load),
-    and a fresh interpreter started in `cwd` with env's PYTHONPATH would import trpo_tf from
-    where the server did (it is not installed: cwd or PYTHONPATH must hold ROOT)."""
-    if len(cmd) < 3 or cmd[0] != sys.executable or cmd[1] != "-m":
-        return False
-    server_path()
-    base = _server[2]
-    free = lambda k: k in FREE_TO_DIFFER or k.startswith("PYTEST_")
-    if any(env.get(k) != base.get(k) for k in {*env, *base} if not free(k)):
+    in every MUST_MATCH variable, and a fresh interpreter started in `cwd` with env's
+    PYTHONPATH would import trpo_tf from where the server did (it is not installed: cwd or
+    PYTHONPATH must hold ROOT)."""
+    if len(cmd) < 3 or cmd[0] != sys.executable or cmd[1] != "-m" or env_differences(env):
         return False
     search = [os.path.abspath(cwd or "."), *pythonpath(env)]
     home = next((p for p in search if os.path.isfile(os.path.join(p, "trpo_tf", "__init__.py"))),
                 None)
     return home is not None and os.path.samefile(home, ROOT)
+
+
+def env_differences(env):
+    """The MUST_MATCH variables in which `env` differs from the server's."""
+    server_path()
+    base = _server[2]
+    return sorted(k for k in {*env, *base} if k.startswith(MUST_MATCH)
+                  and k not in FREE_TO_DIFFER and env.get(k) != base.get(k))
 
 
 class Child:
