@@ -4,13 +4,14 @@ import dataclasses
 import os
 import platform
 import shutil
+import subprocess
 import sys
 
 import keras
 import numpy as np
 import pytest
 
-import zygote
+from test_plot import run_module
 from trpo_tf import envs
 from trpo_tf.config import Config
 from trpo_tf.distributions import Categorical
@@ -118,11 +119,6 @@ def test_ale_snapshot_restores_the_frame_stack_into_another_env():
     group.close()
 
 
-def run_module(module, *args, fresh=False):
-    return zygote.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
-                      timeout=300, fresh=fresh)
-
-
 @pytest.mark.parametrize("sampler", ["single_path", "vine"])
 def test_two_iterations_on_pong_write_summaries_and_a_policy_that_play_runs(tmp_path, sampler):
     from test_train import event_steps
@@ -169,10 +165,10 @@ def test_play_on_an_atari_policy_is_quiet_on_a_cpu_without_avx512(tmp_path):
     under TF_CPP_MIN_LOG_LEVEL=0). play prints its own lines and nothing on stderr."""
     path = export_pong_policy(tmp_path / "policy")
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    out = zygote.run([QEMU, "-cpu", "max", sys.executable, "-m", "trpo_tf.play",
+    out = subprocess.run([QEMU, "-cpu", "max", sys.executable, "-m", "trpo_tf.play",
                           f"--policy={path}", "--episodes=1", "--max_path_length=5"],
-                     capture_output=True, text=True, timeout=900,
-                     env={**env, "TF_ENABLE_ONEDNN_OPTS": "1"})
+                         capture_output=True, text=True, timeout=900,
+                         env={**env, "TF_ENABLE_ONEDNN_OPTS": "1"})
     assert out.returncode == 0, out.stderr
     assert "ALE/Pong-v5 deterministic: return" in out.stdout
     assert out.stderr == ""

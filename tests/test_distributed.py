@@ -66,8 +66,8 @@ def test_a_two_node_cluster_is_joined_through_ray_address(tmp_path):
         finally:
             cluster.shutdown()
     """)
-    out = zygote.run([sys.executable, "-c", script], capture_output=True, text=True,
-                     timeout=300)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "2 Ray workers x 2 gymnasium envs x 100 steps per iteration" in out.stdout
     assert "it    1/1 | steps       400" in out.stdout
@@ -106,7 +106,7 @@ def test_ray_address_auto_without_a_cluster_is_one_line_before_anything_starts(
 def test_a_run_without_workers_never_imports_ray():
     code = ("import sys; from trpo_tf import launch; from trpo_tf.run import train; "
             "print('ray' in sys.modules)")
-    out = zygote.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.stdout == "False\n", out.stderr
 
 

@@ -3,6 +3,7 @@ import copy
 import glob
 import os
 import shutil
+import subprocess
 import sys
 
 import pytest
@@ -92,8 +93,8 @@ def test_each_check_runs_once_and_before_tensorflow_loads(tmp_path, capsys, monk
               "'--batch_steps=10000000000', '--logdir=%s']))\n"
               "except SystemExit as done:\n"
               "    print(done.code, 'tensorflow' in sys.modules)\n" % (tmp_path / "big"))
-    child = zygote.run([sys.executable, "-c", script], capture_output=True, text=True,
-                       timeout=300)
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           timeout=300)
     assert child.stdout.split() == ["2", "False"], child.stderr
     assert "need about 1229.3 GiB while a batch is built" in child.stderr
 

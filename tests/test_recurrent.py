@@ -5,6 +5,7 @@ step (across episode ends and batch boundaries); the export run step by step in 
 TensorFlow; an exact resume; the refusals; and a partially observed CartPole where the
 recurrent policy learns and the feed-forward one cannot."""
 import json
+import subprocess
 import sys
 
 import keras
@@ -12,7 +13,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import zygote
 import pomdp_envs  # noqa: F401  (registers CartPoleNoVelocity-v1)
 from test_spaces import cli
 from test_update import finite_difference_hessian_product, perturb
@@ -174,8 +174,8 @@ def test_the_export_run_step_by_step_in_plain_tensorflow_reproduces_a_recorded_e
     path = export_policy(policy, dist, tf.TensorSpec((None, 4), tf.float32), "CartPole-v1",
                          str(tmp_path / "policy"))
     np.save(tmp_path / "obs.npy", np.stack(observations))
-    out = zygote.run([sys.executable, "-c", PLAIN_TF, path, str(tmp_path / "obs.npy")],
-                     capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", PLAIN_TF, path, str(tmp_path / "obs.npy")],
+                         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     played = json.loads(out.stdout.strip().splitlines()[-1])
     assert not played["trpo_tf"]

@@ -145,6 +145,6 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path):
             "import trpo_tf.launch as launch\n"
             f"sys.argv = ['launch', '--logdir={tmp_path}']\n"
             "app.run(launch.main, flags_parser=launch.parse_flags)\n")
-    out = zygote.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 130
     assert out.stderr.strip().splitlines() == ["error: interrupted"]

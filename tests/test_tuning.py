@@ -190,7 +190,7 @@ def test_tuning_refuses_a_run_without_a_budget(tmp_path):
 
 def test_returns_benchmark_smoke_writes_csv_curves_and_iqm_then_skips_finished_runs(tmp_path):
     cmd = [sys.executable, "bench/returns.py", "--smoke", f"--out={tmp_path}"]
-    out = zygote.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert out.returncode == 0, out.stderr
     with open(tmp_path / "returns.csv") as f:
         rows = list(csv.DictReader(f))
@@ -199,7 +199,7 @@ def test_returns_benchmark_smoke_writes_csv_curves_and_iqm_then_skips_finished_r
     assert os.path.getsize(tmp_path / "returns.png") > 10_000
     summary = (tmp_path / "summary.md").read_text()
     assert "| Cartpole | 2 |" in summary and "IQM" in summary
-    again = zygote.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("finished earlier") == 2
 

@@ -98,9 +98,7 @@ def read_request(conn):
     message, fds, _, _ = socket.recv_fds(conn, 1 << 20, 2)
     while message and not message.endswith(b"\n"):  # the rest of a long request
         chunk = conn.recv(1 << 20)
-        if not chunk:
-            message = b""
-        message += chunk
+        message = message + chunk if chunk else b""
     if not message:
         for fd in fds:
             os.close(fd)
@@ -224,13 +222,13 @@ class Child:
     """The part of subprocess.Popen the tests use, for a forked child."""
 
     def __init__(self, cmd, cwd=None, env=None, text=True):
+        cwd = os.path.abspath(cwd or ".")
+        if not os.path.isdir(cwd):
+            raise FileNotFoundError(f"no such directory: {cwd!r}")
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         self._conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._conn.connect(server_path())
-        cwd = os.path.abspath(cwd or ".")
-        if not os.path.isdir(cwd):
-            raise FileNotFoundError(f"no such directory: {cwd!r}")
         request = {"module": cmd[2], "args": list(cmd[3:]), "cwd": cwd,
                    "env": dict(os.environ if env is None else env),
                    "sigint_ignored": signal.getsignal(signal.SIGINT) == signal.SIG_IGN}
@@ -308,10 +306,16 @@ class Child:
         return results["out"], results["err"]
 
 
+def forks(cmd, cwd, env, fresh, other_arguments):
+    """Whether a command the tests start goes to the server: none of subprocess's other
+    arguments, not `fresh`, and forkable."""
+    return (not other_arguments and not fresh
+            and forkable(cmd, os.environ if env is None else env, cwd))
+
+
 def Popen(cmd, stdout=None, stderr=None, text=False, cwd=None, env=None, fresh=False, **kwargs):
     """subprocess.Popen, forked from the server where that gives the same process."""
-    if (stdout == stderr == subprocess.PIPE and not kwargs and not fresh
-            and forkable(cmd, os.environ if env is None else env, cwd)):
+    if stdout == stderr == subprocess.PIPE and forks(cmd, cwd, env, fresh, kwargs):
         return Child(cmd, cwd, env, text)
     return subprocess.Popen(cmd, stdout=stdout, stderr=stderr, text=text, cwd=cwd, env=env,
                             **kwargs)
@@ -321,8 +325,7 @@ def run(cmd, capture_output=False, text=False, timeout=None, cwd=None, env=None,
         **kwargs):
     """subprocess.run(capture_output=True), forked from the server where that gives the same
     process (`fresh`: never)."""
-    if not (capture_output and not kwargs and not fresh
-            and forkable(cmd, os.environ if env is None else env, cwd)):
+    if not (capture_output and forks(cmd, cwd, env, fresh, kwargs)):
         return subprocess.run(cmd, capture_output=capture_output, text=text, timeout=timeout,
                               cwd=cwd, env=env, **kwargs)
     child = Child(cmd, cwd, env, text)
