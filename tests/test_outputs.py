@@ -221,6 +221,9 @@ def test_resuming_with_another_network_or_seed_is_refused_other_sampler_shape_st
     with pytest.raises(ConfigError, match=r"holds a run trained with policy_hidden=\[\], these "
                                           r"settings give policy_hidden=\[8\].*--resume=never"):
         Trainer(Config(iterations=2, logdir=str(tmp_path), **{**BASE, "policy_hidden": (8,)}))
+    with pytest.raises(ConfigError, match=r"holds a run trained with activation=tanh, these "
+                                          r"settings give activation=relu"):
+        Trainer(Config(iterations=2, logdir=str(tmp_path), **{**BASE, "activation": "relu"}))
     with pytest.raises(ConfigError, match=r"holds a run trained with seed=0, these settings give "
                                           r"seed=5"):  # it resumed seed 0's run, training nothing
         Trainer(Config(iterations=2, logdir=str(tmp_path), seed=5, **BASE))

@@ -137,6 +137,15 @@ declare(PIPELINE, "value_rnn", "none",
         "width between the normalised observations and the --value_hidden layers, fitted over "
         "whole sequences; none = an MLP on the observation (as fast, and as good on "
         "bench/pomdp.py). Without --policy_rnn: an MLP.", choices=("auto", "none"))
+declare(PIPELINE, "activation", "tanh",
+        "Nonlinearity of the hidden layers of the policy and value MLPs (and of the recurrent "
+        "nets' layers after the cell); the Atari CNN keeps ReLU (section 8.2).",
+        choices=("tanh", "relu", "elu"))
+declare(PIPELINE, "orthogonal_init", False,
+        "Orthogonal initial kernels for the policy and value MLPs: gain sqrt(2) for the hidden "
+        "layers, 0.01 for the policy's output, 1 for the value's (as OpenAI baselines and "
+        "SB3 / rl-zoo3 initialise); off: Glorot-uniform hidden kernels and outputs drawn with "
+        "std 0.01 / 1.")
 declare(PIPELINE, "init_log_std", 0.0, "Initial log standard deviation of Gaussian policies.")
 declare(PIPELINE, "vf_lr", 1e-3, "Value function Adam learning rate.", check=positive, rule="> 0")
 declare(PIPELINE, "vf_epochs", 10, "Value function epochs per iteration.", check=at_least(0),
@@ -163,6 +172,10 @@ class _ConfigMethods:
     def policy_sizes(self, spec):
         """--policy_hidden, or the env's default (Table 2) when it is unset."""
         return self.policy_hidden if self.policy_hidden is not None else spec.policy_hidden
+
+    def network_settings(self):
+        """build_policy's and build_value_net's keywords for the MLPs' activation and initialisation."""
+        return {"activation": self.activation, "orthogonal_init": self.orthogonal_init}
 
     @property
     def value_cell(self):

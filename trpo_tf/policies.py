@@ -50,11 +50,31 @@ class ObsNormalizer(keras.layers.Layer):
         return lambda obs: np.clip((obs - mean) * inv_std, -OBS_CLIP, OBS_CLIP)
 
 
-def _mlp(hidden, out_dim, out_scale):
-    """tanh hidden layers and a linear output, as one Sequential (so checkpoints see them)."""
-    layers = [keras.layers.Dense(h, activation="tanh") for h in hidden]
-    layers.append(keras.layers.Dense(
-        out_dim, kernel_initializer=keras.initializers.RandomNormal(stddev=out_scale)))
+def _relu_np(x):
+    return np.maximum(x, 0.0)
+
+
+def _elu_np(x):
+    return np.where(x > 0.0, x, np.expm1(np.minimum(x, 0.0)))
+
+
+# --activation: the hidden layers' nonlinearity in Keras and in the NumPy acting path
+NUMPY_ACTIVATIONS = {"tanh": np.tanh, "relu": _relu_np, "elu": _elu_np}
+HIDDEN_GAIN = np.sqrt(2.0)  # --orthogonal_init: the hidden kernels' gain (Saxe et al. 2014)
+
+
+def _mlp(hidden, out_dim, out_scale, activation="tanh", orthogonal_init=False):
+    """`activation` hidden layers and a linear output, as one Sequential (so checkpoints see
+    them). Kernels: Glorot-uniform hidden ones and an output drawn with std `out_scale`; or,
+    orthogonal_init, orthogonal ones of gain sqrt(2) and an orthogonal output of gain
+    `out_scale` (the initialisation of OpenAI baselines / SB3, zero biases either way)."""
+    hidden_init = (keras.initializers.Orthogonal(HIDDEN_GAIN) if orthogonal_init
+                   else "glorot_uniform")
+    out_init = (keras.initializers.Orthogonal(out_scale) if orthogonal_init
+                else keras.initializers.RandomNormal(stddev=out_scale))
+    layers = [keras.layers.Dense(h, activation=activation, kernel_initializer=hidden_init)
+              for h in hidden]
+    layers.append(keras.layers.Dense(out_dim, kernel_initializer=out_init))
     return keras.Sequential(layers)
 
 
@@ -67,11 +87,13 @@ class MLPPolicy(keras.Model):
 
     state_size = 0  # no memory: each state's parameters depend on its observation alone
 
-    def __init__(self, dist, normalizer, hidden=(64, 64), init_log_std=0.0):
+    def __init__(self, dist, normalizer, hidden=(64, 64), init_log_std=0.0, activation="tanh",
+                 orthogonal_init=False):
         super().__init__()
         self.dist = dist
         self.normalizer = normalizer
-        self.mlp = _mlp(hidden, dist.head_dim, out_scale=0.01)
+        self.activation = activation
+        self.mlp = _mlp(hidden, dist.head_dim, 0.01, activation, orthogonal_init)
         self.log_std = None
         if isinstance(dist, DiagGaussian):
             self.log_std = self.add_weight(
@@ -101,10 +123,11 @@ class MLPPolicy(keras.Model):
         """`head` as a NumPy function, frozen at today's weights."""
         weights = [(layer.kernel.numpy(), layer.bias.numpy()) for layer in self.mlp.layers]
         log_std = None if self.log_std is None else self.log_std.numpy()
+        act = NUMPY_ACTIVATIONS[self.activation]
 
         def params(x):
             for w, b in weights[:-1]:
-                x = np.tanh(x @ w + b)
+                x = act(x @ w + b)
             w, b = weights[-1]
             x = (x @ w + b).astype(np.float32)
             if log_std is None:
@@ -134,13 +157,14 @@ class MLPPolicy(keras.Model):
             b = flat[:, offset + w_size:offset + w_size + b_size]
             layers.append((w, b))
             offset += w_size + b_size
+        activation = NUMPY_ACTIVATIONS[self.activation]
 
         def act(obs, rows):
             x = normalize(obs)
             for i, (w, b) in enumerate(layers):
                 x = np.einsum("bi,bio->bo", x, w[rows]) + b[rows]
                 if i < len(layers) - 1:
-                    x = np.tanh(x)
+                    x = activation(x)
             return x
 
         return act
@@ -293,8 +317,9 @@ class RNNPolicy(CellWeights, MLPPolicy):
     products and line search run on these). `step` is one step of every env (the export);
     `numpy_fn` the same in NumPy for the sampler and evaluation."""
 
-    def __init__(self, dist, normalizer, cell="gru", units=64, hidden=(), init_log_std=0.0):
-        super().__init__(dist, normalizer, hidden, init_log_std)
+    def __init__(self, dist, normalizer, cell="gru", units=64, hidden=(), init_log_std=0.0,
+                 activation="tanh", orthogonal_init=False):
+        super().__init__(dist, normalizer, hidden, init_log_std, activation, orthogonal_init)
         self.add_cell(cell, normalizer.mean.shape[0], units)
 
     def call(self, inputs):
@@ -384,10 +409,12 @@ class ValueNet(keras.Model):
     """V(s): an MLP on the policy's normalised observations, or (normalizer None: frames) a
     CNN of the policy's shape with its own weights."""
 
-    def __init__(self, normalizer, hidden=(64, 64), pixels=False):
+    def __init__(self, normalizer, hidden=(64, 64), pixels=False, activation="tanh",
+                 orthogonal_init=False):
         super().__init__()
         self.normalizer = normalizer
-        self.mlp = _cnn(hidden, 1, out_scale=1.0) if pixels else _mlp(hidden, 1, out_scale=1.0)
+        self.mlp = (_cnn(hidden, 1, out_scale=1.0) if pixels
+                    else _mlp(hidden, 1, 1.0, activation, orthogonal_init))
 
     def call(self, obs):
         x = tf.cast(obs, tf.float32) if self.normalizer is None else self.normalizer(obs)
@@ -405,10 +432,11 @@ class RNNValueNet(CellWeights, keras.Model):
     layers -> V. It reads a batch's Sequences as RNNPolicy does: the cell unrolled along each
     env's rows from the state the sampler stored, reset at episode starts."""
 
-    def __init__(self, normalizer, cell="gru", units=64, hidden=(64, 64)):
+    def __init__(self, normalizer, cell="gru", units=64, hidden=(64, 64), activation="tanh",
+                 orthogonal_init=False):
         super().__init__()
         self.normalizer = normalizer
-        self.mlp = _mlp(hidden, 1, out_scale=1.0)
+        self.mlp = _mlp(hidden, 1, 1.0, activation, orthogonal_init)
         self.add_cell(cell, normalizer.mean.shape[0], units)
 
     def call(self, inputs):
@@ -437,18 +465,20 @@ class RNNValueNet(CellWeights, keras.Model):
 
 
 def build_policy(obs_shape, dist, policy_hidden, normalize_obs, init_log_std=0.0, rnn="none",
-                 rnn_units=64):
+                 rnn_units=64, activation="tanh", orthogonal_init=False):
     """The policy, built (variables created): an MLP (rnn "none") or a recurrent policy (rnn
     "gru" / "lstm", `rnn_units` wide) behind a running observation normaliser for vector
-    observations; a CNN for stacked frames [frames, H, W] (Atari)."""
+    observations, their hidden layers of `activation` (_mlp: the initialisation); a CNN for
+    stacked frames [frames, H, W] (Atari: ReLU and Keras's initialisation, as section 8.2)."""
     obs_shape = tuple(obs_shape)
     if len(obs_shape) == 3 and rnn == "none":
         policy = CNNPolicy(dist, obs_shape, tuple(policy_hidden))
     elif len(obs_shape) == 1:
         normalizer = ObsNormalizer(obs_shape[0], enabled=normalize_obs)
-        policy = (MLPPolicy(dist, normalizer, tuple(policy_hidden), init_log_std) if rnn == "none"
+        policy = (MLPPolicy(dist, normalizer, tuple(policy_hidden), init_log_std, activation,
+                            orthogonal_init) if rnn == "none"
                   else RNNPolicy(dist, normalizer, rnn, rnn_units, tuple(policy_hidden),
-                                 init_log_std))
+                                 init_log_std, activation, orthogonal_init))
     else:
         raise ValueError(f"unsupported observation shape {obs_shape} (--policy_rnn={rnn}): "
                          "trpo_tf takes vectors or, with a feed-forward policy, stacked frames "
@@ -458,16 +488,19 @@ def build_policy(obs_shape, dist, policy_hidden, normalize_obs, init_log_std=0.0
     return policy
 
 
-def build_value_net(policy, obs_shape, value_hidden, rnn="none", rnn_units=64):
+def build_value_net(policy, obs_shape, value_hidden, rnn="none", rnn_units=64,
+                    activation="tanh", orthogonal_init=False):
     """V for `policy`'s observations, built: an MLP sharing the policy's normaliser, a CNN of
     the policy's shape (frames), or (rnn "gru" / "lstm") RNNValueNet, its own cell
-    `rnn_units` wide before the MLP."""
+    `rnn_units` wide before the MLP; the MLPs' hidden layers of `activation` (_mlp)."""
     obs_shape = tuple(obs_shape)
     if rnn != "none":
-        value = RNNValueNet(policy.normalizer, rnn, rnn_units, tuple(value_hidden))
+        value = RNNValueNet(policy.normalizer, rnn, rnn_units, tuple(value_hidden), activation,
+                            orthogonal_init)
         value(one_step_sequences(obs_shape, value.state_size))
         return value
-    value = ValueNet(policy.normalizer, tuple(value_hidden), pixels=len(obs_shape) == 3)
+    value = ValueNet(policy.normalizer, tuple(value_hidden), len(obs_shape) == 3, activation,
+                     orthogonal_init)
     value(dummy_observations(obs_shape))
     return value
 

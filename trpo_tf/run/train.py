@@ -29,7 +29,8 @@ from trpo_tf.sampling.single_path import value_step_kwargs
 # Settings that only shape the sampler: a resumed run with other values starts new episodes.
 SAMPLER_SETTINGS = ("num_envs", "env_backend", "max_path_length", "workers")
 # What run records written before a setting existed mean by its absence.
-RECORD_DEFAULTS = {"workers": 0, "action_masks": False, "policy_rnn": "none", "value_rnn": "none"}
+RECORD_DEFAULTS = {"workers": 0, "action_masks": False, "policy_rnn": "none", "value_rnn": "none",
+                   "activation": "tanh"}
 HEARTBEAT_SECONDS = 2.0  # a terminal hears from a long sampling phase this often
 RECENT_EPISODES = 100    # the progress line's training return: the mean of the last 100
 SAMPLING_THREAD = "trpo_tf-sampling"
@@ -95,6 +96,7 @@ class Trainer:
         hidden = cfg.policy_sizes(self.spec)
         self.record = {"env": self.spec.gym_id, "algo": cfg.algo, "sampler": cfg.sampler,
                        "seed": cfg.seed, "policy_hidden": list(hidden),
+                       "activation": cfg.activation,
                        "normalize_obs": cfg.normalize_obs, "observation_shape": list(obs_space.shape),
                        "num_envs": cfg.num_envs, "env_backend": self.backend,
                        "max_path_length": cfg.max_path_length, "workers": cfg.workers,
@@ -103,7 +105,8 @@ class Trainer:
                                       else f"{cfg.policy_rnn} {cfg.policy_rnn_units}"),
                        **method.recorded_settings(cfg)}
         self.policy = policies.build_policy(obs_space.shape, self.dist, hidden, cfg.normalize_obs,
-                                            cfg.init_log_std, cfg.policy_rnn, cfg.policy_rnn_units)
+                                            cfg.init_log_std, cfg.policy_rnn, cfg.policy_rnn_units,
+                                            **cfg.network_settings())
         self.obs_spec = pipeline.observation_spec(obs_space.shape, batch_obs_dtype(obs_space))
         self.method = method(cfg, RunParts(self.spec, self.envs, self.dist, self.policy, seeds,
                                            self.obs_spec))
