@@ -68,13 +68,14 @@ def _mlp(hidden, out_dim, out_scale, activation="tanh", orthogonal_init=False):
     them). Kernels: Glorot-uniform hidden ones and an output drawn with std `out_scale`; or,
     orthogonal_init, orthogonal ones of gain sqrt(2) and an orthogonal output of gain
     `out_scale` (the initialisation of OpenAI baselines / SB3, zero biases either way)."""
-    hidden_init = (keras.initializers.Orthogonal(HIDDEN_GAIN) if orthogonal_init
-                   else "glorot_uniform")
-    out_init = (keras.initializers.Orthogonal(out_scale) if orthogonal_init
-                else keras.initializers.RandomNormal(stddev=out_scale))
-    layers = [keras.layers.Dense(h, activation=activation, kernel_initializer=hidden_init)
-              for h in hidden]
-    layers.append(keras.layers.Dense(out_dim, kernel_initializer=out_init))
+    # each initializer made where its layer is: Keras draws their seeds in that order, so the
+    # default nets of a seed start where they did before these settings existed
+    layers = [keras.layers.Dense(h, activation=activation, kernel_initializer=(
+        keras.initializers.Orthogonal(HIDDEN_GAIN) if orthogonal_init else "glorot_uniform"))
+        for h in hidden]
+    layers.append(keras.layers.Dense(out_dim, kernel_initializer=(
+        keras.initializers.Orthogonal(out_scale) if orthogonal_init
+        else keras.initializers.RandomNormal(stddev=out_scale))))
     return keras.Sequential(layers)
 
 
