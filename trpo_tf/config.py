@@ -173,9 +173,19 @@ class _ConfigMethods:
         """--policy_hidden, or the env's default (Table 2) when it is unset."""
         return self.policy_hidden if self.policy_hidden is not None else spec.policy_hidden
 
-    def network_settings(self):
-        """build_policy's and build_value_net's keywords for the MLPs' activation and initialisation."""
-        return {"activation": self.activation, "orthogonal_init": self.orthogonal_init}
+    def policy_settings(self, spec):
+        """build_policy's keywords for this run's policy on `spec` (the learner's and each Ray
+        worker's copy alike)."""
+        return {"policy_hidden": self.policy_sizes(spec), "normalize_obs": self.normalize_obs,
+                "init_log_std": self.init_log_std, "rnn": self.policy_rnn,
+                "rnn_units": self.policy_rnn_units, "activation": self.activation,
+                "orthogonal_init": self.orthogonal_init}
+
+    def value_settings(self):
+        """build_value_net's keywords for this run's value baseline."""
+        return {"value_hidden": self.value_hidden, "rnn": self.value_cell,
+                "rnn_units": self.policy_rnn_units, "activation": self.activation,
+                "orthogonal_init": self.orthogonal_init}
 
     @property
     def value_cell(self):

@@ -500,8 +500,8 @@ def build_value_net(policy, obs_shape, value_hidden, rnn="none", rnn_units=64,
                             orthogonal_init)
         value(one_step_sequences(obs_shape, value.state_size))
         return value
-    value = ValueNet(policy.normalizer, tuple(value_hidden), len(obs_shape) == 3, activation,
-                     orthogonal_init)
+    value = ValueNet(policy.normalizer, tuple(value_hidden), pixels=len(obs_shape) == 3,
+                     activation=activation, orthogonal_init=orthogonal_init)
     value(dummy_observations(obs_shape))
     return value
 

@@ -329,8 +329,7 @@ class AdvantageMethod(SinglePathMethod):
         from trpo_tf.policies import build_value_net
 
         self.value_net = build_value_net(parts.policy, parts.envs.observation_space.shape,
-                                         cfg.value_hidden, cfg.value_cell, cfg.policy_rnn_units,
-                                         **cfg.network_settings())
+                                         **cfg.value_settings())
         self.recurrent_value = cfg.value_cell != "none"
         inputs_spec = policy_input_spec(parts.obs_spec, self.value_state_size(cfg))
         seed = seeding.int_seed(parts.seeds["value_shuffle"])

@@ -87,13 +87,11 @@ class ShareSampler:
         _, self.envs = method.make_envs(cfg, spec, seeds)
         dist = distributions.for_action_space(self.envs.action_space)
         self.policy = policies.build_policy(self.envs.observation_space.shape, dist,
-                                            cfg.policy_sizes(spec), cfg.normalize_obs,
-                                            cfg.init_log_std, cfg.policy_rnn, cfg.policy_rnn_units,
-                                            **cfg.network_settings())
+                                            **cfg.policy_settings(spec))
         # a recurrent value baseline's copy: the sampler carries its state (its cell's)
         self.value_net = (policies.build_value_net(
-            self.policy, self.envs.observation_space.shape, cfg.value_hidden, cfg.value_cell,
-            cfg.policy_rnn_units, **cfg.network_settings()) if cfg.value_cell != "none" else None)
+            self.policy, self.envs.observation_space.shape, **cfg.value_settings())
+            if cfg.value_cell != "none" else None)
         self.sampler = method.make_sampler(method.share(cfg, worker, workers), self.envs, dist,
                                            seeds, self.policy)
 

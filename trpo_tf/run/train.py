@@ -93,9 +93,8 @@ class Trainer:
         self.backend, self.envs = method.make_envs(cfg, self.spec, seeds)
         self.dist = distributions.for_action_space(self.envs.action_space)
         obs_space = self.envs.observation_space
-        hidden = cfg.policy_sizes(self.spec)
         self.record = {"env": self.spec.gym_id, "algo": cfg.algo, "sampler": cfg.sampler,
-                       "seed": cfg.seed, "policy_hidden": list(hidden),
+                       "seed": cfg.seed, "policy_hidden": list(cfg.policy_sizes(self.spec)),
                        "activation": cfg.activation,
                        "normalize_obs": cfg.normalize_obs, "observation_shape": list(obs_space.shape),
                        "num_envs": cfg.num_envs, "env_backend": self.backend,
@@ -104,9 +103,8 @@ class Trainer:
                        "policy_rnn": (cfg.policy_rnn if cfg.policy_rnn == "none"
                                       else f"{cfg.policy_rnn} {cfg.policy_rnn_units}"),
                        **method.recorded_settings(cfg)}
-        self.policy = policies.build_policy(obs_space.shape, self.dist, hidden, cfg.normalize_obs,
-                                            cfg.init_log_std, cfg.policy_rnn, cfg.policy_rnn_units,
-                                            **cfg.network_settings())
+        self.policy = policies.build_policy(obs_space.shape, self.dist,
+                                            **cfg.policy_settings(self.spec))
         self.obs_spec = pipeline.observation_spec(obs_space.shape, batch_obs_dtype(obs_space))
         self.method = method(cfg, RunParts(self.spec, self.envs, self.dist, self.policy, seeds,
                                            self.obs_spec))
