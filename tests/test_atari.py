@@ -1,5 +1,6 @@
-"""Atari (section 8.2): preprocessing, the paper's CNN, ALE snapshots through the wrappers,
-single path and vine runs on Pong whose exported policy `play` and `table1` load."""
+"""Atari (section 8.2): preprocessing, EnvPool's frames against gymnasium's wrappers', the
+paper's CNN, ALE snapshots through the wrappers, single path (EnvPool) and vine (gymnasium)
+runs on Pong whose exported policy `play` and `table1` load."""
 import dataclasses
 import os
 import platform
@@ -25,7 +26,47 @@ def test_the_seven_games_resolve_with_their_preprocessing():
         assert spec.atari.frame_skip == (3 if game == "SpaceInvaders" else 4)
     assert envs.resolve_env("ALE/Breakout-v5").atari is not None
     assert envs.resolve_env("Hopper").atari is None
-    assert envs.pick_backend(envs.resolve_env("Pong"), "auto") == "gymnasium"
+
+
+def test_single_path_games_sample_on_envpool_unless_lives_end_episodes():
+    assert envs.pick_backend(envs.resolve_env("Pong"), "auto") == "envpool"
+    lives = envs.resolve_env("Pong", envs.AtariSettings(terminal_on_life_loss=True))
+    assert envs.pick_backend(lives, "auto") == "gymnasium"
+    with pytest.raises(envs.EnvError, match="cannot take --terminal_on_life_loss"):
+        envs.pick_backend(lives, "envpool")
+
+
+@pytest.mark.parametrize("game, settings, max_path_length", [
+    ("Pong", envs.AtariSettings(noop_max=1), 400),
+    ("SpaceInvaders", envs.AtariSettings(noop_max=1, screen_size=36, frame_stack=3), None),
+    ("Breakout", envs.AtariSettings(noop_max=1, frame_skip=2), None)])
+def test_envpool_atari_frames_equal_the_gymnasium_wrappers(game, settings, max_path_length):
+    """The same actions into make_atari_env and EnvPool's Atari (envpool_atari_options):
+    every observation, reward and end equal, to the path's end: a time limit, or a game over
+    (inside a skip, its final observation's last frame is EnvPool's last frame, not the max
+    of two; the earlier frames are equal). With noop_max=1 both play exactly one no-op frame
+    at a reset."""
+    spec = envs.resolve_env(game, settings)
+    reference = envs.make_env(spec, max_path_length)
+    pool = envs.EnvPoolEnvs(spec, 1, 0, max_path_length)
+    assert pool.observation_space == reference.observation_space
+    assert pool.action_space == reference.action_space
+    np.testing.assert_array_equal(pool.reset()[0], reference.reset(seed=0)[0])
+    actions = np.random.default_rng(1).integers(0, reference.action_space.n, 3000)
+    for t, action in enumerate(actions):
+        obs, rew, term, trunc, _ = reference.step(action)
+        pool_obs, pool_rew, pool_term, pool_trunc, final = pool.step(np.array([action]))
+        assert (pool_rew[0], pool_term[0], pool_trunc[0]) == (rew, term, trunc), t
+        if term:  # the earlier frames of the stack
+            np.testing.assert_array_equal(final[0][:-1], obs[:-1])
+            break
+        np.testing.assert_array_equal(pool_obs[0], obs, err_msg=f"step {t}")
+        if trunc:
+            break
+    assert trunc == (max_path_length is not None) and t + 1 == (max_path_length or t + 1)
+    assert term or trunc, "the game should end within 3,000 random actions"
+    pool.close()
+    reference.close()
 
 
 def test_preprocessing_gives_stacked_uint8_frames_and_honours_the_flags():

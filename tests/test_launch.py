@@ -33,7 +33,7 @@ def launch(*args, timeout=300, fresh=False):
     (["--iterations=3", "extra"], "unexpected arguments: extra"),
     (["--sampler=vine", "--env=CartPole-v1"], "--sampler=vine needs a simulator whose state can be restored; CartPole-v1 cannot"),
     (["--sampler=vine", "--env_backend=envpool"], "--sampler=vine restores simulator states, which EnvPool cannot"),
-    (["--env=Pong", "--env_backend=envpool"], "--env_backend=envpool: EnvPool is not installed or has no ALE/Pong-v5"),
+    (["--env=Pong", "--env_backend=envpool", "--terminal_on_life_loss"], "--env_backend=envpool cannot take --terminal_on_life_loss"),
     (["--env=Pong", "--frame_skip=-1"], "--frame_skip must be >= 0"),
     (["--env=Pong", "--sticky_actions=1.5"], "--sticky_actions must be a probability in [0, 1)"),
     (["--env=Pong", "--algo=cem"], "--algo=cem searches MLP / linear policies; ALE/Pong-v5's CNN"),

@@ -72,7 +72,8 @@ declare(ENVS, "max_path_length", 0,
         "Truncate paths at this length (bootstrapped, not terminal); 0 = the env's own limit.",
         check=at_least(0), rule=">= 0, 0 meaning the env's limit")
 
-ATARI = "1 envs: Atari preprocessing (section 8.2; gymnasium's AtariPreprocessing + FrameStackObservation)"
+ATARI = ("1 envs: Atari preprocessing (section 8.2; gymnasium's AtariPreprocessing + "
+         "FrameStackObservation, or the same in EnvPool's C++ for single path)")
 declare(ATARI, "frame_skip", 0,
         "Atari: emulator frames per action, max-pooled over the last two; 0 = the game's default "
         "(4; 3 for SpaceInvaders).", check=at_least(0), rule=">= 0, 0 meaning the game's default")
@@ -86,10 +87,12 @@ declare(ATARI, "sticky_actions", 0.0,
         "to 0.25).", check=in_unit_interval(low_open=False, high_open=True),
         rule="a probability in [0, 1)")
 declare(ATARI, "noop_max", 0,
-        "Atari: up to this many random no-ops after each reset (0 as in Mnih et al. 2013).",
+        "Atari: up to this many random no-ops after each reset (0 as in Mnih et al. 2013; "
+        "EnvPool plays at least one no-op frame).",
         check=at_least(0), rule=">= 0")
 declare(ATARI, "terminal_on_life_loss", False,
-        "Atari: end episodes when a life is lost (off as in Mnih et al. 2013).")
+        "Atari: end episodes when a life is lost (off as in Mnih et al. 2013; samples on "
+        "gymnasium's wrappers).")
 
 SAMPLING = "2 sampling"
 declare(SAMPLING, "sampler", "single_path",

@@ -1,6 +1,7 @@
 """Environments: the paper's short names, any gymnasium id, and a group of envs stepped
 together with automatic reset (the gymnasium backend of vectorised sampling)."""
 import dataclasses
+import functools
 import importlib
 import os
 import warnings
@@ -123,9 +124,9 @@ def resolve_env(name, atari=AtariSettings()):
         return EnvSpec(name, name, DEFAULT_HIDDEN, auto_backend="gymnasium")
     gym_id = f"ALE/{name}-v5" if name in ATARI_GAMES else name
     if gym_id in gym.registry:
-        if is_atari(gym_id):
-            return EnvSpec(name, gym_id, ATARI_HIDDEN, auto_backend="gymnasium",
-                           atari=atari.for_game(gym_id))
+        if is_atari(gym_id):  # EnvPool's life-loss episodes differ: envpool_atari_options
+            return EnvSpec(name, gym_id, ATARI_HIDDEN, atari=atari.for_game(gym_id),
+                           auto_backend="gymnasium" if atari.terminal_on_life_loss else "envpool")
         return EnvSpec(name, gym_id, DEFAULT_HIDDEN)
     raise EnvError(
         f"--env={name!r} is neither a short name ({', '.join((*SHORT_NAMES, *ATARI_GAMES))}) "
@@ -381,11 +382,38 @@ class GymnasiumEnvs:
             env.close()
 
 
+ALE_FRAME_LIMIT = 108_000  # emulator frames per episode of ALE's v5 games (then truncated)
+
+
+def envpool_id(spec):
+    """The id EnvPool knows the env by (ALE/Pong-v5 is its Pong-v5)."""
+    return spec.gym_id.partition("/")[2] if spec.atari is not None else spec.gym_id
+
+
+def envpool_atari_options(settings, max_path_length=None):
+    """EnvPool's Atari options that give make_atari_env's observations, rewards and ends
+    (frames compared in tests/test_atari.py): grayscale screens max-pooled over the last two
+    of frame_skip frames, resized by area, frame_stack of them, unclipped rewards, no fire on
+    reset, truncation at ALE's frame limit or max_path_length agent steps. Two differences:
+    EnvPool plays at least one no-op frame at every reset (noop_max 0 acts as 1: one frame,
+    1/60 s of game time, at each start), and when a game ends inside a skip its final
+    observation holds the last frame, not the max of two (a terminal observation is never
+    bootstrapped). Life-loss episodes are not offered: EnvPool's go on with the game after the
+    reset, gymnasium's restart it (pick_backend)."""
+    limit = ALE_FRAME_LIMIT // settings.frame_skip
+    return dict(img_height=settings.screen_size, img_width=settings.screen_size,
+                stack_num=settings.frame_stack, frame_skip=settings.frame_skip, gray_scale=True,
+                noop_max=max(1, settings.noop_max), use_fire_reset=False, episodic_life=False,
+                reward_clip=False, repeat_action_probability=settings.sticky_actions,
+                use_inter_area_resize=True, max_episode_steps=min(max_path_length or limit, limit))
+
+
 class EnvPoolEnvs:
     """The same interface over EnvPool (C++ threads). EnvPool resets a done env on its *next*
     step, ignoring that step's action and returning the first observation of the new episode
     with reward 0: `autoreset_next_step` tells the sampler to drop those rows (resetting at
-    once instead would cost a second round trip to the threads on every step with an end)."""
+    once instead would cost a second round trip to the threads on every step with an end).
+    ALE games get make_atari_env's preprocessing in EnvPool's C++ (envpool_atari_options)."""
 
     autoreset_next_step = True
     mask_source = action_masks = None  # EnvPool's envs give no action masks
@@ -397,11 +425,13 @@ class EnvPoolEnvs:
 
         kwargs = {"env_type": "gymnasium", "num_envs": num_envs, "batch_size": num_envs,
                   "seed": seed, "num_threads": num_threads or min(num_envs, os.cpu_count() or 1)}
-        if max_path_length:
+        if spec.atari is not None:
+            kwargs.update(envpool_atari_options(spec.atari, max_path_length))
+        elif max_path_length:
             kwargs["max_episode_steps"] = max_path_length
         with warnings.catch_warnings():  # EnvPool's float64 bounds -> gymnasium float32 Box
             warnings.simplefilter("ignore", UserWarning)
-            self.pool = envpool.make(spec.gym_id, **kwargs)
+            self.pool = envpool.make(envpool_id(spec), **kwargs)
             self.observation_space = self.pool.observation_space
             self.action_space = self.pool.action_space
         self.num_envs = num_envs
@@ -429,8 +459,10 @@ def _by_env_id(obs, info):
     return obs[np.argsort(info["env_id"])]
 
 
+@functools.lru_cache(maxsize=None)
 def envpool_ids():
-    """Env ids EnvPool can make here (empty if EnvPool is not installed)."""
+    """Env ids EnvPool can make here (empty if EnvPool is not installed); asked once per
+    process (~0.3 s)."""
     try:
         import envpool
     except ImportError:
@@ -447,10 +479,14 @@ def pick_backend(spec, backend):
     if backend != "auto" and backend not in BACKENDS:
         raise EnvError(f"--env_backend must be auto|{'|'.join(BACKENDS)} (got {backend!r})")
     if backend == "auto":
-        return spec.auto_backend if spec.gym_id in envpool_ids() else "gymnasium"
-    if backend == "envpool" and spec.gym_id not in envpool_ids():
+        return spec.auto_backend if envpool_id(spec) in envpool_ids() else "gymnasium"
+    if backend == "envpool" and envpool_id(spec) not in envpool_ids():
         raise EnvError(f"--env_backend=envpool: EnvPool is not installed or has no {spec.gym_id}; "
                        "use --env_backend=gymnasium or auto")
+    if backend == "envpool" and spec.atari is not None and spec.atari.terminal_on_life_loss:
+        raise EnvError("--env_backend=envpool cannot take --terminal_on_life_loss: EnvPool's "
+                       "episodes go on with the same game after a lost life, gymnasium's restart "
+                       "it; use --env_backend=gymnasium or auto")
     return backend
 
 
