@@ -217,3 +217,42 @@ def test_the_accepted_step_with_the_new_statistics_is_within_delta(sampler, tmp_
         assert kl == pytest.approx(m["kl"], rel=1e-3) and 0.002 < kl <= cfg.max_kl, kl
     finally:
         trainer.close()
+
+
+@pytest.mark.parametrize("sampler, budget", [("single_path", dict(steps=3000)),
+                                             ("vine", dict(iterations=3))])
+def test_the_kl_bound_follows_its_schedule_over_the_budget(sampler, budget, tmp_path):
+    """--max_kl_end: delta moves linearly from --max_kl to it over the budget, set before each
+    update from the budget spent (3 iterations: 0, 1/3, 2/3 of it). Each accepted step's KL is
+    within that iteration's bound and near it (the bound binds: with a constant delta the
+    last step's KL is ~0.02, over its bound 0.0073)."""
+    from trpo_tf.run.train import train
+
+    cfg = Config(env="Cartpole", sampler=sampler, batch_steps=1000, num_envs=2, eval_every=0,
+                 max_kl=0.02, max_kl_end=0.0005, logdir=str(tmp_path), quiet=True,
+                 vine_trunk_paths=2, vine_trunk_length=200, vine_states=20,
+                 vine_actions_per_state=2, vine_rollout_length=20, **budget)
+    history = train(cfg)
+    bounds = [0.02 + (0.0005 - 0.02) * spent for spent in (0, 1 / 3, 2 / 3)]
+    assert len(history) == 3
+    for m, bound in zip(history, bounds):
+        assert m["step_accepted"] == 1.0 and 0.3 * bound < m["kl"] <= bound * (1 + 1e-6), (m["kl"], bound)
+
+
+def test_the_value_learning_rate_follows_its_schedule_and_a_resume_sets_it_again(tmp_path):
+    from trpo_tf.run.train import Trainer
+
+    cfg = Config(env="Cartpole", batch_steps=200, num_envs=2, eval_every=0, vf_lr=1e-3,
+                 vf_lr_end=1e-4, max_kl=0.02, logdir=str(tmp_path), quiet=True)
+    trainer = Trainer(cfg)
+    try:
+        method = trainer.method
+        for spent, lr in [(0.0, 1e-3), (0.75, 3.25e-4), (1.0, 1e-4)]:
+            method.anneal(spent)
+            assert float(method.value_fitter.optimizer.learning_rate) == pytest.approx(lr, rel=1e-6)
+            assert float(method.learner.max_kl) == pytest.approx(0.02, rel=1e-6)  # no KL schedule
+        method.load_state(method.state())  # a resume or a skipped iteration: the flag's value,
+        method.anneal(0.5)                 # until the next update's anneal
+        assert float(method.value_fitter.optimizer.learning_rate) == pytest.approx(5.5e-4, rel=1e-6)
+    finally:
+        trainer.close()

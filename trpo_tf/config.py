@@ -151,6 +151,10 @@ declare(PIPELINE, "orthogonal_init", False,
         "std 0.01 / 1.")
 declare(PIPELINE, "init_log_std", 0.0, "Initial log standard deviation of Gaussian policies.")
 declare(PIPELINE, "vf_lr", 1e-3, "Value function Adam learning rate.", check=positive, rule="> 0")
+declare(PIPELINE, "vf_lr_end", 0.0,
+        "The value fit's learning rate at the end of the budget (--steps or --iterations), "
+        "reached linearly from --vf_lr; 0 = --vf_lr throughout.", check=at_least(0.0),
+        rule=">= 0, 0 meaning no schedule")
 declare(PIPELINE, "vf_epochs", 10, "Value function epochs per iteration.", check=at_least(0),
         rule=">= 0")
 declare(PIPELINE, "vf_minibatch", 128,

@@ -147,6 +147,11 @@ class Method:
         loop restores the variables and `state()` as they were."""
         raise NotImplementedError
 
+    def anneal(self, spent):
+        """Set the scheduled settings (--max_kl_end, --vf_lr_end) for the next update, `spent`
+        the fraction of the budget (--steps or --iterations) the run has used before it."""
+        del spent
+
     def carried_value_net(self):
         """The recurrent value baseline whose state the sampler carries (stepped with its
         NumPy cell, sampling.value_step_kwargs), or None."""
@@ -178,6 +183,11 @@ class Method:
 
     def load_state(self, saved):
         del saved
+
+
+def linear_schedule(start, end, spent):
+    """`start` moved linearly to `end` over the budget, at `spent` of it; end 0: no schedule."""
+    return start + (end - start) * spent if end else start
 
 
 def policy_step(learner, *inputs):
@@ -363,6 +373,10 @@ class AdvantageMethod(SinglePathMethod):
     def load_state(self, saved):
         super().load_state(saved)
         self.value_fitter.optimizer.learning_rate = self.cfg.vf_lr  # a flag, not checkpoint state
+
+    def anneal(self, spent):
+        self.value_fitter.optimizer.learning_rate = linear_schedule(
+            self.cfg.vf_lr, self.cfg.vf_lr_end, spent)
 
     def make_learner(self):
         """An object whose traced .step(policy inputs (observations, or Sequences: policy_inputs),

@@ -8,6 +8,9 @@ from trpo_tf.settings import at_least, declare, in_unit_interval, positive
 GROUP = "4 method trpo: the trust-region step (also vine and the ablations)"
 declare(GROUP, "max_kl", 0.01, "delta: bound on the mean KL(pi_old || pi) per update (eq. 13).",
         check=positive, rule="> 0")
+declare(GROUP, "max_kl_end", 0.0,
+        "delta at the end of the budget (--steps or --iterations), reached linearly from "
+        "--max_kl; 0 = --max_kl throughout.", check=at_least(0.0), rule=">= 0, 0 meaning no schedule")
 declare(GROUP, "cg_iters", 15, "Conjugate-gradient iterations (appendix C: 10).",
         check=at_least(1), rule=">= 1")
 declare(GROUP, "cg_damping", 0.1, "CG solves (A + damping I) x = g.", check=at_least(0.0),
@@ -34,12 +37,23 @@ def trpo_learner(cfg, parts, gain, input_specs, **options):
                        cfg.ls_max_backtracks, behaviour_params=bool(behaviour), **options)
 
 
+def anneal_trust_region(learner, cfg, spent):
+    """The learner's delta at `spent` of the budget (--max_kl_end's schedule)."""
+    from trpo_tf.methods.base import linear_schedule
+
+    learner.max_kl.assign(linear_schedule(cfg.max_kl, cfg.max_kl_end, spent))
+
+
 class TRPO(AdvantageMethod):
     algo = "trpo"
     takes_action_masks = True  # and its ablations
     tuned_presets = True  # not its ablations (they set it back)
     takes_recurrent_policy = True
     tags = {**AdvantageMethod.tags, **TRUST_REGION_TAGS}
+
+    def anneal(self, spent):
+        super().anneal(spent)
+        anneal_trust_region(self.learner, self.cfg, spent)
 
     def learner_options(self):
         """What an ablation changes in the step (none: TRPO itself)."""

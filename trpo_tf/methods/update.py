@@ -244,7 +244,7 @@ class TRPOLearner:
         self.dist = dist
         self.gain_fn = gain_fn
         self.variables = policy.trainable_variables
-        self.max_kl = max_kl
+        self.max_kl = tf.Variable(max_kl, trainable=False, dtype=tf.float32)  # a schedule sets it
         self.cg_iters = cg_iters
         self.cg_damping = cg_damping
         self.fvp_stride = max(1, round(1.0 / fvp_subsample))  # appendix C: FVPs on a subsample

@@ -6,7 +6,7 @@ import time
 
 from trpo_tf.methods.base import (POLICY_STEP_FAULT, POLICY_STEP_TAGS, TRUST_REGION_TAGS, Method,
                                   policy_step, timed, update_normalizer)
-from trpo_tf.methods.trpo import trpo_learner
+from trpo_tf.methods.trpo import anneal_trust_region, trpo_learner
 from trpo_tf.settings import at_least, declare
 
 GROUP = "4 method trpo, --sampler=vine"
@@ -110,6 +110,9 @@ class Vine(Method):
         return (f"vine: {cfg.vine_trunk_paths} trunks x {cfg.vine_trunk_length} steps, "
                 f"{cfg.vine_states} states x {self.sampler.k} branches x "
                 f"{cfg.vine_rollout_length} steps")
+
+    def anneal(self, spent):
+        anneal_trust_region(self.learner, self.cfg, spent)
 
     def update(self, batch):
         """Normaliser update (trunk states), then the TRPO step on the rollout set (eq. 16 /

@@ -216,6 +216,11 @@ class Trainer:
         cfg = self.cfg
         return env_steps < cfg.steps if cfg.steps else iterations_done < cfg.iterations
 
+    def budget_spent(self, iterations_done, env_steps):
+        """The fraction of the budget (--steps, else --iterations) used so far."""
+        cfg = self.cfg
+        return min(1.0, env_steps / cfg.steps if cfg.steps else iterations_done / cfg.iterations)
+
     def planned_iterations(self, iterations_done, env_steps):
         """The count the progress line shows: --iterations, or under --steps the iterations done
         plus the budget left at the mean steps per iteration so far (exact for single path;
@@ -288,6 +293,7 @@ class Trainer:
         n = int(batch["sim_steps"])  # every simulator step the batch took, branches included
         before = [v.numpy() for v in self.checkpointer.state_variables]
         state_before = self.method.state()
+        self.method.anneal(self.budget_spent(it, env_steps))
         m, fault = self.method.update(batch)
         if not fault and not self.checkpointer.all_finite():
             fault = "parameters after the update (value fit or policy)"
