@@ -177,3 +177,64 @@ def test_each_method_runs_two_iterations_on_cartpole_and_writes_its_summaries(tm
         assert all(m["kl_max"] <= cfg.max_kl for m in history)
     if algo in ("cem", "cma"):
         assert event_steps(str(tmp_path), "Search/Spread") == [1, 2]
+
+
+def test_the_entropy_bonus_adds_coef_times_the_mean_entropy_and_its_gradient():
+    """A diagonal Gaussian's entropy is sum(log std) + const per state, so the bonus adds
+    exactly coef to the log std's gradient and nothing to the mean's."""
+    policy, dist = linear_gaussian()
+    obs, act, adv = heterogeneous_batch(n=60)
+    variables = policy.trainable_variables
+    old = tf.stop_gradient(policy(obs))
+
+    def gain_and_grad(gain_fn):
+        with tf.GradientTape() as tape:
+            gain = gain_fn(policy(obs), old, act, adv)
+        return float(gain), U.flat_concat(tape.gradient(gain, variables)).numpy()
+
+    plain, g0 = gain_and_grad(U.single_path_gain(dist))
+    bonus, g1 = gain_and_grad(U.with_entropy_bonus(U.single_path_gain(dist), dist, 0.3))
+    entropy = -0.5 + 0.5 * np.log(2 * np.pi * np.e)  # log std -0.5, one action dimension
+    assert bonus - plain == pytest.approx(0.3 * entropy, rel=1e-5)
+    expected = np.concatenate([np.full(int(np.prod(v.shape)), 0.3 if "log_std" in v.name else 0.0)
+                               for v in variables])
+    np.testing.assert_allclose(g1 - g0, expected, atol=1e-6)
+
+
+def test_with_zero_advantages_only_the_entropy_bonus_moves_the_policy():
+    """No advantage, no gradient: the step is empty without the bonus; with it the step widens
+    the policy (higher entropy), within delta."""
+    obs, act, _ = heterogeneous_batch(n=60)
+    zero = tf.zeros([60])
+    entropies = []
+    for coef in (0.0, 0.1):
+        policy, dist = linear_gaussian()
+        gain = U.single_path_gain(dist)
+        step = U.TRPOLearner(policy, dist, U.with_entropy_bonus(gain, dist, coef) if coef else gain,
+                             [OBS, ACT, PER_STEP], max_kl=0.01, cg_iters=20, cg_damping=1e-3,
+                             fvp_subsample=1.0, ls_shrink=0.8, ls_max_backtracks=10).step
+        before = float(tf.reduce_mean(dist.entropy(policy(obs))))
+        m = step(obs, act, zero)
+        entropies.append(float(tf.reduce_mean(dist.entropy(policy(obs)))) - before)
+        if coef:
+            assert float(m["step_accepted"]) == 1.0 and 0.005 < float(m["kl"]) <= 0.01
+        else:
+            assert float(m["grad_norm"]) == 0.0
+    assert entropies[0] == 0.0 and entropies[1] > 0.05
+
+
+def test_entropy_coef_reaches_the_runs_surrogate(tmp_path):
+    from trpo_tf.config import Config
+    from trpo_tf.run.train import Trainer
+
+    trainer = Trainer(Config(env="Cartpole", batch_steps=100, num_envs=2, eval_every=0,
+                             entropy_coef=0.5, logdir=str(tmp_path), quiet=True))
+    try:
+        obs = tf.random.normal([7, 4])
+        params = trainer.policy(obs)
+        act = trainer.dist.sample(params)
+        gain = trainer.method.learner.gain_fn(params, params, act, tf.zeros([7]))
+        expected = 0.5 * tf.reduce_mean(trainer.dist.entropy(params))
+        assert float(gain) == pytest.approx(float(expected), rel=1e-6) and float(gain) != 0.0
+    finally:
+        trainer.close()

@@ -11,6 +11,9 @@ declare(GROUP, "max_kl", 0.01, "delta: bound on the mean KL(pi_old || pi) per up
 declare(GROUP, "max_kl_end", 0.0,
         "delta at the end of the budget (--steps or --iterations), reached linearly from "
         "--max_kl; 0 = --max_kl throughout.", check=at_least(0.0), rule=">= 0, 0 meaning no schedule")
+declare(GROUP, "entropy_coef", 0.0,
+        "Added to the surrogate: this times the policy's mean entropy over the batch's states "
+        "(0: the paper's surrogate).", check=at_least(0.0), rule=">= 0")
 declare(GROUP, "cg_iters", 15, "Conjugate-gradient iterations (appendix C: 10).",
         check=at_least(1), rule=">= 1")
 declare(GROUP, "cg_damping", 0.1, "CG solves (A + damping I) x = g.", check=at_least(0.0),
@@ -25,12 +28,15 @@ declare(GROUP, "ls_max_backtracks", 10, "Line search: steps tried before the upd
 
 
 def trpo_learner(cfg, parts, gain, input_specs, **options):
-    """TRPOLearner with the run's trust-region settings; `options` swap one piece (update.py).
+    """TRPOLearner with the run's trust-region settings and surrogate (--entropy_coef's bonus
+    added to `gain`); `options` swap one piece (update.py).
     With a moving normaliser it takes the sampling policy's parameters on the batch (and on
     the KL states) last."""
     from trpo_tf.methods.base import behaviour_specs
-    from trpo_tf.methods.update import TRPOLearner
+    from trpo_tf.methods.update import TRPOLearner, with_entropy_bonus
 
+    if cfg.entropy_coef:
+        gain = with_entropy_bonus(gain, parts.dist, cfg.entropy_coef)
     behaviour = behaviour_specs(parts, 1 + options.get("kl_states", 0))
     return TRPOLearner(parts.policy, parts.dist, gain, input_specs + behaviour, cfg.max_kl,
                        cfg.cg_iters, cfg.cg_damping, cfg.fvp_subsample, cfg.ls_shrink,

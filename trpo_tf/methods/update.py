@@ -42,6 +42,16 @@ def single_path_gain(dist):
     return gain
 
 
+def with_entropy_bonus(gain_fn, dist, coef):
+    """gain_fn plus coef times the mean entropy of the policy at `params` (over the states the
+    gain runs over): the surrogate the step and the line search maximise with --entropy_coef."""
+
+    def gain(params, old_params, *data):
+        return gain_fn(params, old_params, *data) + coef * tf.reduce_mean(dist.entropy(params))
+
+    return gain
+
+
 def branch_log_prob(dist, params, actions):
     """log pi(a_{n,k} | s_n) for K actions per state: params [N, P], actions [N, K, ...] -> [N, K]."""
     k = tf.shape(actions)[1]
