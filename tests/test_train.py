@@ -175,3 +175,32 @@ def test_the_planned_iteration_count_is_exact_and_steady_under_a_huge_steps_budg
     trainer = types.SimpleNamespace(cfg=Config(steps=budget, batch_steps=2048, num_envs=1))
     plans = {Trainer.planned_iterations(trainer, it, it * 2048) for it in range(6)}
     assert plans == {budget // 2048 + 1}
+
+
+def test_scalars_written_in_one_event_read_as_tf_summary_scalar_writes_them(tmp_path):
+    """write_scalars' one raw event per step holds, value for value, the protos that a
+    tf.summary.scalar per metric writes (TensorBoard's scalars plugin reads them alike); NaN
+    and skip_tags are left out."""
+    tags = {"kl": "Policy/MeanKL", "ret": "Train/EpisodeReturnMean", "ev": "Value/Explained",
+            "untagged": None}
+    metrics = {"kl": 0.0123, "ret": float("nan"), "ev": -1.5e7, "untagged": 3.0}
+
+    def values(logdir):
+        return {(e.step, v.tag): v.SerializeToString()
+                for path in summaries.event_files(logdir) for e in summaries.read_events(path)
+                for v in e.summary.value}
+
+    reference = tf.summary.create_file_writer(str(tmp_path / "reference"))
+    ours = tf.summary.create_file_writer(str(tmp_path / "ours"))
+    tags = {k: v for k, v in tags.items() if v}
+    for step in (1, 2):
+        with reference.as_default(step=step):
+            for key in ("kl", "ev"):
+                if step == 1 or key != "ev":
+                    tf.summary.scalar(tags[key], metrics[key])
+        summaries.write_scalars(ours, step, metrics, skip_tags={"Value/Explained"} if step == 2
+                                else frozenset(), tags=tags)
+    reference.flush()
+    expected = values(str(tmp_path / "reference"))
+    assert set(expected) == {(1, "Policy/MeanKL"), (1, "Value/Explained"), (2, "Policy/MeanKL")}
+    assert values(str(tmp_path / "ours")) == expected
