@@ -4,16 +4,17 @@ values; padded steps outside the fit; the fit learning a target that depends on 
 observation where the MLP baseline cannot; the sampler's carried value states against the
 unroll; Ray shares; an exact resume; and the run record's refusal of another value choice."""
 import json
+import shutil
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from test_resume import final_params
 from trpo_tf.config import Config, validate
 from trpo_tf.distributions import Categorical
 from trpo_tf.envs import make_env_group, resolve_env
 from trpo_tf.errors import ConfigError
+from trpo_tf.flat import get_flat
 from trpo_tf.pipeline import policy_input_spec
 from trpo_tf.pipeline.value import (SequenceValueFitter, ValueFitter, masked_mse,
                                     padded_sequences)
@@ -210,13 +211,23 @@ BASE = dict(env="Cartpole", env_backend="gymnasium", batch_steps=300, num_envs=3
 
 
 def test_a_recurrent_run_resumes_bit_for_bit_evaluates_exports_and_plays(tmp_path):
-    """As the feed-forward resume test: 2 iterations straight equal 1, then a resume to 2. The
+    """As the feed-forward resume test: 2 iterations straight equal a resume to 2 from the
+    directory the straight run had after iteration 1 (copied then: its checkpoint). The
     policy's cell and the value's (weights, Adam state) are checkpointed with their nets, their
     per-env states in the sampler's checkpointed state; the evaluation stage runs every
     iteration; the export plays with its state carried (run_episodes, as `play`)."""
     base = dict(BASE, eval_every=1, eval_episodes=2)
-    straight = final_params(Config(iterations=2, logdir=str(tmp_path / "a"), **base))
-    final_params(Config(iterations=1, logdir=str(tmp_path / "b"), **base))
+
+    def keep_iteration_one(done, _):  # the directory a run stopped after iteration 1 leaves
+        if done == 1:
+            shutil.copytree(tmp_path / "a", tmp_path / "b")
+
+    one_run = Trainer(Config(iterations=2, logdir=str(tmp_path / "a"), **base))
+    try:
+        one_run.run(on_iteration=keep_iteration_one)
+        straight = get_flat(one_run.policy.variables + one_run.method.value_net.variables).numpy()
+    finally:
+        one_run.close()
     trainer = Trainer(Config(iterations=2, logdir=str(tmp_path / "b"), **base))
     try:
         assert trainer.method.value_net.state_size == 12  # an LSTM's h and c
