@@ -26,7 +26,8 @@ from trpo_tf.errors import ConfigError  # noqa: E402
 from trpo_tf.run import outputs  # noqa: E402
 
 flags.DEFINE_list("envs", ["Hopper", "Walker", "HalfCheetah", "Swimmer"], "Short names or gymnasium ids.")
-flags.DEFINE_integer("seeds", 5, "Seeds 0 .. seeds - 1 per env.")
+flags.DEFINE_integer("seeds", 5, "Seeds first_seed .. first_seed + seeds - 1 per env.")
+flags.DEFINE_integer("first_seed", 0, "The first seed (to rerun or add seeds of a grid).")
 flags.DEFINE_integer("steps", 1_000_000, "Environment steps per run (--steps of trpo_tf.launch).")
 flags.DEFINE_string("out", "runs/returns", "Runs, returns.csv, returns.png and summary.md go here.")
 flags.DEFINE_multi_string("flag", [], "An extra trpo_tf.launch flag for every run, e.g. "
@@ -190,8 +191,8 @@ def main(argv):
     if FLAGS.smoke:
         envs, seeds, steps, reps = ["Cartpole"], 2, 3000, 200
         extra = [*extra, "batch_steps=1000", "eval_every=1", "eval_episodes=2"]
-    if seeds < 1 or steps < 1 or not envs:
-        fail("--seeds and --steps must be >= 1 and --envs non-empty")
+    if seeds < 1 or steps < 1 or not envs or FLAGS.first_seed < 0:
+        fail("--seeds and --steps must be >= 1, --first_seed >= 0 and --envs non-empty")
     try:  # the grid's directory is this command's while it runs
         outputs.check_writable_dir(out, "--out")
         lock = outputs.lock_dir(out, "--out")
@@ -199,7 +200,7 @@ def main(argv):
         fail(err)
     records, curves = [], {}
     for env in envs:
-        for seed in range(seeds):
+        for seed in range(FLAGS.first_seed, FLAGS.first_seed + seeds):
             logdir = run_dir(out, env, seed)
             done = os.path.join(logdir, FINISHED)
             finished_earlier = os.path.isfile(done)

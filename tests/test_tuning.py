@@ -202,6 +202,12 @@ def test_returns_benchmark_smoke_writes_csv_curves_and_iqm_then_skips_finished_r
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("finished earlier") == 2
+    shifted = subprocess.run(cmd + ["--first_seed=1"], capture_output=True, text=True, cwd=ROOT,
+                             timeout=300)  # seeds 1 (finished) and 2 (trained now)
+    assert shifted.returncode == 0, shifted.stderr
+    assert "seed 1: finished earlier" in shifted.stdout and "seed 2: training" in shifted.stdout
+    with open(tmp_path / "returns.csv") as f:
+        assert [r["seed"] for r in csv.DictReader(f)] == ["1", "2"]
 
 
 class FakeTrainer:
