@@ -23,7 +23,6 @@ import shutil
 import tensorflow as tf
 
 from trpo_tf.errors import CheckpointError, first_line
-from trpo_tf.methods.update import all_finite
 from trpo_tf.run import outputs
 
 INDEX = "checkpoint"  # TensorFlow's text index of the checkpoints
@@ -66,6 +65,7 @@ class Checkpointer:
         self.state_variables = [v for t in (policy, *method_trackables.values())
                                 for v in variables_of(t)]
         self._manager = None
+        self._finite = None  # all_finite's traced check
         self.recovery = None  # the line to print when resume skipped damaged checkpoints
 
     @property
@@ -108,7 +108,13 @@ class Checkpointer:
         return None, named
 
     def all_finite(self):
-        return all_finite(*self.state_variables)
+        """No NaN or Inf in any state variable: one traced call over all of them (an eager
+        check per variable cost ~7 ms an iteration, and it runs twice per iteration)."""
+        if self._finite is None:
+            floating = [v for v in self.state_variables if tf.as_dtype(v.dtype).is_floating]
+            self._finite = tf.function(lambda: tf.reduce_all(
+                tf.stack([tf.reduce_all(tf.math.is_finite(v)) for v in floating])))
+        return bool(self._finite())
 
     def saved_fields(self):
         """The JSON record of the restored checkpoint: {"pending": [(iteration, metrics)]
