@@ -402,8 +402,11 @@ class CNNPolicy(keras.Model):
         return self.net(tf.cast(obs, tf.float32))
 
     def numpy_fn(self):
-        """obs [B, frames, H, W] uint8 -> logits [B, num_actions] as NumPy, today's weights."""
-        return lambda obs: self._act(obs).numpy()
+        """obs [B, frames, H, W] uint8 -> logits [B, num_actions] as NumPy, today's weights
+        (the traced graph called directly: tf.function's argument binding cost ~0.15 ms of
+        the ~1 ms call per step)."""
+        act = self._act.get_concrete_function()
+        return lambda obs: act(obs).numpy()
 
 
 class ValueNet(keras.Model):
