@@ -124,9 +124,8 @@ def resolve_env(name, atari=AtariSettings()):
         return EnvSpec(name, name, DEFAULT_HIDDEN, auto_backend="gymnasium")
     gym_id = f"ALE/{name}-v5" if name in ATARI_GAMES else name
     if gym_id in gym.registry:
-        if is_atari(gym_id):  # EnvPool's life-loss episodes differ: envpool_atari_options
-            return EnvSpec(name, gym_id, ATARI_HIDDEN, atari=atari.for_game(gym_id),
-                           auto_backend="gymnasium" if atari.terminal_on_life_loss else "envpool")
+        if is_atari(gym_id):
+            return EnvSpec(name, gym_id, ATARI_HIDDEN, atari=atari.for_game(gym_id))
         return EnvSpec(name, gym_id, DEFAULT_HIDDEN)
     raise EnvError(
         f"--env={name!r} is neither a short name ({', '.join((*SHORT_NAMES, *ATARI_GAMES))}) "
@@ -399,13 +398,23 @@ def envpool_atari_options(settings, max_path_length=None):
     1/60 s of game time, at each start), and when a game ends inside a skip its final
     observation holds the last frame, not the max of two (a terminal observation is never
     bootstrapped). Life-loss episodes are not offered: EnvPool's go on with the game after the
-    reset, gymnasium's restart it (pick_backend)."""
+    reset, gymnasium's restart it (envpool_refusal)."""
     limit = ALE_FRAME_LIMIT // settings.frame_skip
     return dict(img_height=settings.screen_size, img_width=settings.screen_size,
                 stack_num=settings.frame_stack, frame_skip=settings.frame_skip, gray_scale=True,
                 noop_max=max(1, settings.noop_max), use_fire_reset=False, episodic_life=False,
                 reward_clip=False, repeat_action_probability=settings.sticky_actions,
                 use_inter_area_resize=True, max_episode_steps=min(max_path_length or limit, limit))
+
+
+def envpool_refusal(spec):
+    """Why EnvPool cannot sample `spec` as gymnasium does (then auto picks gymnasium and
+    --env_backend=envpool is refused), or None."""
+    if spec.atari is not None and spec.atari.terminal_on_life_loss:
+        return ("--env_backend=envpool cannot take --terminal_on_life_loss: EnvPool's episodes "
+                "go on with the same game after a lost life, gymnasium's restart it; use "
+                "--env_backend=gymnasium or auto")
+    return None
 
 
 class EnvPoolEnvs:
@@ -475,18 +484,19 @@ BACKENDS = {"gymnasium": GymnasiumEnvs, "envpool": EnvPoolEnvs}
 
 def pick_backend(spec, backend):
     """--env_backend: auto = the spec's auto_backend (EnvPool unless measured slower) where
-    EnvPool has the env, gymnasium otherwise."""
+    EnvPool has the env and can sample it as gymnasium does (envpool_refusal), gymnasium
+    otherwise."""
     if backend != "auto" and backend not in BACKENDS:
         raise EnvError(f"--env_backend must be auto|{'|'.join(BACKENDS)} (got {backend!r})")
+    refusal = envpool_refusal(spec)
     if backend == "auto":
-        return spec.auto_backend if envpool_id(spec) in envpool_ids() else "gymnasium"
+        return (spec.auto_backend if envpool_id(spec) in envpool_ids() and refusal is None
+                else "gymnasium")
     if backend == "envpool" and envpool_id(spec) not in envpool_ids():
         raise EnvError(f"--env_backend=envpool: EnvPool is not installed or has no {spec.gym_id}; "
                        "use --env_backend=gymnasium or auto")
-    if backend == "envpool" and spec.atari is not None and spec.atari.terminal_on_life_loss:
-        raise EnvError("--env_backend=envpool cannot take --terminal_on_life_loss: EnvPool's "
-                       "episodes go on with the same game after a lost life, gymnasium's restart "
-                       "it; use --env_backend=gymnasium or auto")
+    if backend == "envpool" and refusal:
+        raise EnvError(refusal)
     return backend
 
 

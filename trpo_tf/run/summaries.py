@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 
 TAGS = {
     "return_mean": "Train/EpisodeReturnMean",
@@ -33,8 +34,6 @@ TAGS = {
 def scalar_value(tag, value):
     """The Summary.Value tf.summary.scalar writes for a float: a float32 scalar tensor for
     TensorBoard's scalars plugin."""
-    from tensorflow.core.framework import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
-
     return summary_pb2.Summary.Value(
         tag=tag, metadata=summary_pb2.SummaryMetadata(
             plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")),
@@ -47,8 +46,6 @@ def write_scalars(writer, step, metrics, skip_tags=frozenset(), tags=TAGS):
     """Every metric that has a tag in `tags` (the loop's TAGS and the method's own) as a scalar
     at `step`, all in one event (one TensorFlow call: a tf.summary.scalar each cost ~0.3 ms);
     NaN (no episode finished) is skipped, and so are `skip_tags` (already in the event files)."""
-    from tensorflow.core.framework import summary_pb2
-
     values = [scalar_value(tags[key], value) for key, value in metrics.items()
               if key in tags and value == value and tags[key] not in skip_tags]
     if values:
