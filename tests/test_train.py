@@ -10,7 +10,7 @@ from trpo_tf.config import Config
 from trpo_tf.flat import get_flat
 from trpo_tf.methods.cem import CEMSearch
 from trpo_tf.methods.trpo import TRPO
-from trpo_tf.run import summaries
+from trpo_tf.run import events, summaries
 from trpo_tf.run.train import Trainer, train
 
 
@@ -177,6 +177,47 @@ def test_the_planned_iteration_count_is_exact_and_steady_under_a_huge_steps_budg
     assert plans == {budget // 2048 + 1}
 
 
+def tf_records(path):
+    """TensorFlow's own reading of a TFRecord file: the records before the first bad one."""
+    records = []
+    try:
+        for record in tf.data.TFRecordDataset(path):
+            records.append(record.numpy())
+    except tf.errors.DataLossError:
+        pass
+    return records
+
+
+def test_event_files_read_without_tensorflow_as_tensorflow_reads_them_torn_ends_included(
+        tmp_path):
+    """run/events reads what TensorFlow's TFRecord reader reads, record for record, from a
+    written event file and from copies torn by a kill (cut inside a record's header, data or
+    check) or with one flipped byte (the reading stops before that record, as TensorFlow's)."""
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    with writer.as_default():
+        for step in range(20):
+            tf.summary.scalar("Train/EpisodeReturnMean", step * 1.5, step=step)
+        tf.summary.text("Run/Config", "x" * 300, step=0)
+    writer.close()
+    (path,) = events.event_files(str(tmp_path))
+    data = open(path, "rb").read()
+    assert list(events.read_records(path)) == tf_records(path) and len(tf_records(path)) == 22
+    assert {e.step: v.tag for e in events.read_events(path) for v in e.summary.value}[19] == (
+        "Train/EpisodeReturnMean")
+    for cut in (len(data) - 2, len(data) - 20, len(data) - 330, 50, 8, 3):
+        torn = tmp_path / f"torn_{cut}"
+        torn.write_bytes(data[:cut])
+        assert list(events.read_records(str(torn))) == tf_records(str(torn)), cut
+    for at in (len(data) // 2, len(data) - 1, 40):
+        flipped = tmp_path / f"flipped_{at}"
+        flipped.write_bytes(data[:at] + bytes([data[at] ^ 0x10]) + data[at + 1:])
+        ours = list(events.read_records(str(flipped)))
+        assert ours == tf_records(str(flipped)) and len(ours) < 22, at
+    from trpo_tf.tools.figures import read_scalars
+
+    assert read_scalars(str(tmp_path), "Train/EpisodeReturnMean") == {s: s * 1.5 for s in range(20)}
+
+
 def test_scalars_written_in_one_event_read_as_tf_summary_scalar_writes_them(tmp_path):
     """write_scalars' one raw event per step holds, value for value, the protos that a
     tf.summary.scalar per metric writes (TensorBoard's scalars plugin reads them alike); NaN
@@ -187,7 +228,7 @@ def test_scalars_written_in_one_event_read_as_tf_summary_scalar_writes_them(tmp_
 
     def values(logdir):
         return {(e.step, v.tag): v.SerializeToString()
-                for path in summaries.event_files(logdir) for e in summaries.read_events(path)
+                for path in events.event_files(logdir) for e in events.read_events(path)
                 for v in e.summary.value}
 
     reference = tf.summary.create_file_writer(str(tmp_path / "reference"))

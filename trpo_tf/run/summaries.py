@@ -1,11 +1,10 @@
 """The training loop's TensorBoard tags (each method names its own: Method.tags), and the
 one-line terminal report."""
-import glob
-import os
-
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
+
+from trpo_tf.run.events import event_files, read_events
 
 TAGS = {
     "return_mean": "Train/EpisodeReturnMean",
@@ -53,20 +52,6 @@ def write_scalars(writer, step, metrics, skip_tags=frozenset(), tags=TAGS):
             tf.summary.experimental.write_raw_pb(
                 summary_pb2.Summary(value=values).SerializeToString())
     writer.flush()
-
-
-def read_events(path):
-    """The Event records of one event file, in order; a record cut short by a kill ends the
-    reading there."""
-    try:
-        for record in tf.data.TFRecordDataset(path):
-            yield tf.compat.v1.Event.FromString(record.numpy())
-    except tf.errors.DataLossError:
-        return
-
-
-def event_files(logdir):
-    return sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*")))
 
 
 def logged_steps(logdir):

@@ -13,17 +13,14 @@ SET_ASIDE_DIR = re.compile(rf"({'|'.join(SET_ASIDE)})-\d+$")
 
 def read_scalars(run_dir, tag):
     """{step: value} of `tag` over a run directory's event files (later files win)."""
-    import tensorflow as tf
-
-    from trpo_tf.run.summaries import event_files, read_events
+    from trpo_tf.run.events import event_files, read_events, scalar
 
     values = {}
     for path in event_files(run_dir):
         for event in read_events(path):
             for v in event.summary.value:
                 if v.tag == tag:
-                    values[event.step] = (float(tf.make_ndarray(v.tensor)) if v.HasField("tensor")
-                                          else v.simple_value)
+                    values[event.step] = scalar(v)
     return values
 
 
