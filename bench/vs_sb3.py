@@ -12,6 +12,7 @@ steps/s, seconds in sampling and in updates, peak RSS, and the mean return of
 (n_steps 2048, 64-64 nets, one env, as rl-baselines3-zoo does without tuning); trpo_tf with
 its generic defaults (config.py; never a tuned preset) plus any --trpo_flags.
 """
+import importlib.util
 import json
 import os
 import resource
@@ -139,11 +140,9 @@ def run_child(library, seed, steps, eval_episodes):
 
 
 def have_sb3():
-    try:
-        import sb3_contrib  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether SB3-contrib is installed (found, not imported: importing it loads torch, ~5 s,
+    in a process that only starts the children)."""
+    return importlib.util.find_spec("sb3_contrib") is not None
 
 
 def summarize(results):
