@@ -66,7 +66,7 @@ FAMILIES = [(DiagGaussian(2), "gru"), (Categorical(3), "lstm"), (Bernoulli(2), "
 @pytest.mark.parametrize("dist, cell", FAMILIES, ids=["gaussian-gru", "categorical-lstm",
                                                       "bernoulli-gru", "multicategorical-lstm"])
 def test_recurrent_fisher_vector_products_equal_double_backprop_and_finite_differences(dist, cell):
-    """The learner's product J^T M J v (J v by two reverse passes through the unroll) equals
+    """The learner's product J^T M J v (J v by the tangent carried along the unroll) equals
     the double-backprop Hessian of the mean KL over the whole sequences, states recomputed
     from their starts and reset at the episode starts inside them; that reference equals
     central finite differences of the KL's gradient. With --fvp_subsample=0.5 the product is
@@ -95,6 +95,37 @@ def test_recurrent_fisher_vector_products_equal_double_backprop_and_finite_diffe
     expected = U.kl_hessian_vector_product(lambda: U.mean_kl(dist, old_halves, policy(halves)),
                                            variables, v).numpy()
     product = learner(policy, dist, fvp_subsample=0.5).damped_fvp_fn(inputs, old, None, None)(v)
+    np.testing.assert_allclose(product.numpy(), expected, rtol=1e-4,
+                               atol=1e-5 * np.abs(expected).max())
+
+
+def explicit_jacobian(outputs_fn, variables):
+    """d outputs_fn() / d variables as an [N * K, P] matrix (rows of outputs, flattened)."""
+    with tf.GradientTape(persistent=True) as tape:
+        outputs = outputs_fn()
+    jac = tape.jacobian(outputs, variables, experimental_use_pfor=False)
+    rows = int(np.prod(outputs.shape))
+    return np.concatenate([tf.reshape(j, [rows, -1]).numpy() for j in jac], 1)
+
+
+@pytest.mark.parametrize("dist, cell", FAMILIES[:2], ids=["gaussian-gru", "categorical-lstm"])
+def test_the_recurrent_tangent_pass_and_empirical_fvp_equal_the_explicit_jacobians(dist, cell):
+    """params_and_jvp's J v (the tangent carried along the unroll, reset at episode starts)
+    equals the explicit Jacobian of the parameters times v; the learner's empirical FVP with
+    it equals the mean outer product of the explicit per-row scores."""
+    policy = tiny_rnn_policy(dist, cell)
+    variables = policy.trainable_variables
+    inputs = random_sequences(policy.state_size, seed=4)
+    v = np.random.default_rng(5).standard_normal(U.get_flat(variables).shape[0]).astype(np.float32)
+    params, j_v = policy.params_and_jvp(inputs, U.unflatten(tf.constant(v), variables))
+    np.testing.assert_allclose(params.numpy(), policy(inputs).numpy(), rtol=1e-6, atol=1e-6)
+    expected = (explicit_jacobian(lambda: policy(inputs), variables) @ v).reshape(params.shape)
+    np.testing.assert_allclose(j_v.numpy(), expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+
+    actions = dist.sample_np(params.numpy(), np.random.default_rng(6))
+    scores = explicit_jacobian(lambda: dist.log_prob(policy(inputs), actions), variables)
+    expected = scores.T @ (scores @ v) / len(scores)
+    product = learner(policy, dist, "empirical").damped_fvp_fn(inputs, params, actions, None)(v)
     np.testing.assert_allclose(product.numpy(), expected, rtol=1e-4,
                                atol=1e-5 * np.abs(expected).max())
 

@@ -23,3 +23,9 @@ def set_flat(variables, flat):
     """Assign a flat parameter vector back into `variables`, slice by slice."""
     for v, part in zip(variables, unflatten(flat, variables)):
         v.assign(part)
+
+
+def watchable(variables):
+    """The tf.Variables under `variables` (a Keras 3 variable holds one as `.value`; a
+    tf.Variable's own `.value` is a method): what tf.autodiff.ForwardAccumulator watches."""
+    return [v if isinstance(v, tf.Variable) else v.value for v in variables]

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from trpo_tf.distributions import DiagGaussian
-from trpo_tf.flat import set_flat
+from trpo_tf.flat import set_flat, watchable
 from trpo_tf.moments import merge_moments
 
 OBS_CLIP = 10.0  # normalised observations are clipped to [-OBS_CLIP, OBS_CLIP]
@@ -279,19 +279,46 @@ def scan_cell(model, x, starts, initial):
     def step(state, row):  # row: (x_t [E, d], starts_t [E])
         return model.cell_step(TF_OPS, row[0], reset_at_starts(state, row[1]), *weights)
 
-    states = tf.scan(step, (tf.transpose(x, [1, 0, 2]), tf.transpose(starts)),
-                     initializer=initial)  # [T, E, S]
+    states = tf.scan(step, time_major(x, starts), initializer=initial)  # [T, E, S]
     return tf.transpose(states, [1, 0, 2])
 
 
-def unroll_sequences(model, inputs):
+def time_major(x, starts):
+    """Padded sequences' x [E, T, d] and starts [E, T] as tf.scan steps along T."""
+    return tf.transpose(x, [1, 0, 2]), tf.transpose(starts)
+
+
+def scan_cell_tangents(model, x, starts, initial, weight_tangents):
+    """scan_cell's states and their directional derivatives along `weight_tangents` (one per
+    cell weight; the start states' are zero) -> ([E, T, S], [E, T, S]). Forward mode inside
+    each step, the derivative carried along the sequence beside the state: J v in one pass
+    (TensorFlow's forward mode cannot enter tf.scan's loop itself)."""
+    weights = [tf.convert_to_tensor(w) for w in model.cell_weights()]
+
+    def step(carry, row):
+        state, tangent = (reset_at_starts(s, row[1]) for s in carry)
+        with tf.autodiff.ForwardAccumulator([state, *weights],
+                                            [tangent, *weight_tangents]) as acc:
+            new = model.cell_step(TF_OPS, row[0], state, *weights)
+        return new, tf.ensure_shape(acc.jvp(new), new.shape)  # an LSTM's concat loses it
+
+    states, tangents = tf.scan(step, time_major(x, starts),
+                               initializer=(initial, tf.zeros_like(initial)))
+    return tf.transpose(states, [1, 0, 2]), tf.transpose(tangents, [1, 0, 2])
+
+
+def unroll_sequences(model, inputs, weight_tangents=None):
     """The state of `model`'s cell (a CellWeights; its observations normalised by
     model.normalizer) after every row of the Sequences, [N, S]: the sequences padded to
-    [E, T, ...] and scanned from their start states (scan_cell)."""
+    [E, T, ...] and scanned from their start states (scan_cell). With `weight_tangents` (one
+    per cell weight): (those states, their directional derivatives along the tangents), each
+    [N, S] (scan_cell_tangents)."""
     rows = tf.cast(inputs.rows, tf.int32)  # Keras's saving traces its inputs as floats
-    states = scan_cell(model, padded(model.normalizer(inputs.obs), rows),
-                       padded(inputs.starts, rows), inputs.states)
-    return unpadded(states, rows)
+    x, starts = padded(model.normalizer(inputs.obs), rows), padded(inputs.starts, rows)
+    if weight_tangents is None:
+        return unpadded(scan_cell(model, x, starts, inputs.states), rows)
+    states, tangents = scan_cell_tangents(model, x, starts, inputs.states, weight_tangents)
+    return unpadded(states, rows), unpadded(tangents, rows)
 
 
 def numpy_cell_fn(model):
@@ -330,6 +357,22 @@ class RNNPolicy(CellWeights, MLPPolicy):
     def unroll(self, inputs):
         """The cell's output h on every row of the Sequences, [N, units]."""
         return unroll_sequences(self, inputs)[:, :self.units]
+
+    def params_and_jvp(self, inputs, tangents):
+        """(call(inputs), J v): the parameters of every row and their directional derivative
+        along `tangents` (one per trainable variable, in their order), J never formed: the
+        cell's tangent carried along the unroll, then forward mode through the head."""
+        tangent_of = {id(v): t for v, t in zip(self.trainable_variables, tangents)}
+        cell = {id(w) for w in self.cell_weights()}
+        states, state_tangents = unroll_sequences(
+            self, inputs, [tangent_of[id(w)] for w in self.cell_weights()])
+        head = [v for v in self.trainable_variables if id(v) not in cell]
+        h = states[:, :self.units]
+        with tf.autodiff.ForwardAccumulator(
+                [h, *watchable(head)],
+                [state_tangents[:, :self.units], *(tangent_of[id(v)] for v in head)]) as acc:
+            params = self.head(h)
+        return params, acc.jvp(params)
 
     def step(self, obs, state):
         """One step of B envs: obs [B, d], state [B, S] -> (params [B, P], new state [B, S])."""

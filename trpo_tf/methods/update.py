@@ -11,12 +11,12 @@ then backtracking until L improves and the KL is within delta.
 A recurrent policy (policies.RNNPolicy) takes the batch as Sequences, one per env: every pass
 above runs over whole sequences, the states recomputed from their stored starts, and the FVP
 subsample takes whole sequences. TensorFlow's forward mode cannot enter the unroll's while
-loop, so there J v is taken by two reverse passes (reverse_mode_jvp).
+loop, so there the policy carries J v along the unroll itself (RNNPolicy.params_and_jvp).
 """
 import tensorflow as tf
 
 from trpo_tf.distributions import masked_logits
-from trpo_tf.flat import flat_concat, get_flat, set_flat, unflatten
+from trpo_tf.flat import flat_concat, get_flat, set_flat, unflatten, watchable
 from trpo_tf.policies import Sequences, every_kth_sequence
 
 
@@ -97,54 +97,48 @@ def kl_hessian_vector_product(kl_fn, variables, vector):
     return flat_concat(outer.gradient(grad_kl_v, variables))
 
 
-def reverse_mode_jvp(outputs_fn, variables, vector):
-    """(outputs_fn(), J v) by reverse passes alone (the "double vjp"): J^T u is linear in u,
-    so J v = d/du [(J^T u) . v], at any u (zeros). For graphs forward mode cannot enter (a
-    recurrent policy's while loop); about twice a forward-mode pass's work."""
-    with tf.GradientTape() as outer:
-        with tf.GradientTape() as inner:
-            outputs = outputs_fn()
-        u = tf.zeros_like(outputs)
-        outer.watch(u)
-        j_t_u = flat_concat(inner.gradient(outputs, variables, output_gradients=u))
-        j_t_u_v = tf.reduce_sum(j_t_u * vector)
-    return outputs, outer.gradient(j_t_u_v, u)
+def jvp_through(fn, x, x_tangent):
+    """fn(x)'s directional derivative along x_tangent (forward mode; fn has no loop)."""
+    with tf.autodiff.ForwardAccumulator(x, x_tangent) as acc:
+        y = fn(x)
+    return acc.jvp(y)
 
 
-def weighted_jacobian_product(outputs_fn, weigh, variables, vector, forward_mode=True):
+def weighted_jacobian_product(outputs_fn, weigh, variables, vector, jvp_fn=None):
     """1/N sum_n J_n^T weigh(J v)_n, J_n the Jacobian of row n of outputs_fn() in the
-    variables: J v by one forward-mode pass (or, forward_mode False, reverse_mode_jvp), J^T by
-    one backprop; the N x P matrix J is never formed."""
+    variables: J v by one forward-mode pass (or jvp_fn(vector), the outputs' own tangent pass
+    where forward mode cannot enter: a recurrent policy's unroll), J^T by one backprop; the
+    N x P matrix J is never formed."""
     with tf.GradientTape() as tape:
-        if forward_mode:
-            # the tf.Variable under a Keras one (a tf.Variable's own `.value` is a method)
-            primals = [v if isinstance(v, tf.Variable) else v.value for v in variables]
-            with tf.autodiff.ForwardAccumulator(primals, unflatten(vector, variables)) as acc:
+        if jvp_fn is None:
+            with tf.autodiff.ForwardAccumulator(watchable(variables),
+                                                unflatten(vector, variables)) as acc:
                 outputs = outputs_fn()
             j_v = acc.jvp(outputs)
         else:
-            outputs, j_v = reverse_mode_jvp(outputs_fn, variables, vector)
+            outputs = outputs_fn()
+            with tape.stop_recording():
+                j_v = jvp_fn(vector)
         weighted = tf.stop_gradient(weigh(j_v))
     n = tf.cast(tf.shape(outputs)[0], vector.dtype)
     return flat_concat(tape.gradient(outputs, variables, output_gradients=weighted)) / n
 
 
-def fisher_vector_product(dist, params_fn, old_params, variables, vector, forward_mode=True):
+def fisher_vector_product(dist, params_fn, old_params, variables, vector, jvp_fn=None):
     """A v for A the Hessian of the mean KL(pi_old || pi_theta) at theta = theta_old (section
     6's analytic FIM): A = 1/N sum_n J_n^T M_n J_n, J_n = d params_n / d theta and M_n the
     distribution's Fisher in its parameters at old_params[n] (distributions.py). Exact at
     theta_old, where the KL's gradient in the parameters, the Hessian's other term, is zero.
     One forward-mode and one reverse pass; params_fn() gives the parameters at theta."""
     return weighted_jacobian_product(params_fn, lambda j_v: dist.fisher_product(old_params, j_v),
-                                     variables, vector, forward_mode)
+                                     variables, vector, jvp_fn)
 
 
-def empirical_fisher_vector_product(log_prob_fn, variables, vector, forward_mode=True):
+def empirical_fisher_vector_product(log_prob_fn, variables, vector, jvp_fn=None):
     """F v with F = 1/N sum_n g_n g_n^T, g_n = grad log pi(a_n|s_n): the empirical FIM, the
     covariance of the per-sample score (its mean is zero under pi), which section 6 compares
     with the analytic KL Hessian."""
-    return weighted_jacobian_product(log_prob_fn, lambda j_v: j_v, variables, vector,
-                                     forward_mode)
+    return weighted_jacobian_product(log_prob_fn, lambda j_v: j_v, variables, vector, jvp_fn)
 
 
 def fvp_subsample(inputs, stride):
@@ -263,7 +257,6 @@ class TRPOLearner:
         self.fisher, self.constraint, self.fixed_step = fisher, constraint, fixed_step
         self.kl_states, self.behaviour_params = kl_states, behaviour_params
         self.action_masks = action_masks
-        self.forward_mode = not policy.state_size  # forward mode cannot enter an unroll's loop
         self.trace_count = 0
         self.step = tf.function(self._step, input_signature=list(input_specs))
 
@@ -271,21 +264,26 @@ class TRPOLearner:
         """v -> (F + damping I) v on the FVP subsample, F analytic (either form) or empirical,
         of the policy masked by `mask` (None: unmasked)."""
         dist, policy, variables = self.dist, self.policy, self.variables
-        forward_mode = self.forward_mode
         fvp_obs, rows_of = fvp_subsample(obs, self.fvp_stride)
         fvp_old = rows_of(old_params)
         fvp_mask = None if mask is None else rows_of(mask)
-        params_fn = lambda: masked_logits(policy(fvp_obs), fvp_mask)
-        if self.fisher == "empirical":
+        if self.fisher == "empirical":  # what the FVP differentiates, of the policy's params
             fvp_act = rows_of(actions)
-            log_prob_fn = lambda: dist.log_prob(params_fn(), fvp_act)
-            fvp = lambda v: empirical_fisher_vector_product(log_prob_fn, variables, v, forward_mode)
+            outputs_of = lambda params: dist.log_prob(masked_logits(params, fvp_mask), fvp_act)
+        else:
+            outputs_of = lambda params: masked_logits(params, fvp_mask)
+        jvp_fn = None
+        if policy.state_size:  # forward mode cannot enter the unroll: the policy's tangent pass
+            jvp_fn = lambda v: jvp_through(
+                outputs_of, *policy.params_and_jvp(fvp_obs, unflatten(v, variables)))
+        outputs_fn = lambda: outputs_of(policy(fvp_obs))
+        if self.fisher == "empirical":
+            fvp = lambda v: empirical_fisher_vector_product(outputs_fn, variables, v, jvp_fn)
         elif self.fisher == "kl_hessian":
-            kl_fn = lambda: mean_kl(dist, fvp_old, params_fn())
+            kl_fn = lambda: mean_kl(dist, fvp_old, outputs_fn())
             fvp = lambda v: kl_hessian_vector_product(kl_fn, variables, v)
         else:
-            fvp = lambda v: fisher_vector_product(dist, params_fn, fvp_old, variables, v,
-                                                  forward_mode)
+            fvp = lambda v: fisher_vector_product(dist, outputs_fn, fvp_old, variables, v, jvp_fn)
         return lambda v: fvp(v) + self.cg_damping * v
 
     def _step(self, obs, *data):
