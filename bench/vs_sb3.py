@@ -141,7 +141,8 @@ def run_child(library, seed, steps, eval_episodes):
 
 def have_sb3():
     """Whether SB3-contrib is installed (found, not imported: importing it loads torch, ~5 s,
-    in a process that only starts the children)."""
+    in a process that only starts the children; an install that cannot import fails in its
+    child, with that child's error)."""
     return importlib.util.find_spec("sb3_contrib") is not None
 
 

@@ -17,7 +17,8 @@ import pomdp_envs  # noqa: F401  (registers CartPoleNoVelocity-v1)
 from test_spaces import cli
 from test_update import finite_difference_hessian_product, perturb
 from trpo_tf.config import Config, check_recurrent_policy, validate
-from trpo_tf.distributions import Bernoulli, Categorical, DiagGaussian, MultiCategorical
+from trpo_tf.distributions import (Bernoulli, Categorical, DiagGaussian, MultiCategorical,
+                                   masked_logits)
 from trpo_tf.envs import make_env_group, resolve_env
 from trpo_tf.errors import ConfigError, EnvError
 from trpo_tf.methods import update as U
@@ -110,22 +111,37 @@ def explicit_jacobian(outputs_fn, variables):
 
 @pytest.mark.parametrize("dist, cell", FAMILIES[:2], ids=["gaussian-gru", "categorical-lstm"])
 def test_the_recurrent_tangent_pass_and_empirical_fvp_equal_the_explicit_jacobians(dist, cell):
-    """params_and_jvp's J v (the tangent carried along the unroll, reset at episode starts)
-    equals the explicit Jacobian of the parameters times v; the learner's empirical FVP with
-    it equals the mean outer product of the explicit per-row scores."""
+    """params_and_jvp's J v (the tangent carried along the unroll, reset at episode starts),
+    eager and traced with the batch's sizes unknown (as the learner traces it), equals the
+    explicit Jacobian of the parameters times v; the learner's empirical FVP with it equals
+    the mean outer product of the explicit per-row scores, under action masks for the
+    categorical policy."""
     policy = tiny_rnn_policy(dist, cell)
     variables = policy.trainable_variables
     inputs = random_sequences(policy.state_size, seed=4)
-    v = np.random.default_rng(5).standard_normal(U.get_flat(variables).shape[0]).astype(np.float32)
+    rng = np.random.default_rng(5)
+    v = rng.standard_normal(U.get_flat(variables).shape[0]).astype(np.float32)
     params, j_v = policy.params_and_jvp(inputs, U.unflatten(tf.constant(v), variables))
     np.testing.assert_allclose(params.numpy(), policy(inputs).numpy(), rtol=1e-6, atol=1e-6)
     expected = (explicit_jacobian(lambda: policy(inputs), variables) @ v).reshape(params.shape)
     np.testing.assert_allclose(j_v.numpy(), expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+    traced = tf.function(lambda seqs, v: policy.params_and_jvp(seqs, U.unflatten(v, variables)),
+                         input_signature=[policy_input_spec(tf.TensorSpec((None, 3), tf.float32),
+                                                            policy.state_size),
+                                          tf.TensorSpec(v.shape, tf.float32)])
+    np.testing.assert_allclose(traced(inputs, v)[1].numpy(), j_v.numpy(), rtol=1e-5,
+                               atol=1e-6 * np.abs(expected).max())
 
-    actions = dist.sample_np(params.numpy(), np.random.default_rng(6))
-    scores = explicit_jacobian(lambda: dist.log_prob(policy(inputs), actions), variables)
+    mask = None
+    if dist.discrete:  # one illegal action per row
+        mask = np.ones(params.shape, bool)
+        mask[np.arange(len(mask)), rng.integers(0, params.shape[1], len(mask))] = False
+    legal = masked_logits(params.numpy(), mask)
+    actions = dist.sample_np(legal, np.random.default_rng(6))
+    scores = explicit_jacobian(
+        lambda: dist.log_prob(masked_logits(policy(inputs), mask), actions), variables)
     expected = scores.T @ (scores @ v) / len(scores)
-    product = learner(policy, dist, "empirical").damped_fvp_fn(inputs, params, actions, None)(v)
+    product = learner(policy, dist, "empirical").damped_fvp_fn(inputs, legal, actions, mask)(v)
     np.testing.assert_allclose(product.numpy(), expected, rtol=1e-4,
                                atol=1e-5 * np.abs(expected).max())
 

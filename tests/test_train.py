@@ -216,6 +216,9 @@ def test_event_files_read_without_tensorflow_as_tensorflow_reads_them_torn_ends_
     from trpo_tf.tools.figures import read_scalars
 
     assert read_scalars(str(tmp_path), "Train/EpisodeReturnMean") == {s: s * 1.5 for s in range(20)}
+    with open(path, "wb") as f:  # a file read once is read again when it changes
+        f.write(data[:len(data) // 2])
+    assert len(read_scalars(str(tmp_path), "Train/EpisodeReturnMean")) < 20
 
 
 def test_scalars_written_in_one_event_read_as_tf_summary_scalar_writes_them(tmp_path):

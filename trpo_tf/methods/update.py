@@ -129,7 +129,8 @@ def fisher_vector_product(dist, params_fn, old_params, variables, vector, jvp_fn
     6's analytic FIM): A = 1/N sum_n J_n^T M_n J_n, J_n = d params_n / d theta and M_n the
     distribution's Fisher in its parameters at old_params[n] (distributions.py). Exact at
     theta_old, where the KL's gradient in the parameters, the Hessian's other term, is zero.
-    One forward-mode and one reverse pass; params_fn() gives the parameters at theta."""
+    One forward-mode and one reverse pass (a recurrent policy: its forward pass, its tangent
+    pass jvp_fn, one reverse pass); params_fn() gives the parameters at theta."""
     return weighted_jacobian_product(params_fn, lambda j_v: dist.fisher_product(old_params, j_v),
                                      variables, vector, jvp_fn)
 

@@ -2,12 +2,16 @@
 commands start in a second rather than after TensorFlow's ~4 s import. An event file is TFRecord
 framing around tensorboard's Event protos: per record, the data's length (uint64, little
 endian), the length's masked CRC-32C, the data, the data's masked CRC-32C."""
+import collections
+import functools
 import glob
 import os
 import struct
 
 from tensorboard.compat.proto import event_pb2
 from tensorboard.util import tensor_util
+
+from trpo_tf.run.outputs import EVENTS_PREFIX
 
 CRC32C_POLY = 0x82F63B78  # Castagnoli, reflected
 
@@ -59,7 +63,23 @@ def read_events(path):
 
 
 def event_files(logdir):
-    return sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*")))
+    return sorted(glob.glob(os.path.join(logdir, EVENTS_PREFIX + "*")))
+
+
+def values_by_tag(path):
+    """{tag: [(step, Summary.Value)]} of one event file, in order; parsed once while the file
+    stays as it is (a plot or benchmark reading several tags of a run reads it once)."""
+    stat = os.stat(path)
+    return _values_by_tag(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _values_by_tag(path, size, mtime_ns):
+    values = collections.defaultdict(list)
+    for event in read_events(path):
+        for value in event.summary.value:
+            values[value.tag].append((event.step, value))
+    return values
 
 
 def scalar(value):

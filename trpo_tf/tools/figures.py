@@ -5,6 +5,7 @@ import collections
 import os
 import re
 
+from trpo_tf.run.events import event_files, scalar, values_by_tag
 from trpo_tf.run.outputs import SET_ASIDE
 
 SEED_DIR = re.compile(r"seed_\d+$")
@@ -13,14 +14,9 @@ SET_ASIDE_DIR = re.compile(rf"({'|'.join(SET_ASIDE)})-\d+$")
 
 def read_scalars(run_dir, tag):
     """{step: value} of `tag` over a run directory's event files (later files win)."""
-    from trpo_tf.run.events import event_files, read_events, scalar
-
     values = {}
     for path in event_files(run_dir):
-        for event in read_events(path):
-            for v in event.summary.value:
-                if v.tag == tag:
-                    values[event.step] = scalar(v)
+        values.update((step, scalar(v)) for step, v in values_by_tag(path).get(tag, ()))
     return values
 
 
