@@ -64,3 +64,60 @@ def test_envpool_reset_rows_are_dropped_and_paths_line_up():
     np.testing.assert_array_equal(batch["episode_length"], [10, 10])
     assert batch["terminal"].sum() == 0 and batch["end_obs"].shape[0] == 3
     assert np.all(batch["rew"] != 0.0)  # no dummy reset transitions
+
+
+def test_env_kwargs_reach_gymnasium_make_and_are_checked_in_one_line():
+    """--env_kwargs: Python literals (true / false too) for gymnasium.make; auto samples them
+    on gymnasium, an explicit EnvPool is refused; a malformed item, one another flag sets, a
+    value JSON cannot keep and an argument the env does not take are one line each."""
+    from trpo_tf.config import Config, ConfigError, validate
+
+    pairs = Config(env_kwargs="include_cfrc_ext_in_observation=false").make_kwargs
+    assert pairs == (("include_cfrc_ext_in_observation", False),)
+    ant = envs.resolve_env("Ant-v5", make_kwargs=pairs)
+    assert ant.make_kwargs == pairs and envs.resolve_env("Ant-v5").make_kwargs == ()
+    for spec, dims in ((ant, 27), (envs.resolve_env("Ant-v5"), 105)):
+        env = envs.make_env(spec)
+        assert env.observation_space.shape == (dims,)
+        env.close()
+    assert envs.pick_backend(ant, "auto") == "gymnasium"
+    with pytest.raises(envs.EnvError, match="--env_backend=envpool cannot take --env_kwargs"):
+        envs.pick_backend(ant, "envpool")
+    assert Config(env_kwargs=" a = 0.5 ,b=x, c=None,d=TRUE").make_kwargs == (
+        ("a", 0.5), ("b", "x"), ("c", None), ("d", True))
+    for text, says in (("ctrl_cost_weight", "'ctrl_cost_weight' is not name=value"),
+                       ("a=1,a=2", "names an argument twice"),
+                       ("max_episode_steps=10", "set by --max_path_length"),
+                       ("a={1, 2}", "is not name=value"), ("a=b'x'", "values must be numbers")):
+        with pytest.raises(ConfigError) as err:
+            validate(Config(env_kwargs=text))
+        assert str(err.value).startswith(f"--env_kwargs={text}: ") and says in str(err.value)
+        assert "\n" not in str(err.value)
+    with pytest.raises(envs.EnvError, match=r"could not make Ant-v5 with --env_kwargs \{'wings': 2\}"):
+        envs.make_env(envs.resolve_env("Ant-v5", make_kwargs=(("wings", 2),)))
+
+
+def test_a_run_with_env_kwargs_samples_evaluates_records_exports_and_plays_that_env(tmp_path):
+    """CartPole-v1 with sutton_barto_reward=true gives 0 per step and -1 at the fall: the
+    training and evaluation returns are those of the changed env, the run record and the
+    export keep its arguments (the played episodes too), and a resume with others is refused."""
+    from trpo_tf.config import Config, ConfigError
+    from trpo_tf.run.evaluate import open_policy, run_episodes
+    from trpo_tf.run.train import Trainer, train
+
+    base = dict(env="CartPole-v1", env_kwargs="sutton_barto_reward=true", iterations=1,
+                batch_steps=256, num_envs=2, eval_every=1, eval_episodes=2, quiet=True,
+                logdir=str(tmp_path))
+    (metrics,) = train(Config(**base))
+    assert -1.0 <= metrics["return_mean"] <= 0.0 and -1.0 <= metrics["eval_return_mean"] <= 0.0
+    import json
+
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["env_kwargs"] == {"sutton_barto_reward": True}
+    assert record["env_backend"] == "gymnasium"
+    serve, spec, env = open_policy(str(tmp_path / "policy"))
+    assert spec.make_kwargs == (("sutton_barto_reward", True),)
+    assert (run_episodes(serve, env, 2, seed=0, deterministic=True) <= 0.0).all()
+    env.close()
+    with pytest.raises(ConfigError, match="trained with env_kwargs="):
+        Trainer(Config(**{**base, "env_kwargs": "", "iterations": 2}))

@@ -2,7 +2,9 @@
 absl FLAGS. Every setting is declared once (settings.py): the run's stages here, each method's
 in its module under methods/; Config's fields and the absl flags are both made from them.
 validate() checks every value before any environment starts."""
+import ast
 import dataclasses
+import json
 import math
 
 from trpo_tf import methods
@@ -68,9 +70,55 @@ declare(ENVS, "action_masks", "auto",
         "action_masks() method; Discrete / MultiDiscrete actions, gymnasium backend), illegal "
         "actions get probability 0 in sampling, the update, evaluation and the export; off: "
         "the masks are ignored.", choices=("auto", "off"))
+declare(ENVS, "env_kwargs", "",
+        "Keyword arguments of gymnasium.make for --env, name=value[,name=value ...]; values "
+        "read as Python literals (0.1, 'x'; true / false as booleans), e.g. "
+        "include_cfrc_ext_in_observation=false. Kept in the run record and the export; sampled "
+        "on gymnasium (EnvPool names its options otherwise).")
 declare(ENVS, "max_path_length", 0,
         "Truncate paths at this length (bootstrapped, not terminal); 0 = the env's own limit.",
         check=at_least(0), rule=">= 0, 0 meaning the env's limit")
+
+# what other flags set in gymnasium.make: --env_kwargs may not set them
+MAKE_KWARGS_OF_FLAGS = {"max_episode_steps": "--max_path_length", "render_mode": "play",
+                        "disable_env_checker": "trpo_tf", "frameskip": "--frame_skip",
+                        "repeat_action_probability": "--sticky_actions",
+                        "obs_type": "the Atari preprocessing"}
+
+
+def parse_env_kwargs(text):
+    """--env_kwargs -> ((name, value), ...) in name order: each value a Python literal
+    (true / false: booleans), else the string as written. ValueError on a malformed item."""
+    pairs = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, eq, raw = (x.strip() for x in item.partition("="))
+        if not eq or not name.isidentifier() or name in pairs:
+            raise ValueError(f"{item!r}")
+        if raw.lower() in ("true", "false"):
+            pairs[name] = raw.lower() == "true"
+            continue
+        try:
+            pairs[name] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            pairs[name] = raw
+    return tuple(sorted(pairs.items()))
+
+
+def env_kwargs_problem(text):
+    """Why --env_kwargs cannot be used, or None."""
+    try:
+        pairs = parse_env_kwargs(text)
+    except ValueError as err:
+        return f"{err} is not name=value (or names an argument twice)"
+    taken = [name for name, _ in pairs if name in MAKE_KWARGS_OF_FLAGS]
+    if taken:
+        return f"{taken[0]} is set by {MAKE_KWARGS_OF_FLAGS[taken[0]]}, not --env_kwargs"
+    try:  # the run record and the export keep them as JSON
+        json.dumps(dict(pairs))
+    except TypeError:
+        return "values must be numbers, strings, booleans or None"
+    return None
+
 
 ATARI = ("1 envs: Atari preprocessing (section 8.2; gymnasium's AtariPreprocessing + "
          "FrameStackObservation, or the same in EnvPool's C++ for single path)")
@@ -176,6 +224,11 @@ class _ConfigMethods:
         return AtariSettings(self.frame_skip, self.screen_size, self.frame_stack,
                              self.sticky_actions, self.noop_max, self.terminal_on_life_loss)
 
+    @property
+    def make_kwargs(self):
+        """--env_kwargs as ((name, value), ...), what gymnasium.make gets beside --env."""
+        return parse_env_kwargs(self.env_kwargs)
+
     def policy_sizes(self, spec):
         """--policy_hidden, or the env's default (Table 2) when it is unset."""
         return self.policy_hidden if self.policy_hidden is not None else spec.policy_hidden
@@ -234,6 +287,8 @@ def validate(cfg):
            f"recurrent policy; use --algo={takers} (single path), or --policy_rnn=none")
     problem = method.validate(cfg)
     _check(problem is None, problem)
+    problem = env_kwargs_problem(cfg.env_kwargs)
+    _check(problem is None, f"--env_kwargs={cfg.env_kwargs}: {problem}")
     _check(cfg.batch_steps >= cfg.num_envs,
            f"--batch_steps must be >= --num_envs={cfg.num_envs} (got {cfg.batch_steps})")
     _check(not cfg.max_path_length or cfg.batch_steps >= cfg.max_path_length,

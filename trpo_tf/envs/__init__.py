@@ -42,6 +42,7 @@ class EnvSpec:
     policy_hidden: tuple       # default hidden sizes of the policy; () = linear
     auto_backend: str = "envpool"  # what --env_backend=auto picks when EnvPool has the env
     atari: AtariSettings = None    # set for ALE games: the preprocessing wrappers to apply
+    make_kwargs: tuple = ()        # ((name, value), ...): gymnasium.make's for the env (--env_kwargs)
 
 
 # The paper's locomotion tasks (section 8.1, Table 2). Cart-pole is continuous-action with a
@@ -108,9 +109,16 @@ def import_env_module(name):
     return env_id
 
 
-def resolve_env(name, atari=AtariSettings()):
+def resolve_env(name, atari=AtariSettings(), make_kwargs=()):
     """A short name, a registered gymnasium id or `module:EnvId` -> EnvSpec (ALE games carry
-    `atari`, their preprocessing); anything else is an EnvError."""
+    `atari`, their preprocessing; any env `make_kwargs`, gymnasium.make's keyword arguments);
+    anything else is an EnvError."""
+    spec = registered_spec(name, atari)
+    return dataclasses.replace(spec, make_kwargs=tuple(make_kwargs)) if make_kwargs else spec
+
+
+def registered_spec(name, atari):
+    """resolve_env's EnvSpec of `name`, without keyword arguments."""
     if name in SHORT_NAMES:
         return SHORT_NAMES[name]
     for spec in SHORT_NAMES.values():  # one task, one default: Walker2d-v5 is Walker
@@ -179,15 +187,17 @@ def make_env(spec, max_path_length=None, render_mode=None):
     not a vector are flattened into one (or refused: observation_problem)."""
     try:
         if spec.atari is not None:
-            return make_atari_env(spec.gym_id, spec.atari, max_path_length, render_mode)
-        kwargs = {"disable_env_checker": True}
+            return make_atari_env(spec.gym_id, spec.atari, max_path_length, render_mode,
+                                  spec.make_kwargs)
+        kwargs = {"disable_env_checker": True, **dict(spec.make_kwargs)}
         if render_mode:  # only when asked: a user's env need not take the argument
             kwargs["render_mode"] = render_mode
         if max_path_length:
             kwargs["max_episode_steps"] = max_path_length
         env = gym.make(spec.gym_id, **kwargs)
     except Exception as err:  # gymnasium's errors, or whatever a user's env constructor raises
-        raise EnvError(f"--env={spec.name!r}: gymnasium could not make {spec.gym_id} "
+        given = f" with --env_kwargs {dict(spec.make_kwargs)}" if spec.make_kwargs else ""
+        raise EnvError(f"--env={spec.name!r}: gymnasium could not make {spec.gym_id}{given} "
                        f"({first_line(err, 300)})") from None
     problem = observation_problem(env.observation_space)
     if problem:
@@ -272,13 +282,15 @@ def make_bounded_env(spec, max_path_length=None):
     return gym.wrappers.TimeLimit(env, EPISODE_LIMIT)
 
 
-def make_atari_env(gym_id, settings, max_path_length=None, render_mode=None):
+def make_atari_env(gym_id, settings, max_path_length=None, render_mode=None, make_kwargs=()):
     """ALE with frameskip 1 and grayscale screens (the RGB frame is never fetched), then
     gymnasium's AtariPreprocessing (frame skip with max-pooling of the last two frames,
     no-ops, life loss, resize) and FrameStackObservation: observations are uint8
-    [frame_stack, screen_size, screen_size]. max_path_length counts agent steps."""
+    [frame_stack, screen_size, screen_size]. max_path_length counts agent steps; make_kwargs:
+    ALE's other arguments (mode, difficulty, ...)."""
     env = gym.make(gym_id, frameskip=1, repeat_action_probability=settings.sticky_actions,
-                   obs_type="grayscale", disable_env_checker=True, render_mode=render_mode)
+                   obs_type="grayscale", disable_env_checker=True, render_mode=render_mode,
+                   **dict(make_kwargs))
     env = gym.wrappers.AtariPreprocessing(
         env, noop_max=settings.noop_max, frame_skip=settings.frame_skip,
         screen_size=settings.screen_size, terminal_on_life_loss=settings.terminal_on_life_loss)
@@ -414,6 +426,9 @@ def envpool_refusal(spec):
         return ("--env_backend=envpool cannot take --terminal_on_life_loss: EnvPool's episodes "
                 "go on with the same game after a lost life, gymnasium's restart it; use "
                 "--env_backend=gymnasium or auto")
+    if spec.make_kwargs:
+        return ("--env_backend=envpool cannot take --env_kwargs (gymnasium.make's arguments; "
+                "EnvPool names its options otherwise): use --env_backend=gymnasium or auto")
     return None
 
 

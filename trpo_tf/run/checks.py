@@ -14,7 +14,7 @@ def check_run(cfg):
     (outputs.prepare), once per seed's logdir."""
     from trpo_tf import envs, methods  # gymnasium, MuJoCo, ALE: no TensorFlow
 
-    spec = envs.resolve_env(cfg.env, cfg.atari)
+    spec = envs.resolve_env(cfg.env, cfg.atari, cfg.make_kwargs)
     envs.pick_backend(spec, cfg.env_backend)
     observation_space, mask_source = envs.check_spaces(spec)
     method = methods.method_for(cfg)

@@ -83,7 +83,7 @@ class ShareSampler:
         self.restarts = restarts
         method = methods.method_for(cfg)
         seeds = worker_streams(cfg.seed, worker, restarts)
-        spec = envs.resolve_env(cfg.env, cfg.atari)
+        spec = envs.resolve_env(cfg.env, cfg.atari, cfg.make_kwargs)
         _, self.envs = method.make_envs(cfg, spec, seeds)
         dist = distributions.for_action_space(self.envs.action_space)
         self.policy = policies.build_policy(self.envs.observation_space.shape, dist,

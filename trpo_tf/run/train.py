@@ -22,7 +22,7 @@ from trpo_tf.run import outputs, summaries
 from trpo_tf.run.checkpoint import Checkpointer
 from trpo_tf.run.checks import check_run
 from trpo_tf.run.evaluate import Evaluator
-from trpo_tf.run.export import export_policy
+from trpo_tf.run.export import env_settings, export_policy
 from trpo_tf.sampling import batch_obs_dtype
 from trpo_tf.sampling.single_path import value_step_kwargs
 
@@ -30,7 +30,7 @@ from trpo_tf.sampling.single_path import value_step_kwargs
 SAMPLER_SETTINGS = ("num_envs", "env_backend", "max_path_length", "workers")
 # What run records written before a setting existed mean by its absence.
 RECORD_DEFAULTS = {"workers": 0, "action_masks": False, "policy_rnn": "none", "value_rnn": "none",
-                   "activation": "tanh"}
+                   "activation": "tanh", "env_kwargs": {}}
 HEARTBEAT_SECONDS = 2.0  # a terminal hears from a long sampling phase this often
 RECENT_EPISODES = 100    # the progress line's training return: the mean of the last 100
 SAMPLING_THREAD = "trpo_tf-sampling"
@@ -93,7 +93,8 @@ class Trainer:
         self.backend, self.envs = method.make_envs(cfg, self.spec, seeds)
         self.dist = distributions.for_action_space(self.envs.action_space)
         obs_space = self.envs.observation_space
-        self.record = {"env": self.spec.gym_id, "algo": cfg.algo, "sampler": cfg.sampler,
+        self.record = {"env": self.spec.gym_id, "env_kwargs": dict(self.spec.make_kwargs),
+                       "algo": cfg.algo, "sampler": cfg.sampler,
                        "seed": cfg.seed, "policy_hidden": list(cfg.policy_sizes(self.spec)),
                        "activation": cfg.activation,
                        "normalize_obs": cfg.normalize_obs, "observation_shape": list(obs_space.shape),
@@ -134,9 +135,8 @@ class Trainer:
         self.writer = tf.summary.create_file_writer(cfg.logdir)
 
     def export(self):
-        atari = None if self.spec.atari is None else dataclasses.asdict(self.spec.atari)
         return export_policy(self.policy, self.dist, self.obs_spec, self.spec.gym_id,
-                             self.cfg.policy_export_dir, atari)
+                             self.cfg.policy_export_dir, env_settings(self.spec))
 
     def write_summaries(self, pending):
         """Write [(step, metrics)], skipping tags a killed earlier run already wrote."""
@@ -238,7 +238,9 @@ class Trainer:
         metrics."""
         cfg = self.cfg
         share = self.method.share(cfg, 0, cfg.workers) if cfg.workers else cfg  # worker 0's
-        self.log(f"trpo_tf: {self.spec.name} ({self.spec.gym_id}), {self.dist.__class__.__name__} "
+        given = ", ".join(f"{k}={v!r}" for k, v in self.spec.make_kwargs)
+        self.log(f"trpo_tf: {self.spec.name} ({self.spec.gym_id}{' ' + given if given else ''}), "
+                 f"{self.dist.__class__.__name__} "
                  f"policy, {sum(int(np.prod(v.shape)) for v in self.policy.trainable_variables)} "
                  f"parameters, " + (f"{cfg.workers} Ray workers x " if cfg.workers else "")
                  + f"{cfg.num_envs} {self.backend} envs x {self.method.sampling_line(share)}"

@@ -20,7 +20,7 @@ import numpy as np
 os.environ.setdefault("MUJOCO_GL", "egl")  # before mujoco loads: headless offscreen rendering
 
 
-def render_replay(gym_id, atari, max_path_length, seed, actions, path, fps):
+def render_replay(gym_id, atari, make_kwargs, max_path_length, seed, actions, path, fps):
     """Reset the env with `seed`, step through `actions`, write every rendered frame ->
     (frames, the replay's return)."""
     import imageio
@@ -28,7 +28,8 @@ def render_replay(gym_id, atari, max_path_length, seed, actions, path, fps):
     from trpo_tf import envs
 
     settings = envs.AtariSettings(**atari) if atari else envs.AtariSettings()
-    env = envs.make_env(envs.resolve_env(gym_id, settings), max_path_length or None, render_mode="rgb_array")
+    spec = envs.resolve_env(gym_id, settings, [tuple(pair) for pair in make_kwargs])
+    env = envs.make_env(spec, max_path_length or None, render_mode="rgb_array")
     env.reset(seed=seed)
     frames, total = [env.render()], 0.0
     for action in actions:
@@ -48,6 +49,7 @@ def write_video(spec, max_path_length, seed, actions, path, fps):
         replay = os.path.join(tmp, "replay.npz")
         meta = {"gym_id": spec.gym_id, "max_path_length": max_path_length,
                 "atari": dataclasses.asdict(spec.atari) if spec.atari else None,
+                "make_kwargs": [list(pair) for pair in spec.make_kwargs],
                 "seed": seed, "path": os.path.abspath(path), "fps": fps}
         np.savez(replay, actions=np.asarray(actions), meta=json.dumps(meta))
         out = subprocess.run([sys.executable, "-m", "trpo_tf.tools.video", replay],
@@ -77,7 +79,8 @@ def record_video(serve, spec, env, path, seed, max_path_length=None):
 def main(replay_path):
     data = np.load(replay_path)
     meta = json.loads(str(data["meta"]))
-    frames, ret = render_replay(meta["gym_id"], meta["atari"], meta["max_path_length"],
+    frames, ret = render_replay(meta["gym_id"], meta["atari"], meta["make_kwargs"],
+                                meta["max_path_length"],
                                 meta["seed"], data["actions"], meta["path"], meta["fps"])
     print(frames, repr(ret))
 
