@@ -70,7 +70,7 @@ def main(argv):
     from trpo_tf import envs
 
     cfg = launch.config_from_flags()
-    spec = envs.resolve_env(cfg.env, cfg.atari)
+    spec = envs.resolve_env(cfg.env, cfg.atari, cfg.make_kwargs)
     backend = envs.pick_backend(spec, cfg.env_backend)
     budget = cfg.steps or cfg.iterations * cfg.batch_steps
     rate_before = raw_rate(spec, backend, cfg.num_envs, cfg.env_threads, budget)

@@ -83,18 +83,62 @@ def test_env_kwargs_reach_gymnasium_make_and_are_checked_in_one_line():
     assert envs.pick_backend(ant, "auto") == "gymnasium"
     with pytest.raises(envs.EnvError, match="--env_backend=envpool cannot take --env_kwargs"):
         envs.pick_backend(ant, "envpool")
-    assert Config(env_kwargs=" a = 0.5 ,b=x, c=None,d=TRUE").make_kwargs == (
-        ("a", 0.5), ("b", "x"), ("c", None), ("d", True))
+    assert Config(env_kwargs=" a = 0.5 ,b=x, c=None,d=TRUE,e=none, f='y'").make_kwargs == (
+        ("a", 0.5), ("b", "x"), ("c", None), ("d", True), ("e", None), ("f", "y"))
     for text, says in (("ctrl_cost_weight", "'ctrl_cost_weight' is not name=value"),
-                       ("a=1,a=2", "names an argument twice"),
+                       ("a=1,a=2", "each name once"), ("a=", "'a=' is not name=value"),
                        ("max_episode_steps=10", "set by --max_path_length"),
-                       ("a={1, 2}", "is not name=value"), ("a=b'x'", "values must be numbers")):
+                       ("a=(1, 2)", "a comma separates arguments"), ("a=off", "true, false or none"),
+                       ("a=b'x'", "values are numbers"), ("a={1: 2}", "values are numbers")):
         with pytest.raises(ConfigError) as err:
             validate(Config(env_kwargs=text))
         assert str(err.value).startswith(f"--env_kwargs={text}: ") and says in str(err.value)
         assert "\n" not in str(err.value)
     with pytest.raises(envs.EnvError, match=r"could not make Ant-v5 with --env_kwargs \{'wings': 2\}"):
         envs.make_env(envs.resolve_env("Ant-v5", make_kwargs=(("wings", 2),)))
+    # an ALE game's own arguments are the preprocessing's; other envs may take them
+    with pytest.raises(envs.EnvError, match="--env_kwargs: ALE/Pong-v5's frameskip is set by --frame_skip"):
+        envs.resolve_env("Pong", make_kwargs=(("frameskip", 2),))
+    assert validate(Config(env_kwargs="obs_type=pixels")).make_kwargs == (("obs_type", "pixels"),)
+
+
+def test_an_export_plays_its_envs_arguments_when_play_names_its_env_by_short_name_or_id(tmp_path):
+    """open_policy remakes the export's env with its gymnasium.make arguments when --env names
+    that env (short name or id), and without them for another env."""
+    import tensorflow as tf
+
+    from trpo_tf.distributions import DiagGaussian
+    from trpo_tf.policies import build_policy
+    from trpo_tf.run.evaluate import open_policy
+    from trpo_tf.run.export import env_settings, export_policy
+
+    spec = envs.resolve_env("Ant", make_kwargs=(("include_cfrc_ext_in_observation", False),))
+    policy = build_policy((27,), DiagGaussian(8), (), normalize_obs=False)
+    export_policy(policy, policy.dist, tf.TensorSpec((None, 27), tf.float32), spec.gym_id,
+                  str(tmp_path / "policy"), env_settings(spec))
+    for name in (None, "Ant", "Ant-v5"):
+        _, played, env = open_policy(str(tmp_path / "policy"), name)
+        assert played.make_kwargs == spec.make_kwargs and env.observation_space.shape == (27,)
+        env.close()
+    with pytest.raises(envs.EnvError, match=r"takes observations of shape \(27,\), but --env=Hopper"):
+        open_policy(str(tmp_path / "policy"), "Hopper")
+
+
+def test_the_video_child_reports_a_numpy_return_the_parent_can_read(monkeypatch, capsys, tmp_path):
+    """MuJoCo's locomotion envs return np.float64 rewards, whose repr under NumPy 2 is
+    'np.float64(...)': the child prints a float the parent parses."""
+    from trpo_tf.tools import video
+
+    monkeypatch.setattr(video, "render_replay", lambda *args: (3, np.float64(44.25)))
+    replay = tmp_path / "replay.npz"
+    meta = {"gym_id": "Ant-v5", "atari": None, "make_kwargs": [], "max_path_length": 5,
+            "seed": 0, "path": str(tmp_path / "x.mp4"), "fps": 30.0}
+    import json
+
+    np.savez(replay, actions=np.zeros((3, 8)), meta=json.dumps(meta))
+    video.main(str(replay))
+    frames, ret = capsys.readouterr().out.split()[-2:]
+    assert int(frames) == 3 and float(ret) == 44.25
 
 
 def test_a_run_with_env_kwargs_samples_evaluates_records_exports_and_plays_that_env(tmp_path):

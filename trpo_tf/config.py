@@ -4,7 +4,6 @@ in its module under methods/; Config's fields and the absl flags are both made f
 validate() checks every value before any environment starts."""
 import ast
 import dataclasses
-import json
 import math
 
 from trpo_tf import methods
@@ -22,7 +21,7 @@ declare(RUN, "algo", "trpo",
         "entropy policy search); beyond the paper, ppo (the clipped surrogate of Schulman et al. "
         "2017, on the same batches, advantages and value fit).", choices=ALGOS)
 declare(RUN, "env", "Cartpole",
-        "Short name (Cartpole, Swimmer, Hopper, Walker, HalfCheetah; BeamRider, Breakout, Enduro, "
+        "Short name (Cartpole, Swimmer, Hopper, Walker, HalfCheetah, Ant; BeamRider, Breakout, Enduro, "
         "Pong, Qbert, Seaquest, SpaceInvaders) or any gymnasium id (ALE/...-v5 included).")
 declare(RUN, "seed", 0,
         "One numpy SeedSequence per run: network init, env resets, action noise, value-fit "
@@ -72,35 +71,42 @@ declare(ENVS, "action_masks", "auto",
         "the masks are ignored.", choices=("auto", "off"))
 declare(ENVS, "env_kwargs", "",
         "Keyword arguments of gymnasium.make for --env, name=value[,name=value ...]; values "
-        "read as Python literals (0.1, 'x'; true / false as booleans), e.g. "
-        "include_cfrc_ext_in_observation=false. Kept in the run record and the export; sampled "
-        "on gymnasium (EnvPool names its options otherwise).")
+        "are numbers, true / false, none or strings (a comma separates arguments, so no value "
+        "holds one), e.g. include_cfrc_ext_in_observation=false. Replaces a preset's whole. "
+        "Kept in the run record and the export; sampled on gymnasium (EnvPool names its "
+        "options otherwise).")
 declare(ENVS, "max_path_length", 0,
         "Truncate paths at this length (bootstrapped, not terminal); 0 = the env's own limit.",
         check=at_least(0), rule=">= 0, 0 meaning the env's limit")
 
-# what other flags set in gymnasium.make: --env_kwargs may not set them
+# what other flags set in every gymnasium.make: --env_kwargs may not set them (an ALE game's
+# own, envs.ATARI_MAKE_KWARGS, are refused for games only)
 MAKE_KWARGS_OF_FLAGS = {"max_episode_steps": "--max_path_length", "render_mode": "play",
-                        "disable_env_checker": "trpo_tf", "frameskip": "--frame_skip",
-                        "repeat_action_probability": "--sticky_actions",
-                        "obs_type": "the Atari preprocessing"}
+                        "disable_env_checker": "trpo_tf"}
+WORDS = {"true": True, "false": False, "none": None}  # any case
+NOT_WORDS = ("yes", "no", "on", "off", "null")        # read as strings, Python would take them as true
 
 
 def parse_env_kwargs(text):
-    """--env_kwargs -> ((name, value), ...) in name order: each value a Python literal
-    (true / false: booleans), else the string as written. ValueError on a malformed item."""
+    """--env_kwargs -> ((name, value), ...) in name order: numbers, true / false / none (any
+    case), else the string as written (quotes optional). ValueError naming the item that is not
+    name=value, names an argument twice, has no value, a value of another kind or a word that
+    would pass for a boolean."""
     pairs = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, eq, raw = (x.strip() for x in item.partition("="))
-        if not eq or not name.isidentifier() or name in pairs:
-            raise ValueError(f"{item!r}")
-        if raw.lower() in ("true", "false"):
-            pairs[name] = raw.lower() == "true"
-            continue
+        if not eq or not name.isidentifier() or name in pairs or not raw:
+            raise ValueError(f"{item!r} is not name=value (a comma separates arguments, so no "
+                             "value holds one; each name once)")
+        if raw.lower() in NOT_WORDS:
+            raise ValueError(f"{item!r}: write true, false or none")
         try:
-            pairs[name] = ast.literal_eval(raw)
+            value = WORDS[raw.lower()] if raw.lower() in WORDS else ast.literal_eval(raw)
         except (ValueError, SyntaxError):
-            pairs[name] = raw
+            value = raw
+        if not isinstance(value, (bool, int, float, str, type(None))):
+            raise ValueError(f"{item!r}: values are numbers, true / false, none or strings")
+        pairs[name] = value
     return tuple(sorted(pairs.items()))
 
 
@@ -109,14 +115,10 @@ def env_kwargs_problem(text):
     try:
         pairs = parse_env_kwargs(text)
     except ValueError as err:
-        return f"{err} is not name=value (or names an argument twice)"
+        return str(err)
     taken = [name for name, _ in pairs if name in MAKE_KWARGS_OF_FLAGS]
     if taken:
         return f"{taken[0]} is set by {MAKE_KWARGS_OF_FLAGS[taken[0]]}, not --env_kwargs"
-    try:  # the run record and the export keep them as JSON
-        json.dumps(dict(pairs))
-    except TypeError:
-        return "values must be numbers, strings, booleans or None"
     return None
 
 

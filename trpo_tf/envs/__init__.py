@@ -115,7 +115,17 @@ def resolve_env(name, atari=AtariSettings(), make_kwargs=()):
     `atari`, their preprocessing; any env `make_kwargs`, gymnasium.make's keyword arguments);
     anything else is an EnvError."""
     spec = registered_spec(name, atari)
+    taken = [k for k, _ in make_kwargs if k in ATARI_MAKE_KWARGS] if spec.atari else []
+    if taken:
+        raise EnvError(f"--env_kwargs: {spec.gym_id}'s {taken[0]} is set by "
+                       f"{ATARI_MAKE_KWARGS[taken[0]]}")
     return dataclasses.replace(spec, make_kwargs=tuple(make_kwargs)) if make_kwargs else spec
+
+
+# what make_atari_env passes gymnasium.make itself, and the flag that sets it
+ATARI_MAKE_KWARGS = {"frameskip": "--frame_skip (the preprocessing skips; ALE steps one frame)",
+                     "repeat_action_probability": "--sticky_actions",
+                     "obs_type": "the preprocessing (grayscale)"}
 
 
 def registered_spec(name, atari):
@@ -428,8 +438,9 @@ def envpool_refusal(spec):
                 "go on with the same game after a lost life, gymnasium's restart it; use "
                 "--env_backend=gymnasium or auto")
     if spec.make_kwargs:
-        return ("--env_backend=envpool cannot take --env_kwargs (gymnasium.make's arguments; "
-                "EnvPool names its options otherwise): use --env_backend=gymnasium or auto")
+        return ("--env_backend=envpool cannot take --env_kwargs (gymnasium.make's arguments, "
+                "given or from the env's preset; EnvPool names its options otherwise): use "
+                "--env_backend=gymnasium or auto, or --env_kwargs= to drop them")
     return None
 
 

@@ -27,8 +27,9 @@ def open_policy(policy_dir, env_name=None, max_path_length=None):
     settings = dict(settings or {})
     make_kwargs = [tuple(pair) for pair in settings.pop("make_kwargs", [])]
     atari = envs.AtariSettings(**settings) if settings else envs.AtariSettings()
-    own_env = env_name in (None, env_id)  # another --env: the export's arguments are for its own
-    spec = envs.resolve_env(env_name or env_id, atari, make_kwargs if own_env else ())
+    named = envs.resolve_env(env_name or env_id, atari)  # --env may name the export's env
+    spec = (envs.resolve_env(env_name or env_id, atari, make_kwargs)
+            if named.gym_id == env_id else named)  # another env: the arguments are the export's
     env = envs.make_bounded_env(spec, max_path_length)
     serve = signatures["serving_default"]
     if MASKED_SIGNATURE in signatures and isinstance(env.action_space, envs.MASKABLE):

@@ -82,7 +82,7 @@ def main(replay_path):
     frames, ret = render_replay(meta["gym_id"], meta["atari"], meta["make_kwargs"],
                                 meta["max_path_length"],
                                 meta["seed"], data["actions"], meta["path"], meta["fps"])
-    print(frames, repr(ret))
+    print(frames, repr(float(ret)))  # a NumPy scalar's repr is np.float64(...)
 
 
 if __name__ == "__main__":
