@@ -13,7 +13,7 @@ def test_short_names_and_gym_ids_resolve():
     assert envs.resolve_env("HalfCheetah-v5").policy_hidden == envs.DEFAULT_HIDDEN
     for name, spec in envs.SHORT_NAMES.items():  # a task by its gymnasium id: the same defaults
         assert envs.resolve_env(spec.gym_id) == dataclasses.replace(spec, name=spec.gym_id)
-    with pytest.raises(envs.EnvError, match=r"short name \(Cartpole, Swimmer, Hopper, Walker, HalfCheetah, Ant, InvertedDoublePendulum, BeamRider, .*SpaceInvaders\)"):
+    with pytest.raises(envs.EnvError, match=r"short name \(Cartpole, Swimmer, Hopper, Walker, HalfCheetah, Ant, InvertedDoublePendulum, Reacher, BeamRider, .*SpaceInvaders\)"):
         envs.resolve_env("Hoper")
 
 

@@ -40,11 +40,12 @@ def preset_values(name):
     return values
 
 
-def test_each_paper_task_and_halfcheetah_ant_idp_have_tuned_presets_found_by_name_or_gym_id():
+def test_each_task_with_a_tuned_preset_finds_it_by_short_name_or_gym_id():
     for name, gym_id in (("Cartpole", "InvertedPendulum-v5"), ("Swimmer", "Swimmer-v5"),
                          ("Hopper", "Hopper-v5"), ("Walker", "Walker2d-v5"),
                          ("HalfCheetah", "HalfCheetah-v5"), ("Ant", "Ant-v5"),
-                         ("InvertedDoublePendulum", "InvertedDoublePendulum-v5")):
+                         ("InvertedDoublePendulum", "InvertedDoublePendulum-v5"),
+                         ("Reacher", "Reacher-v5")):
         path = presets.preset_for(name)
         assert path and os.path.isfile(path) and presets.preset_for(gym_id) == path
         assert presets.preset_for(name.upper()) is None  # spelled as resolve_env spells them

@@ -27,7 +27,7 @@ def define_flags(settings):
 
 
 define_flags(s for s in SETTINGS.values() if s.name not in NOT_FLAGS)
-flags.DEFINE_enum("preset", "auto", ["auto", "none"], "auto: if --env names a task with a tuned preset (launch/tuned/<env>.cfg: Cartpole, Swimmer, Hopper, Walker, HalfCheetah, Ant, InvertedDoublePendulum), no --flagfile is given and --algo=trpo trains single path, train with it; flags on the command line override it. none: the generic defaults.")
+flags.DEFINE_enum("preset", "auto", ["auto", "none"], "auto: if --env names a task with a tuned preset (launch/tuned/<env>.cfg: Cartpole, Swimmer, Hopper, Walker, HalfCheetah, Ant, InvertedDoublePendulum, Reacher), no --flagfile is given and --algo=trpo trains single path, train with it; flags on the command line override it. none: the generic defaults.")
 flags.DEFINE_integer("seeds", 1, "Run this many seeds (--seed, --seed+1, ...), each in <logdir>/seed_<s>.")
 FLAGS = flags.FLAGS
 

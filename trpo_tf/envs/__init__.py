@@ -62,6 +62,7 @@ SHORT_NAMES["HalfCheetah"] = EnvSpec("HalfCheetah", "HalfCheetah-v5", DEFAULT_HI
 SHORT_NAMES["Ant"] = EnvSpec("Ant", "Ant-v5", DEFAULT_HIDDEN)  # issue 25's fifth task
 SHORT_NAMES["InvertedDoublePendulum"] = EnvSpec("InvertedDoublePendulum",
                                                 "InvertedDoublePendulum-v5", DEFAULT_HIDDEN)
+SHORT_NAMES["Reacher"] = EnvSpec("Reacher", "Reacher-v5", DEFAULT_HIDDEN)
 
 # Section 8.2's seven games (Table 1). Their policy is the CNN of policies.py with one
 # fully connected layer of 20 units.
