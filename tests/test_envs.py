@@ -1,4 +1,5 @@
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -127,8 +128,10 @@ def test_an_export_plays_its_envs_arguments_when_play_names_its_env_by_short_nam
 def test_the_video_child_reports_a_numpy_return_the_parent_can_read(monkeypatch, capsys, tmp_path):
     """MuJoCo's locomotion envs return np.float64 rewards, whose repr under NumPy 2 is
     'np.float64(...)': the child prints a float the parent parses."""
-    monkeypatch.delenv("MUJOCO_GL", raising=False)  # video.py sets it: undone after the test,
-    from trpo_tf.tools import video  # as tests/zygote.py forks only where it matches the server's
+    # video.py sets MUJOCO_GL on import; monkeypatch puts it back as it was after the test
+    # (tests/zygote.py forks commands only while the MUJOCO_* variables match its server's)
+    monkeypatch.setenv("MUJOCO_GL", os.environ.get("MUJOCO_GL", "egl"))
+    from trpo_tf.tools import video
 
     monkeypatch.setattr(video, "render_replay", lambda *args: (3, np.float64(44.25)))
     replay = tmp_path / "replay.npz"
