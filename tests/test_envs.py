@@ -111,12 +111,12 @@ def test_an_export_plays_its_envs_arguments_when_play_names_its_env_by_short_nam
     from trpo_tf.distributions import DiagGaussian
     from trpo_tf.policies import build_policy
     from trpo_tf.run.evaluate import open_policy
-    from trpo_tf.run.export import env_settings, export_policy
+    from trpo_tf.run.export import export_policy
 
     spec = envs.resolve_env("Ant", make_kwargs=(("include_cfrc_ext_in_observation", False),))
     policy = build_policy((27,), DiagGaussian(8), (), normalize_obs=False)
     export_policy(policy, policy.dist, tf.TensorSpec((None, 27), tf.float32), spec.gym_id,
-                  str(tmp_path / "policy"), env_settings(spec))
+                  str(tmp_path / "policy"), envs.env_settings(spec))
     for name in (None, "Ant", "Ant-v5"):
         _, played, env = open_policy(str(tmp_path / "policy"), name)
         assert played.make_kwargs == spec.make_kwargs and env.observation_space.shape == (27,)
@@ -135,7 +135,7 @@ def test_the_video_child_reports_a_numpy_return_the_parent_can_read(monkeypatch,
 
     monkeypatch.setattr(video, "render_replay", lambda *args: (3, np.float64(44.25)))
     replay = tmp_path / "replay.npz"
-    meta = {"gym_id": "Ant-v5", "atari": None, "make_kwargs": [], "max_path_length": 5,
+    meta = {"gym_id": "Ant-v5", "settings": None, "max_path_length": 5,
             "seed": 0, "path": str(tmp_path / "x.mp4"), "fps": 30.0}
     import json
 

@@ -21,8 +21,9 @@ declare(RUN, "algo", "trpo",
         "entropy policy search); beyond the paper, ppo (the clipped surrogate of Schulman et al. "
         "2017, on the same batches, advantages and value fit).", choices=ALGOS)
 declare(RUN, "env", "Cartpole",
-        "Short name (Cartpole, Swimmer, Hopper, Walker, HalfCheetah, Ant, InvertedDoublePendulum, Reacher; BeamRider, Breakout, Enduro, "
-        "Pong, Qbert, Seaquest, SpaceInvaders) or any gymnasium id (ALE/...-v5 included).")
+        "Short name (Cartpole, Swimmer, Hopper, Walker, HalfCheetah, Ant, InvertedDoublePendulum, "
+        "Reacher; BeamRider, Breakout, Enduro, Pong, Qbert, Seaquest, SpaceInvaders) or any "
+        "gymnasium id (ALE/...-v5 included).")
 declare(RUN, "seed", 0,
         "One numpy SeedSequence per run: network init, env resets, action noise, value-fit "
         "shuffling, vine and CEM / CMA draws each get their own spawned stream.",

@@ -125,6 +125,24 @@ def resolve_env(name, atari=AtariSettings(), make_kwargs=()):
     return dataclasses.replace(spec, make_kwargs=tuple(make_kwargs)) if make_kwargs else spec
 
 
+def env_settings(spec):
+    """What an export (and play's video child) keeps of an env beside its id, to remake it as
+    it trained, JSON-able: the Atari preprocessing's fields and any gymnasium.make arguments
+    ("make_kwargs"), or None (settings_spec is the inverse)."""
+    settings = {} if spec.atari is None else dataclasses.asdict(spec.atari)
+    if spec.make_kwargs:
+        settings["make_kwargs"] = [list(pair) for pair in spec.make_kwargs]
+    return settings or None
+
+
+def settings_spec(name, settings, make_kwargs=True):
+    """resolve_env of `name` with env_settings' `settings` (None: none); make_kwargs False
+    leaves out the gymnasium.make arguments (they are for the env they were recorded with)."""
+    settings = dict(settings or {})
+    pairs = [tuple(pair) for pair in settings.pop("make_kwargs", [])]
+    return resolve_env(name, AtariSettings(**settings), pairs if make_kwargs else ())
+
+
 # what make_atari_env passes gymnasium.make itself, and the flag that sets it
 ATARI_MAKE_KWARGS = {"frameskip": "--frame_skip (the preprocessing skips; ALE steps one frame)",
                      "repeat_action_probability": "--sticky_actions",

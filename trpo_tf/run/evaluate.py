@@ -15,21 +15,18 @@ from trpo_tf.sampling import env_action_fn, play_episodes
 
 def open_policy(policy_dir, env_name=None, max_path_length=None):
     """(serving function, EnvSpec, env) for an exported policy: the env it was trained on
-    (or `env_name`) with the preprocessing and gymnasium.make arguments recorded in the export,
-    so it plays exactly as it trained; the signature that takes action masks where the env gives them. EnvError for a
-    directory that holds no policy or an env of another shape."""
+    (or `env_name`) with the preprocessing and gymnasium.make arguments recorded in the
+    export, so it plays exactly as it trained; the signature that takes action masks where the
+    env gives them. EnvError for a directory that holds no policy or an env of another shape."""
     check_policy_dir(policy_dir)
     try:
         signatures, env_id, settings = load_signatures(policy_dir)
     except Exception as err:  # TensorFlow's loader on a damaged or foreign SavedModel
         raise envs.EnvError(f"--policy={policy_dir}: the SavedModel cannot be loaded "
                             f"({first_line(err)})") from None
-    settings = dict(settings or {})
-    make_kwargs = [tuple(pair) for pair in settings.pop("make_kwargs", [])]
-    atari = envs.AtariSettings(**settings) if settings else envs.AtariSettings()
-    named = envs.resolve_env(env_name or env_id, atari)  # --env may name the export's env
-    spec = (envs.resolve_env(env_name or env_id, atari, make_kwargs)
-            if named.gym_id == env_id else named)  # another env: the arguments are the export's
+    spec = envs.settings_spec(env_name or env_id, settings)  # --env may name the export's env
+    if spec.gym_id != env_id:  # another env: the gymnasium.make arguments are the export env's
+        spec = envs.settings_spec(env_name, settings, make_kwargs=False)
     env = envs.make_bounded_env(spec, max_path_length)
     serve = signatures["serving_default"]
     if MASKED_SIGNATURE in signatures and isinstance(env.action_space, envs.MASKABLE):

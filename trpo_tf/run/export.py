@@ -10,7 +10,6 @@ input, or is refused), so `serving_default` is the policy with every action lega
 A recurrent policy's signatures are one step of a batch of episodes: they take its `state`
 [batch, S] beside the observations and return the new `state` with the actions; a third,
 INITIAL_STATE_SIGNATURE, gives the state an episode starts from for a `batch_size`."""
-import dataclasses
 import json
 import os
 import shutil
@@ -86,20 +85,10 @@ class ServablePolicy(tf.Module):
         return out
 
 
-def env_settings(spec):
-    """What an export records of its env beside the id, to remake it as it trained: the Atari
-    preprocessing's fields and any gymnasium.make arguments ("make_kwargs"), or None."""
-    settings = {} if spec.atari is None else dataclasses.asdict(spec.atari)
-    if spec.make_kwargs:
-        settings["make_kwargs"] = [list(pair) for pair in spec.make_kwargs]
-    return settings or None
-
-
 def export_policy(policy, dist, obs_spec, env_id, export_dir, env_settings=None):
     """Save to a temporary sibling, then swap it in: `play` never sees a half-written model.
     Only an earlier export (it carries outputs.EXPORT_MARKER) is ever replaced.
-    env_settings: a JSON-able dict (env_settings(spec): the Atari preprocessing, make_kwargs),
-    or None."""
+    env_settings: a JSON-able dict (envs.env_settings(spec)), or None."""
     export_dir = os.path.abspath(export_dir)
     parent = os.path.dirname(export_dir)
     if os.path.lexists(export_dir) and not outputs.is_trpo_tf_export(export_dir):

@@ -16,13 +16,14 @@ import tensorflow as tf
 
 from trpo_tf import distributions, methods, pipeline, policies, seeding
 from trpo_tf.cli import StopOnSignal
+from trpo_tf.envs import env_settings
 from trpo_tf.errors import ConfigError, EnvStepError, TrainingFault
 from trpo_tf.methods.base import RunParts
 from trpo_tf.run import outputs, summaries
 from trpo_tf.run.checkpoint import Checkpointer
 from trpo_tf.run.checks import check_run
 from trpo_tf.run.evaluate import Evaluator
-from trpo_tf.run.export import env_settings, export_policy
+from trpo_tf.run.export import export_policy
 from trpo_tf.sampling import batch_obs_dtype
 from trpo_tf.sampling.single_path import value_step_kwargs
 

@@ -8,7 +8,6 @@ simulators are deterministic, so the replay is the episode that was played.
 
     python -m trpo_tf.tools.video REPLAY.npz   # written by write_replay; used by play --video
 """
-import dataclasses
 import json
 import os
 import subprocess
@@ -20,16 +19,15 @@ import numpy as np
 os.environ.setdefault("MUJOCO_GL", "egl")  # before mujoco loads: headless offscreen rendering
 
 
-def render_replay(gym_id, atari, make_kwargs, max_path_length, seed, actions, path, fps):
+def render_replay(gym_id, settings, max_path_length, seed, actions, path, fps):
     """Reset the env with `seed`, step through `actions`, write every rendered frame ->
     (frames, the replay's return)."""
     import imageio
 
     from trpo_tf import envs
 
-    settings = envs.AtariSettings(**atari) if atari else envs.AtariSettings()
-    spec = envs.resolve_env(gym_id, settings, [tuple(pair) for pair in make_kwargs])
-    env = envs.make_env(spec, max_path_length or None, render_mode="rgb_array")
+    env = envs.make_env(envs.settings_spec(gym_id, settings), max_path_length or None,
+                        render_mode="rgb_array")
     env.reset(seed=seed)
     frames, total = [env.render()], 0.0
     for action in actions:
@@ -43,13 +41,13 @@ def render_replay(gym_id, atari, make_kwargs, max_path_length, seed, actions, pa
 def write_video(spec, max_path_length, seed, actions, path, fps):
     """Render the replay of `actions` into `path` in a child process -> (frames written, the
     replay's return). Raises EnvError with the child's last error line if rendering failed."""
+    from trpo_tf import envs
     from trpo_tf.errors import EnvError
 
     with tempfile.TemporaryDirectory() as tmp:
         replay = os.path.join(tmp, "replay.npz")
         meta = {"gym_id": spec.gym_id, "max_path_length": max_path_length,
-                "atari": dataclasses.asdict(spec.atari) if spec.atari else None,
-                "make_kwargs": [list(pair) for pair in spec.make_kwargs],
+                "settings": envs.env_settings(spec),
                 "seed": seed, "path": os.path.abspath(path), "fps": fps}
         np.savez(replay, actions=np.asarray(actions), meta=json.dumps(meta))
         out = subprocess.run([sys.executable, "-m", "trpo_tf.tools.video", replay],
@@ -79,8 +77,7 @@ def record_video(serve, spec, env, path, seed, max_path_length=None):
 def main(replay_path):
     data = np.load(replay_path)
     meta = json.loads(str(data["meta"]))
-    frames, ret = render_replay(meta["gym_id"], meta["atari"], meta["make_kwargs"],
-                                meta["max_path_length"],
+    frames, ret = render_replay(meta["gym_id"], meta["settings"], meta["max_path_length"],
                                 meta["seed"], data["actions"], meta["path"], meta["fps"])
     print(frames, repr(float(ret)))  # a NumPy scalar's repr is np.float64(...)
 
