@@ -25,6 +25,12 @@ def set_flat(variables, flat):
         v.assign(part)
 
 
+def revert_unless(ok, variables, flat):
+    """Leave `variables` as they are where the scalar bool `ok` holds, else set them to the
+    flat vector `flat` (a fit that diverged never reaches the policy)."""
+    set_flat(variables, tf.where(ok, get_flat(variables), flat))
+
+
 def watchable(variables):
     """The tf.Variables under `variables` (a Keras 3 variable holds one as `.value`; a
     tf.Variable's own `.value` is a method): what tf.autodiff.ForwardAccumulator watches."""

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from trpo_tf.distributions import DiagGaussian
 from trpo_tf.flat import set_flat, watchable
+from trpo_tf.graph import traced
 from trpo_tf.moments import merge_moments
 
 OBS_CLIP = 10.0  # normalised observations are clipped to [-OBS_CLIP, OBS_CLIP]
@@ -438,7 +439,7 @@ class CNNPolicy(keras.Model):
             raise ValueError("the Atari CNN policy needs a discrete action space")
         self.dist = dist
         self.net = _cnn(hidden, dist.head_dim, out_scale=0.01)
-        self._act = tf.function(
+        self._act = traced(
             self.call, input_signature=[tf.TensorSpec((None,) + tuple(obs_shape), tf.uint8)])
 
     def call(self, obs):

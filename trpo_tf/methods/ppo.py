@@ -55,7 +55,9 @@ class PPOLearner:
         self.optimizer.build(self.variables)
         self.rng = tf.random.Generator.from_seed(seed)
         self.trace_count = 0
-        self.step = tf.function(self._step, input_signature=list(input_specs))
+        from trpo_tf.graph import traced
+
+        self.step = traced(self._step, input_signature=list(input_specs))
 
     def ascend(self, obs, actions, old_log_prob, advantages, mask):
         """One Adam step up eq. 7 on a minibatch (its action masks: `mask`, or None)."""
@@ -72,7 +74,8 @@ class PPOLearner:
         import tensorflow as tf
 
         from trpo_tf.distributions import masked_logits
-        from trpo_tf.flat import get_flat, set_flat
+        from trpo_tf.flat import get_flat, revert_unless
+        from trpo_tf.graph import repeat
 
         self.trace_count += 1  # Python side effect: runs only while tracing
         dist, policy = self.dist, self.policy
@@ -83,17 +86,23 @@ class PPOLearner:
         theta_old = get_flat(self.variables)
         before = clipped_surrogate(dist, old_params, actions, old_log_prob, advantages, self.clip)
         n = tf.shape(obs)[0]
-        for _ in tf.range(self.epochs):
+
+        def epoch(_):
             order = tf.argsort(self.rng.uniform([n]))
-            for start in tf.range(0, n, self.minibatch):
-                idx = order[start:start + self.minibatch]
+
+            def minibatch(j):
+                idx = order[j * self.minibatch:(j + 1) * self.minibatch]
                 self.ascend(tf.gather(obs, idx), tf.gather(actions, idx),
                             tf.gather(old_log_prob, idx), tf.gather(advantages, idx),
                             None if mask is None else tf.gather(mask, idx))
+
+            repeat((n + self.minibatch - 1) // self.minibatch, minibatch)
+
+        repeat(self.epochs, epoch)
         params = masked_logits(policy(obs), mask)
         finite = tf.reduce_all(tf.math.is_finite(params)) & tf.math.is_finite(before)
-        if not finite:  # a diverged fit never reaches the policy (the loop rolls Adam back)
-            set_flat(self.variables, theta_old)
+        # a diverged fit never reaches the policy (the loop rolls Adam back)
+        revert_unless(finite, self.variables, theta_old)
         kl = dist.kl(old_params, params)
         ratio = tf.exp(dist.log_prob(params, actions) - old_log_prob)
         return {

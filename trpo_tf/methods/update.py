@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from trpo_tf.distributions import masked_logits
 from trpo_tf.flat import flat_concat, get_flat, set_flat, unflatten, watchable
+from trpo_tf.graph import traced
 from trpo_tf.policies import Sequences, every_kth_sequence
 
 
@@ -155,21 +156,23 @@ def fvp_subsample(inputs, stride):
 def conjugate_gradient(matvec, b, iters, residual_tol=1e-10):
     """Solve A x = b for symmetric positive definite A given only x -> A x.
 
-    Returns (x, ||b - A x||); stops early once the squared residual is below residual_tol.
+    Returns (x, ||b - A x||); stops early once the squared residual is below residual_tol
+    (a NaN residual does not stop it: the caller's finiteness check sees the NaN).
     """
-    x = tf.zeros_like(b)
-    r, p = b, b
-    r_dot_r = tf.reduce_sum(r * r)
-    for _ in tf.range(iters):
-        if r_dot_r < residual_tol:
-            break
+    def not_done(i, x, r, p, r_dot_r):
+        return (i < iters) & tf.logical_not(r_dot_r < residual_tol)
+
+    def cg_step(i, x, r, p, r_dot_r):
         z = matvec(p)
         alpha = r_dot_r / tf.reduce_sum(p * z)
         x = x + alpha * p
         r = r - alpha * z
         new_r_dot_r = tf.reduce_sum(r * r)
         p = r + (new_r_dot_r / r_dot_r) * p
-        r_dot_r = new_r_dot_r
+        return i + 1, x, r, p, new_r_dot_r
+
+    start = (tf.constant(0), tf.zeros_like(b), b, b, tf.reduce_sum(b * b))
+    _, x, _, _, r_dot_r = tf.while_loop(not_done, cg_step, start)
     return x, tf.sqrt(r_dot_r)
 
 
@@ -187,19 +190,21 @@ def backtracking_line_search(evaluate, theta_old, full_step, gain_old, max_kl, s
     evaluate(theta) -> (gain, mean KL, max KL) at theta (it may set the parameters).
     Returns (theta, accepted, steps_tried, gain, mean KL, max KL).
     """
-    theta, gain = theta_old, gain_old
-    kl = kl_max = tf.zeros_like(gain_old)
-    accepted = tf.constant(False)
-    tried = tf.constant(0)
-    for k in tf.range(max_backtracks):
+    def not_done(k, theta, accepted, gain, kl, kl_max):
+        return (k < max_backtracks) & tf.logical_not(accepted)
+
+    def try_step(k, theta, accepted, gain, kl, kl_max):
         candidate = theta_old + tf.pow(shrink, tf.cast(k, full_step.dtype)) * full_step
         gain_k, kl_k, kl_max_k = evaluate(candidate)
-        tried = k + 1
         bound = kl_max_k if constrain_max else kl_k
-        if (tf.math.is_finite(gain_k) and tf.math.is_finite(bound) and gain_k > gain_old
-                and bound <= max_kl):
-            theta, gain, kl, kl_max, accepted = candidate, gain_k, kl_k, kl_max_k, tf.constant(True)
-            break
+        ok = (tf.math.is_finite(gain_k) & tf.math.is_finite(bound) & (gain_k > gain_old)
+              & (bound <= max_kl))
+        return (k + 1, tf.where(ok, candidate, theta), ok, tf.where(ok, gain_k, gain),
+                tf.where(ok, kl_k, kl), tf.where(ok, kl_max_k, kl_max))
+
+    zero = tf.zeros_like(gain_old)
+    tried, theta, accepted, gain, kl, kl_max = tf.while_loop(
+        not_done, try_step, (tf.constant(0), theta_old, tf.constant(False), gain_old, zero, zero))
     return theta, accepted, tried, gain, kl, kl_max
 
 
@@ -259,7 +264,7 @@ class TRPOLearner:
         self.kl_states, self.behaviour_params = kl_states, behaviour_params
         self.action_masks = action_masks
         self.trace_count = 0
-        self.step = tf.function(self._step, input_signature=list(input_specs))
+        self.step = traced(self._step, input_signature=list(input_specs))
 
     def damped_fvp_fn(self, obs, old_params, actions, mask):
         """v -> (F + damping I) v on the FVP subsample, F analytic (either form) or empirical,
@@ -307,7 +312,7 @@ class TRPOLearner:
         kl_old_params = masked_logits(behaviour[-1], mask) if behaviour else current
 
         # traced once, applied in CG and for the step length
-        damped_fvp = tf.function(self.damped_fvp_fn(kl_obs, current, data[0], mask),
+        damped_fvp = traced(self.damped_fvp_fn(kl_obs, current, data[0], mask),
                                  input_signature=[tf.TensorSpec(grad.shape, grad.dtype)])
         direction, cg_residual = conjugate_gradient(damped_fvp, grad, self.cg_iters)
         if self.fixed_step:

@@ -12,7 +12,8 @@ spread, so T means the same on every task).
 import keras
 import tensorflow as tf
 
-from trpo_tf.flat import get_flat, set_flat
+from trpo_tf.flat import get_flat, revert_unless
+from trpo_tf.graph import repeat, traced
 
 
 def rwr_weights(returns, temperature):
@@ -34,7 +35,7 @@ class WeightedMaxLikelihood:
         self.optimizer = keras.optimizers.Adam(learning_rate)
         self.optimizer.build(self.variables)
         self.trace_count = 0
-        self.step = tf.function(self._step, input_signature=list(input_specs))
+        self.step = traced(self._step, input_signature=list(input_specs))
 
     def sample_weights(self, data):
         """The weights the fit uses, from the step's third input (here: the weights)."""
@@ -55,14 +56,15 @@ class WeightedMaxLikelihood:
             return tf.reduce_sum(weights * dist.log_prob(policy(obs), actions))
 
         before = weighted_log_likelihood()
-        for _ in tf.range(self.epochs):
+        def ascend(_):
             with tf.GradientTape() as tape:
                 loss = -weighted_log_likelihood()
             self.optimizer.apply_gradients(zip(tape.gradient(loss, self.variables), self.variables))
+
+        repeat(self.epochs, ascend)
         params = policy(obs)
         finite = tf.reduce_all(tf.math.is_finite(params))
-        if not finite:  # a fit that diverged never reaches the policy
-            set_flat(self.variables, theta_old)
+        revert_unless(finite, self.variables, theta_old)  # a diverged fit never reaches the policy
         kl = dist.kl(old_params, params)
         return {
             "surrogate_before": before,

@@ -6,6 +6,8 @@ env terminated; `next_values` holds V(s_{t+1}) for every step, bootstrapped at p
 """
 import tensorflow as tf
 
+from trpo_tf.graph import traced
+
 
 def reverse_linear_recurrence(x, coeff):
     """y_t = x_t + coeff_t * y_{t+1}, y_N = 0, for all t at once.
@@ -17,14 +19,12 @@ def reverse_linear_recurrence(x, coeff):
     x = tf.convert_to_tensor(x)
     coeff = tf.convert_to_tensor(coeff, x.dtype)
     n = tf.shape(x)[0]
-    y, a = x, coeff
-    k = tf.constant(1)
-    while k < n:
+
+    def double(k, y, a):
         pad = tf.zeros([k], x.dtype)
-        y = y + a * tf.concat([y[k:], pad], 0)
-        a = a * tf.concat([a[k:], pad], 0)
-        k = k * 2
-    return y
+        return k * 2, y + a * tf.concat([y[k:], pad], 0), a * tf.concat([a[k:], pad], 0)
+
+    return tf.while_loop(lambda k, y, a: k < n, double, (tf.constant(1), x, coeff))[1]
 
 
 def next_state_values(values, end_values, path_end):
@@ -80,7 +80,7 @@ def make_advantage_fn(value_net, cfg, obs_spec, inputs_spec=None):
     terminal, path_end) -> (advantages, value targets, explained variance) (traced once)."""
     per_step = tf.TensorSpec((None,), tf.float32)
 
-    @tf.function(input_signature=[inputs_spec or obs_spec, obs_spec, per_step, per_step, per_step])
+    @traced(input_signature=[inputs_spec or obs_spec, obs_spec, per_step, per_step, per_step])
     def advantage_fn(inputs, end_obs, rew, terminal, path_end):
         values, end_values = value_net.values_and_end_values(inputs, end_obs, path_end)
         next_values = next_state_values(values, end_values, path_end)

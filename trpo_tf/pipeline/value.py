@@ -21,6 +21,7 @@ import collections
 import keras
 import tensorflow as tf
 
+from trpo_tf.graph import repeat, traced
 from trpo_tf.policies import padded
 
 
@@ -50,12 +51,12 @@ class ValueFitter(AdamFit):
         # padded copy first (50K Hopper steps: 2 MB). Frames are gathered a minibatch at a time
         # inside the loop (a copy of 100K Atari frames would be 0.9 GB more).
         self.gather_first = obs_spec.shape.rank == 2
-        self.fit_epoch = tf.function(
+        self.fit_epoch = traced(
             self._fit_epoch, jit_compile=self.gather_first,
             input_signature=[obs_spec, tf.TensorSpec((None,), tf.float32),
                              tf.TensorSpec((None, minibatch), tf.int32),
                              tf.TensorSpec((None, minibatch), tf.float32), tf.TensorSpec((), tf.int32)])
-        self.fit = tf.function(
+        self.fit = traced(
             self._fit, input_signature=[obs_spec, tf.TensorSpec((None,), tf.float32)])
 
     def _mse(self, obs, targets):
@@ -96,8 +97,8 @@ class ValueFitter(AdamFit):
         num_minibatches = (n + self.minibatch - 1) // self.minibatch
         slots = self.minibatch * _next_power_of_two(num_minibatches)
         weights = tf.reshape(tf.cast(tf.range(slots) < n, tf.float32), [-1, self.minibatch])
-        for _ in tf.range(self.epochs):
-            self.fit_epoch(*self._shuffled(obs, targets, slots), weights, num_minibatches)
+        repeat(self.epochs, lambda _: self.fit_epoch(*self._shuffled(obs, targets, slots), weights,
+                                                     num_minibatches))
         return {"loss_before": loss_before, "loss_after": self._mse(obs, targets)}
 
 
@@ -139,8 +140,8 @@ class SequenceValueFitter(AdamFit):
 
     def __init__(self, value_net, inputs_spec, learning_rate, epochs, minibatch, seed=0):
         super().__init__(value_net, learning_rate, epochs, minibatch, seed)
-        self.fit_epoch = tf.function(self._fit_epoch, jit_compile=True)
-        self.fit = tf.function(
+        self.fit_epoch = traced(self._fit_epoch, jit_compile=True)
+        self.fit = traced(
             self._fit, input_signature=[inputs_spec, tf.TensorSpec((None,), tf.float32)])
 
     def loss(self, seqs):
@@ -180,6 +181,6 @@ class SequenceValueFitter(AdamFit):
         seqs = padded_sequences(inputs, targets)
         loss_before = self.loss(seqs)
         per_minibatch = sequences_per_minibatch(self.minibatch, inputs.rows)
-        for _ in tf.range(self.epochs):
-            self.fit_epoch(seqs, *self._shuffled(tf.shape(seqs.states)[0], per_minibatch))
+        repeat(self.epochs, lambda _: self.fit_epoch(
+            seqs, *self._shuffled(tf.shape(seqs.states)[0], per_minibatch)))
         return {"loss_before": loss_before, "loss_after": self.loss(seqs)}

@@ -23,6 +23,7 @@ import shutil
 import tensorflow as tf
 
 from trpo_tf.errors import CheckpointError, first_line
+from trpo_tf.graph import traced
 from trpo_tf.run import outputs
 
 INDEX = "checkpoint"  # TensorFlow's text index of the checkpoints
@@ -112,7 +113,7 @@ class Checkpointer:
         check per variable cost ~7 ms an iteration, and it runs twice per iteration)."""
         if self._finite is None:
             floating = [v for v in self.state_variables if tf.as_dtype(v.dtype).is_floating]
-            self._finite = tf.function(lambda: tf.reduce_all(
+            self._finite = traced(lambda: tf.reduce_all(
                 tf.stack([tf.reduce_all(tf.math.is_finite(v)) for v in floating])))
         return bool(self._finite())
 

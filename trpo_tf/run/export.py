@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from trpo_tf.distributions import masked_logits
 from trpo_tf.errors import ConfigError
+from trpo_tf.graph import traced
 from trpo_tf.run import outputs
 
 MASKED_SIGNATURE = "masked"  # inputs obs and action_mask (and a recurrent policy's state)
@@ -38,16 +39,15 @@ class ServablePolicy(tf.Module):
         self.initial_state = None
         if policy.state_size:
             state_spec = tf.TensorSpec((None, policy.state_size), tf.float32)
-            self.serve = tf.function(self._serve_step, input_signature=[obs_spec, state_spec])
-            self.serve_masked = (tf.function(self._serve_step_masked,
-                                             input_signature=[obs_spec, state_spec, mask_spec])
+            self.serve = traced(self._serve_step, input_signature=[obs_spec, state_spec])
+            self.serve_masked = (traced(self._serve_step_masked,
+                                        input_signature=[obs_spec, state_spec, mask_spec])
                                  if dist.maskable else None)
-            self.initial_state = tf.function(
+            self.initial_state = traced(
                 self._initial_state, input_signature=[tf.TensorSpec((), tf.int32)])
         else:
-            self.serve = tf.function(self._serve, input_signature=[obs_spec])
-            self.serve_masked = (tf.function(self._serve_masked,
-                                             input_signature=[obs_spec, mask_spec])
+            self.serve = traced(self._serve, input_signature=[obs_spec])
+            self.serve_masked = (traced(self._serve_masked, input_signature=[obs_spec, mask_spec])
                                  if dist.maskable else None)
 
     def serving_signatures(self):
