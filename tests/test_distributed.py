@@ -19,7 +19,7 @@ import zygote
 from trpo_tf.config import Config
 from trpo_tf.run.train import Trainer, train
 from trpo_tf.run import ray_reaper
-from trpo_tf.run.distributed import RAY_INIT, ShareSampler, merge_batches
+from trpo_tf.run.distributed import ShareSampler, merge_batches, ray_init_arguments
 
 LAUNCH = [sys.executable, "-m", "trpo_tf.launch"]
 pytestmark = pytest.mark.xdist_group("ray")  # one local Ray cluster at a time (pytest.ini)
@@ -114,7 +114,7 @@ def test_a_run_without_workers_never_imports_ray():
 def local_ray():
     """8 logical CPUs on this machine's 2: the trainer fixture's workers (one CPU each, as in
     a run) and those of the test running beside it all fit."""
-    ray.init(num_cpus=8, **RAY_INIT)
+    ray.init(**dict(ray_init_arguments(""), num_cpus=8))
     yield
     ray.shutdown()
 
