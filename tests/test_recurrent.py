@@ -21,6 +21,7 @@ from trpo_tf.distributions import (Bernoulli, Categorical, DiagGaussian, MultiCa
                                    masked_logits)
 from trpo_tf.envs import make_env_group, resolve_env
 from trpo_tf.errors import ConfigError, EnvError
+from trpo_tf.graph import traced
 from trpo_tf.methods import update as U
 from trpo_tf.pipeline import policy_input_spec
 from trpo_tf.policies import Sequences, build_policy
@@ -125,11 +126,11 @@ def test_the_recurrent_tangent_pass_and_empirical_fvp_equal_the_explicit_jacobia
     np.testing.assert_allclose(params.numpy(), policy(inputs).numpy(), rtol=1e-6, atol=1e-6)
     expected = (explicit_jacobian(lambda: policy(inputs), variables) @ v).reshape(params.shape)
     np.testing.assert_allclose(j_v.numpy(), expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
-    traced = tf.function(lambda seqs, v: policy.params_and_jvp(seqs, U.unflatten(v, variables)),
-                         input_signature=[policy_input_spec(tf.TensorSpec((None, 3), tf.float32),
-                                                            policy.state_size),
-                                          tf.TensorSpec(v.shape, tf.float32)])
-    np.testing.assert_allclose(traced(inputs, v)[1].numpy(), j_v.numpy(), rtol=1e-5,
+    in_graph = traced(lambda seqs, v: policy.params_and_jvp(seqs, U.unflatten(v, variables)),
+                      input_signature=[policy_input_spec(tf.TensorSpec((None, 3), tf.float32),
+                                                         policy.state_size),
+                                       tf.TensorSpec(v.shape, tf.float32)])
+    np.testing.assert_allclose(in_graph(inputs, v)[1].numpy(), j_v.numpy(), rtol=1e-5,
                                atol=1e-6 * np.abs(expected).max())
 
     mask = None
