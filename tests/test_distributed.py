@@ -19,7 +19,7 @@ import zygote
 from trpo_tf.config import Config
 from trpo_tf.run.train import Trainer, train
 from trpo_tf.run import ray_reaper
-from trpo_tf.run.distributed import ShareSampler, merge_batches, ray_init_arguments
+from trpo_tf.run.distributed import ShareSampler, init_ray, merge_batches
 
 LAUNCH = [sys.executable, "-m", "trpo_tf.launch"]
 pytestmark = pytest.mark.xdist_group("ray")  # one local Ray cluster at a time (pytest.ini)
@@ -114,9 +114,17 @@ def test_a_run_without_workers_never_imports_ray():
 def local_ray():
     """8 logical CPUs on this machine's 2: the trainer fixture's workers (one CPU each, as in
     a run) and those of the test running beside it all fit."""
-    ray.init(**dict(ray_init_arguments(""), num_cpus=8))
-    yield
+    before = dict(os.environ)
+    init_ray(ray, "", num_cpus=8)
+    yield before
     ray.shutdown()
+
+
+def test_a_local_instance_leaves_this_process_environment_as_it_was(local_ray):
+    """Its processes got PYTHONPATH and TensorFlow's log level while ray.init started them;
+    this process (and what it starts later) keeps its own (Ray sets variables of its own)."""
+    for name in ("PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL"):
+        assert os.environ.get(name) == local_ray.get(name), name
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,11 @@ def converted_trpo_tf_functions():
     its transpiler caches each conversion under the function's code object."""
     import tensorflow.python.autograph.impl.api as autograph_api
 
+    try:
+        cache = autograph_api._TRANSPILER._cache._cache
+    except AttributeError as err:
+        raise AssertionError(f"AutoGraph's conversion cache is not where TensorFlow "
+                             f"{tf.__version__} keeps it ({err}): update this check") from None
     return sorted(f"{os.path.relpath(code.co_filename, PACKAGE)}:{code.co_name}"
-                  for code in list(autograph_api._TRANSPILER._cache._cache.keys())
+                  for code in list(cache.keys())
                   if hasattr(code, "co_filename") and code.co_filename.startswith(PACKAGE))

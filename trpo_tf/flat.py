@@ -26,8 +26,9 @@ def set_flat(variables, flat):
 
 
 def revert_unless(ok, variables, flat):
-    """Leave `variables` as they are where the scalar bool `ok` holds, else set them to the
-    flat vector `flat` (a fit that diverged never reaches the policy)."""
+    """Keep the values of `variables` where the scalar bool `ok` holds, else set them to the
+    flat vector `flat` (a fit that diverged never reaches the policy); one write either way,
+    no branch in the graph."""
     set_flat(variables, tf.where(ok, get_flat(variables), flat))
 
 

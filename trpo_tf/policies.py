@@ -280,15 +280,8 @@ def scan_cell(model, x, starts, initial):
     def step(state, row):  # row: (x_t [E, d], starts_t [E])
         return model.cell_step(TF_OPS, row[0], reset_at_starts(state, row[1]), *weights)
 
-    states = tf.scan(in_graph_as_written(step), time_major(x, starts),
-                     initializer=initial)  # [T, E, S]
+    states = tf.scan(step, time_major(x, starts), initializer=initial)  # [T, E, S]
     return tf.transpose(states, [1, 0, 2])
-
-
-def in_graph_as_written(step):
-    """A tf.scan step that AutoGraph leaves as written, also when the scan runs eagerly (there
-    tf.scan would convert it; inside trpo_tf.graph.traced it never does)."""
-    return tf.autograph.experimental.do_not_convert(step)
 
 
 def time_major(x, starts):
@@ -310,7 +303,7 @@ def scan_cell_tangents(model, x, starts, initial, weight_tangents):
             new = model.cell_step(TF_OPS, row[0], state, *weights)
         return new, tf.ensure_shape(acc.jvp(new), new.shape)  # an LSTM's concat loses it
 
-    states, tangents = tf.scan(in_graph_as_written(step), time_major(x, starts),
+    states, tangents = tf.scan(step, time_major(x, starts),
                                initializer=(initial, tf.zeros_like(initial)))
     return tf.transpose(states, [1, 0, 2]), tf.transpose(tangents, [1, 0, 2])
 

@@ -37,20 +37,40 @@ RAY_INIT = dict(logging_level=logging.ERROR, log_to_driver=False, include_dashbo
 CLUSTER_RUNTIME_ENV = {"py_modules": [PACKAGE_DIR], "env_vars": {"TF_CPP_MIN_LOG_LEVEL": "3"}}
 
 
-def ray_init_arguments(address):
-    """ray.init's arguments for a run's Ray job at `address`, or for a local instance when
-    empty: its workers, on this machine, inherit this process's environment instead of a
-    runtime env, so this sets the package's parent directory on PYTHONPATH and TensorFlow's
-    log level there. (A runtime env's workers are started for it: packaging the package and
-    starting them took 0.9 s against 0.2 s for two actors here, and the instance's prestarted
-    workers went unused.)"""
-    if address:
-        return dict(RAY_INIT, address=address, runtime_env=CLUSTER_RUNTIME_ENV)
+def local_instance_environment():
+    """What a local Ray instance's processes need in their environment, as they get no runtime
+    env: this package's parent directory on PYTHONPATH (unless it is a site directory, which
+    every interpreter searches anyway) and TensorFlow quiet -> {variable: value}."""
+    import site
+
     parent, path = os.path.dirname(PACKAGE_DIR), os.environ.get("PYTHONPATH", "")
-    if parent not in path.split(os.pathsep):
-        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (parent, path) if p)
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    return dict(RAY_INIT, num_cpus=os.cpu_count())
+    site_dirs = site.getsitepackages() + [site.getusersitepackages()]
+    if parent in site_dirs or parent in path.split(os.pathsep):
+        return {"TF_CPP_MIN_LOG_LEVEL": "3"}
+    return {"TF_CPP_MIN_LOG_LEVEL": "3",
+            "PYTHONPATH": os.pathsep.join(p for p in (parent, path) if p)}
+
+
+def init_ray(ray, address, num_cpus=None):
+    """ray.init for a run's Ray job: joined to the cluster at `address` (its runtime env ships
+    this package), or, when empty, a local instance on `num_cpus` (default: this machine's
+    cores) whose processes inherit local_instance_environment(), set in this process only
+    while ray.init starts them. (A runtime env's workers are started for it: packaging the
+    package and starting them took 0.9 s against 0.2 s for two actors here, and the
+    instance's prestarted workers went unused.)"""
+    if address:
+        return ray.init(address=address, runtime_env=CLUSTER_RUNTIME_ENV, **RAY_INIT)
+    changes = local_instance_environment()
+    saved = {name: os.environ.get(name) for name in changes}
+    os.environ.update(changes)
+    try:
+        return ray.init(num_cpus=num_cpus or os.cpu_count(), **RAY_INIT)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name)
+            else:
+                os.environ[name] = value
 
 
 def worker_streams(seed, worker, restart=0):
@@ -191,9 +211,9 @@ def check_reachable(address):
 
 def connect(address):
     """Ray, joined to the cluster at `address` (or a local instance on this machine's cores
-    when empty). A process joins once: later runs in it (--seeds, the tuner, the tests' shared
-    instance) keep that session, since Ray cannot ship this package to a
-    second session of the same process; ray.init's exit hook ends it (and stops a local
+    when empty; init_ray). A process joins once: later runs in it (--seeds, the tuner, the
+    tests' shared instance) keep that session, since Ray cannot ship this package to a
+    cluster from a second session of the same process; ray.init's exit hook ends it (and stops a local
     instance) when the process ends, and main_guard does on an interrupt. `address` has
     passed checks.check_run (it answers)."""
     import ray
@@ -204,7 +224,7 @@ def connect(address):
 
     children_before = set(ray_reaper.children().get(os.getpid(), []))
     try:
-        ray.init(**ray_init_arguments(address))
+        init_ray(ray, address)
     except Exception as err:  # ConnectionError, RuntimeError, ...: Ray's own words, one line
         raise ConfigError(f"--ray_address={address or '(local)'}: cannot start or join Ray "
                           f"({first_line(err)})") from None
