@@ -7,8 +7,8 @@ import pathlib
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "trpo_tf"
 # the layer order, written once; a module's layer is its subpackage, or its name at the top
 ORDER = (
-    ("__init__", "errors", "flat", "graph", "moments", "seeding", "settings", "distributions", "policies",
-     "tf_logs", "cli"),                                      # leaf helpers
+    ("__init__", "errors", "flat", "graph", "moments", "seeding", "settings", "distributions",
+     "policies", "tf_logs", "cli"),                          # leaf helpers
     ("envs",), ("sampling",), ("pipeline",), ("methods",),
     ("config",),                                             # the settings of every stage
     ("run",),

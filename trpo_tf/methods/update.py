@@ -313,7 +313,7 @@ class TRPOLearner:
 
         # traced once, applied in CG and for the step length
         damped_fvp = traced(self.damped_fvp_fn(kl_obs, current, data[0], mask),
-                                 input_signature=[tf.TensorSpec(grad.shape, grad.dtype)])
+                            input_signature=[tf.TensorSpec(grad.shape, grad.dtype)])
         direction, cg_residual = conjugate_gradient(damped_fvp, grad, self.cg_iters)
         if self.fixed_step:
             full_step = self.fixed_step * direction

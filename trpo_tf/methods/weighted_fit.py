@@ -56,6 +56,7 @@ class WeightedMaxLikelihood:
             return tf.reduce_sum(weights * dist.log_prob(policy(obs), actions))
 
         before = weighted_log_likelihood()
+
         def ascend(_):
             with tf.GradientTape() as tape:
                 loss = -weighted_log_likelihood()

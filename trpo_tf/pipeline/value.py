@@ -76,9 +76,8 @@ class ValueFitter(AdamFit):
             with tf.GradientTape() as tape:
                 loss = self._weighted_mse(tf.gather(obs, order[j]), tf.gather(targets, order[j]), weights[j])
             self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-            return (j + 1,)
 
-        tf.while_loop(lambda j: j < num_minibatches, step, (tf.constant(0),))
+        repeat(num_minibatches, step)
 
     def _shuffled(self, obs, targets, slots):
         """This epoch's permutation, padded to `slots` (padding points at sample 0), as
@@ -162,9 +161,8 @@ class SequenceValueFitter(AdamFit):
         def step(j):
             chosen = tf.nest.map_structure(lambda x: tf.gather(x, order[j]), seqs)
             self._step(chosen._replace(valid=chosen.valid * weights[j][:, None]))
-            return (j + 1,)
 
-        tf.while_loop(lambda j: j < tf.shape(order)[0], step, (tf.constant(0),))
+        repeat(tf.shape(order)[0], step)
 
     def _shuffled(self, envs, per_minibatch):
         """This epoch's order of the `envs` sequences as [M, per_minibatch] indices (padding

@@ -213,9 +213,9 @@ def connect(address):
     """Ray, joined to the cluster at `address` (or a local instance on this machine's cores
     when empty; init_ray). A process joins once: later runs in it (--seeds, the tuner, the
     tests' shared instance) keep that session, since Ray cannot ship this package to a
-    cluster from a second session of the same process; ray.init's exit hook ends it (and stops a local
-    instance) when the process ends, and main_guard does on an interrupt. `address` has
-    passed checks.check_run (it answers)."""
+    cluster from a second session of the same process; ray.init's exit hook ends it (and
+    stops a local instance) when the process ends, and main_guard does on an interrupt.
+    `address` has passed checks.check_run (it answers)."""
     import ray
 
     if ray.is_initialized():
