@@ -56,8 +56,14 @@ def test_graphs_trace_once_and_summaries_and_checkpoints_are_written(tmp_path):
         trainer.run()
         assert trainer.method.learner.trace_count == 1 and trainer.method.value_fitter.trace_count == 1
         assert trainer.method.advantage_fn.experimental_get_tracing_count() == 1
+        assert not trainer.method.value_fitter.compiled  # 3 x 600 steps: XLA would not pay
     finally:
         trainer.close()
+    long_run = Trainer(dataclasses.replace(cfg, iterations=1000, logdir=str(tmp_path / "long")))
+    try:
+        assert long_run.method.value_fitter.compiled
+    finally:
+        long_run.close()
     for tag in ("Train/EpisodeReturnMean", "Policy/MeanKL", "Policy/CGResidual",
                 "Value/ExplainedVariance", "Time/Update", "Train/EnvStepsPerSecond"):
         assert event_steps(str(tmp_path), tag) == [1, 2, 3], tag

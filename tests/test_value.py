@@ -23,11 +23,12 @@ def test_value_fit_learns_a_known_function_and_traces_once():
     assert fitter.trace_count == 1
 
 
-@pytest.mark.parametrize("obs_shape", [(3,), (4, 42, 42)], ids=["vector-xla", "frames"])
-def test_one_epoch_equals_plain_adam_steps_over_the_same_shuffle(obs_shape):
-    """The epoch (XLA over a padded, weighted copy for vectors; per-minibatch gathers for
-    frames) takes the same steps as slicing the permutation into minibatches, the last one
-    partial (n = 777, minibatch 128: 6 + 1)."""
+@pytest.mark.parametrize("obs_shape, compiled", [((3,), True), ((3,), False), ((4, 42, 42), True)],
+                         ids=["vector-xla", "vector", "frames"])
+def test_one_epoch_equals_plain_adam_steps_over_the_same_shuffle(obs_shape, compiled):
+    """The epoch (XLA over a padded, weighted copy for vectors in runs where it pays;
+    per-minibatch gathers for frames and the others) takes the same steps as slicing the
+    permutation into minibatches, the last one partial (n = 777, minibatch 128: 6 + 1)."""
     n, minibatch = 777, 128
     rng = np.random.default_rng(1)
     if len(obs_shape) == 1:
@@ -41,7 +42,8 @@ def test_one_epoch_equals_plain_adam_steps_over_the_same_shuffle(obs_shape):
         policy = build_policy(obs_shape, Categorical(3), (8,), normalize_obs=False)
         nets.append(build_value_net(policy, obs_shape, (16,)))
     fitter = ValueFitter(nets[0], tf.TensorSpec((None,) + obs_shape, spec), 1e-2, epochs=1,
-                         minibatch=minibatch, seed=7)
+                         minibatch=minibatch, seed=7, compiled=compiled)
+    assert fitter.compiled == (compiled and len(obs_shape) == 1)
     fitter.fit(obs, targets)
 
     order = tf.argsort(tf.random.Generator.from_seed(7).uniform([n])).numpy()
@@ -62,3 +64,15 @@ def test_next_power_of_two_is_exact_for_large_counts():
 
     for k, expected in [(1, 1), (2, 2), (3, 4), (47, 64), (64, 64), (65, 128), (2**21 + 1, 2**22)]:
         assert int(_next_power_of_two(tf.constant(k))) == expected
+
+
+def test_xla_fits_the_runs_that_repay_its_compilation():
+    """compile_pays: from XLA_PAYS_FROM sample-epochs over the run's budget (--steps, else
+    --iterations x --batch_steps); a run's value fitter follows it."""
+    from trpo_tf.config import Config
+    from trpo_tf.pipeline.value import XLA_PAYS_FROM, compile_pays
+
+    assert compile_pays(XLA_PAYS_FROM // 10, 10) and not compile_pays(XLA_PAYS_FROM // 10 - 1, 10)
+    assert Config(iterations=40, batch_steps=2048, num_envs=8).budget_steps == 40 * 2048
+    assert Config(iterations=3, batch_steps=500, num_envs=3).budget_steps == 3 * 501
+    assert Config(steps=1_000_000, iterations=3).budget_steps == 1_000_000

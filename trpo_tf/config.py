@@ -228,6 +228,12 @@ class _ConfigMethods:
                              self.sticky_actions, self.noop_max, self.terminal_on_life_loss)
 
     @property
+    def budget_steps(self):
+        """The environment steps the run is planned to take: --steps, else --iterations
+        batches of --batch_steps."""
+        return self.steps or self.iterations * self.steps_per_env * self.num_envs
+
+    @property
     def make_kwargs(self):
         """--env_kwargs as ((name, value), ...), what gymnasium.make gets beside --env."""
         return parse_env_kwargs(self.env_kwargs)

@@ -335,7 +335,7 @@ class AdvantageMethod(SinglePathMethod):
         from trpo_tf import seeding
         from trpo_tf.pipeline.advantages import make_advantage_fn
         from trpo_tf.pipeline import policy_input_spec
-        from trpo_tf.pipeline.value import SequenceValueFitter, ValueFitter
+        from trpo_tf.pipeline.value import SequenceValueFitter, ValueFitter, compile_pays
         from trpo_tf.policies import build_value_net
 
         self.value_net = build_value_net(parts.policy, parts.envs.observation_space.shape,
@@ -347,7 +347,7 @@ class AdvantageMethod(SinglePathMethod):
             SequenceValueFitter(self.value_net, inputs_spec, cfg.vf_lr, cfg.vf_epochs,
                                 cfg.vf_minibatch, seed) if self.recurrent_value
             else ValueFitter(self.value_net, parts.obs_spec, cfg.vf_lr, cfg.vf_epochs,
-                             cfg.vf_minibatch, seed))
+                             cfg.vf_minibatch, seed, compile_pays(cfg.budget_steps, cfg.vf_epochs)))
         self.advantage_fn = make_advantage_fn(
             self.value_net, dataclasses.replace(cfg, **self.advantage_settings), parts.obs_spec,
             inputs_spec)

@@ -1,15 +1,15 @@
 """The value-function baseline's fit: Adam on mean squared error over shuffled minibatches,
 all epochs inside one tf.function traced once per run.
 
-Each epoch's minibatch steps run as one XLA-compiled loop for vector observations: fusing
-Adam's elementwise ops and the small matmuls took the fit of a 47.6K-step Hopper batch
-(5 epochs, 1024 per minibatch) from 0.42 s to 0.24 s here. XLA compiles per input shape,
-so an epoch's samples are gathered into [minibatches rounded up to a power of two,
-minibatch, ...] with a 0/1 weight per slot: a run compiles once per power of two it visits
-(once or twice for a fixed --batch_steps), only the real minibatches are stepped, and every
-sample is used once per epoch, the last minibatch partial, as without padding.
-The Atari CNN stays on TensorFlow's own kernels: XLA's CPU convolutions fitted 5K frames in
-59 s against 2.1 s.
+Each epoch's minibatch steps run as one XLA-compiled loop for vector observations in runs
+long enough to repay the compilation (compile_pays): fusing Adam's elementwise ops and the
+small matmuls took the fit of a 47.6K-step Hopper batch (5 epochs, 1024 per minibatch) from
+0.42 s to 0.24 s here. XLA compiles per input shape, so an epoch's samples are gathered into
+[minibatches rounded up to a power of two, minibatch, ...] with a 0/1 weight per slot: a run
+compiles once per power of two it visits (once or twice for a fixed --batch_steps), only the
+real minibatches are stepped, and every sample is used once per epoch, the last minibatch
+partial, as without padding. The Atari CNN stays on TensorFlow's own kernels: XLA's CPU
+convolutions fitted 5K frames in 59 s against 2.1 s.
 
 A recurrent baseline (--policy_rnn with --value_rnn=auto) is fitted by SequenceValueFitter
 over minibatches of whole sequences instead, padded, its loss on their valid steps; its epoch
@@ -30,6 +30,21 @@ def _next_power_of_two(k):
     return tf.while_loop(lambda p: p < k, lambda p: (p * 2,), (tf.constant(1),))[0]
 
 
+# Sample-epochs (samples x epochs over a run's fits) from which XLA repays its compilation.
+# Measured here (AMD EPYC, 2 cores, 64-64 tanh nets, 2026-12-07): compiling costs 0.45-0.5 s
+# more than tracing for TensorFlow's kernels, and saves 0.6-1.2 us per sample-epoch
+# (Walker 2,048 x 20 epochs: 0.038 against 0.062 s per fit; 500 x 10: 0.0077 against 0.0135;
+# 25K x 10: 0.23 against 0.42), so it breaks even at 0.4-0.8M; a run of fewer (a smoke run,
+# the default 40 iterations of 2,048 steps, a test) fits on TensorFlow's kernels.
+XLA_PAYS_FROM = 1_000_000
+
+
+def compile_pays(budget_steps, epochs):
+    """Whether a run that fits about `budget_steps` samples `epochs` times each fits faster
+    XLA-compiled, its compilation included."""
+    return budget_steps * epochs >= XLA_PAYS_FROM
+
+
 class AdamFit:
     """What both fits hold: the value net, --vf_epochs, --vf_minibatch, their Adam and the
     shuffling RNG (both checkpointed: resumes reshuffle alike), and how often `fit` traced."""
@@ -45,14 +60,18 @@ class AdamFit:
 
 
 class ValueFitter(AdamFit):
-    def __init__(self, value_net, obs_spec, learning_rate, epochs, minibatch, seed=0):
+    """`compiled`: the epochs of vector observations XLA-compiled (compile_pays)."""
+
+    def __init__(self, value_net, obs_spec, learning_rate, epochs, minibatch, seed=0,
+                 compiled=True):
         super().__init__(value_net, learning_rate, epochs, minibatch, seed)
         # XLA (vector observations) needs fixed shapes: an epoch's samples are gathered into a
-        # padded copy first (50K Hopper steps: 2 MB). Frames are gathered a minibatch at a time
-        # inside the loop (a copy of 100K Atari frames would be 0.9 GB more).
-        self.gather_first = obs_spec.shape.rank == 2
+        # padded copy first (50K Hopper steps: 2 MB). Frames, and observations fitted on
+        # TensorFlow's kernels, are gathered a minibatch at a time inside the loop (a copy of
+        # 100K Atari frames would be 0.9 GB more).
+        self.compiled = compiled and obs_spec.shape.rank == 2
         self.fit_epoch = traced(
-            self._fit_epoch, jit_compile=self.gather_first,
+            self._fit_epoch, jit_compile=self.compiled,
             input_signature=[obs_spec, tf.TensorSpec((None,), tf.float32),
                              tf.TensorSpec((None, minibatch), tf.int32),
                              tf.TensorSpec((None, minibatch), tf.float32), tf.TensorSpec((), tf.int32)])
@@ -85,7 +104,7 @@ class ValueFitter(AdamFit):
         obs / targets come gathered in that order (and the indices just count up)."""
         n = tf.shape(obs)[0]
         order = tf.pad(tf.argsort(self.rng.uniform([n])), [[0, slots - n]])
-        if self.gather_first:
+        if self.compiled:
             obs, targets, order = tf.gather(obs, order), tf.gather(targets, order), tf.range(slots)
         return obs, targets, tf.reshape(order, [-1, self.minibatch])
 
