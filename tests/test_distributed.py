@@ -188,6 +188,28 @@ def test_a_worker_killed_mid_iteration_is_restarted_and_the_batch_is_whole(cartp
     np.testing.assert_array_equal(following[:len(share)], restarted.sample(weights, {}, deaths + 1)["obs"])
 
 
+def test_a_run_leaves_its_workers_to_the_next_run_of_the_process(local_ray, tmp_path):
+    """The second run samples in the first run's worker processes (started, and TensorFlow
+    imported, once) as fresh workers would: its batch equals that of ShareSamplers built here
+    for it (another seed: the first run's envs going on would differ)."""
+    pids, batches = [], []
+    for seed in (1, 2):
+        cfg = Config(env="Cartpole", workers=2, iterations=1, batch_steps=400, num_envs=2,
+                     eval_every=0, seed=seed, logdir=str(tmp_path / str(seed)), quiet=True,
+                     env_backend="gymnasium")
+        trainer = Trainer(cfg)
+        try:
+            pids.append(ray.get([w.pid.remote() for w in trainer.remote.workers]))
+            weights = trainer.policy.get_weights()
+            batches.append(trainer.sampler.sample(None))
+        finally:
+            trainer.close()
+    assert pids[0] == pids[1]
+    reference = merge_batches([ShareSampler(cfg, w, 2).sample(weights, {}) for w in range(2)])
+    for key in ("obs", "act", "rew"):
+        np.testing.assert_array_equal(batches[1][key], reference[key], err_msg=key)
+
+
 @pytest.mark.parametrize("env, sampler", [("Cartpole", "single_path"), ("Swimmer", "single_path"),
                                           ("Cartpole", "vine"), ("Swimmer", "vine")])
 def test_two_workers_train_two_iterations(env, sampler, local_ray, tmp_path):

@@ -1,13 +1,15 @@
 """Sampling on a Ray cluster (--workers=N, --ray_address): the shape of RLlib's EnvRunners on
 plain Ray actors.
 
-Each worker is a Ray actor (`ShareSampler`) holding its own env group (--num_envs envs), a
-copy of the policy for acting and the method's own sampler on its share of the iteration
-(Method.share: a part of --batch_steps; vine's trunks and rollout set). Every iteration the
-learner puts the policy weights (the observation normaliser's statistics are among them) in
-the object store once; the workers sample; their NumPy batches are concatenated in worker
-order (`merge_batches`) into the one batch the method's tf.data stream and update take, as if
-one sampler had stepped all the envs.
+Each worker is a Ray actor (`SamplingWorker`) hosting the run's `ShareSampler`: its own env
+group (--num_envs envs), a copy of the policy for acting and the method's own sampler on its
+share of the iteration (Method.share: a part of --batch_steps; vine's trunks and rollout set).
+A run that ends leaves its actors to the next run of the process (`idle_workers`), which
+builds its own ShareSamplers in them. Every iteration the learner puts the policy weights
+(the observation normaliser's statistics are among them) in the object store once; the
+workers sample; their NumPy batches are concatenated in worker order (`merge_batches`) into
+the one batch the method's tf.data stream and update take, as if one sampler had stepped all
+the envs.
 
 Worker w's random streams are spawned from the run's seed (`worker_streams`), so for a fixed
 seed and worker count the batches are the same on every run, and equal to those of the same
@@ -98,18 +100,19 @@ def set_acting_weights(policy, value_net, weights):
 
 
 class ShareSampler:
-    """Worker `worker` of `workers`: its env group, a policy copy and the method's sampler on
-    its share. A Ray actor in a run; the same class in one process is the reference."""
+    """Worker `worker` of `workers` after `restarts` restarts: its env group, a policy copy and
+    the method's sampler on its share. Hosted by a SamplingWorker actor in a run; the same
+    class in one process is the reference."""
 
-    def __init__(self, cfg, worker, workers):
+    def __init__(self, cfg, worker, workers, restarts=0):
         self.cfg, self.worker, self.workers = cfg, worker, workers
         self.envs = None
-        self.restarted(0)
+        self.restarted(restarts)
 
     def restarted(self, restarts):
         """(Re)build the env group, policy copy and sampler on the streams of restart
-        `restarts` (0: the first start; Ray reruns the constructor with the same arguments,
-        so the learner's retried share names the restart count: `sample`)."""
+        `restarts` (0: the first start; the learner's retried share names the restart count:
+        `sample`)."""
         from trpo_tf import distributions, envs, methods, policies
 
         cfg, worker, workers = self.cfg, self.worker, self.workers
@@ -150,6 +153,47 @@ class ShareSampler:
         """`state` as state() gave it; copied, since arrays from Ray's object store are
         read-only and the sampler writes into its own."""
         self.sampler.load_state(copy.deepcopy(state))
+
+    def close(self):
+        self.envs.close()
+
+
+class SamplingWorker:
+    """The Ray actor behind a worker: it hosts the ShareSampler of the run whose task it runs,
+    built on that run's first task (or the first after a restart). Every task names its run's
+    `job` (a run token, the Config, the worker's index and the count), so the constructor
+    takes nothing: an actor Ray restarts and one a finished run handed on (`idle_workers`)
+    start alike, and a process pays its start and TensorFlow's import (~5 s of CPU) once,
+    not once per run (--seeds, the tuner's trials, a sweep's runs)."""
+
+    def __init__(self):
+        self.run, self.share = None, None
+
+    def hosting(self, job, restarts):
+        """The ShareSampler of `job` on the streams of restart `restarts` (built unless this
+        actor already holds that run's)."""
+        run, cfg, worker, workers = job
+        if self.run != run:
+            self.release()
+            self.share, self.run = ShareSampler(cfg, worker, workers, restarts), run
+        return self.share
+
+    def sample(self, job, weights, share, restarts):
+        return self.hosting(job, restarts).sample(weights, share, restarts)
+
+    def state(self, job):
+        """The sampler's state, or None if this actor holds no sampler of `job` (Ray restarted
+        it since its last task: the checkpoint then has no sampler state)."""
+        return self.share.state() if self.run == job[0] else None
+
+    def load_state(self, job, restarts, state):
+        self.hosting(job, restarts).load_state(state)
+
+    def release(self):
+        """Close the hosted run's envs (the run ended); the actor waits for the next."""
+        if self.share is not None:
+            self.share.close()
+        self.run, self.share = None, None
 
     def pid(self):
         return os.getpid()
@@ -234,20 +278,46 @@ def connect(address):
     return ray
 
 
+# SamplingWorker actors that finished runs of this process left for the next: the Ray
+# session's node they belong to, the CPUs each holds, and the actors.
+IDLE_WORKERS = {"node": None, "cpus": None, "actors": []}
+
+
+def idle_workers(ray, cpus, count):
+    """Up to `count` idle SamplingWorker actors of this process's Ray session that hold `cpus`
+    each, taken from IDLE_WORKERS; idle ones of another session are dropped (their session
+    ended), and of another size stopped (they would hold CPUs the new actors need)."""
+    node = ray.get_runtime_context().get_node_id()
+    if (IDLE_WORKERS["node"], IDLE_WORKERS["cpus"]) != (node, cpus):
+        if IDLE_WORKERS["node"] == node:
+            for actor in IDLE_WORKERS["actors"]:
+                ray.kill(actor)
+        IDLE_WORKERS.update(node=node, cpus=cpus, actors=[])
+    actors = IDLE_WORKERS["actors"]
+    taken, actors[:] = actors[:count], actors[count:]
+    return taken
+
+
 class RaySampler:
-    """The run's sampler with --workers: a ShareSampler actor per worker, restarted by Ray
-    when it dies. Same interface as the in-process samplers; `log` prints a line."""
+    """The run's sampler with --workers: a SamplingWorker actor per worker (idle ones an
+    earlier run of this process left first), restarted by Ray when it dies. Same interface
+    as the in-process samplers; `log` prints a line."""
     state_needs_same_envs = True
 
     def __init__(self, cfg, policy, log, value_net=None):
         """`value_net`: a recurrent value baseline whose weights go to the workers with the
         policy's (their samplers carry its state)."""
+        import uuid
+
         self.ray = connect(cfg.ray_address)
         self.policy, self.log, self.value_net = policy, log, value_net
         cpus = min(1.0, self.ray.cluster_resources().get("CPU", 1.0) / cfg.workers)
-        actor = self.ray.remote(ShareSampler).options(
+        actor = self.ray.remote(SamplingWorker).options(
             num_cpus=cpus, max_restarts=MAX_RESTARTS, max_task_retries=0)
-        self.workers = [actor.remote(cfg, w, cfg.workers) for w in range(cfg.workers)]
+        self.workers = idle_workers(self.ray, cpus, cfg.workers)
+        self.workers += [actor.remote() for _ in range(cfg.workers - len(self.workers))]
+        self.jobs = [self.ray.put((uuid.uuid4().hex, cfg, w, cfg.workers))
+                     for w in range(cfg.workers)]
         self.deaths = [0] * cfg.workers
         self.restarts = 0
         self.batches_produced = 0
@@ -258,8 +328,9 @@ class RaySampler:
         sent besides; nothing by default) -> (weights ref, shares, {ref: worker})."""
         weights = self.ray.put(acting_weights(self.policy, self.value_net))
         shares = shares or [{}] * len(self.workers)
-        return weights, shares, {w.sample.remote(weights, share, self.deaths[i]): i
-                                 for i, (w, share) in enumerate(zip(self.workers, shares))}
+        return weights, shares, {w.sample.remote(job, weights, share, self.deaths[i]): i
+                                 for i, (w, job, share) in enumerate(zip(self.workers, self.jobs,
+                                                                         shares))}
 
     def gather(self, weights, shares, pending):
         """Wait for every share; a share whose worker died is sampled again (same weights) on
@@ -284,7 +355,8 @@ class RaySampler:
                 # Ray holds the retry until the worker is back (a task sent while it restarts
                 # would fail again); deaths are counted here, once each
                 retry = self.workers[worker].sample.options(max_task_retries=-1)
-                pending[retry.remote(weights, shares[worker], self.deaths[worker])] = worker
+                pending[retry.remote(self.jobs[worker], weights, shares[worker],
+                                     self.deaths[worker])] = worker
                 continue
             self.progress += int(batches[worker]["sim_steps"])
         self.batches_produced += 1
@@ -309,7 +381,7 @@ class RaySampler:
         from ray.exceptions import RayActorError
 
         try:
-            states = self.ray.get([w.state.remote() for w in self.workers])
+            states = self.ray.get([w.state.remote(job) for w, job in zip(self.workers, self.jobs)])
         except RayActorError:
             return None
         return None if any(s is None for s in states) else states
@@ -317,9 +389,16 @@ class RaySampler:
     def load_state(self, states):
         """Each worker's state as state() gave it (the run record holds --workers: a resume
         with another count starts new episodes instead)."""
-        self.ray.get([w.load_state.remote(s) for w, s in zip(self.workers, states)])
+        self.ray.get([w.load_state.remote(job, deaths, s) for w, job, deaths, s
+                      in zip(self.workers, self.jobs, self.deaths, states)])
 
     def close(self):
-        """Stop the workers (the Ray session ends with the process: see connect)."""
-        for w in self.workers:
-            self.ray.kill(w)
+        """Release the workers' envs and leave the workers that never died in this run to the
+        next run of this process (a task still running finishes first: an actor runs its tasks
+        in order); stop the others. The Ray session ends with the process: see connect."""
+        for w, deaths in zip(self.workers, self.deaths):
+            if deaths:
+                self.ray.kill(w)
+            else:
+                w.release.remote()
+                IDLE_WORKERS["actors"].append(w)
