@@ -33,7 +33,8 @@ flags.DEFINE_string("out", "runs/returns", "Runs, returns.csv, returns.png and s
 flags.DEFINE_multi_string("flag", [], "An extra trpo_tf.launch flag for every run, e.g. "
                           "--flag=eval_episodes=10 (repeat it for more).")
 flags.DEFINE_integer("bootstrap", 2000, "Bootstrap resamples for the bands and intervals.")
-flags.DEFINE_boolean("smoke", False, "Tiny grid (Cartpole, 2 seeds, 3K steps) under --out.")
+flags.DEFINE_boolean("smoke", False, "Tiny grid (Cartpole, 2 seeds unless --seeds, 3K steps) "
+                     "under --out.")
 FLAGS = flags.FLAGS
 
 FINISHED = "finished.json"
@@ -189,7 +190,8 @@ def main(argv):
     out = os.path.abspath(FLAGS.out)  # the runs are launched from the repository's root
     reps = FLAGS.bootstrap
     if FLAGS.smoke:
-        envs, seeds, steps, reps = ["Cartpole"], 2, 3000, 200
+        envs, steps, reps = ["Cartpole"], 3000, 200
+        seeds = seeds if FLAGS["seeds"].present else 2
         extra = [*extra, "batch_steps=1000", "eval_every=1", "eval_episodes=2"]
     if seeds < 1 or steps < 1 or not envs or FLAGS.first_seed < 0:
         fail("--seeds and --steps must be >= 1, --first_seed >= 0 and --envs non-empty")

@@ -1,14 +1,15 @@
 """The benchmarks in smoke mode, so they cannot rot (their numbers are not checked here)."""
 import re
-import subprocess
 import sys
 
 import pytest
 
+import zygote
+
 
 def bench(script, *args, timeout=300):
-    out = subprocess.run([sys.executable, f"bench/{script}", "--smoke", *args], capture_output=True,
-                         text=True, timeout=timeout)
+    out = zygote.run([sys.executable, f"bench/{script}", "--smoke", *args], capture_output=True,
+                     text=True, timeout=timeout, cwd=zygote.ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout
 

@@ -278,8 +278,8 @@ def test_a_second_command_on_a_live_logdir_is_one_line_and_changes_nothing(tmp_p
             assert out.stdout == ""
         with pytest.raises(ConfigError, match=f"is in use by pid {holders[0].pid}"):
             Trainer(Config(iterations=2, logdir=str(tmp_path / "run"), **BASE))
-        returns = subprocess.run([sys.executable, "bench/returns.py", f"--out={seeds / 'seed_1'}"],
-                                 capture_output=True, text=True, cwd=ROOT, timeout=120)
+        returns = zygote.run([sys.executable, "bench/returns.py", f"--out={seeds / 'seed_1'}"],
+                             capture_output=True, text=True, cwd=ROOT, timeout=120)
         one_line_exit_2(returns, f"--out={seeds / 'seed_1'} is in use by pid {holders[1].pid}")
         sweep = zygote.run([sys.executable, "-m", "trpo_tf.sweep", f"--logdir={tmp_path / 'run'}"],
                            capture_output=True, text=True, cwd=ROOT, timeout=120)
@@ -302,8 +302,8 @@ def test_a_second_command_on_a_live_logdir_is_one_line_and_changes_nothing(tmp_p
 
 
 def test_returns_benchmark_bad_flags_are_one_line():
-    out = subprocess.run([sys.executable, "bench/returns.py", "--seeds=0"], capture_output=True,
-                         text=True, cwd=ROOT, timeout=120)
+    out = zygote.run([sys.executable, "bench/returns.py", "--seeds=0"], capture_output=True,
+                     text=True, cwd=ROOT, timeout=120)
     one_line_exit_2(out, "--seeds and --steps must be >= 1")
 
 

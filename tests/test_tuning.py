@@ -191,25 +191,27 @@ def test_tuning_refuses_a_run_without_a_budget(tmp_path):
 
 
 def test_returns_benchmark_smoke_writes_csv_curves_and_iqm_then_skips_finished_runs(tmp_path):
-    cmd = [sys.executable, "bench/returns.py", "--smoke", f"--out={tmp_path}"]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert out.returncode == 0, out.stderr
-    with open(tmp_path / "returns.csv") as f:
-        rows = list(csv.DictReader(f))
+    """Seed 0 alone, then seeds 0-1 (0 finished earlier, 1 trained now), then seed 1 alone
+    (finished earlier): each command's CSV holds its own grid."""
+    def returns(*args):
+        out = zygote.run([sys.executable, "bench/returns.py", "--smoke", f"--out={tmp_path}",
+                          *args], capture_output=True, text=True, cwd=ROOT, timeout=600)
+        assert out.returncode == 0, out.stderr
+        with open(tmp_path / "returns.csv") as f:
+            return out.stdout, list(csv.DictReader(f))
+
+    out, rows = returns("--seeds=1")
+    assert "seed 0: training" in out and [r["seed"] for r in rows] == ["0"]
+    out, rows = returns()
+    assert "seed 0: finished earlier" in out and "seed 1: training" in out
     assert [(r["env"], r["seed"]) for r in rows] == [("Cartpole", "0"), ("Cartpole", "1")]
     assert all(int(r["steps"]) >= 3000 and float(r["final_eval_return"]) >= 1.0 for r in rows)
     assert os.path.getsize(tmp_path / "returns.png") > 10_000
     summary = (tmp_path / "summary.md").read_text()
     assert "| Cartpole | 2 |" in summary and "IQM" in summary
-    again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert again.returncode == 0, again.stderr
-    assert again.stdout.count("finished earlier") == 2
-    shifted = subprocess.run(cmd + ["--first_seed=1"], capture_output=True, text=True, cwd=ROOT,
-                             timeout=300)  # seeds 1 (finished) and 2 (trained now)
-    assert shifted.returncode == 0, shifted.stderr
-    assert "seed 1: finished earlier" in shifted.stdout and "seed 2: training" in shifted.stdout
-    with open(tmp_path / "returns.csv") as f:
-        assert [r["seed"] for r in csv.DictReader(f)] == ["1", "2"]
+    out, rows = returns("--first_seed=1", "--seeds=1")
+    assert out.count("finished earlier") == 1 and "seed 1: finished earlier" in out
+    assert "seed 1: training" not in out and [r["seed"] for r in rows] == ["1"]
 
 
 class FakeTrainer:

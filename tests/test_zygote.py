@@ -25,6 +25,19 @@ def test_a_forked_command_exits_and_prints_as_a_fresh_interpreter(tmp_path):
     assert (out.returncode, out.stdout) == (254, f"{tmp_path} ['a', 'b']\n")  # as exit(-2)
 
 
+def test_a_bench_script_forks_and_exits_as_a_fresh_interpreter(tmp_path):
+    cmd = [sys.executable, "bench/returns.py", "--seeds=0"]
+    assert zygote.forkable(cmd, os.environ, zygote.ROOT)
+    assert not zygote.forkable(cmd, os.environ, tmp_path)  # no such script there
+    (tmp_path / "script.py").write_text("pass\n")
+    assert not zygote.forkable([sys.executable, str(tmp_path / "script.py")], os.environ)
+    fresh = subprocess.run(cmd, capture_output=True, text=True, cwd=zygote.ROOT, timeout=120)
+    forked = zygote.run(cmd, capture_output=True, text=True, cwd=zygote.ROOT, timeout=120)
+    assert forked.returncode == fresh.returncode == 2
+    assert (forked.stdout, forked.stderr) == (fresh.stdout, fresh.stderr)
+    assert "--seeds and --steps must be >= 1" in fresh.stderr
+
+
 def test_a_forked_command_takes_signals_as_its_own_process(tmp_path):
     (tmp_path / "wait_cmd.py").write_text(
         "import time\nprint('ready', flush=True)\nwhile True:\n    time.sleep(60)\n")

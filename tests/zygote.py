@@ -1,13 +1,14 @@
-"""`python -m trpo_tf.<tool> ...` for the tests without paying Python's and TensorFlow's
-start-up (~4 s of CPU) per command: one server process per test process imports TensorFlow
-and trpo_tf's modules once, then forks a child per command that runs the module as __main__
-with the command's argv, cwd, environment, stdout and stderr. The child is a process of its
-own (its pid takes signals and kill -9; its exit code or signal comes back), so tests of
-signals, exit codes and crashes keep what they check. What a fork cannot reproduce runs as a
-plain subprocess instead: another interpreter, `-c` or a script, an environment that differs
-from the server's in a variable read while modules load (MUST_MATCH), a cwd and PYTHONPATH
-from which a fresh interpreter would not import the preloaded trpo_tf, or `fresh=True` (a
-test of what a command prints while its modules load: those messages are the server's).
+"""`python -m trpo_tf.<tool> ...` and `python bench/<script>.py ...` for the tests without
+paying Python's and TensorFlow's start-up (~4 s of CPU) per command: one server process per
+test process imports TensorFlow and trpo_tf's modules once, then forks a child per command
+that runs the module or script as __main__ with the command's argv, cwd, environment, stdout
+and stderr. The child is a process of its own (its pid takes signals and kill -9; its exit
+code or signal comes back), so tests of signals, exit codes and crashes keep what they check.
+What a fork cannot reproduce runs as a plain subprocess instead: another interpreter, `-c`
+or a script outside bench/, an environment that differs from the server's in a variable read
+while modules load (MUST_MATCH), a cwd and PYTHONPATH from which a fresh interpreter would
+not import the preloaded trpo_tf, or `fresh=True` (a test of what a command prints while its
+modules load: those messages are the server's).
 
 Protocol (a Unix socket, one connection per command): the client sends a JSON request with
 the child's stdout and stderr pipe ends (SCM_RIGHTS); the server answers the child's pid, then
@@ -139,10 +140,16 @@ def run_child(request, fds, wake_r, wake_w):
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        sys.path[:] = [request["cwd"], *pythonpath(request["env"]), *SERVER_SYS_PATH]
-        sys.argv = [request["module"], *request["args"]]
+        script = request.get("script")
+        # a fresh interpreter's sys.path[0]: the script's folder, or the cwd under -m
+        first = os.path.dirname(script) if script else request["cwd"]
+        sys.path[:] = [first, *pythonpath(request["env"]), *SERVER_SYS_PATH]
+        sys.argv = [script or request["module"], *request["args"]]
         try:
-            runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+            if script:
+                runpy.run_path(script, run_name="__main__")
+            else:
+                runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
             code = 0
         except SystemExit as done:
             code = done.code
@@ -197,12 +204,26 @@ def server_path():
     return _server[1]
 
 
+def bench_script(cmd, cwd):
+    """The absolute path of the script `cmd` runs if it is `python bench/<script>.py ...` of
+    this interpreter (each puts ROOT first on sys.path itself), else None."""
+    if len(cmd) < 2 or cmd[0] != sys.executable or not cmd[1].endswith(".py"):
+        return None
+    path = os.path.join(os.path.abspath(cwd or "."), cmd[1])
+    return path if os.path.isfile(path) and os.path.samefile(os.path.dirname(path),
+                                                              os.path.join(ROOT, "bench")) else None
+
+
 def forkable(cmd, env, cwd=None):
-    """True if `cmd` is `python -m <module> ...` of this interpreter, `env` equals the server's
-    in every MUST_MATCH variable, and a fresh interpreter started in `cwd` with env's
-    PYTHONPATH would import trpo_tf from where the server did (it is not installed: cwd or
-    PYTHONPATH must hold ROOT)."""
-    if len(cmd) < 3 or cmd[0] != sys.executable or cmd[1] != "-m" or env_differences(env):
+    """True if `env` equals the server's in every MUST_MATCH variable and `cmd` is a bench
+    script (bench_script) or `python -m <module> ...` of this interpreter that a fresh
+    interpreter started in `cwd` with env's PYTHONPATH would import trpo_tf for from where the
+    server did (it is not installed: cwd or PYTHONPATH must hold ROOT)."""
+    if env_differences(env):
+        return False
+    if bench_script(cmd, cwd):
+        return True
+    if len(cmd) < 3 or cmd[0] != sys.executable or cmd[1] != "-m":
         return False
     search = [os.path.abspath(cwd or "."), *pythonpath(env)]
     home = next((p for p in search if os.path.isfile(os.path.join(p, "trpo_tf", "__init__.py"))),
@@ -229,8 +250,10 @@ class Child:
         err_r, err_w = os.pipe()
         self._conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._conn.connect(server_path())
-        request = {"module": cmd[2], "args": list(cmd[3:]), "cwd": cwd,
-                   "env": dict(os.environ if env is None else env),
+        script = bench_script(cmd, cwd)
+        request = {**({"script": script, "args": list(cmd[2:])} if script
+                      else {"module": cmd[2], "args": list(cmd[3:])}),
+                   "cwd": cwd, "env": dict(os.environ if env is None else env),
                    "sigint_ignored": signal.getsignal(signal.SIGINT) == signal.SIG_IGN}
         socket.send_fds(self._conn, [json.dumps(request).encode() + b"\n"], [out_w, err_w])
         os.close(out_w)
