@@ -238,25 +238,35 @@ def test_cem_candidates_played_by_two_workers_score_as_in_one_process(local_ray,
         assert [m[key] for m in there] == [m[key] for m in here], key
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL], ids=["ctrl_c", "kill_9"])
-def test_ctrl_c_or_kill_9_leaves_no_ray_process_behind(tmp_path, signum):
+def test_ctrl_c_or_kill_9_leaves_no_ray_process_behind(tmp_path):
     """Ctrl-C stops the workers after the iteration; after a kill -9 of the learner, the local
     Ray instance's processes end within seconds too (ray_reaper: Ray's dashboard and
-    runtime-env agents waited 40-80 s for a timeout of their own)."""
-    proc = zygote.Popen(LAUNCH + ["--workers=2", "--iterations=1000", "--batch_steps=400",
-                                      "--num_envs=2", "--eval_every=0", f"--logdir={tmp_path}"],
-                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runtime-env agents waited 40-80 s for a timeout of their own). The two runs, each with a
+    local Ray instance of its own, go side by side (each mostly waits for Ray's processes)."""
+    signals = {"ctrl_c": signal.SIGINT, "kill_9": signal.SIGKILL}
+    procs = {name: zygote.Popen(LAUNCH + ["--workers=2", "--iterations=1000", "--batch_steps=400",
+                                          "--num_envs=2", "--eval_every=0",
+                                          f"--logdir={tmp_path / name}"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name in signals}
+    started, outs = {}, {}
     try:
-        for line in proc.stdout:  # wait for the first iteration: Ray and its workers are up
-            if line.startswith("it    1/"):
-                break
-        started = descendants(proc.pid)
-        assert len(started) >= 3  # Ray's processes and the two workers
-        proc.send_signal(signum)
-        out, err = proc.communicate(timeout=300)
+        for name, proc in procs.items():
+            for line in proc.stdout:  # wait for the first iteration: Ray and its workers are up
+                if line.startswith("it    1/"):
+                    break
+            started[name] = descendants(proc.pid)
+            assert len(started[name]) >= 3  # Ray's processes and the two workers
+        for name, proc in procs.items():
+            proc.send_signal(signals[name])
+        for name, proc in procs.items():
+            outs[name] = proc.communicate(timeout=300)
     finally:
-        proc.kill()
-    if signum == signal.SIGINT:
-        assert proc.returncode == 0, err
-        assert "stopping after iteration" in out
-    assert not still_running(started, timeout=20)
+        for proc in procs.values():
+            proc.kill()
+    out, err = outs["ctrl_c"]
+    assert procs["ctrl_c"].returncode == 0, err
+    assert "stopping after iteration" in out
+    assert procs["kill_9"].returncode == -signal.SIGKILL
+    for name in signals:
+        assert not still_running(started[name], timeout=20), name
