@@ -6,7 +6,7 @@ import sys
 
 from absl import app, flags, logging
 
-from trpo_tf import errors
+from trpo_tf import errors, tf_logs
 
 
 def parse_flags(argv):
@@ -55,7 +55,9 @@ def main_guard(fn):
     a run stopped by a crashing env or repeated numerical faults is one line and exit code 1;
     an interrupt (a second Ctrl-C, or one during start-up) is one line and exit code 130, at
     once: the iteration in progress is lost, the checkpoints are as the last one left them
-    (a training run's interrupt names the last one, or says there is none)."""
+    (a training run's interrupt names the last one, or says there is none). The process is
+    the command's: TensorFlow loads without what no command uses (tf_logs)."""
+    tf_logs.skip_optional_modules()
     try:
         return fn()
     except KeyboardInterrupt as err:  # a training run's says what its checkpoints hold

@@ -4,7 +4,7 @@ TensorFlow 2.21 logs through absl before anything calls absl::InitializeLog(), s
 `import tensorflow` runs, its lines ("oneDNN custom operations are on ..." on CPUs where
 oneDNN is on, twice, each after absl's "All log messages before absl::InitializeLog() ..."
 notice) go straight to file descriptor 2 and ignore TF_CPP_MIN_LOG_LEVEL. trpo_tf's
-__init__ installs `FilteredTensorFlowImport`, so whichever module imports TensorFlow first
+__init__ installs a `WrappedImport` of it, so whichever module imports TensorFlow first
 does so with descriptor 2 piped through a small relay process that passes on every line whose
 severity the variable keeps, in order, as it comes. Anything that is not an absl / TensorFlow
 log line (a Python warning, a crash message) always passes.
@@ -16,6 +16,10 @@ back to the default Eigen-based implementation" (one per dtype - uint8, bool, in
 CPUs without AVX-512 with oneDNN on: a note on a slower kernel, logged at ERROR) would reach
 the terminal mid-run. Real errors still reach the user: TensorFlow raises them as Python
 exceptions, and fatal lines are never held.
+
+A command's own process (cli.main_guard, a Ray sampling worker) also imports TensorFlow
+without the optional modules Keras loads with it when they are installed, for what no trpo_tf
+command does (`skip_optional_modules`).
 """
 import ctypes
 import importlib.abc
@@ -118,45 +122,93 @@ def hold_runtime_logs(tensorflow, level):
         set_min_log_level(ctypes.c_int(min(level, SEVERITY["F"])))
 
 
-class _FilteredLoader(importlib.abc.Loader):
-    """The package's own loader, but its module body runs under `filtered_fd2`."""
+# What Keras imports with TensorFlow if it is installed, each in a try / except ImportError,
+# for what no trpo_tf command does: IPython (showing a saved model's files in a notebook) and
+# pandas (DataFrames in Model.fit). 0.9 s of the 5.4 s `import trpo_tf.run.evaluate` took
+# here (-X importtime, 2026-12-07), about 6 s of a play under qemu.
+OPTIONAL_FOR_COMMANDS = ("IPython", "pandas")
+_skipped = []  # those of them the coming TensorFlow import leaves out
 
-    def __init__(self, loader):
-        self._loader = loader
+
+def skip_optional_modules():
+    """Have this process's TensorFlow import (if it is still to come) leave out those of
+    OPTIONAL_FOR_COMMANDS not imported yet: for a command's own process only, as Keras then
+    goes on without them; a program that imports trpo_tf as a library keeps Keras whole."""
+    if "tensorflow" not in sys.modules:
+        _skipped[:] = [name for name in OPTIONAL_FOR_COMMANDS if name not in sys.modules]
+
+
+def without_modules(names, load):
+    """load() while those of the modules `names` not imported yet cannot be imported (an import
+    of one raises ImportError); afterwards they can be again. Nested calls leave the
+    outermost's in place."""
+    added = [name for name in names if name not in sys.modules]
+    for name in added:
+        sys.modules[name] = None
+    try:
+        return load()
+    finally:
+        for name in added:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+
+
+def filtered_tensorflow(load, module):
+    """TensorFlow's import: its lines filtered, then absl's level set; without the skipped
+    optional modules."""
+    level = min_log_level()
+    filtered_fd2(lambda: without_modules(_skipped, load), level)
+    hold_runtime_logs(module, level)
+
+
+def keras_without_skipped_modules(load, module):
+    """Keras's import (which may come first and import TensorFlow inside): without the skipped
+    optional modules."""
+    del module
+    without_modules(_skipped, load)
+
+
+class _WrappedLoader(importlib.abc.Loader):
+    """A package's own loader, but its module body runs through `around(load, module)`."""
+
+    def __init__(self, loader, around):
+        self._loader, self._around = loader, around
 
     def create_module(self, spec):
         return self._loader.create_module(spec)
 
     def exec_module(self, module):
-        level = min_log_level()
-        filtered_fd2(lambda: self._loader.exec_module(module), level)
-        hold_runtime_logs(module, level)
+        self._around(lambda: self._loader.exec_module(module), module)
 
     def __getattr__(self, name):  # resource readers, get_data, ...: the real loader's
         return getattr(self._loader, name)
 
 
-class FilteredTensorFlowImport(importlib.abc.MetaPathFinder):
-    """A sys.meta_path entry that finds `tensorflow` once, as the next finders would, and
-    hands back its spec with the loader wrapped; it then leaves sys.meta_path."""
+class WrappedImport(importlib.abc.MetaPathFinder):
+    """A sys.meta_path entry that finds the package `name` once, as the next finders would,
+    and hands back its spec with the loader wrapped by `around`; it then leaves sys.meta_path."""
+
+    def __init__(self, name, around):
+        self.name, self.around = name, around
 
     def find_spec(self, name, path=None, target=None):
-        if name != "tensorflow":
+        if name != self.name:
             return None
         sys.meta_path.remove(self)
         spec = importlib.util.find_spec(name)
         if spec is not None and spec.loader is not None:
-            spec.loader = _FilteredLoader(spec.loader)
+            spec.loader = _WrappedLoader(spec.loader, self.around)
         return spec
 
 
 def install():
-    """Filter TensorFlow's import-time lines, unless TensorFlow is already loaded or the
-    filter is installed."""
-    if "tensorflow" in sys.modules or any(
-            isinstance(f, FilteredTensorFlowImport) for f in sys.meta_path):
-        return
-    sys.meta_path.insert(0, FilteredTensorFlowImport())
+    """Filter TensorFlow's import-time lines and let a command's process skip optional
+    modules, for each of TensorFlow and Keras that is not loaded yet nor hooked already."""
+    for name, around in (("tensorflow", filtered_tensorflow),
+                         ("keras", keras_without_skipped_modules)):
+        if name not in sys.modules and not any(
+                isinstance(f, WrappedImport) and f.name == name for f in sys.meta_path):
+            sys.meta_path.insert(0, WrappedImport(name, around))
 
 
 if __name__ == "__main__":  # the relay of filtered_fd2: stdin -> stdout, until the pipe closes

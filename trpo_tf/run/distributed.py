@@ -167,6 +167,9 @@ class SamplingWorker:
     not once per run (--seeds, the tuner's trials, a sweep's runs)."""
 
     def __init__(self):
+        from trpo_tf import tf_logs
+
+        tf_logs.skip_optional_modules()  # the process is this actor's (TensorFlow is to come)
         self.run, self.share = None, None
 
     def hosting(self, job, restarts):
