@@ -18,7 +18,7 @@ import ray
 import zygote
 from trpo_tf.config import Config
 from trpo_tf.run.train import Trainer, train
-from trpo_tf.run import ray_reaper
+from trpo_tf.run import distributed, ray_reaper
 from trpo_tf.run.distributed import ShareSampler, init_ray, merge_batches
 
 LAUNCH = [sys.executable, "-m", "trpo_tf.launch"]
@@ -200,11 +200,14 @@ def test_a_run_leaves_its_workers_to_the_next_run_of_the_process(local_ray, tmp_
         trainer = Trainer(cfg)
         try:
             pids.append(ray.get([w.pid.remote() for w in trainer.remote.workers]))
+            assert len(trainer.sampler.state()) == 2  # the shares are built before a batch
             weights = trainer.policy.get_weights()
             batches.append(trainer.sampler.sample(None))
         finally:
             trainer.close()
+            trainer.remote.close()  # again: nothing more is left to the next run
     assert pids[0] == pids[1]
+    assert len(set(distributed.IDLE_WORKERS["actors"])) == len(distributed.IDLE_WORKERS["actors"])
     reference = merge_batches([ShareSampler(cfg, w, 2).sample(weights, {}) for w in range(2)])
     for key in ("obs", "act", "rew"):
         np.testing.assert_array_equal(batches[1][key], reference[key], err_msg=key)
@@ -239,10 +242,11 @@ def test_cem_candidates_played_by_two_workers_score_as_in_one_process(local_ray,
 
 
 def test_ctrl_c_or_kill_9_leaves_no_ray_process_behind(tmp_path):
-    """Ctrl-C stops the workers after the iteration; after a kill -9 of the learner, the local
-    Ray instance's processes end within seconds too (ray_reaper: Ray's dashboard and
-    runtime-env agents waited 40-80 s for a timeout of their own). The two runs, each with a
-    local Ray instance of its own, go side by side (each mostly waits for Ray's processes)."""
+    """Ctrl-C ends the run after the iteration (its workers with it); after a kill -9 of the
+    learner, the local Ray instance's processes end within seconds too (ray_reaper: Ray's
+    dashboard and runtime-env agents waited 40-80 s for a timeout of their own). The two runs,
+    each with a local Ray instance of its own, go side by side (each mostly waits for Ray's
+    processes)."""
     signals = {"ctrl_c": signal.SIGINT, "kill_9": signal.SIGKILL}
     procs = {name: zygote.Popen(LAUNCH + ["--workers=2", "--iterations=1000", "--batch_steps=400",
                                           "--num_envs=2", "--eval_every=0",

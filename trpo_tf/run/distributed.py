@@ -29,7 +29,7 @@ import numpy as np
 from trpo_tf import seeding
 from trpo_tf.errors import ConfigError, EnvStepError, first_line
 
-MAX_RESTARTS = 3      # per worker, by Ray; one more death stops the run
+MAX_RESTARTS = 3      # deaths per worker and run; one more stops the run
 WORKER_STREAMS = 1000  # worker w's streams: child WORKER_STREAMS + w of the run's SeedSequence
 RESTART_STREAMS = 1000  # after restart r: grandchild (WORKER_STREAMS + w, RESTART_STREAMS + r)
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -181,6 +181,10 @@ class SamplingWorker:
             self.share, self.run = ShareSampler(cfg, worker, workers, restarts), run
         return self.share
 
+    def prepare(self, job):
+        """Build the share of `job` (its first start) before its first batch is asked for."""
+        self.hosting(job, 0)
+
     def sample(self, job, weights, share, restarts):
         return self.hosting(job, restarts).sample(weights, share, restarts)
 
@@ -194,9 +198,9 @@ class SamplingWorker:
 
     def release(self):
         """Close the hosted run's envs (the run ended); the actor waits for the next."""
-        if self.share is not None:
-            self.share.close()
-        self.run, self.share = None, None
+        share, self.run, self.share = self.share, None, None
+        if share is not None:
+            share.close()
 
     def pid(self):
         return os.getpid()
@@ -282,20 +286,27 @@ def connect(address):
 
 
 # SamplingWorker actors that finished runs of this process left for the next: the Ray
-# session's node they belong to, the CPUs each holds, and the actors.
-IDLE_WORKERS = {"node": None, "cpus": None, "actors": []}
+# session they belong to (node and job ids), the CPUs each holds, and the actors.
+IDLE_WORKERS = {"session": None, "cpus": None, "actors": []}
+
+
+def ray_session(ray):
+    """What tells this process's Ray sessions apart: (node id, job id); a new local instance
+    has a new node, a reconnection to a cluster a new job."""
+    context = ray.get_runtime_context()
+    return context.get_node_id(), context.get_job_id()
 
 
 def idle_workers(ray, cpus, count):
     """Up to `count` idle SamplingWorker actors of this process's Ray session that hold `cpus`
     each, taken from IDLE_WORKERS; idle ones of another session are dropped (their session
     ended), and of another size stopped (they would hold CPUs the new actors need)."""
-    node = ray.get_runtime_context().get_node_id()
-    if (IDLE_WORKERS["node"], IDLE_WORKERS["cpus"]) != (node, cpus):
-        if IDLE_WORKERS["node"] == node:
+    session = ray_session(ray)
+    if (IDLE_WORKERS["session"], IDLE_WORKERS["cpus"]) != (session, cpus):
+        if IDLE_WORKERS["session"] == session:
             for actor in IDLE_WORKERS["actors"]:
                 ray.kill(actor)
-        IDLE_WORKERS.update(node=node, cpus=cpus, actors=[])
+        IDLE_WORKERS.update(session=session, cpus=cpus, actors=[])
     actors = IDLE_WORKERS["actors"]
     taken, actors[:] = actors[:count], actors[count:]
     return taken
@@ -315,12 +326,18 @@ class RaySampler:
         self.ray = connect(cfg.ray_address)
         self.policy, self.log, self.value_net = policy, log, value_net
         cpus = min(1.0, self.ray.cluster_resources().get("CPU", 1.0) / cfg.workers)
+        # Ray restarts a worker whenever it dies (an actor outlives its run: Ray's count would
+        # span runs); the learner allows MAX_RESTARTS deaths per worker and run
         actor = self.ray.remote(SamplingWorker).options(
-            num_cpus=cpus, max_restarts=MAX_RESTARTS, max_task_retries=0)
+            num_cpus=cpus, max_restarts=-1, max_task_retries=0)
+        self.pool_key = (ray_session(self.ray), cpus)
         self.workers = idle_workers(self.ray, cpus, cfg.workers)
         self.workers += [actor.remote() for _ in range(cfg.workers - len(self.workers))]
         self.jobs = [self.ray.put((uuid.uuid4().hex, cfg, w, cfg.workers))
                      for w in range(cfg.workers)]
+        for w, job in zip(self.workers, self.jobs):  # envs built while the learner sets up
+            w.prepare.remote(job)
+        self.busy = set()  # workers whose share of the batch being gathered is not in yet
         self.deaths = [0] * cfg.workers
         self.restarts = 0
         self.batches_produced = 0
@@ -331,6 +348,7 @@ class RaySampler:
         sent besides; nothing by default) -> (weights ref, shares, {ref: worker})."""
         weights = self.ray.put(acting_weights(self.policy, self.value_net))
         shares = shares or [{}] * len(self.workers)
+        self.busy = set(range(len(self.workers)))
         return weights, shares, {w.sample.remote(job, weights, share, self.deaths[i]): i
                                  for i, (w, job, share) in enumerate(zip(self.workers, self.jobs,
                                                                          shares))}
@@ -361,6 +379,7 @@ class RaySampler:
                 pending[retry.remote(self.jobs[worker], weights, shares[worker],
                                      self.deaths[worker])] = worker
                 continue
+            self.busy.discard(worker)
             self.progress += int(batches[worker]["sim_steps"])
         self.batches_produced += 1
         return merge_batches(batches)
@@ -396,12 +415,16 @@ class RaySampler:
                       in zip(self.workers, self.jobs, self.deaths, states)])
 
     def close(self):
-        """Release the workers' envs and leave the workers that never died in this run to the
-        next run of this process (a task still running finishes first: an actor runs its tasks
-        in order); stop the others. The Ray session ends with the process: see connect."""
-        for w, deaths in zip(self.workers, self.deaths):
-            if deaths:
-                self.ray.kill(w)
-            else:
+        """Release the workers' envs and leave the workers that never died in this run and
+        have no share left to sample (a second Ctrl-C leaves one running) to the next run of
+        this process, if the pool still takes actors of their session and size; stop the
+        others. Closing again does nothing. The Ray session ends with the process: see
+        connect."""
+        pooled = (IDLE_WORKERS["session"], IDLE_WORKERS["cpus"]) == self.pool_key
+        for i, w in enumerate(self.workers):
+            if pooled and not self.deaths[i] and i not in self.busy:
                 w.release.remote()
                 IDLE_WORKERS["actors"].append(w)
+            else:
+                self.ray.kill(w)
+        self.workers = []
