@@ -22,7 +22,7 @@ from trpo_tf.run import distributed, ray_reaper
 from trpo_tf.run.distributed import ShareSampler, init_ray, merge_batches
 
 LAUNCH = [sys.executable, "-m", "trpo_tf.launch"]
-pytestmark = pytest.mark.xdist_group("ray")  # one local Ray cluster at a time (pytest.ini)
+pytestmark = pytest.mark.xdist_group("ray")  # Ray's clusters: one test process's (pytest.ini)
 
 
 def descendants(pid):

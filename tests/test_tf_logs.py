@@ -48,15 +48,18 @@ def test_a_failing_load_still_restores_stderr_and_shows_its_lines(capfd):
     assert capfd.readouterr().err == OTHER + "after\n"
 
 
-def import_code(command):
+def import_code(command, tensorflow_first=False):
     """Import trpo_tf and TensorFlow as a library does, or as a command's process does
-    (cli.main_guard first), run an op, log an ERROR line from a kernel, and print which of
-    tf_logs.OPTIONAL_FOR_COMMANDS were loaded."""
+    (cli.main_guard first), Keras first (trpo_tf.policies imports it before TensorFlow, as
+    training does) or TensorFlow first (as play does: Keras then loads inside it), run an op,
+    log an ERROR line from a kernel, and print which of tf_logs.OPTIONAL_FOR_COMMANDS were
+    loaded."""
     return ("import sys\n"
             "from trpo_tf import cli, tf_logs\n"
             + ("cli.main_guard(lambda: None)\n" if command else "")
-            + "import trpo_tf.policies, tensorflow as tf\n"
-            "print(tf.reduce_sum(tf.ones(3)).numpy())\n"
+            + ("import tensorflow as tf, trpo_tf.policies\n" if tensorflow_first
+               else "import trpo_tf.policies, tensorflow as tf\n")
+            + "print(tf.reduce_sum(tf.ones(3)).numpy())\n"
             "tf.raw_ops.PrintV2(input=tf.constant('kernel-line'), output_stream='log(error)')\n"
             "print(sorted(set(tf_logs.OPTIONAL_FOR_COMMANDS) & set(sys.modules)))\n")
 
@@ -68,7 +71,8 @@ def test_importing_trpo_tf_and_tensorflow_prints_nothing_on_stderr(onednn, comma
     not stop; trpo_tf's import filter does. Set to 0, the variable shows them again (so this
     test can tell the filter works). An ERROR line a kernel logs at run time is held too
     under trpo_tf's default level (3). A command's process loads Keras without the optional
-    modules no command uses; a library's keeps those installed."""
+    modules no command uses, whichever of Keras and TensorFlow it imports first; a library's
+    keeps those installed."""
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     env["TF_ENABLE_ONEDNN_OPTS"] = onednn
     code = import_code(command)
@@ -79,9 +83,11 @@ def test_importing_trpo_tf_and_tensorflow_prints_nothing_on_stderr(onednn, comma
     assert quiet.stdout == f"3.0\n{[] if command else installed}\n"
     assert quiet.stderr == ""
     if onednn == "1":
-        loud = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+        loud = subprocess.run([sys.executable, "-c", import_code(command, tensorflow_first=True)],
+                              capture_output=True, text=True,
                               env={**env, "TF_CPP_MIN_LOG_LEVEL": "0"}, timeout=300)
         assert "oneDNN custom operations are on" in loud.stderr
+        assert loud.stdout == quiet.stdout
 
 
 def test_without_modules_makes_them_unimportable_only_while_loading():
