@@ -155,7 +155,8 @@ def without_modules(names, load):
 
 def filtered_tensorflow(load, module):
     """TensorFlow's import: its lines filtered, then absl's level set; without the skipped
-    optional modules."""
+    optional modules (TensorFlow loads keras.src through keras._tf_keras after the keras
+    package's own body has run: the keras hook alone would not hold them back)."""
     level = min_log_level()
     filtered_fd2(lambda: without_modules(_skipped, load), level)
     hold_runtime_logs(module, level)
