@@ -15,7 +15,6 @@ its generic defaults (config.py; never a tuned preset) plus any --trpo_flags.
 import importlib.util
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from absl import app, flags  # noqa: E402
 
-import trpo_tf  # noqa: E402,F401  (its hook holds TensorFlow's start-up log lines, whoever imports it: SB3 does)
+import trpo_tf  # noqa: E402,F401  (its hook holds TensorFlow's start-up log lines in the trpo_tf child)
+from bench.common import merged_runs, peak_rss_mb, write_result  # noqa: E402
 
 flags.DEFINE_string("env", "Hopper", "Short name or gymnasium id.")
 flags.DEFINE_integer("steps", 1_000_000, "Environment steps per training run.")
@@ -49,11 +49,11 @@ flags.DEFINE_integer("seed", 0, "Internal: the child's seed.")
 FLAGS = flags.FLAGS
 
 
-def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def run_sb3(gym_id, steps, seed, eval_episodes):
+    """SB3-contrib's TRPO in a process without TensorFlow, as on a machine without it: torch's
+    TensorBoard writer, which SB3 imports, loads TensorFlow when it can (3.9 s and its memory in
+    this child, measured 2026-12-07), and its stub otherwise."""
+    sys.modules["tensorflow"] = None  # an import of it raises ImportError
     import gymnasium as gym
     from sb3_contrib import TRPO
     from stable_baselines3.common.callbacks import BaseCallback
@@ -191,8 +191,6 @@ def main(argv):
     if FLAGS.merge:
         with open(FLAGS.merge) as f:
             earlier = [json.loads(line) for line in f]
-        from bench.common import merged_runs
-
         results += merged_runs(earlier, FLAGS.env, steps, FLAGS.trpo_flags, results)
         for lib in ("sb3", "trpo_tf"):
             print(f"{lib:>8} seeds: {sorted(r['seed'] for r in results if r['library'] == lib)}", flush=True)
@@ -204,8 +202,6 @@ def main(argv):
         print(f"trpo_tf / SB3: {ratios['steps_per_sec']:.1f}x steps/s, {ratios['update_seconds']:.1f}x "
               f"less update time, eval return {ratios['eval_return_difference']:+.1f}", flush=True)
     if not FLAGS.smoke and FLAGS.out:
-        from bench.common import write_result
-
         write_result(FLAGS.out, {"bench": "vs_sb3", "env": FLAGS.env, "steps": steps, "seeds": seeds,
                                  "trpo_flags": FLAGS.trpo_flags, "runs": results, "means": means,
                                  "ratios": ratios})

@@ -8,7 +8,6 @@ import select
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
@@ -48,26 +47,20 @@ def still_running(pids, timeout):
 
 
 def test_a_two_node_cluster_is_joined_through_ray_address(tmp_path):
-    """Two Ray nodes on this machine (ray.cluster_utils.Cluster, one CPU each); the run joins
-    them by address, and its two workers sample on both nodes."""
-    script = textwrap.dedent(f"""
-        import subprocess, sys
-        from ray.cluster_utils import Cluster
-        cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1}})
+    """Two Ray nodes on this machine (ray.cluster_utils.Cluster, one CPU each, started from
+    this process without connecting it); the run joins them by address, and its two workers
+    sample on both nodes."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
         cluster.add_node(num_cpus=1)
-        try:
-            out = subprocess.run({LAUNCH!r} + ["--workers=2", "--ray_address=" + cluster.address,
-                                 "--iterations=1", "--batch_steps=400", "--num_envs=2",
-                                 "--eval_every=0", "--logdir={tmp_path / 'run'}"],
-                                 capture_output=True, text=True, timeout=240)
-            print(out.stdout)
-            print(out.stderr, file=sys.stderr)
-            sys.exit(out.returncode)
-        finally:
-            cluster.shutdown()
-    """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=300)
+        out = zygote.run(LAUNCH + ["--workers=2", "--ray_address=" + cluster.address,
+                                   "--iterations=1", "--batch_steps=400", "--num_envs=2",
+                                   "--eval_every=0", f"--logdir={tmp_path / 'run'}"],
+                         capture_output=True, text=True, timeout=240)
+    finally:
+        cluster.shutdown()
     assert out.returncode == 0, out.stderr[-3000:]
     assert "2 Ray workers x 2 gymnasium envs x 100 steps per iteration" in out.stdout
     assert "it    1/1 | steps       400" in out.stdout
@@ -246,9 +239,10 @@ def test_ctrl_c_or_kill_9_leaves_no_ray_process_behind(tmp_path):
     learner, the local Ray instance's processes end within seconds too (ray_reaper: Ray's
     dashboard and runtime-env agents waited 40-80 s for a timeout of their own). The two runs,
     each with a local Ray instance of its own, go side by side (each mostly waits for Ray's
-    processes)."""
+    processes). One worker each: a run ends one worker as it ends several, and each worker
+    process imports TensorFlow (~4 s of CPU)."""
     signals = {"ctrl_c": signal.SIGINT, "kill_9": signal.SIGKILL}
-    procs = {name: zygote.Popen(LAUNCH + ["--workers=2", "--iterations=1000", "--batch_steps=400",
+    procs = {name: zygote.Popen(LAUNCH + ["--workers=1", "--iterations=1000", "--batch_steps=400",
                                           "--num_envs=2", "--eval_every=0",
                                           f"--logdir={tmp_path / name}"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -260,7 +254,7 @@ def test_ctrl_c_or_kill_9_leaves_no_ray_process_behind(tmp_path):
                 if line.startswith("it    1/"):
                     break
             started[name] = descendants(proc.pid)
-            assert len(started[name]) >= 3  # Ray's processes and the two workers
+            assert len(started[name]) >= 3  # Ray's processes and the worker
         for name, proc in procs.items():
             proc.send_signal(signals[name])
         for name, proc in procs.items():

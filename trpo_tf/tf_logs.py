@@ -123,10 +123,12 @@ def hold_runtime_logs(tensorflow, level):
 
 
 # What Keras imports with TensorFlow if it is installed, each in a try / except ImportError,
-# for what no trpo_tf command does: IPython (showing a saved model's files in a notebook) and
-# pandas (DataFrames in Model.fit). 0.9 s of the 5.4 s `import trpo_tf.run.evaluate` took
-# here (-X importtime, 2026-12-07), about 6 s of a play under qemu.
-OPTIONAL_FOR_COMMANDS = ("IPython", "pandas")
+# for what no trpo_tf command does: IPython (showing a saved model's files in a notebook),
+# pandas (DataFrames in Model.fit) and matplotlib (keras.visualization's image galleries; the
+# commands that plot import it themselves, after TensorFlow). 0.9 s of the 5.4 s
+# `import trpo_tf.run.evaluate` took here for the first two, 0.43 s more for matplotlib.pyplot
+# (-X importtime, 2026-12-07).
+OPTIONAL_FOR_COMMANDS = ("IPython", "pandas", "matplotlib")
 _skipped = []  # those of them the coming TensorFlow import leaves out
 
 
