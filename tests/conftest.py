@@ -17,7 +17,7 @@ def graphs_without_grappler():
     import trpo_tf  # noqa: F401  (first: TensorFlow's import lines filtered)
     import tensorflow as tf
 
-    if not os.environ.get("GRON"): tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
 
 
 @pytest.fixture(autouse=True, scope="session")
