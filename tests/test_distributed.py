@@ -96,10 +96,16 @@ def test_ray_address_auto_without_a_cluster_is_one_line_before_anything_starts(
     assert os.listdir(tmp_path) == []
 
 
-def test_a_run_without_workers_never_imports_ray():
-    code = ("import sys; from trpo_tf import launch; from trpo_tf.run import train; "
-            "print('ray' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+def test_a_run_without_workers_never_imports_ray(tmp_path):
+    """In a command's process (forked from the zygote, which imported the run's modules as a
+    fresh interpreter does and never Ray)."""
+    (tmp_path / "ray_probe.py").write_text(
+        "import sys\nfrom trpo_tf import launch\nfrom trpo_tf.run import train\n"
+        "print('ray' in sys.modules)\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{zygote.ROOT}"}
+    cmd = [sys.executable, "-m", "ray_probe"]
+    assert zygote.forkable(cmd, env, tmp_path)
+    out = zygote.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert out.stdout == "False\n", out.stderr
 
 
