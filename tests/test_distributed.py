@@ -126,65 +126,72 @@ def test_a_local_instance_leaves_this_process_environment_as_it_was(local_ray):
         assert os.environ.get(name) == local_ray.get(name), name
 
 
-@pytest.fixture(scope="module")
-def cartpole_trainer(local_ray, tmp_path_factory):
-    cfg = Config(env="Cartpole", workers=2, batch_steps=600, num_envs=3, eval_every=0,
-                 logdir=str(tmp_path_factory.mktemp("ray_cartpole")), quiet=True)
-    trainer = Trainer(cfg)
-    yield trainer
-    trainer.close()
+class TestOneRunsWorkers:
+    """Three checks of one run's two Ray workers. The run closes after them, leaving the worker
+    that never died to the tests below (each new worker process imports TensorFlow: ~4 s of
+    CPU)."""
+
+    @pytest.fixture(scope="class")
+    def cartpole_trainer(self, local_ray, tmp_path_factory):
+        cfg = Config(env="Cartpole", workers=2, batch_steps=600, num_envs=3, eval_every=0,
+                     logdir=str(tmp_path_factory.mktemp("ray_cartpole")), quiet=True)
+        trainer = Trainer(cfg)
+        yield trainer
+        trainer.close()
 
 
-def test_workers_sample_what_the_same_env_split_samples_in_one_process(cartpole_trainer):
-    """Worker w's streams come from the run's seed: two Ray workers give, batch for batch, the
-    trajectories of the same two ShareSamplers stepped one after the other here."""
-    trainer = cartpole_trainer
-    reference = [ShareSampler(trainer.cfg, w, 2) for w in range(2)]
-    for _ in range(2):
-        weights = trainer.policy.get_weights()
-        remote = trainer.sampler.sample(None)
-        local = merge_batches([share.sample(weights, {}) for share in reference])
-        assert remote["obs"].shape == (600, 4) and remote["sim_steps"] == 600
-        for key in local:
-            if not key.startswith("time_"):
-                np.testing.assert_array_equal(remote[key], local[key], err_msg=key)
-        # another policy for the next batch: the weights travel with every iteration
-        trainer.policy.set_weights([w + 0.05 for w in weights[:1]] + weights[1:])
-    assert remote["episode_return"].size > 0
+    def test_workers_sample_what_the_same_env_split_samples_in_one_process(self, cartpole_trainer):
+        """Worker w's streams come from the run's seed: two Ray workers give, batch for batch, the
+        trajectories of the same two ShareSamplers stepped one after the other here."""
+        trainer = cartpole_trainer
+        reference = [ShareSampler(trainer.cfg, w, 2) for w in range(2)]
+        for _ in range(2):
+            weights = trainer.policy.get_weights()
+            remote = trainer.sampler.sample(None)
+            local = merge_batches([share.sample(weights, {}) for share in reference])
+            assert remote["obs"].shape == (600, 4) and remote["sim_steps"] == 600
+            for key in local:
+                if not key.startswith("time_"):
+                    np.testing.assert_array_equal(remote[key], local[key], err_msg=key)
+            # another policy for the next batch: the weights travel with every iteration
+            trainer.policy.set_weights([w + 0.05 for w in weights[:1]] + weights[1:])
+        assert remote["episode_return"].size > 0
 
 
-def test_the_workers_sampler_states_go_back_where_they_were(cartpole_trainer):
-    """What a checkpoint holds with --workers: each worker's envs, episode counters and noise
-    stream; restored, the workers sample the same batch again."""
-    sampler = cartpole_trainer.sampler
-    state = sampler.state()
-    assert len(state) == 2
-    first = sampler.sample(None)
-    sampler.load_state(state)
-    again = sampler.sample(None)
-    for key in ("obs", "act", "rew", "episode_return"):
-        np.testing.assert_array_equal(first[key], again[key], err_msg=key)
+    def test_the_workers_sampler_states_go_back_where_they_were(self, cartpole_trainer):
+        """What a checkpoint holds with --workers: each worker's envs, episode counters and noise
+        stream; restored, the workers sample the same batch again."""
+        sampler = cartpole_trainer.sampler
+        state = sampler.state()
+        assert len(state) == 2
+        first = sampler.sample(None)
+        sampler.load_state(state)
+        again = sampler.sample(None)
+        for key in ("obs", "act", "rew", "episode_return"):
+            np.testing.assert_array_equal(first[key], again[key], err_msg=key)
 
 
-def test_a_worker_killed_mid_iteration_is_restarted_and_the_batch_is_whole(cartpole_trainer):
-    sampler = cartpole_trainer.sampler
-    sampler.sample(None)  # the workers are up (a task queued while one starts survives a kill)
-    restarts, deaths = sampler.restarts, sampler.deaths[0]
-    weights, shares, pending = sampler.submit()
-    ray.kill(sampler.workers[0], no_restart=False)
-    batch = sampler.gather(weights, shares, pending)
-    assert sampler.restarts == restarts + 1
-    assert batch["obs"].shape[0] == 600 and batch["sim_steps"] == 600
-    assert np.isfinite(batch["rew"]).all()
-    # the restarted worker's share: fresh streams of its restart count, not its first batch's
-    fresh, restarted = (ShareSampler(cartpole_trainer.cfg, 0, 2) for _ in range(2))
-    weights = cartpole_trainer.policy.get_weights()
-    share = restarted.sample(weights, {}, deaths + 1)["obs"]
-    np.testing.assert_array_equal(batch["obs"][:len(share)], share)
-    assert not np.array_equal(fresh.sample(weights, {})["obs"], share)
-    # the next batch goes on from the restarted worker's envs: it is not rebuilt again
-    following = sampler.sample(None)["obs"]
-    np.testing.assert_array_equal(following[:len(share)], restarted.sample(weights, {}, deaths + 1)["obs"])
+    def test_a_worker_killed_mid_iteration_is_restarted_and_the_batch_is_whole(
+            self, cartpole_trainer):
+        sampler = cartpole_trainer.sampler
+        sampler.sample(None)  # the workers are up (a task queued while one starts survives a kill)
+        restarts, deaths = sampler.restarts, sampler.deaths[0]
+        weights, shares, pending = sampler.submit()
+        ray.kill(sampler.workers[0], no_restart=False)
+        batch = sampler.gather(weights, shares, pending)
+        assert sampler.restarts == restarts + 1
+        assert batch["obs"].shape[0] == 600 and batch["sim_steps"] == 600
+        assert np.isfinite(batch["rew"]).all()
+        # the restarted worker's share: fresh streams of its restart count, not its first batch's
+        fresh, restarted = (ShareSampler(cartpole_trainer.cfg, 0, 2) for _ in range(2))
+        weights = cartpole_trainer.policy.get_weights()
+        share = restarted.sample(weights, {}, deaths + 1)["obs"]
+        np.testing.assert_array_equal(batch["obs"][:len(share)], share)
+        assert not np.array_equal(fresh.sample(weights, {})["obs"], share)
+        # the next batch goes on from the restarted worker's envs: it is not rebuilt again
+        following = sampler.sample(None)["obs"]
+        np.testing.assert_array_equal(following[:len(share)],
+                                      restarted.sample(weights, {}, deaths + 1)["obs"])
 
 
 def test_a_run_leaves_its_workers_to_the_next_run_of_the_process(local_ray, tmp_path):
