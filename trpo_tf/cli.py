@@ -50,14 +50,15 @@ class StopOnSignal:
             signal.signal(s, handler)
 
 
-def main_guard(fn):
+def main_guard(fn, without=()):
     """Run fn(); a user error (bad flag, env or policy) is one line on stderr and exit code 2;
     a run stopped by a crashing env or repeated numerical faults is one line and exit code 1;
     an interrupt (a second Ctrl-C, or one during start-up) is one line and exit code 130, at
     once: the iteration in progress is lost, the checkpoints are as the last one left them
     (a training run's interrupt names the last one, or says there is none). The process is
-    the command's: TensorFlow loads without what no command uses (tf_logs)."""
-    tf_logs.skip_optional_modules()
+    the command's: TensorFlow loads without what no command uses (tf_logs), nor the modules
+    `without` that this command does not use."""
+    tf_logs.skip_optional_modules(without)
     try:
         return fn()
     except KeyboardInterrupt as err:  # a training run's says what its checkpoints hold

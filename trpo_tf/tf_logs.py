@@ -132,12 +132,14 @@ OPTIONAL_FOR_COMMANDS = ("IPython", "pandas", "matplotlib")
 _skipped = []  # those of them the coming TensorFlow import leaves out
 
 
-def skip_optional_modules():
+def skip_optional_modules(also=()):
     """Have this process's TensorFlow import (if it is still to come) leave out those of
-    OPTIONAL_FOR_COMMANDS not imported yet: for a command's own process only, as Keras then
-    goes on without them; a program that imports trpo_tf as a library keeps Keras whole."""
+    OPTIONAL_FOR_COMMANDS and of the command's own `also` not imported yet: for a command's
+    own process only, as Keras then goes on without them; a program that imports trpo_tf as a
+    library keeps Keras whole."""
     if "tensorflow" not in sys.modules:
-        _skipped[:] = [name for name in OPTIONAL_FOR_COMMANDS if name not in sys.modules]
+        _skipped[:] = [name for name in (*OPTIONAL_FOR_COMMANDS, *also)
+                       if name not in sys.modules]
 
 
 def without_modules(names, load):
