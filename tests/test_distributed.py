@@ -111,8 +111,8 @@ def test_a_run_without_workers_never_imports_ray(tmp_path):
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """8 logical CPUs on this machine's 2: the trainer fixture's workers (one CPU each, as in
-    a run) and those of the test running beside it all fit."""
+    """8 logical CPUs on this machine's 2: every run's workers (one CPU each, as in a run)
+    and the idle workers earlier runs left fit, whatever order the tests run in."""
     before = dict(os.environ)
     init_ray(ray, "", num_cpus=8)
     yield before

@@ -66,13 +66,16 @@ def import_code(command, tensorflow_first=False):
 
 @pytest.mark.parametrize("onednn, command", [("0", False), ("1", True)],
                          ids=["0-library", "1-command"])
-def test_importing_trpo_tf_and_tensorflow_prints_nothing_on_stderr(onednn, command):
+def test_importing_trpo_tf_and_tensorflow_shows_only_what_the_log_level_lets_through(
+        onednn, command):
     """With oneDNN on, TensorFlow 2.21 writes 4 lines at import that TF_CPP_MIN_LOG_LEVEL does
     not stop; trpo_tf's import filter does. Set to 0, the variable shows them again (so this
     test can tell the filter works). An ERROR line a kernel logs at run time is held too
-    under trpo_tf's default level (3, the command's run) and shown under level 2 (the
-    library's run: kernels log through absl at run time, and on CPUs without AVX-512 oneDNN's
-    notes on uint8, bool, int64 and half kernels come at ERROR severity). A command's process
+    under trpo_tf's default level (3, the command's run: nothing on stderr) and shown under
+    level 2 (the library's run: kernels log through absl at run time, and on CPUs without
+    AVX-512 oneDNN's notes on uint8, bool, int64 and half kernels come at ERROR severity).
+    The level is read the same way in both (one process each: a fresh TensorFlow import
+    costs ~5 s of CPU). A command's process
     loads Keras without the optional modules no command uses, whichever of Keras and
     TensorFlow it imports first; a library's keeps those installed."""
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
