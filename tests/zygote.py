@@ -354,7 +354,7 @@ def run(cmd, capture_output=False, text=False, timeout=None, cwd=None, env=None,
     child = Child(cmd, cwd, env, text)
     try:
         out, err = child.communicate(timeout)
-    except BaseException:  # a timeout, or an interrupt of the caller: as subprocess.run
+    except subprocess.TimeoutExpired:
         child.kill()
         child.wait()
         raise
