@@ -103,17 +103,23 @@ def test_ray_address_auto_without_a_cluster_is_one_line_before_anything_starts(
     assert os.listdir(tmp_path) == []
 
 
-def test_a_run_without_workers_never_imports_ray():
-    code = ("import sys; from trpo_tf import launch; from trpo_tf.run import train; "
-            "print('ray' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+def test_a_run_without_workers_never_imports_ray(tmp_path):
+    """In a command's process (forked from the zygote, which imported the run's modules as a
+    fresh interpreter does and never Ray)."""
+    (tmp_path / "ray_probe.py").write_text(
+        "import sys\nfrom trpo_tf import launch\nfrom trpo_tf.run import train\n"
+        "print('ray' in sys.modules)\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{zygote.ROOT}"}
+    cmd = [sys.executable, "-m", "ray_probe"]
+    assert zygote.forkable(cmd, env, tmp_path)
+    out = zygote.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert out.stdout == "False\n", out.stderr
 
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """8 logical CPUs on this machine's 2: the trainer fixture's workers (one CPU each, as in
-    a run) and those of the test running beside it all fit."""
+    """8 logical CPUs on this machine's 2: every run's workers (one CPU each, as in a run)
+    and the idle workers earlier runs left fit, whatever order the tests run in."""
     before = dict(os.environ)
     init_ray(ray, "", num_cpus=8)
     yield before
@@ -127,65 +133,72 @@ def test_a_local_instance_leaves_this_process_environment_as_it_was(local_ray):
         assert os.environ.get(name) == local_ray.get(name), name
 
 
-@pytest.fixture(scope="module")
-def cartpole_trainer(local_ray, tmp_path_factory):
-    cfg = Config(env="Cartpole", workers=2, batch_steps=600, num_envs=3, eval_every=0,
-                 logdir=str(tmp_path_factory.mktemp("ray_cartpole")), quiet=True)
-    trainer = Trainer(cfg)
-    yield trainer
-    trainer.close()
+class TestOneRunsWorkers:
+    """Three checks of one run's two Ray workers. The run closes after them, leaving the worker
+    that never died to the tests below (each new worker process imports TensorFlow: ~4 s of
+    CPU)."""
+
+    @pytest.fixture(scope="class")
+    def cartpole_trainer(self, local_ray, tmp_path_factory):
+        cfg = Config(env="Cartpole", workers=2, batch_steps=600, num_envs=3, eval_every=0,
+                     logdir=str(tmp_path_factory.mktemp("ray_cartpole")), quiet=True)
+        trainer = Trainer(cfg)
+        yield trainer
+        trainer.close()
 
 
-def test_workers_sample_what_the_same_env_split_samples_in_one_process(cartpole_trainer):
-    """Worker w's streams come from the run's seed: two Ray workers give, batch for batch, the
-    trajectories of the same two ShareSamplers stepped one after the other here."""
-    trainer = cartpole_trainer
-    reference = [ShareSampler(trainer.cfg, w, 2) for w in range(2)]
-    for _ in range(2):
-        weights = trainer.policy.get_weights()
-        remote = trainer.sampler.sample(None)
-        local = merge_batches([share.sample(weights, {}) for share in reference])
-        assert remote["obs"].shape == (600, 4) and remote["sim_steps"] == 600
-        for key in local:
-            if not key.startswith("time_"):
-                np.testing.assert_array_equal(remote[key], local[key], err_msg=key)
-        # another policy for the next batch: the weights travel with every iteration
-        trainer.policy.set_weights([w + 0.05 for w in weights[:1]] + weights[1:])
-    assert remote["episode_return"].size > 0
+    def test_workers_sample_what_the_same_env_split_samples_in_one_process(self, cartpole_trainer):
+        """Worker w's streams come from the run's seed: two Ray workers give, batch for batch, the
+        trajectories of the same two ShareSamplers stepped one after the other here."""
+        trainer = cartpole_trainer
+        reference = [ShareSampler(trainer.cfg, w, 2) for w in range(2)]
+        for _ in range(2):
+            weights = trainer.policy.get_weights()
+            remote = trainer.sampler.sample(None)
+            local = merge_batches([share.sample(weights, {}) for share in reference])
+            assert remote["obs"].shape == (600, 4) and remote["sim_steps"] == 600
+            for key in local:
+                if not key.startswith("time_"):
+                    np.testing.assert_array_equal(remote[key], local[key], err_msg=key)
+            # another policy for the next batch: the weights travel with every iteration
+            trainer.policy.set_weights([w + 0.05 for w in weights[:1]] + weights[1:])
+        assert remote["episode_return"].size > 0
 
 
-def test_the_workers_sampler_states_go_back_where_they_were(cartpole_trainer):
-    """What a checkpoint holds with --workers: each worker's envs, episode counters and noise
-    stream; restored, the workers sample the same batch again."""
-    sampler = cartpole_trainer.sampler
-    state = sampler.state()
-    assert len(state) == 2
-    first = sampler.sample(None)
-    sampler.load_state(state)
-    again = sampler.sample(None)
-    for key in ("obs", "act", "rew", "episode_return"):
-        np.testing.assert_array_equal(first[key], again[key], err_msg=key)
+    def test_the_workers_sampler_states_go_back_where_they_were(self, cartpole_trainer):
+        """What a checkpoint holds with --workers: each worker's envs, episode counters and noise
+        stream; restored, the workers sample the same batch again."""
+        sampler = cartpole_trainer.sampler
+        state = sampler.state()
+        assert len(state) == 2
+        first = sampler.sample(None)
+        sampler.load_state(state)
+        again = sampler.sample(None)
+        for key in ("obs", "act", "rew", "episode_return"):
+            np.testing.assert_array_equal(first[key], again[key], err_msg=key)
 
 
-def test_a_worker_killed_mid_iteration_is_restarted_and_the_batch_is_whole(cartpole_trainer):
-    sampler = cartpole_trainer.sampler
-    sampler.sample(None)  # the workers are up (a task queued while one starts survives a kill)
-    restarts, deaths = sampler.restarts, sampler.deaths[0]
-    weights, shares, pending = sampler.submit()
-    ray.kill(sampler.workers[0], no_restart=False)
-    batch = sampler.gather(weights, shares, pending)
-    assert sampler.restarts == restarts + 1
-    assert batch["obs"].shape[0] == 600 and batch["sim_steps"] == 600
-    assert np.isfinite(batch["rew"]).all()
-    # the restarted worker's share: fresh streams of its restart count, not its first batch's
-    fresh, restarted = (ShareSampler(cartpole_trainer.cfg, 0, 2) for _ in range(2))
-    weights = cartpole_trainer.policy.get_weights()
-    share = restarted.sample(weights, {}, deaths + 1)["obs"]
-    np.testing.assert_array_equal(batch["obs"][:len(share)], share)
-    assert not np.array_equal(fresh.sample(weights, {})["obs"], share)
-    # the next batch goes on from the restarted worker's envs: it is not rebuilt again
-    following = sampler.sample(None)["obs"]
-    np.testing.assert_array_equal(following[:len(share)], restarted.sample(weights, {}, deaths + 1)["obs"])
+    def test_a_worker_killed_mid_iteration_is_restarted_and_the_batch_is_whole(
+            self, cartpole_trainer):
+        sampler = cartpole_trainer.sampler
+        sampler.sample(None)  # the workers are up (a task queued while one starts survives a kill)
+        restarts, deaths = sampler.restarts, sampler.deaths[0]
+        weights, shares, pending = sampler.submit()
+        ray.kill(sampler.workers[0], no_restart=False)
+        batch = sampler.gather(weights, shares, pending)
+        assert sampler.restarts == restarts + 1
+        assert batch["obs"].shape[0] == 600 and batch["sim_steps"] == 600
+        assert np.isfinite(batch["rew"]).all()
+        # the restarted worker's share: fresh streams of its restart count, not its first batch's
+        fresh, restarted = (ShareSampler(cartpole_trainer.cfg, 0, 2) for _ in range(2))
+        weights = cartpole_trainer.policy.get_weights()
+        share = restarted.sample(weights, {}, deaths + 1)["obs"]
+        np.testing.assert_array_equal(batch["obs"][:len(share)], share)
+        assert not np.array_equal(fresh.sample(weights, {})["obs"], share)
+        # the next batch goes on from the restarted worker's envs: it is not rebuilt again
+        following = sampler.sample(None)["obs"]
+        np.testing.assert_array_equal(following[:len(share)],
+                                      restarted.sample(weights, {}, deaths + 1)["obs"])
 
 
 def test_a_run_leaves_its_workers_to_the_next_run_of_the_process(local_ray, tmp_path):
@@ -246,9 +259,10 @@ def test_ctrl_c_or_kill_9_leaves_no_ray_process_behind(tmp_path):
     learner, the local Ray instance's processes end within seconds too (ray_reaper: Ray's
     dashboard and runtime-env agents waited 40-80 s for a timeout of their own). The two runs,
     each with a local Ray instance of its own, go side by side (each mostly waits for Ray's
-    processes)."""
+    processes). One worker each: a run ends one worker as it ends several, and each worker
+    process imports TensorFlow (~4 s of CPU)."""
     signals = {"ctrl_c": signal.SIGINT, "kill_9": signal.SIGKILL}
-    procs = {name: zygote.Popen(LAUNCH + ["--workers=2", "--iterations=1000", "--batch_steps=400",
+    procs = {name: zygote.Popen(LAUNCH + ["--workers=1", "--iterations=1000", "--batch_steps=400",
                                           "--num_envs=2", "--eval_every=0",
                                           f"--logdir={tmp_path / name}"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -260,7 +274,7 @@ def test_ctrl_c_or_kill_9_leaves_no_ray_process_behind(tmp_path):
                 if line.startswith("it    1/"):
                     break
             started[name] = descendants(proc.pid)
-            assert len(started[name]) >= 3  # Ray's processes and the two workers
+            assert len(started[name]) >= 3  # Ray's processes and the worker
         for name, proc in procs.items():
             proc.send_signal(signals[name])
         for name, proc in procs.items():

@@ -94,6 +94,10 @@ def three_checkpoints(tmp_path_factory):
     return logdir
 
 
+# The tests of three_checkpoints' run go to one test process, which runs it once.
+ON_THREE_CHECKPOINTS = pytest.mark.xdist_group("three_checkpoints")
+
+
 def truncate(path):
     with open(path, "r+b") as f:
         f.truncate(os.path.getsize(path) // 2)
@@ -110,6 +114,7 @@ DAMAGE = {
 }
 
 
+@ON_THREE_CHECKPOINTS
 @pytest.mark.parametrize("damage", list(DAMAGE))
 def test_each_damaged_checkpoint_file_resumes_from_the_newest_intact_one_and_is_kept(
         three_checkpoints, tmp_path, damage):
@@ -137,6 +142,7 @@ def test_each_damaged_checkpoint_file_resumes_from_the_newest_intact_one_and_is_
     assert again.restore_latest()[0] == 5 and again.recovery is None
 
 
+@ON_THREE_CHECKPOINTS
 def test_a_save_killed_before_the_index_resumes_from_its_files_without_a_damage_report(
         three_checkpoints, tmp_path, capsys):
     logdir = tmp_path / "run"
@@ -148,6 +154,7 @@ def test_a_save_killed_before_the_index_resumes_from_its_files_without_a_damage_
     assert not glob.glob(str(logdir / "checkpoints" / "damaged-*"))
 
 
+@ON_THREE_CHECKPOINTS
 def test_when_no_checkpoint_is_intact_the_run_stops_with_one_line_and_changes_nothing(
         three_checkpoints, tmp_path, capsys):
     logdir = tmp_path / "run"

@@ -1,6 +1,7 @@
 import dataclasses
 import glob
 import os
+import types
 
 import numpy as np
 import pytest
@@ -48,27 +49,59 @@ def test_cartpole_linear_policy_learns_to_balance_within_25_iterations(tmp_path)
     assert all(m["kl"] <= cfg.max_kl for m in history)
 
 
-def test_graphs_trace_once_and_summaries_and_checkpoints_are_written(tmp_path):
-    cfg = Config(env="Cartpole", iterations=3, batch_steps=600, num_envs=4, logdir=str(tmp_path),
-                 quiet=True)
+def final_parameters(trainer):
+    return get_flat(trainer.policy.trainable_variables
+                    + trainer.method.value_net.trainable_variables).numpy()
+
+
+@pytest.fixture(scope="module")
+def seed_5_run(tmp_path_factory):
+    """A short Cartpole run (seed 5, 3 iterations) that the tests of SEED_5 read different
+    things of: its graphs' trace counts, its summaries and checkpoints, its parameters."""
+    logdir = tmp_path_factory.mktemp("seed_5")
+    cfg = Config(env="Cartpole", iterations=3, batch_steps=500, num_envs=2, logdir=str(logdir),
+                 quiet=True, seed=5)
     trainer = Trainer(cfg)
     try:
         trainer.run()
-        assert trainer.method.learner.trace_count == 1 and trainer.method.value_fitter.trace_count == 1
-        assert trainer.method.advantage_fn.experimental_get_tracing_count() == 1
-        assert not trainer.method.value_fitter.compiled  # 3 x 600 steps: XLA would not pay
+        method = trainer.method
+        return types.SimpleNamespace(
+            cfg=cfg, logdir=logdir, params=final_parameters(trainer),
+            trace_counts=(method.learner.trace_count, method.value_fitter.trace_count,
+                          method.advantage_fn.experimental_get_tracing_count()),
+            compiled=method.value_fitter.compiled)
     finally:
         trainer.close()
-    long_run = Trainer(dataclasses.replace(cfg, iterations=1000, logdir=str(tmp_path / "long")))
+
+
+SEED_5 = pytest.mark.xdist_group("seed_5_run")  # one test process runs seed_5_run once
+
+
+@SEED_5
+def test_graphs_trace_once_and_summaries_and_checkpoints_are_written(seed_5_run, tmp_path):
+    assert seed_5_run.trace_counts == (1, 1, 1)  # the TRPO step, value fit, advantages
+    assert not seed_5_run.compiled  # 3 x 500 steps: XLA would not pay
+    long_run = Trainer(dataclasses.replace(seed_5_run.cfg, iterations=1000, logdir=str(tmp_path)))
     try:
         assert long_run.method.value_fitter.compiled
     finally:
         long_run.close()
+    logdir = str(seed_5_run.logdir)
     for tag in ("Train/EpisodeReturnMean", "Policy/MeanKL", "Policy/CGResidual",
                 "Value/ExplainedVariance", "Time/Update", "Train/EnvStepsPerSecond"):
-        assert event_steps(str(tmp_path), tag) == [1, 2, 3], tag
-    assert os.path.isfile(os.path.join(tmp_path, "policy", "saved_model.pb"))
-    assert os.path.isfile(os.path.join(tmp_path, "checkpoints", "checkpoint"))
+        assert event_steps(logdir, tag) == [1, 2, 3], tag
+    assert os.path.isfile(os.path.join(logdir, "policy", "saved_model.pb"))
+    assert os.path.isfile(os.path.join(logdir, "checkpoints", "checkpoint"))
+
+
+@SEED_5
+def test_same_seed_same_parameters(seed_5_run, tmp_path):
+    trainer = Trainer(dataclasses.replace(seed_5_run.cfg, logdir=str(tmp_path)))
+    try:
+        trainer.run()
+        np.testing.assert_array_equal(final_parameters(trainer), seed_5_run.params)
+    finally:
+        trainer.close()
 
 
 def test_resume_continues_from_the_last_checkpoint(tmp_path):
@@ -83,19 +116,6 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     finally:
         trainer.close()
     assert event_steps(str(tmp_path), "Policy/MeanKL") == [1, 2, 3, 4]
-
-
-def test_same_seed_same_parameters(tmp_path):
-    def params(sub):
-        trainer = Trainer(Config(env="Cartpole", iterations=3, batch_steps=500, num_envs=2,
-                                 logdir=str(tmp_path / sub), quiet=True, seed=5))
-        try:
-            trainer.run()
-            return get_flat(trainer.policy.trainable_variables + trainer.method.value_net.trainable_variables).numpy()
-        finally:
-            trainer.close()
-
-    np.testing.assert_array_equal(params("a"), params("b"))
 
 
 @pytest.mark.parametrize("env", ["CartPole-v1", "Swimmer"])

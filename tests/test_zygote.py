@@ -43,6 +43,17 @@ def test_a_forked_command_takes_signals_as_its_own_process(tmp_path):
         "import time\nprint('ready', flush=True)\nwhile True:\n    time.sleep(60)\n")
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     cmd = [sys.executable, "-m", "wait_cmd"]
+    # A shell's background job (`cmd &` without job control) starts with SIGINT ignored, and
+    # so would both children (Python's rule, as the zygote keeps it): Python's own handler
+    # for the children of this test, whatever the suite was started from.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        signals_end_forked_and_plain_children_alike(cmd, env)
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def signals_end_forked_and_plain_children_alike(cmd, env):
     for signum, code in ((signal.SIGKILL, -9), (signal.SIGTERM, -15), (signal.SIGINT, -2)):
         children = [zygote.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                  env=env),
