@@ -146,7 +146,6 @@ class TestOneRunsWorkers:
         yield trainer
         trainer.close()
 
-
     def test_workers_sample_what_the_same_env_split_samples_in_one_process(self, cartpole_trainer):
         """Worker w's streams come from the run's seed: two Ray workers give, batch for batch, the
         trajectories of the same two ShareSamplers stepped one after the other here."""
@@ -164,7 +163,6 @@ class TestOneRunsWorkers:
             trainer.policy.set_weights([w + 0.05 for w in weights[:1]] + weights[1:])
         assert remote["episode_return"].size > 0
 
-
     def test_the_workers_sampler_states_go_back_where_they_were(self, cartpole_trainer):
         """What a checkpoint holds with --workers: each worker's envs, episode counters and noise
         stream; restored, the workers sample the same batch again."""
@@ -176,7 +174,6 @@ class TestOneRunsWorkers:
         again = sampler.sample(None)
         for key in ("obs", "act", "rew", "episode_return"):
             np.testing.assert_array_equal(first[key], again[key], err_msg=key)
-
 
     def test_a_worker_killed_mid_iteration_is_restarted_and_the_batch_is_whole(
             self, cartpole_trainer):

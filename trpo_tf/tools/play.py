@@ -52,6 +52,6 @@ def main(argv):
 
     # play acts through the SavedModel's own graphs: no Keras (TensorFlow's import loads
     # keras.src.optimizers for Keras optimizers in SavedModels, in a try / except ImportError;
-    # an export holds none). 1.2 s of a play's 4.6 s start-up here, 2026-12-07.
+    # an export holds none). A fresh play: 3.6-4.2 s of CPU against 4.4-5.2 s, 2026-12-07.
     main_guard(play, without=("keras",))
 
