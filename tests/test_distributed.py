@@ -8,7 +8,6 @@ import select
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
@@ -48,26 +47,20 @@ def still_running(pids, timeout):
 
 
 def test_a_two_node_cluster_is_joined_through_ray_address(tmp_path):
-    """Two Ray nodes on this machine (ray.cluster_utils.Cluster, one CPU each); the run joins
-    them by address, and its two workers sample on both nodes."""
-    script = textwrap.dedent(f"""
-        import subprocess, sys
-        from ray.cluster_utils import Cluster
-        cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 1}})
+    """Two Ray nodes on this machine (ray.cluster_utils.Cluster, one CPU each, started from
+    this process without connecting it); the run joins them by address, and its two workers
+    sample on both nodes."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
         cluster.add_node(num_cpus=1)
-        try:
-            out = subprocess.run({LAUNCH!r} + ["--workers=2", "--ray_address=" + cluster.address,
-                                 "--iterations=1", "--batch_steps=400", "--num_envs=2",
-                                 "--eval_every=0", "--logdir={tmp_path / 'run'}"],
-                                 capture_output=True, text=True, timeout=240)
-            print(out.stdout)
-            print(out.stderr, file=sys.stderr)
-            sys.exit(out.returncode)
-        finally:
-            cluster.shutdown()
-    """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=300)
+        out = zygote.run(LAUNCH + ["--workers=2", "--ray_address=" + cluster.address,
+                                   "--iterations=1", "--batch_steps=400", "--num_envs=2",
+                                   "--eval_every=0", f"--logdir={tmp_path / 'run'}"],
+                         capture_output=True, text=True, timeout=240)
+    finally:
+        cluster.shutdown()
     assert out.returncode == 0, out.stderr[-3000:]
     assert "2 Ray workers x 2 gymnasium envs x 100 steps per iteration" in out.stdout
     assert "it    1/1 | steps       400" in out.stdout

@@ -25,6 +25,30 @@ def test_a_forked_command_exits_and_prints_as_a_fresh_interpreter(tmp_path):
     assert (out.returncode, out.stdout) == (254, f"{tmp_path} ['a', 'b']\n")  # as exit(-2)
 
 
+def test_a_forked_commands_training_runs_fork_from_the_server_too(tmp_path):
+    """As bench/returns.py's runs: subprocess.run in a forked child forks a training run
+    (`python -m trpo_tf.launch`) from the server too (its parent is the server, not the
+    child: the user env module it imports says), and runs any other command (here a module
+    as play's video renderer is one) as a plain subprocess of the child."""
+    (tmp_path / "ppid_env.py").write_text("import os\nprint('parent', os.getppid())\n")
+    (tmp_path / "ppid_cmd.py").write_text("import os\nprint('parent', os.getppid())\n")
+    (tmp_path / "outer_cmd.py").write_text(
+        "import os, subprocess, sys\n"
+        "trains = subprocess.run([sys.executable, '-m', 'trpo_tf.launch', "
+        "'--env=ppid_env:Nothing-v0', '--logdir=run'], capture_output=True, text=True)\n"
+        "other = subprocess.run([sys.executable, '-m', 'ppid_cmd'], capture_output=True, "
+        "text=True)\n"
+        "print(os.getpid(), os.getppid(), trains.returncode, trains.stdout.split()[1], "
+        "other.stdout.split()[1])\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{zygote.ROOT}"}
+    out = zygote.run([sys.executable, "-m", "outer_cmd"], capture_output=True, text=True,
+                     timeout=120, cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
+    pid, server, code, launch_parent, other_parent = out.stdout.split()
+    assert code == "2"  # no such env in the module: one line, exit 2
+    assert launch_parent == server != pid and other_parent == pid
+
+
 def test_a_bench_script_forks_and_exits_as_a_fresh_interpreter(tmp_path):
     cmd = [sys.executable, "bench/returns.py", "--seeds=0"]
     assert zygote.forkable(cmd, os.environ, zygote.ROOT)

@@ -8,7 +8,10 @@ What a fork cannot reproduce runs as a plain subprocess instead: another interpr
 or a script outside bench/, an environment that differs from the server's in a variable read
 while modules load (MUST_MATCH), a cwd and PYTHONPATH from which a fresh interpreter would
 not import the preloaded trpo_tf, or `fresh=True` (a test of what a command prints while its
-modules load: those messages are the server's).
+modules load: those messages are the server's). A forked command's own training runs and
+bench scripts (bench/returns.py's and bench/vs_sb3.py's children, started with
+subprocess.run) fork from the server by the same rule (nested_run); its other commands (play's
+video renderer, which must never load TensorFlow) stay plain subprocesses.
 
 Protocol (a Unix socket, one connection per command): the client sends a JSON request with
 the child's stdout and stderr pipe ends (SCM_RIGHTS); the server answers the child's pid, then
@@ -43,6 +46,7 @@ PRELOAD = ("trpo_tf", "tensorflow", "keras", "trpo_tf.run.train", "trpo_tf.run.e
            "trpo_tf.run.export", "trpo_tf.envs", "trpo_tf.methods")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVER_SYS_PATH = []  # the server's sys.path without its script's folder and ROOT
+_subprocess_run = subprocess.run  # what `run` falls back to (a child's subprocess.run is `run`)
 
 
 # --- the server -------------------------------------------------------------------------------
@@ -51,8 +55,9 @@ def serve(path):
     """Preload, then fork one child per request until the client's end of `path` goes away."""
     import importlib
 
-    global SERVER_SYS_PATH
+    global SERVER_SYS_PATH, _server
     SERVER_SYS_PATH = [p for p in sys.path if p not in (os.path.dirname(__file__), ROOT)]
+    _server = (None, path, dict(os.environ))  # a child's client side: this server
     for module in PRELOAD:
         importlib.import_module(module)
     wake_r, wake_w = os.pipe()
@@ -145,6 +150,7 @@ def run_child(request, fds, wake_r, wake_w):
         first = os.path.dirname(script) if script else request["cwd"]
         sys.path[:] = [first, *pythonpath(request["env"]), *SERVER_SYS_PATH]
         sys.argv = [script or request["module"], *request["args"]]
+        subprocess.run = nested_run  # its own training runs fork from the server too
         try:
             if script:
                 runpy.run_path(script, run_name="__main__")
@@ -349,16 +355,29 @@ def run(cmd, capture_output=False, text=False, timeout=None, cwd=None, env=None,
     """subprocess.run(capture_output=True), forked from the server where that gives the same
     process (`fresh`: never)."""
     if not (capture_output and forks(cmd, cwd, env, fresh, kwargs)):
-        return subprocess.run(cmd, capture_output=capture_output, text=text, timeout=timeout,
+        return _subprocess_run(cmd, capture_output=capture_output, text=text, timeout=timeout,
                               cwd=cwd, env=env, **kwargs)
     child = Child(cmd, cwd, env, text)
     try:
         out, err = child.communicate(timeout)
-    except subprocess.TimeoutExpired:
+    except BaseException:  # a timeout, or an interrupt of the caller: as subprocess.run
         child.kill()
         child.wait()
         raise
     return subprocess.CompletedProcess(cmd, child.returncode, out, err)
+
+
+def nested_run(cmd, capture_output=False, text=False, timeout=None, cwd=None, env=None,
+               **kwargs):
+    """subprocess.run inside a forked command: a training run (`python -m trpo_tf.launch`) or
+    a bench script forks from the server where `run` would fork it; any other command runs as
+    a plain subprocess (play's video renderer must not inherit the server's TensorFlow:
+    BUILD_NOTES, rendering)."""
+    trains = (bench_script(cmd, cwd) is not None
+              or (isinstance(cmd, (list, tuple)) and list(cmd[1:3]) == ["-m", "trpo_tf.launch"]))
+    call = run if trains else _subprocess_run
+    return call(cmd, capture_output=capture_output, text=text, timeout=timeout, cwd=cwd,
+                env=env, **kwargs)
 
 
 if __name__ == "__main__":
