@@ -34,6 +34,7 @@ from trpo_tf.pipeline import batch_signature  # noqa: E402
 from trpo_tf.pipeline.advantages import make_advantage_fn  # noqa: E402
 from trpo_tf.pipeline.value import ValueFitter  # noqa: E402
 from trpo_tf.policies import build_policy, build_value_net  # noqa: E402
+from trpo_tf.sampling import batch_obs_dtype  # noqa: E402
 from trpo_tf.sampling.single_path import SinglePathSampler  # noqa: E402
 
 flags.DEFINE_string("env", "Hopper", "Short name or gymnasium id (for the spaces and nets).")
@@ -49,16 +50,18 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    n, repeats = (2_000, 1) if FLAGS.smoke else (FLAGS.batch_steps, FLAGS.repeats)
+    n, repeats = (512, 1) if FLAGS.smoke else (FLAGS.batch_steps, FLAGS.repeats)
     spec = envs.resolve_env(FLAGS.env)
     group = envs.make_env_group(spec, "auto", 16, 0)
-    obs_dim, dist = group.observation_space.shape[0], for_action_space(group.action_space)
-    hidden = tuple(map(int, FLAGS.policy_hidden)) if FLAGS.policy_hidden is not None else spec.policy_hidden
+    space, dist = group.observation_space, for_action_space(group.action_space)
     overrides = {k: FLAGS[k].value for k in ("cg_iters", "vf_epochs") if FLAGS[k].value is not None}
+    if FLAGS.policy_hidden is not None:
+        overrides["policy_hidden"] = tuple(map(int, FLAGS.policy_hidden))
     cfg = Config(**overrides)
-    policy = build_policy((obs_dim,), dist, hidden, True)
-    value = build_value_net(policy, (obs_dim,), cfg.value_hidden)
-    sig = batch_signature((obs_dim,), np.float32, dist)
+    # the nets a run builds for the env's observations: an MLP for vectors, the CNN for frames
+    policy = build_policy(space.shape, dist, **cfg.policy_settings(spec))
+    value = build_value_net(policy, space.shape, **cfg.value_settings())
+    sig = batch_signature(space.shape, batch_obs_dtype(space), dist)
     advantage_fn = make_advantage_fn(value, cfg, sig["obs"])
     learners = {fisher: TRPOLearner(
         policy, dist, single_path_gain(dist), [sig["obs"], sig["act"], sig["rew"]], cfg.max_kl,

@@ -34,8 +34,9 @@ def test_sampling_bench_on_atari_reports_frames_against_the_bare_emulator():
     assert raw > 0 and ours > 0 and bare > 0 and share == pytest.approx(ours / bare, rel=0.02, abs=0.01)
 
 
-def test_update_bench_reports_stages():
-    out = bench("update.py", "--env=Swimmer")
+@pytest.mark.parametrize("env", ["Swimmer", "Pong"])  # an MLP on vectors, the CNN on frames
+def test_update_bench_reports_stages(env):
+    out = bench("update.py", f"--env={env}")
     assert re.search(r"advantage [\d.]+s \| TRPO step [\d.]+s \(double backprop [\d.]+s, [\d.]+x\) \| "
                      r"value fit [\d.]+s \| total [\d.]+s", out), out
 
