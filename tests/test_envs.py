@@ -30,6 +30,21 @@ def test_backend_choice():
         envs.pick_backend(hopper, "ray")
 
 
+@pytest.mark.parametrize("env_id, differences", [
+    ("FrozenLake-v1", r"observations Discrete\(16\) against Box\(0, 1, \(16,\)"),
+    ("Blackjack-v1", r"observations Box\(0, 31, \(3,\), int32\) against Box\(0, 1, \(45,\)")])
+def test_auto_samples_on_gymnasium_where_envpools_spaces_differ(env_id, differences):
+    """EnvPool has these envs, but observes them otherwise than trpo_tf's gymnasium env (which
+    flattens Discrete and Tuple observations into one-hot vectors), on which evaluation and
+    play run: auto takes gymnasium, and an explicit envpool is one line that says why."""
+    spec = envs.resolve_env(env_id)
+    assert envs.pick_backend(spec, "auto") == "gymnasium"
+    with pytest.raises(envs.EnvError, match=f"--env_backend=envpool: EnvPool's {env_id} has "
+                                            f"other spaces than gymnasium's.*{differences}"):
+        envs.pick_backend(spec, "envpool")
+    assert envs.envpool_space_differences(envs.resolve_env("Hopper")) is None  # float64 actions
+
+
 def rollouts(backend, name, num_envs=8, steps=400, max_path_length=None, seed=0):
     group = envs.make_env_group(envs.resolve_env(name), backend, num_envs, seed, max_path_length)
     dist = for_action_space(group.action_space)

@@ -462,7 +462,39 @@ def envpool_refusal(spec):
         return ("--env_backend=envpool cannot take --env_kwargs (gymnasium.make's arguments, "
                 "given or from the env's preset; EnvPool names its options otherwise): use "
                 "--env_backend=gymnasium or auto, or --env_kwargs= to drop them")
+    differences = None if spec.atari is not None else envpool_space_differences(spec)
+    if differences:
+        return (f"--env_backend=envpool: EnvPool's {spec.gym_id} has other spaces than "
+                f"gymnasium's, on which trpo_tf evaluates and plays ({differences}); use "
+                "--env_backend=gymnasium or auto")
     return None
+
+
+def space_signature(space):
+    """What a policy built for `space` depends on: its kind, shape and (Discrete) size; the
+    same for gymnasium's spaces and EnvPool's, whatever their dtypes."""
+    return type(space).__name__, tuple(space.shape or ()), getattr(space, "n", None)
+
+
+@functools.lru_cache(maxsize=None)
+def envpool_space_differences(spec):
+    """How EnvPool's env of `spec` (not an ALE game: envpool_atari_options) differs in its
+    observation or action space from the gymnasium env trpo_tf makes of it (make_env: its
+    observations flattened), as words, or None. FrozenLake's observations are an integer in
+    EnvPool and one-hot in gymnasium once flattened; Blackjack's, 3 integers against 45
+    one-hot entries. Asked once per process: it makes one gymnasium env."""
+    import envpool
+
+    with warnings.catch_warnings():  # EnvPool's float64 bounds -> gymnasium float32 Box
+        warnings.simplefilter("ignore", UserWarning)
+        pool_spec = envpool.make_spec(envpool_id(spec))
+        theirs = pool_spec.observation_space, pool_spec.action_space
+    env = make_env(spec)
+    ours = env.observation_space, env.action_space
+    env.close()
+    return "; ".join(f"{what} {a} against {b}" for what, a, b in zip(
+        ("observations", "actions"), theirs, ours)
+        if space_signature(a) != space_signature(b)) or None
 
 
 class EnvPoolEnvs:
@@ -536,14 +568,14 @@ def pick_backend(spec, backend):
     otherwise."""
     if backend != "auto" and backend not in BACKENDS:
         raise EnvError(f"--env_backend must be auto|{'|'.join(BACKENDS)} (got {backend!r})")
-    refusal = envpool_refusal(spec)
     if backend == "auto":
-        return (spec.auto_backend if envpool_id(spec) in envpool_ids() and refusal is None
-                else "gymnasium")
+        return ("envpool" if spec.auto_backend == "envpool" and envpool_id(spec) in envpool_ids()
+                and envpool_refusal(spec) is None else "gymnasium")
     if backend == "envpool" and envpool_id(spec) not in envpool_ids():
         raise EnvError(f"--env_backend=envpool: EnvPool is not installed or has no {spec.gym_id}; "
                        "use --env_backend=gymnasium or auto")
-    if backend == "envpool" and refusal:
+    refusal = envpool_refusal(spec) if backend == "envpool" else None
+    if refusal:
         raise EnvError(refusal)
     return backend
 
