@@ -1,6 +1,7 @@
 """Nothing lost: exports replace only exports, damaged checkpoints are never overwritten,
 nothing non-finite is checkpointed, a logdir resumes only with settings that fit it."""
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -235,10 +236,18 @@ def test_resuming_with_another_network_or_seed_is_refused_other_sampler_shape_st
                                           r"seed=5"):  # it resumed seed 0's run, training nothing
         Trainer(Config(iterations=2, logdir=str(tmp_path), seed=5, **BASE))
     capsys.readouterr()
-    run(tmp_path, 2, num_envs=4, quiet=False)
+    # a resume that trains nothing leaves the record saying what the checkpoints were made
+    # with (it had said 4 envs, and the next resume on 2 fed the 4-env sampler state to 2 envs)
+    run(tmp_path, 1, num_envs=4, quiet=False)
+    assert "nothing left to train" in capsys.readouterr().out
+    assert json.loads((tmp_path / "run.json").read_text())["num_envs"] == 2
+    run(tmp_path, 2, quiet=False)
+    assert "sampling goes on where it stopped" in capsys.readouterr().out
+    run(tmp_path, 3, num_envs=4, quiet=False)
     assert ("sampler settings changed (num_envs 2 -> 4): the envs start new episodes"
             in capsys.readouterr().out)
-    assert event_steps(str(tmp_path), "Train/EnvSteps") == [1, 2]
+    assert json.loads((tmp_path / "run.json").read_text())["num_envs"] == 4
+    assert event_steps(str(tmp_path), "Train/EnvSteps") == [1, 2, 3]
 
 
 def test_resume_never_moves_the_earlier_run_aside_instead_of_interleaving(tmp_path):

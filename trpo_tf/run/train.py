@@ -121,6 +121,7 @@ class Trainer:
                                          self.method.trackables())
         # checked before the writer opens: a run that cannot resume here writes nothing
         self.sampler_changes_since_last_run = self.sampler_changes() if cfg.resume == "auto" else []
+        self._record_pending = False  # run(): the record waits for a checkpoint
         self.evaluator = (Evaluator(self.spec, self.dist, cfg.eval_episodes, seeds["evaluation"],
                                     cfg.max_path_length or None, self.envs.mask_source,
                                     self.policy.state_size)
@@ -193,7 +194,14 @@ class Trainer:
         if self.earlier_run:
             self.log(f"--resume=never: moved the earlier run in {cfg.logdir} to {self.earlier_run}")
         start, env_steps = (0, 0) if cfg.resume == "never" else self.resume()
-        outputs.write_run_record(cfg.logdir, self.record)
+        # the record says what the checkpoints were made with: with sampler settings changed,
+        # it changes with the first checkpoint made with them (save)
+        self._record_pending = bool(start and self.sampler_changes_since_last_run)
+        if not self._record_pending:
+            outputs.write_run_record(cfg.logdir, self.record)
+        if start and not self.goes_on(start, env_steps):
+            self.log(f"nothing left to train: {cfg.logdir} holds iteration {start} "
+                     f"({env_steps:,} steps), within the budget asked (--iterations / --steps)")
         if not start:
             summaries.write_flags(self.writer, dataclasses.asdict(cfg))
         with contextlib.nullcontext(stop) if stop else StopOnSignal(not cfg.quiet) as stop:
@@ -351,6 +359,9 @@ class Trainer:
             self.checkpointer.save(iterations_done, env_steps, pending, self.sampler.state(),
                                    {"recent_returns": list(self.recent_returns),
                                     "last_eval": self.last_eval, **self.method.state()})
+            if self._record_pending:
+                outputs.write_run_record(self.cfg.logdir, self.record)
+                self._record_pending = False
         self.write_summaries(pending)
 
     def heartbeat_fn(self, it, planned):
