@@ -14,6 +14,7 @@ import zygote
 from test_train import event_steps
 from trpo_tf.config import Config
 from trpo_tf.flat import get_flat
+from trpo_tf.run import outputs
 from trpo_tf.run.train import Trainer
 
 
@@ -148,3 +149,4 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 130
     assert out.stderr.strip().splitlines() == ["error: interrupted"]
+    assert not os.path.exists(tmp_path / outputs.LOCK_FILE)  # the logdir is let go

@@ -114,18 +114,23 @@ def main(argv):
         spec = check_run(cfg)  # the seeds differ in nothing it checks
         for run_cfg in runs:
             outputs.prepare(run_cfg.logdir, run_cfg.policy_export_dir)
-        # the command holds its logdir and every seed's until it ends
+        # the command holds its logdir and every seed's until it ends, however it ends (an
+        # interrupt while TensorFlow loads left the lock file behind)
         locks = [outputs.lock_dir(d) for d in dict.fromkeys([cfg.logdir] + [r.logdir for r in runs])]
-        from trpo_tf.run.train import train
+        try:
+            from trpo_tf.run.train import train
 
-        with StopOnSignal(not cfg.quiet) as stop:  # one Ctrl-C stops the whole command, not just this seed
-            for run_cfg in runs:
-                if stop.signum is not None:
-                    break
-                if len(runs) > 1:
-                    print(f"== seed {run_cfg.seed} -> {run_cfg.logdir}", flush=True)
-                train(run_cfg, stop, spec=spec)
-        del locks
+            # one Ctrl-C stops the whole command, not just this seed
+            with StopOnSignal(not cfg.quiet) as stop:
+                for run_cfg in runs:
+                    if stop.signum is not None:
+                        break
+                    if len(runs) > 1:
+                        print(f"== seed {run_cfg.seed} -> {run_cfg.logdir}", flush=True)
+                    train(run_cfg, stop, spec=spec)
+        finally:
+            for lock in locks:
+                lock.release()
 
     main_guard(run)
 

@@ -167,12 +167,16 @@ class DirLock:
         handle.flush()
         self._handle = handle
 
-    def __del__(self):
-        handle = getattr(self, "_handle", None)
-        if handle is not None:  # removed while still held: a newcomer never locks a stray file
+    def release(self):
+        """Let the directory go (again: nothing); the file goes while still held, so a
+        newcomer never locks a stray one."""
+        handle, self._handle = getattr(self, "_handle", None), None
+        if handle is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
             handle.close()
+
+    __del__ = release
 
 
 def same_file(handle, path):

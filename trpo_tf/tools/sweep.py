@@ -50,24 +50,26 @@ def main(argv):
 
         outputs.check_writable_dir(base.logdir, "--logdir")
         lock = outputs.lock_dir(base.logdir)  # the sweep's runs are this command's
-        from trpo_tf.run.train import train
+        try:
+            from trpo_tf.run.train import train
 
-        results = {}
-        with StopOnSignal(not base.quiet) as stop:  # one Ctrl-C stops the sweep, not one value
-            for v, runs in configs.items():
-                finals = []
-                for cfg in runs:
+            results = {}
+            with StopOnSignal(not base.quiet) as stop:  # one Ctrl-C stops the sweep, not one value
+                for v, runs in configs.items():
+                    finals = []
+                    for cfg in runs:
+                        if stop.signum is not None:
+                            break
+                        print(f"== npg_step {v:g}, seed {cfg.seed} -> {cfg.logdir}", flush=True)
+                        train(cfg, stop)
+                        finals.append(final_return(cfg.logdir, FLAGS.final_window))
                     if stop.signum is not None:
-                        break
-                    print(f"== npg_step {v:g}, seed {cfg.seed} -> {cfg.logdir}", flush=True)
-                    train(cfg, stop)
-                    finals.append(final_return(cfg.logdir, FLAGS.final_window))
-                if stop.signum is not None:
-                    print("sweep stopped: run the same command to go on (finished runs are "
-                          "read back, a cut one resumes)", flush=True)
-                    return
-                results[v] = sum(finals) / len(finals)
-        del lock
+                        print("sweep stopped: run the same command to go on (finished runs are "
+                              "read back, a cut one resumes)", flush=True)
+                        return
+                    results[v] = sum(finals) / len(finals)
+        finally:  # however it ends (an interrupt, a fault): the file goes
+            lock.release()
         print("| npg_step | final return |\n|---|---|")
         for v, r in results.items():
             print(f"| {v:g} | {r:.1f} |")

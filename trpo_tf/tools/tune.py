@@ -263,35 +263,37 @@ def tune(base, trials, startup_trials, fixed=()):
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our lines, not Optuna's
     outputs.check_writable_dir(base.logdir, "--logdir")
     lock = outputs.lock_dir(base.logdir)  # a second tuner would fail this one's running trials
-    study = open_study(base, startup_trials)
-    check_study_settings(study, study_settings(base, fixed), base.logdir)
-    retry_cut_trials(study)
-    if not study.trials:  # trial 0 trains the base run itself (see objective_fn)
-        point = starting_point(base, fixed)
-        study.enqueue_trial(point, user_attrs={STARTING_POINT: sorted(point)})
-    left = trials - finished(study)
-    print(f"tuning {base.env}: {finished(study)} of {trials} trials done, {left} to run; study "
-          f"{os.path.join(base.logdir, STUDY_FILE)}", flush=True)
-    best_path = os.path.join(base.logdir, BEST_FILE)
+    try:
+        study = open_study(base, startup_trials)
+        check_study_settings(study, study_settings(base, fixed), base.logdir)
+        retry_cut_trials(study)
+        if not study.trials:  # trial 0 trains the base run itself (see objective_fn)
+            point = starting_point(base, fixed)
+            study.enqueue_trial(point, user_attrs={STARTING_POINT: sorted(point)})
+        left = trials - finished(study)
+        print(f"tuning {base.env}: {finished(study)} of {trials} trials done, {left} to run; study "
+              f"{os.path.join(base.logdir, STUDY_FILE)}", flush=True)
+        best_path = os.path.join(base.logdir, BEST_FILE)
 
-    def after_trial(study, trial):
-        if trial.state == optuna.trial.TrialState.COMPLETE:
-            best = best_trial(study)
-            print(f"trial {trial.number}: final evaluation {trial.value:.1f} (best: trial "
-                  f"{best.number}, {best.value:.1f})", flush=True)
-        if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
-            write_best(best_path, study)
-        if finished(study) >= trials:
-            study.stop()
+        def after_trial(study, trial):
+            if trial.state == optuna.trial.TrialState.COMPLETE:
+                best = best_trial(study)
+                print(f"trial {trial.number}: final evaluation {trial.value:.1f} (best: trial "
+                      f"{best.number}, {best.value:.1f})", flush=True)
+            if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
+                write_best(best_path, study)
+            if finished(study) >= trials:
+                study.stop()
 
-    with StopOnSignal() as stop:
-        while left > 0 and stop.signum is None:  # trials stopped by numerical faults are rerun
-            study.optimize(objective_fn(base, stop, fixed), n_trials=left,
-                           callbacks=[after_trial], catch=(TrainingFault,))
-            left, before = trials - finished(study), left
-            if left == before and stop.signum is None:
-                raise TrainingFault(f"{left} trials in a row failed (see the lines above)")
-    del lock
+        with StopOnSignal() as stop:
+            while left > 0 and stop.signum is None:  # trials stopped by numerical faults are rerun
+                study.optimize(objective_fn(base, stop, fixed), n_trials=left,
+                               callbacks=[after_trial], catch=(TrainingFault,))
+                left, before = trials - finished(study), left
+                if left == before and stop.signum is None:
+                    raise TrainingFault(f"{left} trials in a row failed (see the lines above)")
+    finally:  # however it ends (an interrupt, a fault): the file goes
+        lock.release()
     if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
         best = best_trial(study)
         print(f"best: trial {best.number}, final evaluation {best.value:.1f}; settings in "
