@@ -149,6 +149,12 @@ def test_play_rejects_a_directory_that_is_not_a_saved_model(tmp_path):
     out = play(f"--policy={tmp_path}")
     assert out.returncode == 2 and "is not an exported policy directory" in out.stderr
     assert "Traceback" not in out.stderr
+    from trpo_tf.cli import check_policy_dir
+    from trpo_tf.errors import EnvError
+
+    for policy, says in ((None, "--policy is required"), (str(tmp_path / "no"), "does not exist")):
+        with pytest.raises(EnvError, match=says):
+            check_policy_dir(policy)
 
 
 def test_play_rejects_an_env_whose_observations_do_not_fit_the_policy(tmp_path):

@@ -59,6 +59,10 @@ def test_plot_cli_writes_png_and_svg_and_prints_final_values(fixture_logdir, tmp
     assert out.stderr.strip() == ""
     bad = run_module("trpo_tf.plot", f"--logdir={tmp_path / 'nothing'}")
     assert bad.returncode == 2 and "is not a directory" in bad.stderr
+    for args, line in ((["--out=x.png"], "error: --logdir is required"),
+                       ([f"--logdir={fixture_logdir}", "--out="], "error: --out is empty")):
+        bad = run_module("trpo_tf.plot", *args)
+        assert bad.returncode == 2 and bad.stderr.startswith(line), bad.stderr
 
 
 def test_seeds_flag_runs_each_seed_in_its_own_directory(tmp_path):

@@ -86,7 +86,12 @@ def end_ray_session():
 def check_policy_dir(policy_dir):
     """An EnvError unless `policy_dir` holds an exported policy (checked before TensorFlow
     loads, so a mistyped --policy fails at once)."""
-    if not policy_dir or not os.path.isfile(os.path.join(policy_dir, "saved_model.pb")):
+    if not policy_dir:
+        raise errors.EnvError("--policy is required: the directory of an exported policy "
+                              "(<logdir>/policy after training)")
+    if not os.path.isdir(policy_dir):
+        raise errors.EnvError(f"--policy={policy_dir!r} does not exist")
+    if not os.path.isfile(os.path.join(policy_dir, "saved_model.pb")):
         raise errors.EnvError(f"--policy={policy_dir!r} is not an exported policy directory "
                               "(no saved_model.pb in it)")
 

@@ -27,8 +27,12 @@ def main(argv):
     quiet_logging()
 
     def plot():
-        if not FLAGS.logdir or not os.path.isdir(FLAGS.logdir):
+        if not FLAGS.logdir:
+            raise ConfigError("--logdir is required: the directory holding the runs")
+        if not os.path.isdir(FLAGS.logdir):
             raise ConfigError(f"--logdir={FLAGS.logdir!r} is not a directory")
+        if not FLAGS.out:
+            raise ConfigError("--out is empty: name at least one figure file (e.g. figure.png)")
         from matplotlib.backends.backend_agg import FigureCanvasAgg
 
         formats = FigureCanvasAgg.get_supported_filetypes()
