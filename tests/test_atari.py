@@ -213,8 +213,8 @@ WITHOUT_AVX512 = cpu_without_avx512()
 
 
 @pytest.mark.skipif(WITHOUT_AVX512 is None,
-                    reason="this CPU has AVX-512: the test emulates one without it with "
-                           "qemu-user (apt-get install qemu-user; .ci/run installs it)")
+                    reason="needs an x86-64 CPU without AVX-512, or qemu-user to emulate one "
+                           "(apt-get install qemu-user; .ci/run installs it)")
 def test_play_on_an_atari_policy_is_quiet_on_a_cpu_without_avx512(tmp_path):
     """A CPU without AVX-512 (this one, or qemu's 'max' model) as an AMD EPYC without it: with
     oneDNN on, TensorFlow notes at ERROR severity that its uint8 kernels fall back to Eigen

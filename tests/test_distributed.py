@@ -52,6 +52,7 @@ def test_a_two_node_cluster_is_joined_through_ray_address(tmp_path):
     sample on both nodes."""
     from ray.cluster_utils import Cluster
 
+    sigterm = signal.getsignal(signal.SIGTERM)  # Cluster installs Ray's for its shutdown
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     try:
         cluster.add_node(num_cpus=1)
@@ -61,6 +62,7 @@ def test_a_two_node_cluster_is_joined_through_ray_address(tmp_path):
                          capture_output=True, text=True, timeout=240)
     finally:
         cluster.shutdown()
+        signal.signal(signal.SIGTERM, sigterm)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "2 Ray workers x 2 gymnasium envs x 100 steps per iteration" in out.stdout
     assert "it    1/1 | steps       400" in out.stdout

@@ -152,7 +152,9 @@ def test_play_rejects_a_directory_that_is_not_a_saved_model(tmp_path):
     from trpo_tf.cli import check_policy_dir
     from trpo_tf.errors import EnvError
 
-    for policy, says in ((None, "--policy is required"), (str(tmp_path / "no"), "does not exist")):
+    (tmp_path / "saved_model.pb").write_bytes(b"")
+    for policy, says in ((None, "--policy is required"), (str(tmp_path / "no"), "does not exist"),
+                         (str(tmp_path / "saved_model.pb"), "is not a directory")):
         with pytest.raises(EnvError, match=says):
             check_policy_dir(policy)
 

@@ -247,7 +247,13 @@ def test_resuming_with_another_network_or_seed_is_refused_other_sampler_shape_st
     assert ("sampler settings changed (num_envs 2 -> 4): the envs start new episodes"
             in capsys.readouterr().out)
     assert json.loads((tmp_path / "run.json").read_text())["num_envs"] == 4
-    assert event_steps(str(tmp_path), "Train/EnvSteps") == [1, 2, 3]
+    # a kill between the checkpoint and the record leaves the record behind: each checkpoint
+    # says which settings its sampler state was sampled with
+    record = json.loads((tmp_path / "run.json").read_text())
+    (tmp_path / "run.json").write_text(json.dumps({**record, "num_envs": 2}))
+    run(tmp_path, 4, quiet=False)
+    assert "sampler settings changed (num_envs 4 -> 2)" in capsys.readouterr().out
+    assert event_steps(str(tmp_path), "Train/EnvSteps") == [1, 2, 3, 4]
 
 
 def test_resume_never_moves_the_earlier_run_aside_instead_of_interleaving(tmp_path):
@@ -277,6 +283,22 @@ def hold(directory):
 def tree(directory):
     return sorted((os.path.relpath(os.path.join(d, n), directory), os.path.getsize(os.path.join(d, n)))
                   for d, _, names in os.walk(directory) for n in names)
+
+
+def test_a_released_lock_is_taken_anew_by_the_next_command_of_the_process(tmp_path):
+    """A command releases its logdir as it ends, however it ends (a traceback may keep the lock
+    object alive): the file goes, and the next lock_dir of the directory in this process locks
+    it again instead of handing back the released object."""
+    import fcntl
+
+    first = outputs.lock_dir(str(tmp_path))
+    first.release()
+    assert not os.path.exists(tmp_path / outputs.LOCK_FILE)
+    second = outputs.lock_dir(str(tmp_path))
+    assert second is not first
+    with open(tmp_path / outputs.LOCK_FILE) as other, pytest.raises(BlockingIOError):
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as another process would try
+    second.release()
 
 
 def test_a_second_command_on_a_live_logdir_is_one_line_and_changes_nothing(tmp_path, capsys):

@@ -46,7 +46,7 @@ PRELOAD = ("trpo_tf", "tensorflow", "keras", "trpo_tf.run.train", "trpo_tf.run.e
            "trpo_tf.run.export", "trpo_tf.envs", "trpo_tf.methods")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SERVER_SYS_PATH = []  # the server's sys.path without its script's folder and ROOT
-_subprocess_run = subprocess.run  # what `run` falls back to (a child's subprocess.run is `run`)
+_subprocess_run = subprocess.run  # what `run` falls back to (a child's is `nested_run`)
 
 
 # --- the server -------------------------------------------------------------------------------
@@ -350,7 +350,7 @@ def Popen(cmd, stdout=None, stderr=None, text=False, cwd=None, env=None, fresh=F
                             **kwargs)
 
 
-def run(cmd, capture_output=False, text=False, timeout=None, cwd=None, env=None, fresh=False,
+def run(cmd, capture_output=False, text=None, timeout=None, cwd=None, env=None, fresh=False,
         **kwargs):
     """subprocess.run(capture_output=True), forked from the server where that gives the same
     process (`fresh`: never)."""
@@ -367,18 +367,19 @@ def run(cmd, capture_output=False, text=False, timeout=None, cwd=None, env=None,
     return subprocess.CompletedProcess(cmd, child.returncode, out, err)
 
 
-def nested_run(cmd, capture_output=False, text=False, timeout=None, cwd=None, env=None,
-               **kwargs):
-    """subprocess.run inside a forked command: a training run (`python -m trpo_tf.launch`) or
-    a bench script forks from the server where `run` would fork it; any other command runs as
-    a plain subprocess (play's video renderer must not inherit the server's TensorFlow:
+def nested_run(*args, **kwargs):
+    """subprocess.run inside a forked command, taking what subprocess.run takes: a training run
+    (`python -m trpo_tf.launch`) or a bench script forks from the server where `run` would fork
+    it; any other command, and vs_sb3's SB3 side (it must run without TensorFlow), runs as a
+    plain subprocess (play's video renderer must not inherit the server's TensorFlow either:
     BUILD_NOTES, rendering)."""
-    trains = (bench_script(cmd, cwd) is not None
-              or (isinstance(cmd, (list, tuple)) and list(cmd[1:3]) == ["-m", "trpo_tf.launch"]))
-    call = run if trains else _subprocess_run
-    return call(cmd, capture_output=capture_output, text=text, timeout=timeout, cwd=cwd,
-                env=env, **kwargs)
-
+    cmd = args[0] if args else kwargs.get("args")
+    forked = (len(args) <= 1 and isinstance(cmd, (list, tuple)) and "--child=sb3" not in cmd
+              and (bench_script(cmd, kwargs.get("cwd")) is not None
+                   or list(cmd[1:3]) == ["-m", "trpo_tf.launch"]))
+    if forked:
+        return run(cmd, **{k: v for k, v in kwargs.items() if k != "args"})
+    return _subprocess_run(*args, **kwargs)
 
 if __name__ == "__main__":
     serve(sys.argv[1])

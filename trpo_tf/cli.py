@@ -90,7 +90,8 @@ def check_policy_dir(policy_dir):
         raise errors.EnvError("--policy is required: the directory of an exported policy "
                               "(<logdir>/policy after training)")
     if not os.path.isdir(policy_dir):
-        raise errors.EnvError(f"--policy={policy_dir!r} does not exist")
+        raise errors.EnvError(f"--policy={policy_dir!r} " + (
+            "is not a directory" if os.path.exists(policy_dir) else "does not exist"))
     if not os.path.isfile(os.path.join(policy_dir, "saved_model.pb")):
         raise errors.EnvError(f"--policy={policy_dir!r} is not an exported policy directory "
                               "(no saved_model.pb in it)")

@@ -471,9 +471,11 @@ def envpool_refusal(spec):
 
 
 def space_signature(space):
-    """What a policy built for `space` depends on: its kind, shape and (Discrete) size; the
-    same for gymnasium's spaces and EnvPool's, whatever their dtypes."""
-    return type(space).__name__, tuple(space.shape or ()), getattr(space, "n", None)
+    """What a policy built for `space` depends on: its kind, shape, sizes (Discrete's n and
+    start, MultiDiscrete's nvec and start); the same for gymnasium's spaces and EnvPool's,
+    whatever their dtypes and bounds."""
+    return (type(space).__name__, tuple(space.shape or ()), getattr(space, "n", None),
+            *(tuple(np.ravel(getattr(space, name, ())).tolist()) for name in ("start", "nvec")))
 
 
 @functools.lru_cache(maxsize=None)

@@ -134,12 +134,14 @@ def write_run_record(logdir, record):
 
 class DirLock:
     """An exclusive flock on <directory>/trpo_tf.lock, held while this object lives (one per
-    directory and process: lock_dir) and removed when it goes. The kernel drops the flock when
+    directory and process: lock_dir) and removed when it goes or is released, whichever comes
+    first (the command that took it releases it as it ends). The kernel drops the flock when
     the holder exits, however it exits: a file a kill -9 leaves behind is not held, and the
     next command takes it over. The file records the holder's pid, host, command and start
     time, for the line a second command gets."""
 
     def __init__(self, directory, flag):
+        self.key = os.path.realpath(directory)
         self.path = os.path.join(directory, LOCK_FILE)
         while True:
             handle = open(self.path, "a+")
@@ -168,15 +170,21 @@ class DirLock:
         self._handle = handle
 
     def release(self):
-        """Let the directory go (again: nothing); the file goes while still held, so a
-        newcomer never locks a stray one."""
+        """Let the directory go, for every holder in this process (again: nothing); the next
+        lock_dir of it locks anew. The file goes while still held, so a newcomer never locks a
+        stray one."""
+        if _HELD.get(self.key) is self:
+            del _HELD[self.key]
+        self._let_go()
+
+    def _let_go(self):
         handle, self._handle = getattr(self, "_handle", None), None
         if handle is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
             handle.close()
 
-    __del__ = release
+    __del__ = _let_go  # (_HELD forgets a collected lock by itself)
 
 
 def same_file(handle, path):
@@ -194,7 +202,8 @@ _HELD = weakref.WeakValueDictionary()  # realpath -> the DirLock this process ho
 def lock_dir(directory, flag="--logdir"):
     """Hold `directory` (which exists) against other commands: the DirLock to keep a
     reference to while writing in it (the one this process holds already, if any); the lock
-    goes with the last reference. ConfigError, naming the holder, if another process holds it."""
+    goes with the last reference or release(). ConfigError, naming the holder, if another
+    process holds it."""
     key = os.path.realpath(directory)
     lock = _HELD.get(key)
     if lock is None:

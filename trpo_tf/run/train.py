@@ -171,6 +171,10 @@ class Trainer:
             self.log(self.checkpointer.recovery)
         if start:
             saved = self.checkpointer.saved_fields()  # what the loop keeps across a resume
+            made_with = saved.get("sampler_settings")  # (before 2026-12-07: run.json's say)
+            if made_with is not None:  # what this checkpoint's sampler state was sampled with
+                changes = [f"{k} {made_with[k]} -> {self.record[k]}" for k in SAMPLER_SETTINGS
+                           if k in made_with and made_with[k] != self.record[k]]
             self.recent_returns.extend(saved.get("recent_returns", []))
             self.last_eval = saved.get("last_eval", self.last_eval)
             self.method.load_state(saved)
@@ -358,7 +362,9 @@ class Trainer:
         if self.cfg.checkpoint_every:
             self.checkpointer.save(iterations_done, env_steps, pending, self.sampler.state(),
                                    {"recent_returns": list(self.recent_returns),
-                                    "last_eval": self.last_eval, **self.method.state()})
+                                    "last_eval": self.last_eval, **self.method.state(),
+                                    "sampler_settings": {k: self.record[k]
+                                                         for k in SAMPLER_SETTINGS}})
             if self._record_pending:
                 outputs.write_run_record(self.cfg.logdir, self.record)
                 self._record_pending = False
