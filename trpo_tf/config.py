@@ -96,7 +96,9 @@ def parse_env_kwargs(text):
     pairs = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, eq, raw = (x.strip() for x in item.partition("="))
-        if not eq or not name.isidentifier() or name in pairs or not raw:
+        if name in pairs:
+            raise ValueError(f"{item!r}: {name} is given twice (each name once)")
+        if not eq or not name.isidentifier() or not raw:
             raise ValueError(f"{item!r} is not name=value (a comma separates arguments, so no "
                              "value holds one; each name once)")
         if raw.lower() in NOT_WORDS:
