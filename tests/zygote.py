@@ -381,5 +381,6 @@ def nested_run(*args, **kwargs):
         return run(cmd, **{k: v for k, v in kwargs.items() if k != "args"})
     return _subprocess_run(*args, **kwargs)
 
+
 if __name__ == "__main__":
     serve(sys.argv[1])
