@@ -256,6 +256,18 @@ def test_resuming_with_another_network_or_seed_is_refused_other_sampler_shape_st
     assert event_steps(str(tmp_path), "Train/EnvSteps") == [1, 2, 3, 4]
 
 
+def test_a_run_without_checkpoints_is_moved_aside_by_the_next_not_interleaved(tmp_path, capsys):
+    """--checkpoint_every=0 leaves nothing to resume: the same command again starts over, and
+    the earlier run's events, record and export move to previous-1 as under --resume=never."""
+    run(tmp_path, 2, checkpoint_every=0)
+    capsys.readouterr()
+    run(tmp_path, 1, checkpoint_every=0, quiet=False)
+    assert (f"no checkpoint to resume from (--checkpoint_every=0): moved the earlier run in "
+            f"{tmp_path} to {tmp_path / 'previous-1'}") in capsys.readouterr().out
+    assert event_steps(str(tmp_path), "Train/EnvSteps") == [1]
+    assert event_steps(str(tmp_path / "previous-1"), "Train/EnvSteps") == [1, 2]
+
+
 def test_resume_never_moves_the_earlier_run_aside_instead_of_interleaving(tmp_path):
     run(tmp_path, 2)
     history, trainer = run(tmp_path, 1, resume="never")

@@ -109,10 +109,14 @@ def move_into_new_dir(parent, prefix, names):
     return target
 
 
-def set_aside_earlier_run(logdir, export_dir):
+def set_aside_earlier_run(logdir, export_dir, unless_resumable=False):
     """--resume=never on a used logdir: move the earlier run into <logdir>/previous-<k>/ ->
-    that directory, or None if the logdir was unused."""
+    that directory, or None if the logdir was unused. `unless_resumable` (--resume=auto): only
+    a run that left no checkpoints (--checkpoint_every=0) moves, since none can go on, and its
+    events would otherwise interleave with the new run's."""
     names = earlier_run(logdir, export_dir)
+    if unless_resumable and CHECKPOINTS in names:
+        return None
     return move_into_new_dir(logdir, SET_ASIDE[0], names) if names else None
 
 

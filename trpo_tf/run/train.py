@@ -84,9 +84,10 @@ class Trainer:
             spec = check_run(cfg)
             outputs.prepare(cfg.logdir, cfg.policy_export_dir)
         self.lock = outputs.lock_dir(cfg.logdir)  # held until close()
-        # --resume=never: the earlier run moves to <logdir>/previous-<k>/, before any writer opens
-        self.earlier_run = (outputs.set_aside_earlier_run(cfg.logdir, cfg.policy_export_dir)
-                            if cfg.resume == "never" else None)
+        # --resume=never, or an earlier run that left no checkpoint: it moves to
+        # <logdir>/previous-<k>/, before any writer opens
+        self.earlier_run = outputs.set_aside_earlier_run(
+            cfg.logdir, cfg.policy_export_dir, unless_resumable=cfg.resume == "auto")
         self.seeds = seeds = seeding.run_streams(cfg.seed)
         keras.utils.set_random_seed(seeding.int_seed(seeds["network_init"]))
         self.spec = spec
@@ -196,7 +197,9 @@ class Trainer:
         cfg = self.cfg
         self._resumed = False
         if self.earlier_run:
-            self.log(f"--resume=never: moved the earlier run in {cfg.logdir} to {self.earlier_run}")
+            why = ("--resume=never" if cfg.resume == "never"
+                   else "no checkpoint to resume from (--checkpoint_every=0)")
+            self.log(f"{why}: moved the earlier run in {cfg.logdir} to {self.earlier_run}")
         start, env_steps = (0, 0) if cfg.resume == "never" else self.resume()
         # the record says what the checkpoints were made with: with sampler settings changed,
         # it changes with the first checkpoint made with them (save)
