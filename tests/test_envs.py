@@ -45,6 +45,14 @@ def test_auto_samples_on_gymnasium_where_envpools_spaces_differ(env_id, differen
     assert envs.envpool_space_differences(envs.resolve_env("Hopper")) is None  # float64 actions
 
 
+def test_mujoco_and_atari_envs_are_told_by_their_entry_points():
+    """A failed video names MUJOCO_GL's settings only for MuJoCo envs (a classic-control env
+    fails for want of pygame instead)."""
+    assert envs.is_mujoco("Hopper-v5") and envs.is_mujoco("InvertedPendulum-v5")
+    assert not any(map(envs.is_mujoco, ("CartPole-v1", "ALE/Pong-v5", "NoSuchEnv-v0")))
+    assert envs.is_atari("ALE/Pong-v5") and not envs.is_atari("Hopper-v5")
+
+
 def rollouts(backend, name, num_envs=8, steps=400, max_path_length=None, seed=0):
     group = envs.make_env_group(envs.resolve_env(name), backend, num_envs, seed, max_path_length)
     dist = for_action_space(group.action_space)

@@ -95,10 +95,20 @@ def checked(call, env, where):
     return out
 
 
+def entry_point(gym_id):
+    """The registered entry point of `gym_id` as text ("" if unregistered or a callable)."""
+    entry = gym.registry[gym_id].entry_point if gym_id in gym.registry else ""
+    return entry if isinstance(entry, str) else ""
+
+
 def is_atari(gym_id):
     """Is this a registered ALE game (ale_py's entry point)?"""
-    entry = gym.registry[gym_id].entry_point if gym_id in gym.registry else ""
-    return isinstance(entry, str) and entry.startswith("ale_py")
+    return entry_point(gym_id).startswith("ale_py")
+
+
+def is_mujoco(gym_id):
+    """Is this one of gymnasium's MuJoCo envs (rendered through MUJOCO_GL)?"""
+    return entry_point(gym_id).startswith("gymnasium.envs.mujoco")
 
 
 def import_env_module(name):

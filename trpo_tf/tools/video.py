@@ -54,9 +54,9 @@ def write_video(spec, max_path_length, seed, actions, path, fps):
                              capture_output=True, text=True)
     if out.returncode != 0:
         last = (out.stderr.strip().splitlines() or [f"exit code {out.returncode}"])[-1]
-        raise EnvError(f"--video: rendering {spec.gym_id} failed ({last}); headless MuJoCo needs "
-                       "MUJOCO_GL=egl (libegl1, libgl1-mesa-dri) or osmesa (libosmesa6), "
-                       "see BUILD_NOTES.md")
+        hint = ("; headless MuJoCo needs MUJOCO_GL=egl (libegl1, libgl1-mesa-dri) or osmesa "
+                "(libosmesa6), see BUILD_NOTES.md" if envs.is_mujoco(spec.gym_id) else "")
+        raise EnvError(f"--video: rendering {spec.gym_id} failed ({last}){hint}")
     frames, ret = out.stdout.split()[-2:]
     return int(frames), float(ret)
 
