@@ -200,43 +200,45 @@ def main(argv):
         lock = outputs.lock_dir(out, "--out")
     except ConfigError as err:
         fail(err)
-    records, curves = [], {}
-    for env in envs:
-        for seed in range(FLAGS.first_seed, FLAGS.first_seed + seeds):
-            logdir = run_dir(out, env, seed)
-            done = os.path.join(logdir, FINISHED)
-            finished_earlier = os.path.isfile(done)
-            if finished_earlier:
-                with open(done) as f:
-                    record = json.load(f)
-                if (record.get("budget"), record.get("flags")) != (steps, list(extra)):
-                    raise SystemExit(f"{logdir} finished with --steps={record.get('budget')} and "
-                                     f"flags {record.get('flags')}: use another --out for "
-                                     f"--steps={steps} and flags {list(extra)}")
-                print(f"{env} seed {seed}: finished earlier, final evaluation "
-                      f"{record['final_eval_return']:,.1f}", flush=True)
-            else:
-                print(f"{env} seed {seed}: training {steps:,} steps in {logdir}", flush=True)
-                wall = train_run(env, seed, steps, logdir, extra)
-            curve = learning_curve(logdir)  # the event files, read once per run
-            if not finished_earlier:
-                record = finished_record(env, seed, steps, extra, logdir, curve, wall)
-                print(f"{env} seed {seed}: final evaluation {record['final_eval_return']:,.1f} "
-                      f"({record['wall_seconds']:.0f} s)", flush=True)
-            records.append(record)
-            curves.setdefault(env, []).append(curve)
-    with open(os.path.join(out, "returns.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, ["env", "seed", "steps", "final_eval_return", "wall_seconds"],
-                                extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(records)
-    draw_curves(curves, os.path.join(out, "returns.png"), reps)
-    best = {env: sum(float(v.max()) for _, v in runs) / len(runs) for env, runs in curves.items()}
-    text = summary(*aggregate_scores(records, reps), steps, best)
-    with open(os.path.join(out, "summary.md"), "w") as f:
-        f.write(text)
-    print(text + f"wrote {out}/returns.csv, returns.png, summary.md", flush=True)
-    del lock
+    with lock:  # released however the grid ends (a stop, a refused rerun)
+        records, curves = [], {}
+        for env in envs:
+            for seed in range(FLAGS.first_seed, FLAGS.first_seed + seeds):
+                logdir = run_dir(out, env, seed)
+                done = os.path.join(logdir, FINISHED)
+                finished_earlier = os.path.isfile(done)
+                if finished_earlier:
+                    with open(done) as f:
+                        record = json.load(f)
+                    if (record.get("budget"), record.get("flags")) != (steps, list(extra)):
+                        raise SystemExit(f"{logdir} finished with --steps="
+                                         f"{record.get('budget')} and flags {record.get('flags')}:"
+                                         f" use another --out for --steps={steps} and flags "
+                                         f"{list(extra)}")
+                    print(f"{env} seed {seed}: finished earlier, final evaluation "
+                          f"{record['final_eval_return']:,.1f}", flush=True)
+                else:
+                    print(f"{env} seed {seed}: training {steps:,} steps in {logdir}", flush=True)
+                    wall = train_run(env, seed, steps, logdir, extra)
+                curve = learning_curve(logdir)  # the event files, read once per run
+                if not finished_earlier:
+                    record = finished_record(env, seed, steps, extra, logdir, curve, wall)
+                    print(f"{env} seed {seed}: final evaluation {record['final_eval_return']:,.1f} "
+                          f"({record['wall_seconds']:.0f} s)", flush=True)
+                records.append(record)
+                curves.setdefault(env, []).append(curve)
+        with open(os.path.join(out, "returns.csv"), "w", newline="") as f:
+            writer = csv.DictWriter(f, ["env", "seed", "steps", "final_eval_return", "wall_seconds"],
+                                    extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(records)
+        draw_curves(curves, os.path.join(out, "returns.png"), reps)
+        best = {env: sum(float(v.max()) for _, v in runs) / len(runs)
+                for env, runs in curves.items()}
+        text = summary(*aggregate_scores(records, reps), steps, best)
+        with open(os.path.join(out, "summary.md"), "w") as f:
+            f.write(text)
+        print(text + f"wrote {out}/returns.csv, returns.png, summary.md", flush=True)
 
 
 if __name__ == "__main__":

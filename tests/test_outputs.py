@@ -311,6 +311,10 @@ def test_a_released_lock_is_taken_anew_by_the_next_command_of_the_process(tmp_pa
     with open(tmp_path / outputs.LOCK_FILE) as other, pytest.raises(BlockingIOError):
         fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as another process would try
     second.release()
+    with pytest.raises(KeyboardInterrupt), outputs.lock_dir(str(tmp_path)):  # as the commands
+        assert os.path.exists(tmp_path / outputs.LOCK_FILE)                  # hold it
+        raise KeyboardInterrupt
+    assert not os.path.exists(tmp_path / outputs.LOCK_FILE)
 
 
 def test_a_second_command_on_a_live_logdir_is_one_line_and_changes_nothing(tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 absl flags -> one frozen Config -> train(). Flagfiles under launch/ hold the paper's settings.
 """
+import contextlib
 import dataclasses
 import sys
 
@@ -116,8 +117,9 @@ def main(argv):
             outputs.prepare(run_cfg.logdir, run_cfg.policy_export_dir)
         # the command holds its logdir and every seed's until it ends, however it ends (an
         # interrupt while TensorFlow loads left the lock file behind)
-        locks = [outputs.lock_dir(d) for d in dict.fromkeys([cfg.logdir] + [r.logdir for r in runs])]
-        try:
+        with contextlib.ExitStack() as held:
+            for directory in dict.fromkeys([cfg.logdir] + [r.logdir for r in runs]):
+                held.enter_context(outputs.lock_dir(directory))
             from trpo_tf.run.train import train
 
             # one Ctrl-C stops the whole command, not just this seed
@@ -128,9 +130,6 @@ def main(argv):
                     if len(runs) > 1:
                         print(f"== seed {run_cfg.seed} -> {run_cfg.logdir}", flush=True)
                     train(run_cfg, stop, spec=spec)
-        finally:
-            for lock in locks:
-                lock.release()
 
     main_guard(run)
 

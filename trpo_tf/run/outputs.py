@@ -139,7 +139,7 @@ def write_run_record(logdir, record):
 class DirLock:
     """An exclusive flock on <directory>/trpo_tf.lock, held while this object lives (one per
     directory and process: lock_dir) and removed when it goes or is released, whichever comes
-    first (the command that took it releases it as it ends). The kernel drops the flock when
+    first (the command that took it holds it in a `with` block). The kernel drops the flock when
     the holder exits, however it exits: a file a kill -9 leaves behind is not held, and the
     next command takes it over. The file records the holder's pid, host, command and start
     time, for the line a second command gets."""
@@ -189,6 +189,12 @@ class DirLock:
             handle.close()
 
     __del__ = _let_go  # (_HELD forgets a collected lock by itself)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):  # however the block ends (an interrupt, a fault)
+        self.release()
 
 
 def same_file(handle, path):

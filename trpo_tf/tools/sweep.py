@@ -49,8 +49,7 @@ def main(argv):
         from trpo_tf.run import outputs
 
         outputs.check_writable_dir(base.logdir, "--logdir")
-        lock = outputs.lock_dir(base.logdir)  # the sweep's runs are this command's
-        try:
+        with outputs.lock_dir(base.logdir):  # the sweep's runs are this command's
             from trpo_tf.run.train import train
 
             results = {}
@@ -68,8 +67,6 @@ def main(argv):
                               "read back, a cut one resumes)", flush=True)
                         return
                     results[v] = sum(finals) / len(finals)
-        finally:  # however it ends (an interrupt, a fault): the file goes
-            lock.release()
         print("| npg_step | final return |\n|---|---|")
         for v, r in results.items():
             print(f"| {v:g} | {r:.1f} |")

@@ -262,8 +262,7 @@ def tune(base, trials, startup_trials, fixed=()):
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our lines, not Optuna's
     outputs.check_writable_dir(base.logdir, "--logdir")
-    lock = outputs.lock_dir(base.logdir)  # a second tuner would fail this one's running trials
-    try:
+    with outputs.lock_dir(base.logdir):  # a second tuner would fail this one's running trials
         study = open_study(base, startup_trials)
         check_study_settings(study, study_settings(base, fixed), base.logdir)
         retry_cut_trials(study)
@@ -292,8 +291,6 @@ def tune(base, trials, startup_trials, fixed=()):
                 left, before = trials - finished(study), left
                 if left == before and stop.signum is None:
                     raise TrainingFault(f"{left} trials in a row failed (see the lines above)")
-    finally:  # however it ends (an interrupt, a fault): the file goes
-        lock.release()
     if any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
         best = best_trial(study)
         print(f"best: trial {best.number}, final evaluation {best.value:.1f}; settings in "
