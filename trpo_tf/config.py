@@ -85,12 +85,13 @@ declare(ENVS, "max_path_length", 0,
 MAKE_KWARGS_OF_FLAGS = {"max_episode_steps": "--max_path_length", "render_mode": "play",
                         "disable_env_checker": "trpo_tf"}
 WORDS = {"true": True, "false": False, "none": None}  # any case
+FLOAT_WORDS = ("nan", "inf", "infinity")  # any case and sign: floats, as float() reads them
 NOT_WORDS = ("yes", "no", "on", "off", "null")        # read as strings, Python would take them as true
 
 
 def parse_env_kwargs(text):
-    """--env_kwargs -> ((name, value), ...) in name order: numbers, true / false / none (any
-    case), else the string as written (quotes optional). ValueError naming the item that is not
+    """--env_kwargs -> ((name, value), ...) in name order: numbers (nan and inf among them),
+    true / false / none (any case), else the string as written (quotes optional). ValueError naming the item that is not
     name=value, names an argument twice, has no value, a value of another kind or a word that
     would pass for a boolean."""
     pairs = {}
@@ -106,7 +107,7 @@ def parse_env_kwargs(text):
         try:
             value = WORDS[raw.lower()] if raw.lower() in WORDS else ast.literal_eval(raw)
         except (ValueError, SyntaxError):
-            value = raw
+            value = float(raw) if raw.lower().lstrip("+-") in FLOAT_WORDS else raw
         if not isinstance(value, (bool, int, float, str, type(None))):
             raise ValueError(f"{item!r}: values are numbers, true / false, none or strings")
         pairs[name] = value
