@@ -196,6 +196,11 @@ def test_the_export_takes_the_mask_and_never_picks_an_illegal_action(tmp_path):
         assert mask[np.arange(500)[:, None], draws + [0, 3]].all()
     unmasked = signatures["serving_default"](obs=tf.constant(obs))["deterministic_action"].numpy()
     assert (unmasked != mode).any()
+    no_legal = mask.copy()
+    no_legal[7, 3:] = False  # row 7's second part: nothing legal
+    for bad, says in ((no_legal, "a row with no legal action"), (mask[:-1], "one row per obs")):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=says):
+            signatures[MASKED_SIGNATURE](obs=tf.constant(obs), action_mask=tf.constant(bad))
 
 
 def test_a_masked_run_trains_exports_and_plays_under_the_envs_masks(tmp_path, capsys):

@@ -194,7 +194,12 @@ for obs in np.load(sys.argv[2]):
     actions.append(int(out["deterministic_action"][0]))
     blank = serve(obs=tf.constant(obs[None]), state=initial(batch_size=tf.constant(1))["state"])
     forgetful.append(int(blank["deterministic_action"][0]))
-print(json.dumps({"actions": actions, "forgetful": forgetful,
+try:  # a state batch that is not the observations'
+    serve(obs=tf.constant(np.load(sys.argv[2])[:2]), state=state)
+    refused = ""
+except tf.errors.InvalidArgumentError as err:
+    refused = err.message
+print(json.dumps({"actions": actions, "forgetful": forgetful, "refused": refused,
                   "trpo_tf": any(m.startswith("trpo_tf") for m in sys.modules)}))
 """
 
@@ -229,6 +234,7 @@ def test_the_export_run_step_by_step_in_plain_tensorflow_reproduces_a_recorded_e
     assert not played["trpo_tf"]
     assert played["actions"] == actions
     assert played["forgetful"] != actions
+    assert "state: one row per observation" in played["refused"]
 
 
 def test_ray_workers_shares_merge_into_one_batch_of_sequences():

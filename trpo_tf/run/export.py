@@ -60,7 +60,8 @@ class ServablePolicy(tf.Module):
         return self._outputs(self.policy(obs))
 
     def _serve_masked(self, obs, action_mask):
-        return self._outputs(masked_logits(self.policy(obs), action_mask))
+        with tf.control_dependencies(self._mask_checks(obs, action_mask)):
+            return self._outputs(masked_logits(self.policy(obs), action_mask))
 
     def _serve_step(self, obs, state):
         return self._step_outputs(obs, state, None)
@@ -69,8 +70,27 @@ class ServablePolicy(tf.Module):
         return self._step_outputs(obs, state, action_mask)
 
     def _step_outputs(self, obs, state, mask):
-        params, state = self.policy.step(obs, state)
-        return {**self._outputs(masked_logits(params, mask)), "state": state}
+        checks = [tf.debugging.assert_equal(
+            tf.shape(state)[0], tf.shape(obs)[0],
+            message="state: one row per observation (its batch differs from obs's)")]
+        if mask is not None:
+            checks += self._mask_checks(obs, mask)
+        with tf.control_dependencies(checks):
+            params, state = self.policy.step(obs, state)
+            return {**self._outputs(masked_logits(params, mask)), "state": state}
+
+    def _mask_checks(self, obs, mask):
+        """A caller's action_mask has a row per observation and a legal action in every row
+        (in each part of a MultiDiscrete action): with none, the masked softmax would draw
+        among illegal actions."""
+        dist = self.policy.dist
+        heads = dist.split(mask) if hasattr(dist, "heads") else [mask]
+        return [tf.debugging.assert_equal(
+                    tf.shape(mask)[0], tf.shape(obs)[0],
+                    message="action_mask: one row per observation (its batch differs from obs's)"),
+                tf.debugging.assert_equal(
+                    tf.reduce_all([tf.reduce_all(tf.reduce_any(h, -1)) for h in heads]), True,
+                    message="action_mask: a row with no legal action")]
 
     def _initial_state(self, batch_size):
         return {"state": self.policy.initial_state(batch_size)}
