@@ -2,11 +2,13 @@
 paper's CNN, ALE snapshots through the wrappers, single path (EnvPool) and vine (gymnasium)
 runs on Pong whose exported policy `play` and `table1` load."""
 import dataclasses
+import gc
 import os
 import platform
 import shutil
 import subprocess
 import sys
+import weakref
 
 import keras
 import numpy as np
@@ -163,7 +165,7 @@ def test_ale_snapshot_restores_the_frame_stack_into_another_env():
 @pytest.mark.parametrize("sampler", ["single_path", "vine"])
 def test_two_iterations_on_pong_write_summaries_and_a_policy_that_play_runs(tmp_path, sampler):
     from test_train import event_steps
-    from trpo_tf.run.train import train
+    from trpo_tf.run.train import Trainer
 
     kw = {}
     if sampler == "vine":
@@ -171,7 +173,18 @@ def test_two_iterations_on_pong_write_summaries_and_a_policy_that_play_runs(tmp_
                   vine_trunk_length=60, vine_states=8, vine_actions_per_state=3,
                   vine_rollout_length=10)
     cfg = atari_config(tmp_path, **kw)
-    history = train(cfg)
+    trainer = Trainer(cfg)
+    games = [weakref.ref(env.unwrapped)
+             for env in trainer.evaluator.envs + getattr(trainer.envs, "envs", [])]
+    try:
+        history = trainer.run()
+    finally:
+        trainer.close()
+    # closed, the games are let go though the run is still held (as the tf.data generator
+    # holds it until the process ends): ale_py reports games alive at exit as leaks, on stderr
+    gc.collect()
+    assert len(games) == {"single_path": 1, "vine": 1 + cfg.num_envs}[sampler]
+    assert all(game() is None for game in games)
     assert len(history) == 2 and all(m["kl"] <= cfg.max_kl * 1.0001 for m in history)
     assert event_steps(str(tmp_path), "Policy/MeanKL") == [1, 2]
     out = run_module("trpo_tf.play", f"--policy={tmp_path}/policy", "--episodes=1",

@@ -128,5 +128,9 @@ class Evaluator:
         return act
 
     def close(self):
+        """Close the envs and let them go: something may hold the evaluator until the process
+        ends (the tf.data generator that samples holds the run), and an ALE game's interface
+        still alive then is reported as a leak by ale_py's bindings (pages on stderr)."""
         for env in self.envs:
             env.close()
+        self.envs = []
