@@ -1,7 +1,9 @@
 import dataclasses
+import gc
 import glob
 import os
 import types
+import weakref
 
 import numpy as np
 import pytest
@@ -116,6 +118,12 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     finally:
         trainer.close()
     assert event_steps(str(tmp_path), "Policy/MeanKL") == [1, 2, 3, 4]
+    # closed and dropped, the run is freed (tf.data keeps the batch stream's generator for the
+    # process's life): a process that trains run after run (tune, --seeds) keeps none of them
+    run = weakref.ref(trainer)
+    del trainer
+    gc.collect()
+    assert run() is None
 
 
 @pytest.mark.parametrize("env", ["CartPole-v1", "Swimmer"])

@@ -73,15 +73,20 @@ def population_signature():
 class BatchStream:
     """An endless Dataset of batches (`.dataset`); `produce_batch()` is called once per element
     pulled. Iterating it yields the batches and re-raises the sampler's own exception (an env
-    that crashed, say) instead of the OpError tf.data wraps it in."""
+    that crashed, say) instead of the OpError tf.data wraps it in.
+
+    tf.data keeps a generator's function for as long as the process lives (its py_func
+    registry, reached from the global graph), so `release()` drops `produce_batch` and with it
+    what it holds (a run: its models, envs and last batch)."""
 
     def __init__(self, produce_batch, signature):
         self.error = None
+        self.produce_batch = produce_batch
 
         def batches():
             while True:
                 try:
-                    batch = produce_batch()
+                    batch = self.produce_batch()
                 except Exception as err:
                     self.error = err
                     raise
@@ -92,6 +97,10 @@ class BatchStream:
         options.experimental_optimization.inject_prefetch = False
         self.dataset = tf.data.Dataset.from_generator(
             batches, output_signature=signature).with_options(options)
+
+    def release(self):
+        """No batch is pulled after this: let go of what produces them (and the last error)."""
+        self.produce_batch = self.error = None
 
     def __iter__(self):
         iterator = iter(self.dataset)

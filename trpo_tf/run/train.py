@@ -395,13 +395,15 @@ class Trainer:
     def close(self):
         """Close the writer and the evaluation envs, and the sampling envs unless a batch is
         still being sampled in them (a second Ctrl-C left it running: the process is about to
-        end)."""
+        end); let go of the batch stream's sampler (the run is freed once its caller drops
+        it)."""
         if self.evaluator:
             self.evaluator.close()
         if self.remote:
             self.remote.close()
         if not any(t.name == SAMPLING_THREAD and t.is_alive() for t in threading.enumerate()):
             self.envs.close()
+        self.stream.release()  # tf.data would hold the run, its models and its last batch
         self.writer.close()
         self.lock = None  # let the logdir go (unless the command holds it too)
 
