@@ -49,6 +49,7 @@ def test_each_task_with_a_tuned_preset_finds_it_by_short_name_or_gym_id():
         path = presets.preset_for(name)
         assert path and os.path.isfile(path) and presets.preset_for(gym_id) == path
         assert presets.preset_for(name.upper()) is None  # spelled as resolve_env spells them
+        assert preset_values(name.lower())["env"] == name  # the file alone trains its task
     assert presets.preset_for("CartPole-v1") is None and presets.preset_for("ALE/Pong-v5") is None
 
 
@@ -72,6 +73,13 @@ def test_preset_applies_unless_a_flagfile_or_preset_none_and_the_command_line_ov
     counted = parse("--env=Walker", "--iterations=3")
     assert counted.preset_file and counted.steps == 0 and counted.iterations == 3
     assert parse("--env=Walker", "--iterations=3", "--steps=5000").steps == 5000
+    # of the budget flags the later one counts, flagfiles read in place (the tuned ones name
+    # their env)
+    tuned_file = f"--flagfile={presets.PRESET_DIR}/hopper.cfg"
+    by_file = parse(tuned_file, "--iterations=2")
+    assert by_file.env == "Hopper" and by_file.steps == 0 and by_file.iterations == 2
+    assert parse("--iterations=2", tuned_file).steps == int(preset_values("hopper")["steps"])
+    assert parse("--env=Walker", "--steps=5000", "--iterations=3").steps == 0
     assert parse("--env=Walker", "--algo=cem").preset_file == ""
     assert parse("--env=Walker", "--algo=natural_gradient").preset_file == ""  # TRPO's only
     assert parse("--env=Walker", "--sampler=vine").preset_file == ""

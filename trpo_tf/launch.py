@@ -47,8 +47,8 @@ def parse_flags_with_preset(argv):
     """parse_flags, then, when --preset=auto, the user named an --env that has a tuned preset,
     gave no --flagfile and trains a method the presets were tuned for (Method.tuned_presets:
     TRPO single path), again with the preset's flagfile first: the command line's flags come
-    after it, so they override it
-    (and --iterations without --steps counts iterations, not the preset's budget).
+    after it, so they override it. Of --steps and --iterations, the one given last sets the
+    budget (--iterations after a flagfile's --steps counts iterations).
     APPLIED_PRESET records the preset and the flags the user gave (on the command line or in
     their flagfiles)."""
     from trpo_tf.run import presets
@@ -64,14 +64,26 @@ def parse_flags_with_preset(argv):
     path = (presets.preset_for(FLAGS.env) if FLAGS.preset == "auto" and "env" in given
             and method is not None and method.tuned_presets
             and not presets.names_flagfile(argv) else None)
-    if not path:
-        return rest
-    FLAGS.unparse_flags()
-    rest = parse_flags([argv[0], f"--flagfile={path}", *argv[1:]])
-    if "iterations" in given and "steps" not in given:
-        FLAGS.steps = 0
-    APPLIED_PRESET["path"] = presets.display_path(path)
+    if path:
+        FLAGS.unparse_flags()
+        argv = [argv[0], f"--flagfile={path}", *argv[1:]]
+        rest = parse_flags(argv)
+        APPLIED_PRESET["path"] = presets.display_path(path)
+    if last_budget_flag(argv[1:]) == "iterations":
+        FLAGS.steps = 0  # --iterations after a flagfile's (or the preset's) --steps counts
     return rest
+
+
+def last_budget_flag(args):
+    """Which of --steps and --iterations `args` gives last, flagfiles read in place ("steps",
+    "iterations" or None): the later one sets the budget, as a later flag overrides an
+    earlier one."""
+    last = None
+    for arg in FLAGS.read_flags_from_files(args, force_gnu=False):
+        name = arg.lstrip("-").split("=")[0]
+        if arg.startswith("-") and name in ("steps", "iterations"):
+            last = name
+    return last
 
 
 def config_from_flags(f=FLAGS):
