@@ -53,3 +53,28 @@ def test_play_cli_loads_and_runs_an_exported_policy(tmp_path):
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 2 and "deterministic" in lines[0] and "stochastic" in lines[1]
     assert "over 2 episodes" in lines[0]
+
+
+def test_the_env_actions_are_the_draws_as_the_env_takes_them(tmp_path):
+    """env_action / deterministic_env_action: what the sampler gives the env (env_action_fn),
+    inside the action space: Gaussian draws clipped to an asymmetric Box whose policy means
+    (near 0) all lie outside it, a Discrete space's start added to the indices."""
+    import gymnasium as gym
+
+    from trpo_tf.sampling import env_action_fn
+
+    rng = np.random.default_rng(0)
+    obs = rng.standard_normal((200, 4)).astype(np.float32)
+    for space in (gym.spaces.Box(np.float32([2, -10]), np.float32([10, -5]), dtype=np.float32),
+                  gym.spaces.Discrete(3, start=-1)):
+        dist = DiagGaussian(2) if isinstance(space, gym.spaces.Box) else Categorical(3)
+        policy = build_policy((4,), dist, (8,), normalize_obs=False, init_log_std=1.0)
+        path = export_policy(policy, dist, tf.TensorSpec((None, 4), tf.float32), "Some-v0",
+                             str(tmp_path / type(space).__name__), action_space=space)
+        out = {k: v.numpy() for k, v in load_policy(path)[0](tf.constant(obs)).items()}
+        to_env = env_action_fn(space, dist)
+        for draws, env_actions in (("deterministic_action", "deterministic_env_action"),
+                                   ("action", "env_action")):
+            np.testing.assert_array_equal(out[env_actions], to_env(out[draws]))
+            assert all(space.contains(a.astype(space.dtype)) for a in out[env_actions])
+            assert not all(space.contains(a.astype(space.dtype)) for a in out[draws])

@@ -9,12 +9,18 @@ input, or is refused), so `serving_default` is the policy with every action lega
 
 A recurrent policy's signatures are one step of a batch of episodes: they take its `state`
 [batch, S] beside the observations and return the new `state` with the actions; a third,
-INITIAL_STATE_SIGNATURE, gives the state an episode starts from for a `batch_size`."""
+INITIAL_STATE_SIGNATURE, gives the state an episode starts from for a `batch_size`.
+
+Every signature returns the distribution's parameters, its draws (`deterministic_action`, a
+sampled `action`: unclipped Gaussian draws, 0-based indices) and what the env takes
+(`deterministic_env_action`, `env_action`: clipped to the Box, the Discrete space's start
+added), as training's sampler and `play` turn the one into the other."""
 import json
 import os
 import shutil
 import tempfile
 
+import numpy as np
 import tensorflow as tf
 
 from trpo_tf.distributions import masked_logits
@@ -30,9 +36,10 @@ class ServablePolicy(tf.Module):
     """obs batch [, a recurrent policy's state] [and action masks] -> {distribution parameters,
     deterministic action, sampled action[, new state]}."""
 
-    def __init__(self, policy, dist, obs_spec, env_id, env_settings=None):
+    def __init__(self, policy, dist, obs_spec, env_id, env_settings=None, action_space=None):
         super().__init__()
         self.policy = policy
+        self.to_env = env_action_op(action_space, dist)
         self.env_id = tf.Variable(env_id, trainable=False, dtype=tf.string)
         self.env_settings = tf.Variable(json.dumps(env_settings), trainable=False, dtype=tf.string)
         mask_spec = tf.TensorSpec((None, dist.param_dim), tf.bool)
@@ -98,6 +105,8 @@ class ServablePolicy(tf.Module):
     def _outputs(self, params):
         dist = self.policy.dist
         out = {"deterministic_action": dist.mode(params), "action": dist.sample(params)}
+        out["deterministic_env_action"] = self.to_env(out["deterministic_action"])
+        out["env_action"] = self.to_env(out["action"])
         if dist.discrete:
             out["logits"] = params
         else:
@@ -105,17 +114,36 @@ class ServablePolicy(tf.Module):
         return out
 
 
-def export_policy(policy, dist, obs_spec, env_id, export_dir, env_settings=None):
+def env_action_op(action_space, dist):
+    """sampling.env_action_fn in TensorFlow, for the export's env_action outputs: the
+    distribution's draws -> what the env takes (Gaussian draws clipped to the Box, a non-finite
+    one as 0 clipped; Discrete / MultiDiscrete indices plus the space's start). action_space
+    None: the draws as they are."""
+    if action_space is None:
+        return lambda actions: actions
+    if dist.discrete:
+        start = np.asarray(getattr(action_space, "start", 0))
+        start = tf.constant(start.astype(np.int32)) if np.any(start) else None
+        return (lambda actions: actions + start) if start is not None else (lambda actions: actions)
+    low = tf.constant(np.asarray(action_space.low, np.float32))
+    high = tf.constant(np.asarray(action_space.high, np.float32))
+    return lambda actions: tf.clip_by_value(
+        tf.where(tf.math.is_finite(actions), actions, tf.zeros_like(actions)), low, high)
+
+
+def export_policy(policy, dist, obs_spec, env_id, export_dir, env_settings=None,
+                  action_space=None):
     """Save to a temporary sibling, then swap it in: `play` never sees a half-written model.
     Only an earlier export (it carries outputs.EXPORT_MARKER) is ever replaced.
-    env_settings: a JSON-able dict (envs.env_settings(spec)), or None."""
+    env_settings: a JSON-able dict (envs.env_settings(spec)), or None; action_space: the env's
+    (the env_action outputs fit it), or None (they are the draws)."""
     export_dir = os.path.abspath(export_dir)
     parent = os.path.dirname(export_dir)
     if os.path.lexists(export_dir) and not outputs.is_trpo_tf_export(export_dir):
         raise ConfigError(f"--export_dir={export_dir} is not a policy trpo_tf exported: not "
                           "replaced; choose another --export_dir, or move it away")
     os.makedirs(parent, exist_ok=True)
-    module = ServablePolicy(policy, dist, obs_spec, env_id, env_settings)
+    module = ServablePolicy(policy, dist, obs_spec, env_id, env_settings, action_space)
     tmp = tempfile.mkdtemp(prefix=".policy-tmp-", dir=parent)
     tf.saved_model.save(module, tmp, signatures=module.serving_signatures())
     with open(os.path.join(tmp, outputs.EXPORT_MARKER), "w") as f:

@@ -139,7 +139,8 @@ class Trainer:
 
     def export(self):
         return export_policy(self.policy, self.dist, self.obs_spec, self.spec.gym_id,
-                             self.cfg.policy_export_dir, env_settings(self.spec))
+                             self.cfg.policy_export_dir, env_settings(self.spec),
+                             self.envs.action_space)
 
     def write_summaries(self, pending):
         """Write [(step, metrics)], skipping tags a killed earlier run already wrote."""
