@@ -270,3 +270,19 @@ def test_a_long_error_is_cut_at_a_word_end():
     err = ConnectionError("Could not find any running Ray instance. Please specify the one to "
                           "connect to by setting `--address` flag")
     assert first_line(err, 50) == "ConnectionError: Could not find any running Ray instance. Please ..."
+
+
+def test_a_reader_of_stdout_that_goes_away_does_not_stop_the_run(tmp_path):
+    """`launch ... | head -1`: once the header is read the pipe closes; the run trains on
+    with its lines in /dev/null, exports and exits 0, with nothing on stderr (it died in a
+    BrokenPipeError traceback at its first progress line)."""
+    proc = zygote.Popen([sys.executable, "-m", "trpo_tf.launch", "--iterations=3",
+                         "--batch_steps=400", "--num_envs=2", "--eval_every=0",
+                         f"--logdir={tmp_path}"],
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("trpo_tf: Cartpole")
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 0, err
+    assert err == ""
+    assert os.path.isfile(tmp_path / "policy" / "saved_model.pb")

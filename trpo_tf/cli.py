@@ -50,6 +50,36 @@ class StopOnSignal:
             signal.signal(s, handler)
 
 
+class OutputWithoutReader:
+    """sys.stdout for a command whose reader may go away (`| head`, a pipe whose terminal
+    closed): the run goes on with its lines sent to /dev/null, instead of dying in a
+    BrokenPipeError."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+    def _reader_gone(self):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self.stream.fileno())  # what is buffered, and the exit's flush, too
+        os.close(devnull)
+
+    def write(self, text):
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            self._reader_gone()
+            return len(text)
+
+    def flush(self):
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            self._reader_gone()
+
+
 def main_guard(fn, without=()):
     """Run fn(); a user error (bad flag, env or policy) is one line on stderr and exit code 2;
     a run stopped by a crashing env or repeated numerical faults is one line and exit code 1;
@@ -57,8 +87,11 @@ def main_guard(fn, without=()):
     once: the iteration in progress is lost, the checkpoints are as the last one left them
     (a training run's interrupt names the last one, or says there is none). The process is
     the command's: TensorFlow loads without what no command uses (tf_logs), nor the modules
-    `without` that this command does not use."""
+    `without` that this command does not use. A reader of stdout that goes away
+    (OutputWithoutReader) does not stop it."""
     tf_logs.skip_optional_modules(without)
+    stdout = sys.stdout
+    sys.stdout = OutputWithoutReader(stdout)
     try:
         return fn()
     except KeyboardInterrupt as err:  # a training run's says what its checkpoints hold
@@ -73,6 +106,8 @@ def main_guard(fn, without=()):
     except (errors.EnvStepError, errors.TrainingFault) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+    finally:
+        sys.stdout = stdout
 
 
 def end_ray_session():
