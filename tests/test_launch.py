@@ -264,6 +264,24 @@ def test_local_ray_workers_are_checked_against_the_memory_available(monkeypatch)
         check_workers_fit(5)
 
 
+def test_many_envs_are_measured_against_the_memory_available(monkeypatch):
+    """--num_envs=100000 filled 23 GiB before the kernel killed the run: from MANY_ENVS envs
+    on, what one takes is measured and the count refused in one line if it does not fit."""
+    import trpo_tf.sampling
+    from trpo_tf import envs
+    from trpo_tf.run import checks
+
+    spec = envs.resolve_env("Hopper")
+    monkeypatch.setattr(trpo_tf.sampling, "available_memory", lambda: 2**30)
+    checks.check_envs_fit(spec, checks.MANY_ENVS - 1)  # not measured below the threshold
+    with pytest.raises(ConfigError, match=r"^--num_envs: 100,000 envs of Hopper-v5 need about "
+                       r"[1-9][0-9.]* GiB \([0-9,]+ KiB each, measured\) and 1.0 GiB are "
+                       r"available: use at most [0-9,]+$"):
+        checks.check_envs_fit(spec, 100_000)
+    monkeypatch.setattr(trpo_tf.sampling, "available_memory", lambda: 2**40)
+    checks.check_envs_fit(spec, 100_000)  # 1 TiB: they fit
+
+
 def test_a_long_error_is_cut_at_a_word_end():
     from trpo_tf.errors import first_line
 

@@ -1,10 +1,14 @@
 """The checks of a run that need no TensorFlow, in one place: run once, before TensorFlow
 loads, by the commands (launch, tune), or by the Trainer for a caller of the API; each names
 the flag or env at fault in one line (ConfigError / EnvError)."""
+import os
+
 from trpo_tf.config import check_recurrent_policy
 from trpo_tf.errors import ConfigError
 
 WORKER_MEMORY = 0.7 * 2**30  # what one Ray sampling worker took here (a Python with TensorFlow)
+MANY_ENVS = 256  # from this many envs per process on, their memory is measured (check_envs_fit)
+PROBE_ENVS = 8   # envs made to measure what one takes
 
 
 def check_run(cfg):
@@ -22,6 +26,8 @@ def check_run(cfg):
     method.check_action_masks(cfg, spec, mask_source)
     check_recurrent_policy(cfg, spec)
     check_batch_fits_in_memory(observation_space, *method.batch_states(cfg))
+    check_envs_fit(spec, cfg.num_envs * (cfg.workers if cfg.workers and not cfg.ray_address
+                                         else 1))
     if cfg.workers and cfg.ray_address:
         from trpo_tf.run.distributed import check_reachable, find_auto_address
 
@@ -43,6 +49,38 @@ def check_batch_fits_in_memory(obs_space, flag, states):
             f"{flag} = {states:,} states of {obs_space.shape} {batch_obs_dtype(obs_space)} "
             f"need about {need / 2**30:.1f} GiB while a batch is built, and "
             f"{have / 2**30:.1f} GiB are available: lower {flag.split(' ')[0]}")
+
+
+def check_envs_fit(spec, count):
+    """A ConfigError before they are made if `count` envs of `spec` on this machine (--num_envs,
+    times the local Ray workers) would take more than 80% of the memory available, measured
+    on PROBE_ENVS gymnasium envs when there are MANY_ENVS or more (100,000 MuJoCo envs filled
+    23 GiB and the kernel killed the run)."""
+    from trpo_tf import envs
+    from trpo_tf.sampling import available_memory
+
+    have = available_memory()
+    if count < MANY_ENVS or have is None:
+        return
+    before = resident_memory()
+    probes = [envs.make_env(spec) for _ in range(PROBE_ENVS)]
+    each = max(resident_memory() - before, 0) / PROBE_ENVS
+    for env in probes:
+        env.close()
+    if count * each > 0.8 * have:
+        raise ConfigError(f"--num_envs: {count:,} envs of {spec.gym_id} need about "
+                          f"{count * each / 2**30:.1f} GiB ({each / 2**10:,.0f} KiB each, "
+                          f"measured) and {have / 2**30:.1f} GiB are available: use at most "
+                          f"{int(0.8 * have / each):,}")
+
+
+def resident_memory():
+    """Bytes of this process's resident memory (Linux), 0 elsewhere."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
 
 
 def check_workers_fit(workers):
