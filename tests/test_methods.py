@@ -287,3 +287,17 @@ def test_a_method_registered_by_a_test_trains_resumes_bit_for_bit_and_rolls_back
     history, after_skip = run_reinforce(dataclasses.replace(faulty, iterations=2))
     assert [m["faults"] for m in history] == [1] and "reinforce_loss" not in history[0]
     assert_same_state(after_skip, after_first)
+
+
+def test_the_progress_line_shows_a_line_search_only_where_there_is_one_and_its_rejection():
+    """RWR and the natural gradient (a fixed step) have no line search: their lines show no
+    `ls` (they showed `ls 0` and `ls 1`); TRPO's marks a step whose every backtrack failed."""
+    m = {"kl": 0.0012, "linesearch_steps": 3.0, "step_accepted": 1.0}
+
+    def line(algo, **metrics):
+        method = methods.REGISTRY[(algo, "single_path")]
+        return method.progress(method.__new__(method), {**m, **metrics})
+
+    assert line("trpo") == "kl 0.0012 ls 3"
+    assert line("trpo", kl=0.0, linesearch_steps=10.0, step_accepted=0.0) == "kl 0.0000 ls 10 rejected"
+    assert line("rwr") == line("natural_gradient") == "kl 0.0012"

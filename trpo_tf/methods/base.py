@@ -167,8 +167,13 @@ class Method:
         return f"{cfg.steps_per_env} steps per iteration"
 
     def progress(self, m):
-        """The update's part of the progress line."""
-        return f"kl {m.get('kl', NAN):.4f} ls {int(m.get('linesearch_steps', 0))}"
+        """The update's part of the progress line: the step's mean KL, and, for a method with
+        a line search, the steps it tried and whether it rejected them all."""
+        line = f"kl {m.get('kl', NAN):.4f}"
+        if "linesearch_steps" in self.tags:
+            line += f" ls {int(m.get('linesearch_steps', 0))}"
+            line += " rejected" if m.get("step_accepted", 1.0) == 0.0 else ""
+        return line
 
     def state(self):
         """JSON-able state beside the variables: checkpointed, and restored after a skip."""

@@ -11,6 +11,8 @@ declare("4 method natural_gradient", "npg_step", 0.1,
 class NaturalGradient(TRPO):
     algo = "natural_gradient"
     tuned_presets = False
+    tags = {k: v for k, v in TRPO.tags.items()  # no line search
+            if k not in ("linesearch_steps", "step_accepted")}
 
     def learner_options(self):
         return {"fixed_step": self.cfg.npg_step}

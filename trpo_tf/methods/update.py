@@ -330,9 +330,9 @@ class TRPOLearner:
             kl = dist.kl(kl_old_params, kl_params)
             return self.gain_fn(params, old_params, *data), tf.reduce_mean(kl), tf.reduce_max(kl)
 
+        line_search = {}  # a fixed step has none
         if self.fixed_step:
             theta = theta_old + full_step
-            accepted, tried = tf.constant(True), tf.constant(1)
             gain, kl, kl_max = evaluate(theta)
         else:
             if self.constraint == "max":  # eq. 12: scale to the max KL's quadratic model
@@ -341,6 +341,8 @@ class TRPOLearner:
             theta, accepted, tried, gain, kl, kl_max = backtracking_line_search(
                 evaluate, theta_old, full_step, gain_old, self.max_kl, self.ls_shrink,
                 self.ls_max_backtracks, constrain_max=self.constraint == "max")
+            line_search = {"linesearch_steps": tried,
+                           "step_accepted": tf.cast(accepted, tf.float32)}
         set_flat(variables, theta)
         return {
             "surrogate_before": gain_old,
@@ -348,8 +350,7 @@ class TRPOLearner:
             "kl": kl,
             "kl_max": kl_max,
             "entropy": tf.reduce_mean(dist.entropy(kl_old_params)),
-            "linesearch_steps": tried,
-            "step_accepted": tf.cast(accepted, tf.float32),
+            **line_search,
             "cg_residual": cg_residual,
             "grad_norm": tf.norm(grad),
             "step_norm": tf.norm(theta - theta_old),
