@@ -262,8 +262,9 @@ def test_a_run_without_checkpoints_is_moved_aside_by_the_next_not_interleaved(tm
     run(tmp_path, 2, checkpoint_every=0)
     capsys.readouterr()
     run(tmp_path, 1, checkpoint_every=0, quiet=False)
-    assert (f"no checkpoint to resume from (--checkpoint_every=0): moved the earlier run in "
-            f"{tmp_path} to {tmp_path / 'previous-1'}") in capsys.readouterr().out
+    assert ("no checkpoint to resume from (the earlier run stopped before its first, or ran "
+            f"with --checkpoint_every=0): moved the earlier run in {tmp_path} to "
+            f"{tmp_path / 'previous-1'}") in capsys.readouterr().out
     assert event_steps(str(tmp_path), "Train/EnvSteps") == [1]
     assert event_steps(str(tmp_path / "previous-1"), "Train/EnvSteps") == [1, 2]
 

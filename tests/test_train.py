@@ -2,6 +2,7 @@ import dataclasses
 import gc
 import glob
 import os
+import signal
 import types
 import weakref
 
@@ -28,7 +29,6 @@ def event_steps(logdir, tag):
 def train_until(cfg, reached):
     """train(cfg), stopped after the first iteration whose metrics satisfy `reached` (as a
     signal would stop it: that iteration saved, the policy exported) -> the metrics."""
-    import signal
 
     from trpo_tf.cli import StopOnSignal
 
@@ -282,3 +282,17 @@ def test_scalars_written_in_one_event_read_as_tf_summary_scalar_writes_them(tmp_
     expected = values(str(tmp_path / "reference"))
     assert set(expected) == {(1, "Policy/MeanKL"), (1, "Value/Explained"), (2, "Policy/MeanKL")}
     assert values(str(tmp_path / "ours")) == expected
+
+
+def test_a_signal_before_the_first_iteration_trains_and_exports_nothing(tmp_path, capsys):
+    """Ctrl-C while the run starts: no iteration, and no untrained policy exported as if it
+    were the run's (it was, with no line saying why)."""
+    trainer = Trainer(Config(env="CartPole-v1", env_backend="gymnasium", iterations=2,
+                             batch_steps=200, num_envs=2, logdir=str(tmp_path), eval_every=0))
+    try:
+        assert trainer.run(types.SimpleNamespace(signum=signal.SIGINT)) == []
+    finally:
+        trainer.close()
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "stopping before iteration 1 on SIGINT: nothing trained, nothing exported")
+    assert not os.path.exists(tmp_path / "policy")

@@ -199,7 +199,8 @@ class Trainer:
         self._resumed = False
         if self.earlier_run:
             why = ("--resume=never" if cfg.resume == "never"
-                   else "no checkpoint to resume from (--checkpoint_every=0)")
+                   else "no checkpoint to resume from (the earlier run stopped before its "
+                        "first, or ran with --checkpoint_every=0)")
             self.log(f"{why}: moved the earlier run in {cfg.logdir} to {self.earlier_run}")
         start, env_steps = (0, 0) if cfg.resume == "never" else self.resume()
         # the record says what the checkpoints were made with: with sampler settings changed,
@@ -269,7 +270,9 @@ class Trainer:
         it = start
         while self.goes_on(it, env_steps):
             if stop.signum is not None:  # a signal before this run's first iteration
-                break
+                self.log(f"stopping before iteration {it + 1} on "
+                         f"{signal.Signals(stop.signum).name}: nothing trained, nothing exported")
+                return history
             m, progress = self.train_iteration(batches, it, start, env_steps)
             env_steps = m["env_steps"]
             history.append(m)
