@@ -195,3 +195,17 @@ def test_a_run_with_env_kwargs_samples_evaluates_records_exports_and_plays_that_
     env.close()
     with pytest.raises(ConfigError, match="trained with env_kwargs="):
         Trainer(Config(**{**base, "env_kwargs": "", "iterations": 2}))
+
+
+def test_an_env_that_names_nothing_says_what_may_have_been_meant():
+    """A short name in another case or misspelt, and the deprecated versions most tutorials
+    use (gymnasium's own hint: which version to use instead)."""
+    for name, hint in (("walker", "; did you mean --env=Walker?"),
+                       ("hoper", "; did you mean --env=Hopper?"),
+                       ("Taxi-v3", "; gymnasium: DeprecatedEnv: Environment version v3 for "
+                                   "`Taxi` is deprecated. Please use `Taxi-v4` instead."),
+                       ("NoSuchEnv-v9", "register it)")):
+        with pytest.raises(envs.EnvError) as err:
+            envs.resolve_env(name)
+        assert str(err.value).startswith(f"--env={name!r} is neither a short name (Cartpole")
+        assert str(err.value).endswith(hint), str(err.value)

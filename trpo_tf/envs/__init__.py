@@ -1,6 +1,7 @@
 """Environments: the paper's short names, any gymnasium id, and a group of envs stepped
 together with automatic reset (the gymnasium backend of vectorised sampling)."""
 import dataclasses
+import difflib
 import functools
 import importlib
 import os
@@ -180,7 +181,25 @@ def registered_spec(name, atari):
     raise EnvError(
         f"--env={name!r} is neither a short name ({', '.join((*SHORT_NAMES, *ATARI_GAMES))}) "
         "nor a registered gymnasium id (e.g. HalfCheetah-v5, CartPole-v1, ALE/Pong-v5, or "
-        "my_package.envs:MyEnv-v0 to import the module that registers it)")
+        "my_package.envs:MyEnv-v0 to import the module that registers it)"
+        + unknown_env_hint(name))
+
+
+def unknown_env_hint(name):
+    """What may have been meant by an --env that names nothing: a short name spelt alike
+    (any case), else gymnasium's own word on the id (a deprecated version and the one to
+    use, a name it knows that is close), as "; ..." or ""."""
+    short = {n.lower(): n for n in (*SHORT_NAMES, *ATARI_GAMES)}
+    close = difflib.get_close_matches(name.lower(), short, n=1, cutoff=0.75)
+    if close:
+        return f"; did you mean --env={short[close[0]]}?"
+    try:
+        gym.spec(name)
+    except gym.error.Error as err:
+        said = first_line(err, 200)
+        if "Did you mean" in said or "deprecated" in said or "Please use" in said:
+            return f"; gymnasium: {said}"
+    return ""
 
 
 FLATTENED = (gym.spaces.Discrete, gym.spaces.MultiDiscrete, gym.spaces.MultiBinary)
