@@ -204,7 +204,7 @@ def test_an_env_that_names_nothing_says_what_may_have_been_meant():
                        ("hoper", "; did you mean --env=Hopper?"),
                        ("Taxi-v3", "; gymnasium: DeprecatedEnv: Environment version v3 for "
                                    "`Taxi` is deprecated. Please use `Taxi-v4` instead."),
-                       ("NoSuchEnv-v9", "register it)")):
+                       ("NoSuchEnv-v9", "that registers it)")):
         with pytest.raises(envs.EnvError) as err:
             envs.resolve_env(name)
         assert str(err.value).startswith(f"--env={name!r} is neither a short name (Cartpole")
