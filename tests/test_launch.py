@@ -31,6 +31,7 @@ def launch(*args, timeout=300, fresh=False):
     (["--batch_steps=500", "--max_path_length=1000"], "--batch_steps=500 is smaller than one path (--max_path_length=1000)"),
     (["--env=Taxi-v4", "--env_backend=envpool"], "--env_backend=envpool: EnvPool is not installed or has no Taxi-v4"),
     (["--iterations=3", "extra"], "unexpected arguments: extra"),
+    (["--algo=vine"], "(vine is a sampler: --sampler=vine, with --algo=trpo)"),
     (["--sampler=vine", "--env=CartPole-v1"], "--sampler=vine needs a simulator whose state can be restored; CartPole-v1 cannot"),
     (["--sampler=vine", "--env_backend=envpool"], "--sampler=vine restores simulator states, which EnvPool cannot"),
     (["--env=Pong", "--env_backend=envpool", "--terminal_on_life_loss"], "--env_backend=envpool cannot take --terminal_on_life_loss"),
@@ -68,6 +69,7 @@ def assert_one_line(stderr, needle):
 @pytest.mark.parametrize("args,needle", [
     (["--max_kl=abc"], "flag --max_kl=abc: could not convert string to float"),  # absl's parser
     (["--iterations=3", "extra"], "unexpected arguments: extra"),
+    (["--algo=vine"], "(vine is a sampler: --sampler=vine, with --algo=trpo)"),
     (["--gamma=1.5"], "--gamma must be in (0, 1]"),  # a setting's check
     (["--env=NoSuchEnv-v9"], "--env='NoSuchEnv-v9' is neither a short name"),  # an env check
 ])
@@ -157,6 +159,10 @@ def test_play_rejects_a_directory_that_is_not_a_saved_model(tmp_path):
                          (str(tmp_path / "saved_model.pb"), "is not a directory")):
         with pytest.raises(EnvError, match=says):
             check_policy_dir(policy)
+    (tmp_path / "run" / "policy").mkdir(parents=True)  # a run's logdir instead of its policy
+    (tmp_path / "run" / "policy" / "saved_model.pb").write_bytes(b"")
+    with pytest.raises(EnvError, match=f"a run's logdir\\? its policy is --policy={tmp_path}/run/policy$"):
+        check_policy_dir(str(tmp_path / "run"))
 
 
 def test_play_rejects_an_env_whose_observations_do_not_fit_the_policy(tmp_path):

@@ -14,7 +14,10 @@ def parse_flags(argv):
     try:
         return flags.FLAGS(argv)
     except flags.Error as err:
-        print(f"error: {str(err).removeprefix('ERROR:: ')}", file=sys.stderr)
+        said = str(err).removeprefix("ERROR:: ")
+        if said.startswith("flag --algo=vine:"):  # the paper's two schemes are samplers
+            said += " (vine is a sampler: --sampler=vine, with --algo=trpo)"
+        print(f"error: {said}", file=sys.stderr)
         sys.exit(2)
     except SystemExit as done:  # absl's --help / --helpfull print what was asked, then exit(1)
         sys.exit(0 if done.code == 1 else done.code)
@@ -128,8 +131,12 @@ def check_policy_dir(policy_dir):
         raise errors.EnvError(f"--policy={policy_dir!r} " + (
             "is not a directory" if os.path.exists(policy_dir) else "does not exist"))
     if not os.path.isfile(os.path.join(policy_dir, "saved_model.pb")):
+        inside = os.path.join(policy_dir, "policy")
         raise errors.EnvError(f"--policy={policy_dir!r} is not an exported policy directory "
-                              "(no saved_model.pb in it)")
+                              "(no saved_model.pb in it)" + (
+                                  f": a run's logdir? its policy is --policy={inside}"
+                                  if os.path.isfile(os.path.join(inside, "saved_model.pb"))
+                                  else ""))
 
 
 def quiet_logging():
