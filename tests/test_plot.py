@@ -46,6 +46,16 @@ def test_runs_are_grouped_by_task_and_method_and_averaged_over_seeds(fixture_log
     np.testing.assert_allclose(values.mean(0), 2.0 * np.arange(1, 11) + 0.5)
     rows = {(p, l): (n, m, s) for p, l, n, m, s in figures.final_values(data, window=2)}
     assert rows[("swimmer", "cem")] == (2, pytest.approx(10.0), pytest.approx(0.5))
+    # a run with no value of the tag yet (no episode ended) is left out, and named
+    writer = tf.summary.create_file_writer(str(fixture_logdir / "swimmer" / "cem" / "seed_2"))
+    with writer.as_default():
+        tf.summary.scalar("Train/EnvSteps", 1.0, step=1)
+    writer.close()
+    missing = []
+    again = figures.curves(figures.find_runs(str(fixture_logdir)), "Train/EpisodeReturnMean",
+                           missing=missing)
+    assert len(again[("swimmer", "cem")][1]) == 2
+    assert missing == [str(fixture_logdir / "swimmer" / "cem" / "seed_2")]
 
 
 def test_plot_cli_writes_png_and_svg_and_prints_final_values(fixture_logdir, tmp_path):

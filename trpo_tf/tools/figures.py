@@ -39,14 +39,17 @@ def find_runs(logdir):
     return dict(runs)
 
 
-def curves(runs, tag, sign=1.0):
-    """{(panel, line): (steps, [seeds x steps] values)} on the steps every seed has."""
+def curves(runs, tag, sign=1.0, missing=None):
+    """{(panel, line): (steps, [seeds x steps] values)} on the steps every seed has; the run
+    directories without `tag` are left out (appended to the list `missing` if given)."""
     import numpy as np
 
     out = {}
     for key, dirs in sorted(runs.items()):
-        series = [read_scalars(d, tag) for d in sorted(dirs)]
-        series = [s for s in series if s]
+        read = {d: read_scalars(d, tag) for d in sorted(dirs)}
+        if missing is not None:
+            missing.extend(d for d, s in read.items() if not s)
+        series = [s for s in read.values() if s]
         if not series:
             continue
         steps = sorted(set.intersection(*(set(s) for s in series)))
@@ -80,7 +83,8 @@ def draw(data, outputs, ylabel, title=""):
                 continue
             steps, values = data[(panel, line)]
             mean, std = values.mean(0), values.std(0)
-            handles.setdefault(line, ax.plot(steps, mean, color=colors[line], lw=1.6)[0])
+            handles.setdefault(line, ax.plot(steps, mean, color=colors[line], lw=1.6,
+                                             marker="o" if len(steps) == 1 else None)[0])
             ax.fill_between(steps, mean - std, mean + std, color=colors[line], alpha=0.18, lw=0)
         ax.set_title(panel)
         ax.set_xlabel("policy iteration")

@@ -7,6 +7,7 @@ the rest (less seed_<s>) the line. Also prints each line's final value (mean of 
 --final_window iterations, mean +- std over seeds).
 """
 import os
+import sys
 
 from absl import flags
 
@@ -41,9 +42,14 @@ def main(argv):
                 raise ConfigError(f"--out={out}: the extension picks the format, one of "
                                   f"{', '.join(sorted(formats))}")
         runs = find_runs(FLAGS.logdir)
-        data = curves(runs, FLAGS.tag, -1.0 if FLAGS.cost else 1.0)
+        missing = []
+        data = curves(runs, FLAGS.tag, -1.0 if FLAGS.cost else 1.0, missing)
         if not data:
             raise ConfigError(f"no event files with {FLAGS.tag!r} under --logdir={FLAGS.logdir}")
+        if missing:  # e.g. runs whose episodes had not ended yet: no return to draw
+            print(f"note: {len(missing)} run(s) without {FLAGS.tag!r} left out: "
+                  f"{', '.join(os.path.relpath(d, FLAGS.logdir) for d in missing)}",
+                  file=sys.stderr)
         ylabel = f"cost (-{FLAGS.tag})" if FLAGS.cost else FLAGS.tag
         draw(data, FLAGS.out, ylabel, FLAGS.title)
         print(f"| task | method | seeds | final {ylabel} (last {FLAGS.final_window} its) |")
