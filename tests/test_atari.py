@@ -173,18 +173,23 @@ def test_two_iterations_on_pong_write_summaries_and_a_policy_that_play_runs(tmp_
                   vine_trunk_length=60, vine_states=8, vine_actions_per_state=3,
                   vine_rollout_length=10)
     cfg = atari_config(tmp_path, **kw)
+    import envpool  # noqa: F401  (first: its import keeps a traceback holding the importer's frames)
     trainer = Trainer(cfg)
-    games = [weakref.ref(env.unwrapped)
-             for env in trainer.evaluator.envs + getattr(trainer.envs, "envs", [])]
+    evaluation = [weakref.ref(env.unwrapped) for env in trainer.evaluator.envs]
+    sampling = [weakref.ref(env.unwrapped) for env in getattr(trainer.envs, "envs", [])]
+    assert len(evaluation) == 1 and len(sampling) == {"single_path": 0, "vine": 4}[sampler]
     try:
         history = trainer.run()
     finally:
         trainer.close()
-    # closed, the games are let go though the run is still held (as the tf.data generator
-    # holds it until the process ends): ale_py reports games alive at exit as leaks, on stderr
+    # closed, the evaluation games are let go though the run is held; dropped, the run and its
+    # sampling games are freed (tf.data held it): ale_py reports games alive at exit as leaks
     gc.collect()
-    assert len(games) == {"single_path": 1, "vine": 1 + cfg.num_envs}[sampler]
-    assert all(game() is None for game in games)
+    assert all(game() is None for game in evaluation)
+    run = weakref.ref(trainer)
+    del trainer
+    gc.collect()
+    assert run() is None and all(game() is None for game in sampling)
     assert len(history) == 2 and all(m["kl"] <= cfg.max_kl * 1.0001 for m in history)
     assert event_steps(str(tmp_path), "Policy/MeanKL") == [1, 2]
     out = run_module("trpo_tf.play", f"--policy={tmp_path}/policy", "--episodes=1",

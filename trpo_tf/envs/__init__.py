@@ -450,10 +450,8 @@ class GymnasiumEnvs:
         simstate.restore(self.envs[i], snap)
 
     def close(self):
-        """Close the envs and let them go (Evaluator.close: why)."""
         for env in self.envs:
             env.close()
-        self.envs = []
 
 
 ALE_FRAME_LIMIT = 108_000  # emulator frames per episode of ALE's v5 games (then truncated)
