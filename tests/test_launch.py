@@ -310,3 +310,13 @@ def test_a_reader_of_stdout_that_goes_away_does_not_stop_the_run(tmp_path):
     assert proc.wait(timeout=300) == 0, err
     assert err == ""
     assert os.path.isfile(tmp_path / "policy" / "saved_model.pb")
+
+
+def test_seeds_export_each_to_a_directory_of_its_own():
+    """--seeds=2 --export_dir=DIR: seed 1's policy replaced seed 0's in DIR."""
+    from trpo_tf.launch import seed_configs
+
+    exported = seed_configs(Config(logdir="runs/x", export_dir="out/policy", seed=3), 2)
+    assert [c.policy_export_dir for c in exported] == ["out/policy/seed_3", "out/policy/seed_4"]
+    assert [c.policy_export_dir for c in seed_configs(Config(logdir="runs/x"), 2)] == [
+        "runs/x/seed_0/policy", "runs/x/seed_1/policy"]

@@ -141,6 +141,20 @@ def test_without_checkpoints_summaries_go_out_every_iteration(tmp_path):
     assert os.path.isfile(tmp_path / "policy" / "saved_model.pb")
 
 
+def test_export_every_exports_on_the_way_and_the_last_iteration_once(tmp_path):
+    trainer = Trainer(Config(env="CartPole-v1", env_backend="gymnasium", iterations=4,
+                             batch_steps=200, num_envs=2, logdir=str(tmp_path), quiet=True,
+                             eval_every=0, export_every=2))
+    exports = []
+    trainer.export = lambda export=trainer.export: exports.append(
+        int(trainer.checkpointer.iteration.numpy())) or export()
+    try:
+        trainer.run()
+    finally:
+        trainer.close()
+    assert exports == [2, 4]  # the last iteration's export once (it was written twice)
+
+
 def test_checkpoint_every_two_writes_summaries_in_pairs_and_after_the_last(tmp_path):
     train(Config(env="Cartpole", iterations=3, batch_steps=400, num_envs=2, logdir=str(tmp_path),
                  quiet=True, checkpoint_every=2))

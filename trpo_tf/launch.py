@@ -97,13 +97,17 @@ def config_from_flags(f=FLAGS):
 
 
 def seed_configs(cfg, seeds):
-    """--seeds=N: N configs with seeds cfg.seed, cfg.seed + 1, ... in <logdir>/seed_<s>."""
+    """--seeds=N: N configs with seeds cfg.seed, cfg.seed + 1, ... in <logdir>/seed_<s> (and,
+    with --export_dir, exporting to <export_dir>/seed_<s>: one seed's policy never replaces
+    another's)."""
     if seeds < 1:
         raise ConfigError(f"--seeds must be >= 1 (got {seeds})")
     if seeds == 1:
         return [cfg]
-    return [dataclasses.replace(cfg, seed=cfg.seed + k, logdir=f"{cfg.logdir}/seed_{cfg.seed + k}")
-            for k in range(seeds)]
+    return [dataclasses.replace(
+        cfg, seed=cfg.seed + k, logdir=f"{cfg.logdir}/seed_{cfg.seed + k}",
+        export_dir=cfg.export_dir and f"{cfg.export_dir}/seed_{cfg.seed + k}")
+        for k in range(seeds)]
 
 
 def refuse_extra_arguments(argv):

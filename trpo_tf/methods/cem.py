@@ -12,7 +12,7 @@ declare("4 method cem", "cem_init_std", 1.0, "cem: initial std of the parameter 
 declare("4 method cem", "cem_extra_noise", 0.1,
         "cem: variance added after each refit (Szita & Lorincz 2006) ...",
         check=at_least(0.0), rule=">= 0")
-declare("4 method cem", "cem_noise_decay", 0.9, "cem: ... multiplied by this per iteration.",
+declare("4 method cem", "cem_noise_decay", 0.9, "cem: --cem_extra_noise multiplied by this per iteration.",
         check=in_unit_interval(), rule="in (0, 1]")
 
 

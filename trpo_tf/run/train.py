@@ -187,7 +187,8 @@ class Trainer:
                      + (f"sampler settings changed ({', '.join(changes)}): the envs start new "
                         "episodes" if changes else "sampling goes on where it stopped"
                         if sampler_state is not None
-                        else f"{self.backend} envs cannot be saved: they start new episodes"))
+                        else f"{self.spec.gym_id}'s {self.backend} envs cannot be saved: they "
+                             "start new episodes"))
         return start, env_steps
 
     def run(self, stop=None, on_iteration=None):
@@ -294,8 +295,9 @@ class Trainer:
                     or stop.signum is not None or self.failure):
                 self.save(it + 1, env_steps, pending)
                 pending = []
-            if cfg.export_every and (it + 1) % cfg.export_every == 0:
-                self.export()
+            if (cfg.export_every and (it + 1) % cfg.export_every == 0
+                    and self.goes_on(it + 1, env_steps) and stop.signum is None):
+                self.export()  # (the last iteration's is the run's export, below)
             if progress:  # after the save: an iteration on the terminal survives a kill
                 self.log(progress)
             if self.failure:

@@ -16,7 +16,7 @@ import trpo_tf.launch as launch
 
 flags.DEFINE_list("npg_steps", ["0.003", "0.01", "0.03", "0.1", "0.3", "1"],
                   "Fixed natural-gradient steps to try (factors of about three).")
-flags.DEFINE_integer("final_window", 5, "Iterations averaged for the final return.", lower_bound=1)
+flags.DEFINE_integer("final_window", 5, "Iterations averaged for the final return (of each batch's mean episode return, Train/EpisodeReturnMean).", lower_bound=1)
 FLAGS = flags.FLAGS
 
 
