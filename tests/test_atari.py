@@ -258,6 +258,7 @@ def test_table1_prints_the_papers_rows_beside_ours(tmp_path):
     lines = out.stdout.strip().splitlines()
     assert lines[0] == "| Pong | mean score | std | episodes |"
     assert "| TRPO - single path | 20.9 | | |" in lines
-    assert lines[-1].startswith("| trpo_tf (this policy) |") and lines[-1].endswith("| 2 |")
+    assert lines[-1].startswith("| trpo_tf (this policy, episodes cut at 20 steps) |")
+    assert lines[-1].endswith("| 2 |")
     missing = run_module("trpo_tf.table1", "--policy=/no/such/dir")
     assert missing.returncode == 2 and "--policy='/no/such/dir' does not exist" in missing.stderr

@@ -58,7 +58,9 @@ def main(argv):
             scores = run_episodes(serve, env, FLAGS.episodes, FLAGS.seed, FLAGS.deterministic)
         finally:
             env.close()
-        print(table1_rows(game_name(spec.gym_id), scores), flush=True)
+        label = "trpo_tf (this policy" + (
+            f", episodes cut at {FLAGS.max_path_length} steps)" if FLAGS.max_path_length else ")")
+        print(table1_rows(game_name(spec.gym_id), scores, label), flush=True)
 
     main_guard(score, without=("keras",))  # as play: the SavedModel's graphs act
 
