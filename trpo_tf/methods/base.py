@@ -57,7 +57,6 @@ class RunParts:
 class Method:
     algo = ""                  # its --algo value
     sampler_name = "single_path"  # the --sampler it runs on
-    fixed_batches = False      # its batches are --batch_steps long: --steps is ceil(steps / batch) of them
     backend = None             # "gymnasium": it needs per-env episodes or restores; None: --env_backend
     tags = {}                  # {metric: TensorBoard tag} of every metric `update` reports
     stages = ()                # [(label, metric)]: its timed stages, on the progress line
@@ -260,7 +259,6 @@ class SinglePathMethod(Method):
     method's `improve` step, in which the observation normaliser takes in the batch before
     the policy moves (update_normalizer)."""
     scales_rewards = True  # then its tags include REWARD_SCALE_TAGS
-    fixed_batches = True
 
     def __init__(self, cfg, parts):
         super().__init__(cfg, parts)

@@ -231,18 +231,9 @@ class Trainer:
                 "intact: run the same command to resume")
 
     def goes_on(self, iterations_done, env_steps):
-        """Whether another iteration runs: --steps counts environment steps (single path: its
-        batches, batches_for_steps), else --iterations."""
+        """Whether another iteration runs: --steps counts environment steps, else --iterations."""
         cfg = self.cfg
-        if cfg.steps and self.method.fixed_batches:
-            return iterations_done < self.batches_for_steps()
         return env_steps < cfg.steps if cfg.steps else iterations_done < cfg.iterations
-
-    def batches_for_steps(self):
-        """Single path's iterations under --steps: ceil(steps / batch_steps), whatever the
-        batches hold (EnvPool's drop the steps its envs spend on a reset: a 2,048-step batch of
-        8 envs held ~2,040, and --steps=4096 ran a third batch)."""
-        return -(-self.cfg.steps // self.cfg.batch_steps)
 
     def budget_spent(self, iterations_done, env_steps):
         """The fraction of the budget (--steps, else --iterations) used so far."""
@@ -250,15 +241,12 @@ class Trainer:
         return min(1.0, env_steps / cfg.steps if cfg.steps else iterations_done / cfg.iterations)
 
     def planned_iterations(self, iterations_done, env_steps):
-        """The count the progress line shows: --iterations; under --steps, single path's
-        ceil(steps / batch_steps) (batches_for_steps), other samplers' iterations done plus
-        the budget left at the mean steps per iteration so far (they take as many as their
-        episodes need)."""
+        """The count the progress line shows: --iterations, or under --steps the iterations done
+        plus the budget left at the mean steps per iteration so far (exact for single path;
+        other samplers take as many as their episodes need)."""
         cfg = self.cfg
         if not cfg.steps:
             return cfg.iterations
-        if self.method.fixed_batches:
-            return self.batches_for_steps()
         done, steps = ((iterations_done, env_steps) if iterations_done and env_steps
                        else (1, cfg.steps_per_env * cfg.num_envs))
         # in integers: a float quotient is off by one or more once --steps passes 2**53
