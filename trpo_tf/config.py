@@ -31,9 +31,9 @@ declare(RUN, "seed", 0,
 declare(RUN, "iterations", 40, "Policy iterations (one batch and one update each).",
         check=at_least(1), rule=">= 1")
 declare(RUN, "steps", 0,
-        "Environment-step budget (single path: ceil(steps / batch_steps) batches; vine, CEM, "
-        "CMA: until spent); 0 = --iterations decides. Of --steps and --iterations, the one "
-        "given last counts (flagfiles read in place).", check=at_least(0),
+        "Environment-step budget: train until this many steps are spent; 0 = --iterations "
+        "decides. Of --steps and --iterations, the one given last counts (flagfiles read in "
+        "place).", check=at_least(0),
         rule=">= 0, 0 meaning --iterations decides")
 declare(RUN, "eval_every", 10,
         "Evaluation stage every N iterations and after the last: --eval_episodes episodes of the "
