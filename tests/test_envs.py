@@ -109,9 +109,9 @@ def test_env_kwargs_reach_gymnasium_make_and_are_checked_in_one_line():
         envs.pick_backend(ant, "envpool")
     assert Config(env_kwargs=" a = 0.5 ,b=x, c=None,d=TRUE,e=none, f='y'").make_kwargs == (
         ("a", 0.5), ("b", "x"), ("c", None), ("d", True), ("e", None), ("f", "y"))
-    special = dict(Config(env_kwargs="g=nan,h=-inf,i=+Infinity,j=nano").make_kwargs)
+    special = dict(Config(env_kwargs="g=nan,h=-inf,i=+Infinity,j=nano,k=--inf").make_kwargs)
     assert np.isnan(special["g"]) and special["h"] == -np.inf and special["i"] == np.inf
-    assert special["j"] == "nano"
+    assert special["j"] == "nano" and special["k"] == "--inf"  # one sign at most
     for text, says in (("ctrl_cost_weight", "'ctrl_cost_weight' is not name=value"),
                        ("a=1,a=2", "'a=2': a is given twice"), ("a=", "'a=' is not name=value"),
                        ("max_episode_steps=10", "set by --max_path_length"),

@@ -8,7 +8,7 @@ import tensorflow as tf
 import zygote
 from trpo_tf.distributions import Categorical, DiagGaussian
 from trpo_tf.policies import build_policy
-from trpo_tf.run.export import export_policy, load_policy
+from trpo_tf.run.export import env_action_op, export_policy, load_policy
 
 
 def test_saved_model_round_trip_gives_the_same_actions(tmp_path):
@@ -78,3 +78,7 @@ def test_the_env_actions_are_the_draws_as_the_env_takes_them(tmp_path):
             np.testing.assert_array_equal(out[env_actions], to_env(out[draws]))
             assert all(space.contains(a.astype(space.dtype)) for a in out[env_actions])
             assert not all(space.contains(a.astype(space.dtype)) for a in out[draws])
+    box = gym.spaces.Box(np.float32([-1, -1, -1]), np.float32([1, 1, 1]), dtype=np.float32)
+    odd = np.float32([[np.nan, np.inf, -np.inf]])  # as the sampler: NaN as 0, inf at its bound
+    np.testing.assert_array_equal(env_action_op(box, DiagGaussian(3))(tf.constant(odd)).numpy(),
+                                  env_action_fn(box, DiagGaussian(3))(odd))

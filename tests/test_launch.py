@@ -320,3 +320,18 @@ def test_seeds_export_each_to_a_directory_of_its_own():
     assert [c.policy_export_dir for c in exported] == ["out/policy/seed_3", "out/policy/seed_4"]
     assert [c.policy_export_dir for c in seed_configs(Config(logdir="runs/x"), 2)] == [
         "runs/x/seed_0/policy", "runs/x/seed_1/policy"]
+
+
+def test_a_command_with_stdout_closed_sends_its_lines_nowhere(monkeypatch):
+    """`launch ... >&-` (sys.stdout None): print did nothing before, and the heartbeat's
+    isatty crashed; the command's lines now go to /dev/null and stdout is as it was after."""
+    from trpo_tf.cli import main_guard
+
+    monkeypatch.setattr(sys, "stdout", None)
+
+    def command():
+        print("a progress line", flush=True)
+        return sys.stdout.isatty()
+
+    assert main_guard(command) is False
+    assert sys.stdout is None

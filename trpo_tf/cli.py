@@ -65,8 +65,13 @@ class OutputWithoutReader:
         return getattr(self.stream, name)
 
     def _reader_gone(self):
+        try:
+            fd = self.stream.fileno()
+        except (AttributeError, OSError, ValueError):  # not a file: drop what comes
+            self.stream = open(os.devnull, "w")
+            return
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, self.stream.fileno())  # what is buffered, and the exit's flush, too
+        os.dup2(devnull, fd)  # what is buffered, and the exit's flush, too
         os.close(devnull)
 
     def write(self, text):
@@ -94,7 +99,8 @@ def main_guard(fn, without=()):
     (OutputWithoutReader) does not stop it."""
     tf_logs.skip_optional_modules(without)
     stdout = sys.stdout
-    sys.stdout = OutputWithoutReader(stdout)
+    # None: the command runs with stdout closed (>&-), and its lines go nowhere
+    sys.stdout = OutputWithoutReader(stdout if stdout is not None else open(os.devnull, "w"))
     try:
         return fn()
     except KeyboardInterrupt as err:  # a training run's says what its checkpoints hold
@@ -110,6 +116,7 @@ def main_guard(fn, without=()):
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
     finally:
+        sys.stdout.flush()  # through the wrapper: what is buffered may meet a closed pipe
         sys.stdout = stdout
 
 

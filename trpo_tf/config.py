@@ -108,7 +108,8 @@ def parse_env_kwargs(text):
         try:
             value = WORDS[raw.lower()] if raw.lower() in WORDS else ast.literal_eval(raw)
         except (ValueError, SyntaxError):
-            value = float(raw) if raw.lower().lstrip("+-") in FLOAT_WORDS else raw
+            unsigned = raw.lower()[1:] if raw[:1] in "+-" else raw.lower()
+            value = float(raw) if unsigned in FLOAT_WORDS else raw
         if not isinstance(value, (bool, int, float, str, type(None))):
             raise ValueError(f"{item!r}: values are numbers, true / false, none or strings")
         pairs[name] = value

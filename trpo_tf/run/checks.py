@@ -62,11 +62,14 @@ def check_envs_fit(spec, count):
     have = available_memory()
     if count < MANY_ENVS or have is None:
         return
-    before = resident_memory()
-    probes = [envs.make_env(spec) for _ in range(PROBE_ENVS)]
-    each = max(resident_memory() - before, 0) / PROBE_ENVS
-    for env in probes:
-        env.close()
+    before, probes = resident_memory(), []
+    try:
+        for _ in range(PROBE_ENVS):
+            probes.append(envs.make_env(spec))
+        each = max(resident_memory() - before, 0) / PROBE_ENVS
+    finally:
+        for env in probes:
+            env.close()
     if count * each > 0.8 * have:
         raise ConfigError(f"--num_envs: {count:,} envs of {spec.gym_id} need about "
                           f"{count * each / 2**30:.1f} GiB ({each / 2**10:,.0f} KiB each, "

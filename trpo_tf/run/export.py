@@ -116,9 +116,9 @@ class ServablePolicy(tf.Module):
 
 def env_action_op(action_space, dist):
     """sampling.env_action_fn in TensorFlow, for the export's env_action outputs: the
-    distribution's draws -> what the env takes (Gaussian draws clipped to the Box, a non-finite
-    one as 0 clipped; Discrete / MultiDiscrete indices plus the space's start). action_space
-    None: the draws as they are."""
+    distribution's draws -> what the env takes (Gaussian draws clipped to the Box, a NaN as 0
+    clipped, an infinite one at its bound; Discrete / MultiDiscrete indices plus the space's
+    start). action_space None: the draws as they are."""
     if action_space is None:
         return lambda actions: actions
     if dist.discrete:
@@ -128,7 +128,7 @@ def env_action_op(action_space, dist):
     low = tf.constant(np.asarray(action_space.low, np.float32))
     high = tf.constant(np.asarray(action_space.high, np.float32))
     return lambda actions: tf.clip_by_value(
-        tf.where(tf.math.is_finite(actions), actions, tf.zeros_like(actions)), low, high)
+        tf.where(tf.math.is_nan(actions), tf.zeros_like(actions), actions), low, high)
 
 
 def export_policy(policy, dist, obs_spec, env_id, export_dir, env_settings=None,

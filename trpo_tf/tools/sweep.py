@@ -44,7 +44,9 @@ def main(argv):
             raise ConfigError("--npg_steps is empty: give the steps to try, e.g. 0.01,0.03,0.1")
         base = dataclasses.replace(launch.config_from_flags(), algo="natural_gradient")
         configs = {v: launch.seed_configs(
-            launch.validate(dataclasses.replace(base, npg_step=v, logdir=f"{base.logdir}/npg_{v:g}")),
+            launch.validate(dataclasses.replace(
+                base, npg_step=v, logdir=f"{base.logdir}/npg_{v:g}",
+                export_dir=base.export_dir and f"{base.export_dir}/npg_{v:g}")),
             FLAGS.seeds) for v in steps}
         from trpo_tf.run import outputs
 
