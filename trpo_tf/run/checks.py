@@ -1,8 +1,6 @@
 """The checks of a run that need no TensorFlow, in one place: run once, before TensorFlow
 loads, by the commands (launch, tune), or by the Trainer for a caller of the API; each names
 the flag or env at fault in one line (ConfigError / EnvError)."""
-import os
-
 from trpo_tf.config import check_recurrent_policy
 from trpo_tf.errors import ConfigError
 
@@ -57,7 +55,7 @@ def check_envs_fit(spec, count):
     on PROBE_ENVS gymnasium envs when there are MANY_ENVS or more (100,000 MuJoCo envs filled
     23 GiB and the kernel killed the run)."""
     from trpo_tf import envs
-    from trpo_tf.sampling import available_memory
+    from trpo_tf.sampling import available_memory, resident_memory
 
     have = available_memory()
     if count < MANY_ENVS or have is None:
@@ -75,15 +73,6 @@ def check_envs_fit(spec, count):
                           f"{count * each / 2**30:.1f} GiB ({each / 2**10:,.0f} KiB each, "
                           f"measured) and {have / 2**30:.1f} GiB are available: use at most "
                           f"{int(0.8 * have / each):,}")
-
-
-def resident_memory():
-    """Bytes of this process's resident memory (Linux), 0 elsewhere."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError):
-        return 0
 
 
 def check_workers_fit(workers):

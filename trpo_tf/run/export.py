@@ -122,9 +122,8 @@ def env_action_op(action_space, dist):
     if action_space is None:
         return lambda actions: actions
     if dist.discrete:
-        start = np.asarray(getattr(action_space, "start", 0))
-        start = tf.constant(start.astype(np.int32)) if np.any(start) else None
-        return (lambda actions: actions + start) if start is not None else (lambda actions: actions)
+        start = np.asarray(getattr(action_space, "start", 0), np.int32)
+        return (lambda actions: actions + start) if np.any(start) else (lambda actions: actions)
     low = tf.constant(np.asarray(action_space.low, np.float32))
     high = tf.constant(np.asarray(action_space.high, np.float32))
     return lambda actions: tf.clip_by_value(

@@ -1,5 +1,7 @@
 """Producers of one Batch structure (NumPy arrays, whole batches at a time), and what the
 single path and vine samplers share."""
+import os
+
 import numpy as np
 
 from trpo_tf.envs import action_mask, checked
@@ -19,6 +21,15 @@ def available_memory():
         return int(fields["MemAvailable"].split()[0]) * 1024
     except (OSError, KeyError, ValueError):
         return None
+
+
+def resident_memory():
+    """Bytes of this process's resident memory (Linux), 0 elsewhere."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
 
 
 def observation_memory(space, states):
