@@ -125,8 +125,12 @@ def test_an_env_without_a_time_limit_has_bounded_evaluation_and_play_episodes():
     env.close()
 
 
-def test_an_evaluation_env_that_raises_is_one_error_after_its_iteration_is_saved(tmp_path):
-    trainer = Trainer(Config(env="Cartpole", env_backend="gymnasium", iterations=3,
+@pytest.mark.parametrize("iterations", [3, 1])
+def test_an_evaluation_env_that_raises_is_one_error_after_its_iteration_is_saved(tmp_path,
+                                                                                iterations):
+    """The run stops after the iteration whose evaluation failed, its update saved; after the
+    last iteration the policy is exported before the error."""
+    trainer = Trainer(Config(env="Cartpole", env_backend="gymnasium", iterations=iterations,
                              batch_steps=200, num_envs=2, logdir=str(tmp_path), quiet=True,
                              eval_every=1, eval_episodes=2, checkpoint_every=5))
     trainer.evaluator.envs = [faulty_envs.RaiseAfter(env, 3) for env in trainer.evaluator.envs]
@@ -135,6 +139,7 @@ def test_an_evaluation_env_that_raises_is_one_error_after_its_iteration_is_saved
                            r"2 raised FloatingPointError: simulator diverged$"):
             trainer.run()
         assert trainer.checkpointer.restore_latest()[0] == 1  # the iteration's update is kept
+        assert (tmp_path / "policy" / "saved_model.pb").exists() == (iterations == 1)
     finally:
         trainer.close()
 
