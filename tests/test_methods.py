@@ -291,7 +291,8 @@ def test_a_method_registered_by_a_test_trains_resumes_bit_for_bit_and_rolls_back
 
 def test_the_progress_line_shows_a_line_search_only_where_there_is_one_and_its_rejection():
     """RWR and the natural gradient (a fixed step) have no line search: their lines show no
-    `ls` (they showed `ls 0` and `ls 1`); TRPO's marks a step whose every backtrack failed."""
+    `ls` (they showed `ls 0` and `ls 1`); TRPO's marks a step whose every backtrack failed,
+    and a zero gradient (it showed `ls 10 rejected`)."""
     m = {"kl": 0.0012, "linesearch_steps": 3.0, "step_accepted": 1.0}
 
     def line(algo, **metrics):
@@ -300,4 +301,12 @@ def test_the_progress_line_shows_a_line_search_only_where_there_is_one_and_its_r
 
     assert line("trpo") == "kl 0.0012 ls 3"
     assert line("trpo", kl=0.0, linesearch_steps=10.0, step_accepted=0.0) == "kl 0.0000 ls 10 rejected"
+    # a batch without signal (vine: every Q of a state alike) is no rejected step
+    assert line("trpo", kl=0.0, linesearch_steps=10.0, step_accepted=0.0,
+                grad_norm=0.0) == "kl 0.0000 ls - (zero gradient)"
+    vine = methods.REGISTRY[("trpo", "vine")]
+    for spread, part in ((0.0, "ls - (every branch's Q alike)"), (0.5, "ls 10 rejected")):
+        assert vine.progress(vine.__new__(vine), {**m, "kl": 0.0, "linesearch_steps": 10.0,
+                                                  "step_accepted": 0.0, "grad_norm": 6.1e-8,
+                                                  "vine_q_spread": spread}) == "kl 0.0000 " + part
     assert line("rwr") == line("natural_gradient") == "kl 0.0012"

@@ -168,12 +168,15 @@ class Method:
 
     def progress(self, m):
         """The update's part of the progress line: the step's mean KL, and, for a method with
-        a line search, the steps it tried and whether it rejected them all."""
+        a line search, the steps it tried and whether it rejected them all (or that a zero
+        gradient left it nothing to search)."""
         line = f"kl {m.get('kl', NAN):.4f}"
-        if "linesearch_steps" in self.tags:
-            line += f" ls {int(m.get('linesearch_steps', 0))}"
-            line += " rejected" if m.get("step_accepted", 1.0) == 0.0 else ""
-        return line
+        if "linesearch_steps" not in self.tags:
+            return line
+        if m.get("grad_norm") == 0.0:  # every advantage 0 (vine: every Q alike): no direction
+            return line + " ls - (zero gradient)"
+        line += f" ls {int(m.get('linesearch_steps', 0))}"
+        return line + (" rejected" if m.get("step_accepted", 1.0) == 0.0 else "")
 
     def state(self):
         """JSON-able state beside the variables: checkpointed, and restored after a skip."""
