@@ -40,11 +40,15 @@ class Tiny(gym.Env):
     observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float64)
     action_space = gym.spaces.Discrete(2)
 
-    def __init__(self, bad_reward_at=None, bad_reward=float("nan"), bad_shape_at=None):
+    def __init__(self, bad_reward_at=None, bad_reward=float("nan"), bad_shape_at=None,
+                 malformed_at=None, malformed=None):
         self.bad_reward_at, self.bad_reward, self.bad_shape_at = bad_reward_at, bad_reward, bad_shape_at
+        self.malformed_at, self.malformed = malformed_at, malformed
         self.t, self.episodes = 0, 0
 
     def _obs(self):
+        if self.t == self.malformed_at and self.malformed == "strings":
+            return np.array(["x", "y"])
         return np.zeros(3) if self.t == self.bad_shape_at else np.array([self.t / 1000, 1.0])
 
     def reset(self, *, seed=None, options=None):
@@ -55,6 +59,10 @@ class Tiny(gym.Env):
     def step(self, action):
         self.t += 1
         bad = self.episodes == 1 and self.t == self.bad_reward_at
+        if self.t == self.malformed_at and self.malformed == "array_reward":
+            return self._obs(), np.ones(2), False, False, {}
+        if self.t == self.malformed_at and self.malformed == "four_values":  # the old gym API
+            return self._obs(), 1.0, False, {}
         return self._obs(), self.bad_reward if bad else 1.0, False, False, {}
 
 
@@ -83,3 +91,6 @@ def register():
                      max_episode_steps=1000)
         gym.register("BadShapeAtStep-v0", entry_point=Tiny, kwargs={"bad_shape_at": 50},
                      max_episode_steps=1000)
+        for name, kind in (("StringsAtStep-v0", "strings"), ("ArrayRewardAtStep-v0", "array_reward"),
+                           ("FourValuesAtStep-v0", "four_values")):  # no TimeLimit: ours unpacks
+            gym.register(name, entry_point=Tiny, kwargs={"malformed_at": 50, "malformed": kind})

@@ -180,6 +180,42 @@ def test_observations_of_the_wrong_shape_are_one_line_at_reset_or_step():
     group.close()
 
 
+@pytest.mark.parametrize("env, said", [
+    ("StringsAtStep-v0", "returned an observation of dtype <U1; its observation_space is "
+                         "Box(-inf, inf, (2,), float64)"),
+    ("ArrayRewardAtStep-v0", "returned a reward of shape (2,) and dtype float64: it must be a number"),
+    ("FourValuesAtStep-v0", "returned 4 values: gymnasium's API is reset() -> (obs, info), step() "
+                            "-> (obs, reward, terminated, truncated, info)"),
+])
+def test_what_an_env_returns_wrong_is_named_where_it_is_stepped(env, said):
+    """Not '... raised ValueError' (trpo_tf's unpacking raised), nor a traceback (strings):
+    one line saying what the env returned, in the sampler's group, its per-step path
+    (evaluation, vine) and on a wrapper's unpacking (TimeLimit: the old API's hint)."""
+    group = envs.GymnasiumEnvs(envs.resolve_env(env), 2, 0)
+    group.reset()
+    try:
+        with pytest.raises(envs.EnvStepError) as caught:
+            for _ in range(60):
+                group.step(np.zeros(2, np.int64))
+    finally:
+        group.close()
+    assert str(caught.value) == f"{env} env 0 of 2 {said}"
+    single = envs.make_env(envs.resolve_env(env))
+    single.reset(seed=0)
+    with pytest.raises(envs.EnvStepError) as caught:
+        for _ in range(60):
+            envs.checked(lambda: single.step(0), single, "one")
+    assert str(caught.value) == f"one {said}"
+    if env == "FourValuesAtStep-v0":
+        timed = gym.wrappers.TimeLimit(single, 1000)
+        timed.reset(seed=0)
+        with pytest.raises(envs.EnvStepError, match=r"^one raised ValueError: not enough values "
+                           r"to unpack \(expected 5, got 4\) \(a step\(\) of the old gym API"):
+            for _ in range(60):
+                envs.checked(lambda: timed.step(0), timed, "one")
+    single.close()
+
+
 def test_a_crashing_env_in_vine_sampling_is_one_line_naming_it():
     from trpo_tf.sampling.vine import VineSampler
 

@@ -73,9 +73,36 @@ ATARI_HIDDEN = (20,)
 GAME_FRAME_SKIP = {"ALE/SpaceInvaders-v5": 3}
 
 
+GYMNASIUM_API = ("gymnasium's API is reset() -> (obs, info), step() -> (obs, reward, "
+                 "terminated, truncated, info)")
+NUMBERS = (float, int, np.floating, np.integer, np.bool_)
+
+
 def env_raised(err, where):
-    """The EnvStepError for an env (`where`: its id and which env) that raised `err`."""
-    return EnvStepError(f"{where} raised {type(err).__name__}: {err}")
+    """The EnvStepError for an env (`where`: its id and which env) that raised `err`; a
+    wrapper's failed unpacking of a 4-value step (the old gym API) says so."""
+    hint = (f" (a step() of the old gym API, 4 values? {GYMNASIUM_API})"
+            if isinstance(err, ValueError) and "values to unpack (expected 5, got 4)" in str(err)
+            else "")
+    return EnvStepError(f"{where} raised {type(err).__name__}: {err}{hint}")
+
+
+def output_problem(out, space):
+    """Why `out`, what an env's reset() or step() returned, is not gymnasium's tuple with a
+    numeric observation (and a number as the reward), or None."""
+    if (type(out) is tuple and len(out) == 5 and isinstance(out[1], NUMBERS)
+            and type(out[0]) is np.ndarray and out[0].dtype.kind in "biuf"):
+        return None  # a well-formed step, at once (vine and evaluation check every step)
+    if not isinstance(out, (tuple, list)) or len(out) not in (2, 5):
+        what = f"{len(out)} values" if isinstance(out, (tuple, list)) else type(out).__name__
+        return f"returned {what}: {GYMNASIUM_API}"
+    dtype = np.asarray(out[0]).dtype
+    if dtype.kind not in "biuf":
+        return f"returned an observation of dtype {dtype}; its observation_space is {space}"
+    if len(out) == 5 and (np.ndim(out[1]) != 0 or np.asarray(out[1]).dtype.kind not in "biuf"):
+        return (f"returned a reward of shape {np.shape(out[1])} and dtype "
+                f"{np.asarray(out[1]).dtype}: it must be a number")
+    return None
 
 
 def check_shape(obs, space, where):
@@ -86,12 +113,16 @@ def check_shape(obs, space, where):
 
 
 def checked(call, env, where):
-    """call() -> env.step's or env.reset's tuple, or EnvStepError naming `where` if it raises
-    or its observation has another shape than the env's space."""
+    """call() -> env.step's or env.reset's tuple, or EnvStepError naming `where` if it raises,
+    returns something else than gymnasium's tuple (output_problem), or an observation of
+    another shape than the env's space."""
     try:
         out = call()
     except Exception as err:  # whatever a simulator or a user's env raises
         raise env_raised(err, where) from err
+    problem = output_problem(out, env.observation_space)
+    if problem:
+        raise EnvStepError(f"{where} {problem}")
     check_shape(out[0], env.observation_space, where)
     return out
 
@@ -415,8 +446,10 @@ class GymnasiumEnvs:
         space, shape = self.observation_space, self.observation_space.shape
         self._episode_steps += 1
         for i, (env, action) in enumerate(zip(self.envs, actions)):  # the hot loop: inline
+            out = None
             try:
-                o, rew[i], term[i], trunc[i], info = env.step(action)
+                out = env.step(action)
+                o, rew[i], term[i], trunc[i], info = out
                 if term[i] or trunc[i]:
                     check_shape(o, space, self.where[i])
                     final_obs[i] = o
@@ -426,11 +459,16 @@ class GymnasiumEnvs:
                     self.action_masks[i] = self.read_mask(i, info)
             except EnvStepError:
                 raise
-            except Exception as err:  # whatever a simulator or a user's env raises
-                raise env_raised(err, self.where[i]) from err
+            except Exception as err:  # whatever a simulator or a user's env raises, or what
+                problem = out is not None and output_problem(out, space)  # it returned wrong
+                raise (EnvStepError(f"{self.where[i]} {problem}") if problem
+                       else env_raised(err, self.where[i])) from err
             if type(o) is not np.ndarray or o.shape != shape:  # ~0.1 us for an array that fits
                 check_shape(o, space, self.where[i])
-            obs[i] = o
+            try:
+                obs[i] = o
+            except (TypeError, ValueError) as err:  # strings, objects: the env's reset's too
+                raise EnvStepError(f"{self.where[i]} {output_problem((o, {}), space)}") from err
         return obs, rew, term, trunc, final_obs
 
     def snapshot(self):
