@@ -7,11 +7,16 @@ generic defaults), then a CSV of final evaluation returns, learning curves (mean
     python bench/returns.py --smoke     # tiny, for the test suite
 
 Resumable: a finished run (<out>/<env>/seed_<s>/finished.json) is skipped; a killed one
-resumes from its checkpoints. Each run is its own `trpo_tf.launch` process.
+resumes from its checkpoints. Each run is its own `trpo_tf.launch` process; SIGTERM or Ctrl-C
+stops it after its iteration (a second one at once). The CSV, curves and summary cover every
+finished run under --out with the same --steps and --flag's: a command that adds seeds
+(--first_seed) or envs reports the whole grid.
 """
 import csv
+import glob
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -27,7 +32,8 @@ from trpo_tf.run import outputs  # noqa: E402
 
 flags.DEFINE_list("envs", ["Hopper", "Walker", "HalfCheetah", "Swimmer"], "Short names or gymnasium ids.")
 flags.DEFINE_integer("seeds", 5, "Seeds first_seed .. first_seed + seeds - 1 per env.")
-flags.DEFINE_integer("first_seed", 0, "The first seed (to rerun or add seeds of a grid).")
+flags.DEFINE_integer("first_seed", 0, "The first seed (to rerun or add seeds of a grid: the "
+                     "report covers every finished run of the grid).")
 flags.DEFINE_integer("steps", 1_000_000, "Environment steps per run (--steps of trpo_tf.launch).")
 flags.DEFINE_string("out", "runs/returns", "Runs, returns.csv, returns.png and summary.md go here.")
 flags.DEFINE_multi_string("flag", [], "An extra trpo_tf.launch flag for every run, e.g. "
@@ -55,15 +61,49 @@ def run_dir(out, env, seed):
 
 
 def train_run(env, seed, steps, logdir, extra):
-    """One run to completion (resuming if it was cut short) -> its wall seconds."""
+    """One run to completion (resuming if it was cut short) -> its wall seconds over every
+    invocation (WALL_FILE). The run is a process group of its own: a signal to this command
+    (SIGTERM, Ctrl-C) reaches it once, as SIGINT (it stops after its iteration); a second one
+    kills it (it resumes from its last checkpoint)."""
     cmd = [sys.executable, "-m", "trpo_tf.launch", f"--env={env}", f"--seed={seed}",
            f"--steps={steps}", f"--logdir={logdir}", "--quiet", *(f"--{kv}" for kv in extra)]
     tic = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        _, err = proc.communicate()
+    except BaseException:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+        raise
+    finally:
+        wall = add_wall_seconds(logdir, time.perf_counter() - tic)
     if proc.returncode != 0:
         raise SystemExit(f"{env} seed {seed} failed (exit {proc.returncode}): "
-                         f"{proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ''}")
-    return time.perf_counter() - tic
+                         f"{err.strip().splitlines()[-1] if err.strip() else ''}")
+    return wall
+
+
+WALL_FILE = "bench_wall_seconds"
+
+
+def add_wall_seconds(logdir, seconds):
+    """Add one invocation's `seconds` to the run's total in `logdir` -> the total."""
+    path = os.path.join(logdir, WALL_FILE)
+    total = seconds + (float(open(path).read()) if os.path.isfile(path) else 0.0)
+    if os.path.isdir(logdir):
+        with open(path, "w") as f:
+            f.write(repr(total))
+    return total
+
+
+def stop_on_sigterm(signum, frame):
+    """SIGTERM (a scheduler's, `timeout`'s) ends this command as Ctrl-C does."""
+    raise KeyboardInterrupt
 
 
 def finished_record(env, seed, steps, extra, logdir, curve, wall):
@@ -81,6 +121,20 @@ def finished_record(env, seed, steps, extra, logdir, curve, wall):
     with open(os.path.join(logdir, FINISHED), "w") as f:
         json.dump(record, f)
     return record
+
+
+def grid_runs(out, steps, extra, envs):
+    """[(record, logdir)] of every finished run under `out` with this budget and these flags:
+    the envs of `envs` first, then the grid's others; seeds in order."""
+    found = []
+    for path in glob.glob(os.path.join(out, "*", "seed_*", FINISHED)):
+        with open(path) as f:
+            record = json.load(f)
+        if (record.get("budget"), record.get("flags")) == (steps, list(extra)):
+            found.append((record, os.path.dirname(path)))
+    order = {env: i for i, env in enumerate(envs)}
+    return sorted(found, key=lambda run: (order.get(run[0]["env"], len(order)), run[0]["env"],
+                                          run[0]["seed"]))
 
 
 def reference(env):
@@ -121,7 +175,8 @@ def draw_curves(curves, path, reps):
     rng = np.random.default_rng(0)
     fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3.2), squeeze=False)
     for ax, (env, runs) in zip(axes[0], curves.items()):
-        grid = np.linspace(0, min(s[-1] for s, _ in runs), 50)
+        # from the first step every seed was evaluated at: nothing is drawn before it
+        grid = np.linspace(max(s[0] for s, _ in runs), min(s[-1] for s, _ in runs), 50)
         values = np.array([np.interp(grid, s, v) for s, v in runs])
         lo, hi = bootstrap_band(values, reps, rng)
         ax.plot(grid, values.mean(0), color="C0")
@@ -140,30 +195,28 @@ def draw_curves(curves, path, reps):
 
 
 def aggregate_scores(records, reps):
-    """rliable: per-env IQM over seeds and, where every env has a REFERENCE score, the IQM of
-    normalised scores across envs; each with a stratified-bootstrap 95% CI."""
+    """rliable: per-env IQM over that env's seeds and, where every env has a REFERENCE score,
+    the IQM of normalised scores across envs (over the first n seeds of each, n the fewest any
+    env has); each with a stratified-bootstrap 95% CI. Std: over seeds, ddof=1."""
     import numpy as np
     from rliable import library as rly
     from rliable import metrics
 
     envs = list(dict.fromkeys(r["env"] for r in records))
-    seeds = min(sum(r["env"] == e for r in records) for e in envs)
-    scores = np.array([[r["final_eval_return"] for r in records if r["env"] == e][:seeds]
-                       for e in envs]).T  # [runs, tasks]
+    scores = {e: np.array([r["final_eval_return"] for r in records if r["env"] == e]) for e in envs}
+    iqm = lambda x: np.array([metrics.aggregate_iqm(x)])  # noqa: E731
     rows = []
-    for j, env in enumerate(envs):
-        point, ci = rly.get_interval_estimates({"trpo_tf": scores[:, j:j + 1]},
-                                               lambda x: np.array([metrics.aggregate_iqm(x)]),
-                                               reps=reps)
-        rows.append((env, seeds, float(scores[:, j].mean()), float(scores[:, j].std()),
+    for env, x in scores.items():
+        point, ci = rly.get_interval_estimates({"trpo_tf": x[:, None]}, iqm, reps=reps)
+        rows.append((env, len(x), float(x.mean()), float(x.std(ddof=1)) if len(x) > 1 else 0.0,
                      float(point["trpo_tf"][0]), *map(float, ci["trpo_tf"][:, 0])))
     refs = [reference(e) for e in envs]
     normalised = None
     if all(refs):
-        point, ci = rly.get_interval_estimates({"trpo_tf": scores / np.array(refs)},
-                                               lambda x: np.array([metrics.aggregate_iqm(x)]),
-                                               reps=reps)
-        normalised = (float(point["trpo_tf"][0]), *map(float, ci["trpo_tf"][:, 0]))
+        seeds = min(len(x) for x in scores.values())
+        table = np.stack([scores[e][:seeds] for e in envs], 1)  # [runs, tasks]
+        point, ci = rly.get_interval_estimates({"trpo_tf": table / np.array(refs)}, iqm, reps=reps)
+        normalised = (float(point["trpo_tf"][0]), *map(float, ci["trpo_tf"][:, 0]), seeds)
     return rows, normalised
 
 
@@ -178,8 +231,10 @@ def summary(rows, normalised, steps, best):
                      f"| {best[env]:,.0f} | {f'{ref:,.0f}' if ref else '-'} |")
     if normalised:
         lines.append(f"\nIQM of final scores normalised by rl-zoo3's: {normalised[0]:.2f} "
-                     f"[{normalised[1]:.2f}, {normalised[2]:.2f}] (1.0 = rl-zoo3's TRPO)")
-    lines.append(f"\nFinal: the deterministic evaluation return at {steps:,} env steps.")
+                     f"[{normalised[1]:.2f}, {normalised[2]:.2f}] (1.0 = rl-zoo3's TRPO; "
+                     f"{normalised[3]} seeds of each env)")
+    lines.append(f"\nFinal: the deterministic evaluation return at {steps:,} env steps; std over "
+                 "seeds with ddof=1.")
     return "\n".join(lines) + "\n"
 
 
@@ -200,33 +255,20 @@ def main(argv):
         lock = outputs.lock_dir(out, "--out")
     except ConfigError as err:
         fail(err)
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     with lock:  # released however the grid ends (a stop, a refused rerun)
+        try:
+            for env in envs:
+                for seed in range(FLAGS.first_seed, FLAGS.first_seed + seeds):
+                    run_grid_cell(out, env, seed, steps, extra)
+        except KeyboardInterrupt:
+            print("error: interrupted; the run in progress stopped after its iteration: the "
+                  "same command goes on from its checkpoint", file=sys.stderr)
+            sys.exit(130)
         records, curves = [], {}
-        for env in envs:
-            for seed in range(FLAGS.first_seed, FLAGS.first_seed + seeds):
-                logdir = run_dir(out, env, seed)
-                done = os.path.join(logdir, FINISHED)
-                finished_earlier = os.path.isfile(done)
-                if finished_earlier:
-                    with open(done) as f:
-                        record = json.load(f)
-                    if (record.get("budget"), record.get("flags")) != (steps, list(extra)):
-                        raise SystemExit(f"{logdir} finished with --steps="
-                                         f"{record.get('budget')} and flags {record.get('flags')}:"
-                                         f" use another --out for --steps={steps} and flags "
-                                         f"{list(extra)}")
-                    print(f"{env} seed {seed}: finished earlier, final evaluation "
-                          f"{record['final_eval_return']:,.1f}", flush=True)
-                else:
-                    print(f"{env} seed {seed}: training {steps:,} steps in {logdir}", flush=True)
-                    wall = train_run(env, seed, steps, logdir, extra)
-                curve = learning_curve(logdir)  # the event files, read once per run
-                if not finished_earlier:
-                    record = finished_record(env, seed, steps, extra, logdir, curve, wall)
-                    print(f"{env} seed {seed}: final evaluation {record['final_eval_return']:,.1f} "
-                          f"({record['wall_seconds']:.0f} s)", flush=True)
-                records.append(record)
-                curves.setdefault(env, []).append(curve)
+        for record, logdir in grid_runs(out, steps, extra, envs):
+            records.append(record)
+            curves.setdefault(record["env"], []).append(learning_curve(logdir))
         with open(os.path.join(out, "returns.csv"), "w", newline="") as f:
             writer = csv.DictWriter(f, ["env", "seed", "steps", "final_eval_return", "wall_seconds"],
                                     extrasaction="ignore")
@@ -238,7 +280,30 @@ def main(argv):
         text = summary(*aggregate_scores(records, reps), steps, best)
         with open(os.path.join(out, "summary.md"), "w") as f:
             f.write(text)
-        print(text + f"wrote {out}/returns.csv, returns.png, summary.md", flush=True)
+        print(text + f"wrote {out}/returns.csv, returns.png, summary.md ({len(records)} runs)",
+              flush=True)
+
+
+def run_grid_cell(out, env, seed, steps, extra):
+    """Train `env`'s `seed` unless it finished earlier with this budget and these flags (a run
+    that finished with others is refused: they would mix in one report)."""
+    logdir = run_dir(out, env, seed)
+    done = os.path.join(logdir, FINISHED)
+    if os.path.isfile(done):
+        with open(done) as f:
+            record = json.load(f)
+        if (record.get("budget"), record.get("flags")) != (steps, list(extra)):
+            raise SystemExit(f"{logdir} finished with --steps={record.get('budget')} and flags "
+                             f"{record.get('flags')}: use another --out for --steps={steps} and "
+                             f"flags {list(extra)}")
+        print(f"{env} seed {seed}: finished earlier, final evaluation "
+              f"{record['final_eval_return']:,.1f}", flush=True)
+        return
+    print(f"{env} seed {seed}: training {steps:,} steps in {logdir}", flush=True)
+    wall = train_run(env, seed, steps, logdir, extra)
+    record = finished_record(env, seed, steps, extra, logdir, learning_curve(logdir), wall)
+    print(f"{env} seed {seed}: final evaluation {record['final_eval_return']:,.1f} "
+          f"({record['wall_seconds']:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":

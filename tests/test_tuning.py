@@ -1,9 +1,12 @@
 """Out-of-the-box quality machinery: tuned presets and their overrides, reward scaling, the
 Optuna tuner (resumes after a kill) and the returns benchmark."""
 import csv
+import glob
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -200,7 +203,8 @@ def test_tuning_refuses_a_run_without_a_budget(tmp_path):
 
 def test_returns_benchmark_smoke_writes_csv_curves_and_iqm_then_skips_finished_runs(tmp_path):
     """Seed 0 alone, then seeds 0-1 (0 finished earlier, 1 trained now), then seed 1 alone
-    (finished earlier): each command's CSV holds its own grid."""
+    (finished earlier): the CSV holds every finished run of the grid (a command that added
+    seeds with --first_seed wrote its own alone)."""
     def returns(*args):
         out = zygote.run([sys.executable, "bench/returns.py", "--smoke", f"--out={tmp_path}",
                           *args], capture_output=True, text=True, cwd=ROOT, timeout=600)
@@ -219,7 +223,33 @@ def test_returns_benchmark_smoke_writes_csv_curves_and_iqm_then_skips_finished_r
     assert "| Cartpole | 2 |" in summary and "IQM" in summary
     out, rows = returns("--first_seed=1", "--seeds=1")
     assert out.count("finished earlier") == 1 and "seed 1: finished earlier" in out
-    assert "seed 1: training" not in out and [r["seed"] for r in rows] == ["1"]
+    assert "seed 1: training" not in out and [r["seed"] for r in rows] == ["0", "1"]
+    assert "| Cartpole | 2 |" in (tmp_path / "summary.md").read_text()
+
+
+def test_returns_benchmark_stopped_by_sigterm_stops_its_run_after_the_iteration(tmp_path):
+    """SIGTERM (a scheduler's, `timeout`'s) reached the bench alone: its launch child trained
+    on as an orphan and held the run's logdir. Now the run stops after its iteration, the
+    bench exits 130 and the same command goes on (the lock is free)."""
+    proc = zygote.Popen([sys.executable, "bench/returns.py", "--envs=Cartpole", "--seeds=1",
+                         "--steps=10000000", "--flag=batch_steps=400", "--flag=num_envs=2",
+                         "--flag=eval_every=1", "--flag=eval_episodes=1",
+                         f"--out={tmp_path}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                        text=True, cwd=ROOT)
+    assert proc.stdout.readline().startswith("Cartpole seed 0: training")
+    logdir = tmp_path / "Cartpole" / "seed_0"
+    events = lambda: glob.glob(str(logdir / "events.out.tfevents.*"))  # noqa: E731
+    deadline = time.monotonic() + 300
+    while not events() and time.monotonic() < deadline:  # the run is training
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130 and err.startswith("error: interrupted"), err
+    from trpo_tf.run import outputs
+
+    with outputs.lock_dir(str(logdir), "--logdir"):  # no run holds it
+        pass
+    assert float((logdir / "bench_wall_seconds").read_text()) > 0
 
 
 class FakeTrainer:
