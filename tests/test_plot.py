@@ -45,7 +45,18 @@ def test_runs_are_grouped_by_task_and_method_and_averaged_over_seeds(fixture_log
     np.testing.assert_array_equal(steps, np.arange(1, 11))
     np.testing.assert_allclose(values.mean(0), 2.0 * np.arange(1, 11) + 0.5)
     rows = {(p, l): (n, m, s) for p, l, n, m, s in figures.final_values(data, window=2)}
-    assert rows[("swimmer", "cem")] == (2, pytest.approx(10.0), pytest.approx(0.5))
+    assert rows[("swimmer", "cem")] == (2, pytest.approx(10.0), pytest.approx(0.5 ** 0.5))
+    assert figures.uneven_seeds(data) == []
+    # a third seed that ran longer (or one still running): each seed's own last iterations
+    write_run(fixture_logdir / "cartpole" / "cem" / "seed_2", [t + 2.0 for t in range(1, 15)])
+    data = figures.curves(figures.find_runs(str(fixture_logdir)), "Train/EpisodeReturnMean")
+    steps, values = data[("cartpole", "cem")]
+    np.testing.assert_array_equal(steps, np.arange(1, 15))
+    assert np.isnan(values[:2, 10:]).all() and not np.isnan(values[2]).any()
+    rows = {(p, l): (n, m, s) for p, l, n, m, s in figures.final_values(data, window=2)}
+    assert rows[("cartpole", "cem")] == (3, pytest.approx((9.5 + 10.5 + 15.5) / 3),
+                                         pytest.approx(np.std([9.5, 10.5, 15.5], ddof=1)))
+    assert figures.uneven_seeds(data) == ["cartpole/cem: its seeds end at iterations 10, 10, 14"]
     # a run with no value of the tag yet (no episode ended) is left out, and named
     writer = tf.summary.create_file_writer(str(fixture_logdir / "swimmer" / "cem" / "seed_2"))
     with writer.as_default():
@@ -65,7 +76,7 @@ def test_plot_cli_writes_png_and_svg_and_prints_final_values(fixture_logdir, tmp
     assert out.returncode == 0, out.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert b"<svg" in svg.read_bytes()[:500]
-    assert "| cartpole | trpo | 2 | -16.5 +- 0.5 |" in out.stdout  # cost = -return, last 5
+    assert "| cartpole | trpo | 2 | -16.5 +- 0.7 |" in out.stdout  # cost = -return, last 5
     assert out.stderr.strip() == ""
     bad = run_module("trpo_tf.plot", f"--logdir={tmp_path / 'nothing'}")
     assert bad.returncode == 2 and "is not a directory" in bad.stderr

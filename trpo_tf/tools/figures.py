@@ -40,8 +40,9 @@ def find_runs(logdir):
 
 
 def curves(runs, tag, sign=1.0, missing=None):
-    """{(panel, line): (steps, [seeds x steps] values)} on the steps every seed has; the run
-    directories without `tag` are left out (appended to the list `missing` if given)."""
+    """{(panel, line): (steps, [seeds x steps] values)} on every step any seed has, NaN where
+    a seed has none (it ran shorter, is still running, or that batch ended no episode); the
+    run directories without `tag` are left out (appended to the list `missing` if given)."""
     import numpy as np
 
     out = {}
@@ -52,18 +53,47 @@ def curves(runs, tag, sign=1.0, missing=None):
         series = [s for s in read.values() if s]
         if not series:
             continue
-        steps = sorted(set.intersection(*(set(s) for s in series)))
-        out[key] = (np.asarray(steps), sign * np.asarray([[s[t] for t in steps] for s in series]))
+        steps = sorted(set.union(*(set(s) for s in series)))
+        values = np.array([[s.get(t, np.nan) for t in steps] for s in series], float)
+        out[key] = (np.asarray(steps), sign * values)
     return out
+
+
+def seed_std(values, axis=None):
+    """The standard deviation over seeds (ddof=1) of the values that are not NaN, 0 where one
+    seed has a value."""
+    import numpy as np
+
+    present = ~np.isnan(values)
+    count = present.sum(axis)
+    mean = np.nanmean(values, axis, keepdims=True)
+    squares = np.where(present, (values - mean) ** 2, 0.0).sum(axis)
+    return np.sqrt(squares / np.maximum(count - 1, 1))
 
 
 def final_values(data, window):
     """[(panel, line, seeds, mean, std)] of the mean of each seed's last `window` points."""
+    import numpy as np
+
     rows = []
     for (panel, line), (_, values) in data.items():
-        per_seed = values[:, -window:].mean(1)
-        rows.append((panel, line, len(per_seed), float(per_seed.mean()), float(per_seed.std())))
+        per_seed = np.array([row[~np.isnan(row)][-window:].mean() for row in values])
+        rows.append((panel, line, len(per_seed), float(per_seed.mean()),
+                     float(seed_std(per_seed))))
     return rows
+
+
+def uneven_seeds(data):
+    """["panel/line: ...", ...] for each line whose seeds end at different steps (past the
+    first end its curve averages fewer seeds)."""
+    import numpy as np
+
+    notes = []
+    for (panel, line), (steps, values) in data.items():
+        ends = [int(steps[np.flatnonzero(~np.isnan(row))[-1]]) for row in values]
+        if len(set(ends)) > 1:
+            notes.append(f"{panel}/{line}: its seeds end at iterations {', '.join(map(str, ends))}")
+    return notes
 
 
 def draw(data, outputs, ylabel, title=""):
@@ -71,6 +101,8 @@ def draw(data, outputs, ylabel, title=""):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.ticker import MaxNLocator
 
     panels = sorted({panel for panel, _ in data})
     lines = sorted({line for _, line in data})
@@ -82,15 +114,18 @@ def draw(data, outputs, ylabel, title=""):
             if (panel, line) not in data:
                 continue
             steps, values = data[(panel, line)]
-            mean, std = values.mean(0), values.std(0)
+            mean, std = np.nanmean(values, 0), seed_std(values, 0)
             handles.setdefault(line, ax.plot(steps, mean, color=colors[line], lw=1.6,
                                              marker="o" if len(steps) == 1 else None)[0])
             ax.fill_between(steps, mean - std, mean + std, color=colors[line], alpha=0.18, lw=0)
         ax.set_title(panel)
         ax.set_xlabel("policy iteration")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    seeds = {line: max(len(data[key][1]) for key in data if key[1] == line) for line in lines}
+    counts = {line: sorted({len(data[key][1]) for key in data if key[1] == line}) for line in lines}
+    seeds = {line: str(c[0]) if c[0] == c[-1] else f"{c[0]}-{c[-1]}"  # panels may hold others
+             for line, c in counts.items()}
     fig.legend([handles[line] for line in lines], [f"{line} ({seeds[line]})" for line in lines],
                fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5),
                title="method (seeds)", title_fontsize=8)

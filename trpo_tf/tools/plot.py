@@ -1,10 +1,11 @@
 """python -m trpo_tf.plot --logdir=runs/figure4 --out=figure4.png,figure4.svg
 
 Figure 4-style learning curves from TensorBoard event files: one panel per task, one line
-per method, the mean over seeds with a band of one standard deviation. Runs are found under
---logdir as <task>/<method>[/...]/[seed_<s>/]events.*: the first directory names the panel,
-the rest (less seed_<s>) the line. Also prints each line's final value (mean of the last
---final_window iterations, mean +- std over seeds).
+per method, the mean over the seeds that have each iteration with a band of one standard
+deviation (ddof=1). Runs are found under --logdir as <task>/<method>[/...]/[seed_<s>/]events.*:
+the first directory names the panel, the rest (less seed_<s>) the line. Also prints each
+line's final value (the mean of each seed's last --final_window iterations, mean +- std over
+seeds) and names the lines whose seeds end at different iterations.
 """
 import os
 import sys
@@ -13,7 +14,7 @@ from absl import flags
 
 from trpo_tf.cli import main_guard, quiet_logging
 from trpo_tf.errors import ConfigError
-from trpo_tf.tools.figures import curves, draw, final_values, find_runs
+from trpo_tf.tools.figures import curves, draw, final_values, find_runs, uneven_seeds
 
 flags.DEFINE_string("logdir", None, "Directory holding the runs (searched recursively).")
 flags.DEFINE_list("out", ["figure.png"], "Output files; the extension picks the format (png, svg, pdf).")
@@ -50,9 +51,13 @@ def main(argv):
             print(f"note: {len(missing)} run(s) without {FLAGS.tag!r} left out: "
                   f"{', '.join(os.path.relpath(d, FLAGS.logdir) for d in missing)}",
                   file=sys.stderr)
+        for note in uneven_seeds(data):  # a seed still running, or stopped early
+            print(f"note: {note} (past the first end the line averages fewer seeds; the final "
+                  "value takes each seed's own last iterations)", file=sys.stderr)
         ylabel = f"cost (-{FLAGS.tag})" if FLAGS.cost else FLAGS.tag
         draw(data, FLAGS.out, ylabel, FLAGS.title)
-        print(f"| task | method | seeds | final {ylabel} (last {FLAGS.final_window} its) |")
+        print(f"| task | method | seeds | final {ylabel} (each seed's last {FLAGS.final_window} "
+              "its) |")
         print("|---|---|---|---|")
         for panel, line, n, mean, std in final_values(data, FLAGS.final_window):
             print(f"| {panel} | {line} | {n} | {mean:.1f} +- {std:.1f} |")
