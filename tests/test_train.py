@@ -110,7 +110,7 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     base = dict(env="Cartpole", batch_steps=400, num_envs=2, logdir=str(tmp_path), quiet=True,
                 env_backend="gymnasium")  # gymnasium: exactly 400 rows per batch
     train(Config(iterations=2, **base))
-    trainer = Trainer(Config(iterations=4, **base))
+    trainer = Trainer(Config(iterations=4, max_kl=0.02, **base))  # a flag that is not state
     try:
         history = trainer.run()
         assert len(history) == 2  # iterations 3 and 4 only
@@ -118,6 +118,13 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     finally:
         trainer.close()
     assert event_steps(str(tmp_path), "Policy/MeanKL") == [1, 2, 3, 4]
+    # Run/Config again where the resumed run goes on: the flags it trains with
+    configs = [(event.step, v.tensor.string_val[0].decode()) for path in sorted(
+        glob.glob(str(tmp_path / "events.out.tfevents.*")))
+        for event in tf.compat.v1.train.summary_iterator(path)
+        for v in event.summary.value if v.tag == "Run/Config"]
+    assert [step for step, _ in configs] == [0, 2]
+    assert "| max_kl | 0.01 |" in configs[0][1] and "| max_kl | 0.02 |" in configs[1][1]
     # closed and dropped, the run is freed (tf.data keeps the batch stream's generator for the
     # process's life): a process that trains run after run (tune, --seeds) keeps none of them
     run = weakref.ref(trainer)

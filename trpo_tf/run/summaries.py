@@ -64,10 +64,11 @@ def logged_steps(logdir):
     return steps
 
 
-def write_flags(writer, cfg_dict):
-    """The run's settings as a Markdown table under Run/Config."""
+def write_flags(writer, cfg_dict, step=0):
+    """The run's settings as a Markdown table under Run/Config at `step` (a resumed run's at
+    the iteration it goes on from: its flags may have changed)."""
     rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(cfg_dict.items()))
-    with writer.as_default(step=0):
+    with writer.as_default(step=step):
         tf.summary.text("Run/Config", "| flag | value |\n|---|---|\n" + rows)
     writer.flush()
 

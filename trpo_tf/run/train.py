@@ -212,8 +212,7 @@ class Trainer:
         if start and not self.goes_on(start, env_steps):
             self.log(f"nothing left to train: {cfg.logdir} holds iteration {start} "
                      f"({env_steps:,} steps), within the budget asked (--iterations / --steps)")
-        if not start:
-            summaries.write_flags(self.writer, dataclasses.asdict(cfg))
+        summaries.write_flags(self.writer, dataclasses.asdict(cfg), start)
         with contextlib.nullcontext(stop) if stop else StopOnSignal(not cfg.quiet) as stop:
             try:
                 return self.train_loop(start, env_steps, stop, on_iteration)
