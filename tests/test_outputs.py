@@ -213,7 +213,9 @@ def test_a_full_disk_during_a_checkpoint_is_one_error_and_leaves_the_previous_in
 
     monkeypatch.setattr(tf.train.CheckpointManager, "save", disk_full)
     with pytest.raises(CheckpointError, match=r"checkpoint 2 could not be written .*No space left"
-                                              r" on device.*ckpt-1 is intact"):
+                                              r" on device\); ckpt-1 is intact: the same "
+                                              r"command resumes from it once the directory can "
+                                              r"be written \(space, permissions\)$"):
         trainer.checkpointer.save(2, 800, [], trainer.sampler.state())
     assert not glob.glob(str(ckpts / "*_temp*")) and not glob.glob(str(ckpts / "*-2.*"))
     monkeypatch.setattr(tf.train.CheckpointManager, "save", real_save)

@@ -238,7 +238,8 @@ class Checkpointer:
             reason = getattr(err, "strerror", None) or first_line(err)
             raise CheckpointError(
                 f"checkpoint {iteration} could not be written to {self.directory} ({reason}); "
-                f"ckpt-{previous} is intact and the run resumes from it once there is room"
+                f"ckpt-{previous} is intact: the same command resumes from it once the "
+                "directory can be written (space, permissions)"
                 if previous else f"checkpoint {iteration} could not be written to "
                 f"{self.directory} ({reason})") from None
         kept = {self._sampler_path(int(p.rsplit("-", 1)[1])) for p in self.manager.checkpoints}
