@@ -8,7 +8,7 @@ import math
 
 from trpo_tf import methods
 from trpo_tf.errors import ConfigError, EnvError
-from trpo_tf.settings import (SETTINGS, at_least, declare, in_unit_interval, positive,
+from trpo_tf.settings import (SETTINGS, at_least, between, declare, in_unit_interval, positive,
                               positive_sizes)
 
 ADVANTAGE_MODES = ("q", "baseline", "gae")
@@ -205,7 +205,8 @@ declare(PIPELINE, "orthogonal_init", False,
         "layers, 0.01 for the policy's output, 1 for the value's (as OpenAI baselines and "
         "SB3 / rl-zoo3 initialise); off: Glorot-uniform hidden kernels and outputs drawn with "
         "std 0.01 / 1.")
-declare(PIPELINE, "init_log_std", 0.0, "Initial log standard deviation of Gaussian policies.")
+declare(PIPELINE, "init_log_std", 0.0, "Initial log standard deviation of Gaussian policies.",
+        check=between(-10.0, 10.0), rule="between -10 and 10 (a std of 4.5e-5 to 22,026)")
 declare(PIPELINE, "vf_lr", 1e-3, "Value function Adam learning rate.", check=positive, rule="> 0")
 declare(PIPELINE, "vf_lr_end", 0.0,
         "The value fit's learning rate at the end of the budget (--steps or --iterations), "

@@ -34,8 +34,10 @@ FLAGS = flags.FLAGS
 
 
 def _int_tuple(values, flag):
+    """An int list flag's values (absl's split of the text; [] for an empty one) as a tuple;
+    an empty item (64,,64 or 64,) is refused with the rest of what is not an int."""
     try:
-        return tuple(int(v) for v in values if v != "")
+        return tuple(int(v) for v in values)
     except ValueError:
         raise ConfigError(f"--{flag} must be a comma-separated list of positive ints (got {','.join(values)})")
 
