@@ -3,6 +3,7 @@ nothing non-finite is checkpointed, a logdir resumes only with settings that fit
 import glob
 import json
 import os
+import stat
 import shutil
 import subprocess
 import sys
@@ -71,7 +72,19 @@ def test_an_earlier_export_is_replaced_and_export_policy_refuses_anything_else(t
     history, trainer = run(tmp_path / "run", 1)
     policy = tmp_path / "run" / "policy"
     assert outputs.is_trpo_tf_export(str(policy))
-    trainer.export()  # over its own earlier export: fine
+    # what an export killed midway left (a half-written model, an earlier one set aside) goes
+    # with the next export; the export's directories follow the umask as the logdir's do
+    for stale in (".policy-tmp-abc123", ".policy-old-def456"):
+        (tmp_path / "run" / stale / "variables").mkdir(parents=True)
+    (tmp_path / "run" / ".other-tmp-1").mkdir()  # another export's: kept
+    previous = os.umask(0o027)
+    try:
+        trainer.export()  # over its own earlier export: fine
+    finally:
+        os.umask(previous)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")) == [
+        ".other-tmp-1"]
+    assert stat.S_IMODE(os.stat(policy).st_mode) == 0o750
     (policy / "extra.txt").write_text("not ours")
     os.remove(policy / outputs.EXPORT_MARKER)
     with pytest.raises(ConfigError, match="is not a policy trpo_tf exported: not replaced"):

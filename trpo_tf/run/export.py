@@ -142,19 +142,38 @@ def export_policy(policy, dist, obs_spec, env_id, export_dir, env_settings=None,
         raise ConfigError(f"--export_dir={export_dir} is not a policy trpo_tf exported: not "
                           "replaced; choose another --export_dir, or move it away")
     os.makedirs(parent, exist_ok=True)
+    name = os.path.basename(export_dir)
+    remove_stale_exports(parent, name)
     module = ServablePolicy(policy, dist, obs_spec, env_id, env_settings, action_space)
-    tmp = tempfile.mkdtemp(prefix=".policy-tmp-", dir=parent)
+    tmp = tempfile.mkdtemp(prefix=f".{name}-tmp-", dir=parent)
+    os.chmod(tmp, 0o777 & ~current_umask())  # as the logdir's other directories (mkdtemp: 0700)
     tf.saved_model.save(module, tmp, signatures=module.serving_signatures())
     with open(os.path.join(tmp, outputs.EXPORT_MARKER), "w") as f:
         json.dump({"exported_by": "trpo_tf", "env_id": env_id}, f)
     old = None
     if os.path.exists(export_dir):
-        old = tempfile.mkdtemp(prefix=".policy-old-", dir=parent)
+        old = tempfile.mkdtemp(prefix=f".{name}-old-", dir=parent)
         os.rename(export_dir, os.path.join(old, "policy"))
     os.rename(tmp, export_dir)
     if old:
         shutil.rmtree(old)
     return export_dir
+
+
+def remove_stale_exports(parent, name):
+    """Remove what an export to `parent`/`name` killed midway left beside it: a half-written
+    .<name>-tmp-* and an earlier export set aside in .<name>-old-* (the run holding the logdir
+    is the only one exporting there)."""
+    for entry in os.listdir(parent):
+        if entry.startswith((f".{name}-tmp-", f".{name}-old-")):
+            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+
+
+def current_umask():
+    """The process's umask (read by setting it, then putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def observation_spec(serve):
