@@ -9,6 +9,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 import zygote
 from test_train import event_steps
@@ -135,18 +136,22 @@ def test_ctrl_c_with_several_seeds_stops_the_whole_command_and_pipes_get_no_hear
     assert "\r" not in out and "sampling:" not in out
 
 
-def test_ctrl_c_during_start_up_is_one_line(tmp_path):
-    """KeyboardInterrupt while TensorFlow loads (simulated: importing the trainer raises it)."""
-    code = ("import sys, types\n"
-            "class Interrupted(types.ModuleType):\n"
-            "    def __getattr__(self, name):\n"
-            "        raise KeyboardInterrupt\n"
-            "sys.modules['trpo_tf.run.train'] = Interrupted('trpo_tf.run.train')\n"
-            "from absl import app\n"
-            "import trpo_tf.launch as launch\n"
-            f"sys.argv = ['launch', '--logdir={tmp_path}']\n"
-            "app.run(launch.main, flags_parser=launch.parse_flags)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 130
-    assert out.stderr.strip().splitlines() == ["error: interrupted"]
+@pytest.mark.parametrize("signal_name, said, code", [("SIGINT", "interrupted", 130),
+                                                    ("SIGTERM", "terminated", 143)])
+def test_ctrl_c_or_sigterm_during_start_up_is_one_line(tmp_path, signal_name, said, code):
+    """The signal while TensorFlow loads (simulated: importing the trainer sends it). SIGTERM
+    killed the process without a word, its logdir holding a lock file."""
+    source = ("import os, signal, sys, types\n"
+              "class Interrupted(types.ModuleType):\n"
+              "    def __getattr__(self, name):\n"
+              f"        os.kill(os.getpid(), signal.{signal_name})\n"
+              "sys.modules['trpo_tf.run.train'] = Interrupted('trpo_tf.run.train')\n"
+              "from absl import app\n"
+              "import trpo_tf.launch as launch\n"
+              f"sys.argv = ['launch', '--logdir={tmp_path}']\n"
+              "app.run(launch.main, flags_parser=launch.parse_flags)\n")
+    out = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == code, out.stderr
+    assert out.stderr.strip().splitlines() == [f"error: {said}"]
     assert not os.path.exists(tmp_path / outputs.LOCK_FILE)  # the logdir is let go

@@ -88,27 +88,40 @@ class OutputWithoutReader:
             self._reader_gone()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM while a command starts (before a run's StopOnSignal takes signals over)."""
+
+
+def raise_terminated(signum, frame):
+    raise Terminated
+
+
 def main_guard(fn, without=()):
     """Run fn(); a user error (bad flag, env or policy) is one line on stderr and exit code 2;
     a run stopped by a crashing env or repeated numerical faults is one line and exit code 1;
     an interrupt (a second Ctrl-C, or one during start-up) is one line and exit code 130, at
     once: the iteration in progress is lost, the checkpoints are as the last one left them
-    (a training run's interrupt names the last one, or says there is none). The process is
-    the command's: TensorFlow loads without what no command uses (tf_logs), nor the modules
-    `without` that this command does not use. A reader of stdout that goes away
-    (OutputWithoutReader) does not stop it."""
+    (a training run's interrupt names the last one, or says there is none); SIGTERM during
+    start-up likewise, exit code 143 (it killed the process without a word, its logdir
+    locked). The process is the command's: TensorFlow loads without what no command uses
+    (tf_logs), nor the modules `without` that this command does not use. A reader of stdout
+    that goes away (OutputWithoutReader) does not stop it."""
     tf_logs.skip_optional_modules(without)
     stdout = sys.stdout
     # None: the command runs with stdout closed (>&-), and its lines go nowhere
     sys.stdout = OutputWithoutReader(stdout if stdout is not None else open(os.devnull, "w"))
+    sigterm = signal.getsignal(signal.SIGTERM)
+    if sigterm == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, raise_terminated)
     try:
         return fn()
     except KeyboardInterrupt as err:  # a training run's says what its checkpoints hold
-        print(f"error: interrupted{'; ' + err.args[0] if err.args else ''}", file=sys.stderr,
-              flush=True)
+        print(f"error: {'terminated' if isinstance(err, Terminated) else 'interrupted'}"
+              f"{'; ' + err.args[0] if err.args else ''}", file=sys.stderr, flush=True)
         sys.stdout.flush()
         end_ray_session()  # os._exit skips the exit hook that would
-        os._exit(130)  # not sys.exit: the sampling thread may be inside a simulator
+        os._exit(143 if isinstance(err, Terminated) else 130)  # not sys.exit: the sampling
+        # thread may be inside a simulator
     except (errors.ConfigError, errors.EnvError, errors.CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
@@ -116,6 +129,7 @@ def main_guard(fn, without=()):
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
     finally:
+        signal.signal(signal.SIGTERM, sigterm)
         sys.stdout.flush()  # through the wrapper: what is buffered may meet a closed pipe
         sys.stdout = stdout
 
