@@ -198,14 +198,17 @@ def test_a_run_with_env_kwargs_samples_evaluates_records_exports_and_plays_that_
 
 
 def test_an_env_that_names_nothing_says_what_may_have_been_meant():
-    """A short name in another case or misspelt, and the deprecated versions most tutorials
-    use (gymnasium's own hint: which version to use instead)."""
+    """A short name in another case or misspelt; a version gymnasium retired, which most
+    tutorials use, says so (not 'neither ... nor a registered gymnasium id') with gymnasium's
+    word on the version to use."""
     for name, hint in (("walker", "; did you mean --env=Walker?"),
                        ("hoper", "; did you mean --env=Hopper?"),
-                       ("Taxi-v3", "; gymnasium: DeprecatedEnv: Environment version v3 for "
-                                   "`Taxi` is deprecated. Please use `Taxi-v4` instead."),
                        ("NoSuchEnv-v9", "that registers it)")):
         with pytest.raises(envs.EnvError) as err:
             envs.resolve_env(name)
         assert str(err.value).startswith(f"--env={name!r} is neither a short name (Cartpole")
         assert str(err.value).endswith(hint), str(err.value)
+    with pytest.raises(envs.EnvError) as err:
+        envs.resolve_env("Taxi-v3")
+    assert str(err.value) == ("--env='Taxi-v3': gymnasium no longer has this version (Environment "
+                              "version v3 for `Taxi` is deprecated. Please use `Taxi-v4` instead.)")

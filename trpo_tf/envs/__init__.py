@@ -209,6 +209,9 @@ def registered_spec(name, atari):
         if is_atari(gym_id):
             return EnvSpec(name, gym_id, ATARI_HIDDEN, atari=atari.for_game(gym_id))
         return EnvSpec(name, gym_id, DEFAULT_HIDDEN)
+    retired = retired_version(name)
+    if retired:
+        raise EnvError(f"--env={name!r}: gymnasium no longer has this version ({retired})")
     raise EnvError(
         f"--env={name!r} is neither a short name ({', '.join((*SHORT_NAMES, *ATARI_GAMES))}) "
         "nor a registered gymnasium id (e.g. HalfCheetah-v5, CartPole-v1, ALE/Pong-v5, or "
@@ -216,10 +219,22 @@ def registered_spec(name, atari):
         + unknown_env_hint(name))
 
 
+def retired_version(name):
+    """gymnasium's word on `name` if it is a version gymnasium retired (it names the one to
+    use), else ""."""
+    try:
+        gym.spec(name)
+    except gym.error.DeprecatedEnv as err:
+        return first_line(err, 200).removeprefix("DeprecatedEnv: ")
+    except gym.error.Error:
+        pass
+    return ""
+
+
 def unknown_env_hint(name):
     """What may have been meant by an --env that names nothing: a short name spelt alike
-    (any case), else gymnasium's own word on the id (a deprecated version and the one to
-    use, a name it knows that is close), as "; ..." or ""."""
+    (any case), else gymnasium's own word on the id (a name it knows that is close), as
+    "; ..." or ""."""
     short = {n.lower(): n for n in (*SHORT_NAMES, *ATARI_GAMES)}
     close = difflib.get_close_matches(name.lower(), short, n=1, cutoff=0.75)
     if close:
@@ -228,7 +243,7 @@ def unknown_env_hint(name):
         gym.spec(name)
     except gym.error.Error as err:
         said = first_line(err, 200)
-        if "Did you mean" in said or "deprecated" in said or "Please use" in said:
+        if "Did you mean" in said:
             return f"; gymnasium: {said}"
     return ""
 
