@@ -144,6 +144,21 @@ def test_an_evaluation_env_that_raises_is_one_error_after_its_iteration_is_saved
         trainer.close()
 
 
+def test_an_evaluation_env_of_a_module_is_named_as_training_names_it():
+    """module:Id-v0, as --env gave it and the training envs' errors name it (the evaluation's
+    dropped the module)."""
+    from trpo_tf.run.evaluate import Evaluator
+
+    evaluator = Evaluator(envs.resolve_env("faulty_envs:RaiseAfter5-v0"), DiagGaussian(1), 2,
+                          np.random.SeedSequence(0))
+    try:
+        with pytest.raises(envs.EnvStepError, match=r"^faulty_envs:RaiseAfter5-v0 evaluation "
+                                                    r"env 0 of 2 raised FloatingPointError"):
+            evaluator(lambda obs: np.zeros((len(obs), 2), np.float32))
+    finally:
+        evaluator.close()
+
+
 def test_a_second_signal_says_truly_what_the_checkpoints_hold(tmp_path):
     trainer = Trainer(Config(env="Cartpole", env_backend="gymnasium", iterations=3,
                              batch_steps=200, num_envs=2, logdir=str(tmp_path), quiet=True,

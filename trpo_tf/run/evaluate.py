@@ -101,6 +101,7 @@ class Evaluator:
     def __init__(self, spec, dist, episodes, seed_sequence, max_path_length=None,
                  mask_source=None, state_size=0):
         self.envs = [envs.make_bounded_env(spec, max_path_length) for _ in range(episodes)]
+        self.gym_id = spec.gym_id  # as errors name it (module:Id-v0 with its module)
         self.seeds = [int(s) >> 1 for s in seed_sequence.generate_state(episodes)]  # 31 bits
         self.dist = dist
         self.to_env = env_action_fn(self.envs[0].action_space, dist)
@@ -111,7 +112,8 @@ class Evaluator:
         """params_fn: NumPy obs [B, ...] -> params [B, P] (a recurrent policy: (obs, state) ->
         (params, new state)) -> the Eval/ metrics."""
         returns, _ = play_episodes(self.envs, self.seeds, self.deterministic_policy(params_fn),
-                                   self.to_env, "evaluation env", self.mask_source)
+                                   self.to_env, "evaluation env", self.mask_source,
+                                   self.gym_id)
         return {"eval_return_mean": float(returns.mean()), "eval_return_std": float(returns.std()),
                 "eval_return_min": float(returns.min()), "eval_return_max": float(returns.max())}
 

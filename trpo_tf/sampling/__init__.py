@@ -51,14 +51,14 @@ def env_action_fn(action_space, dist):
     return lambda actions: np.clip(np.nan_to_num(actions, nan=0.0), low, high)
 
 
-def play_episodes(envs, reset_seeds, act, to_env, what="env", mask_source=None):
+def play_episodes(envs, reset_seeds, act, to_env, what="env", mask_source=None, gym_id=None):
     """One whole episode in each of `envs` (reset with `reset_seeds`), stepped together with
     one batched call per step: act(obs [B, ...], idx [B], masks [B, K] or None) -> the
     policy's actions for envs `idx`, which to_env turns into what the envs take -> (returns
     [n], lengths [n]). With `mask_source` (envs.mask_source's), `masks` are the envs' legal
     actions. An env that raises, returns a misshapen observation or a mask with no legal
     action is an EnvStepError naming it as `what`."""
-    gym_id = envs[0].spec.id if envs[0].spec else "the env"
+    gym_id = gym_id or (envs[0].spec.id if envs[0].spec else "the env")  # in errors
     where = [f"{gym_id} {what} {e} of {len(envs)}" for e in range(len(envs))]
     starts = [checked(lambda: env.reset(seed=s), env, w)
               for env, s, w in zip(envs, reset_seeds, where)]

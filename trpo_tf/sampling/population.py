@@ -22,7 +22,8 @@ def play_candidates(envs, policy, candidates, seeds, progress=None):
         rows = np.arange(first, min(n, first + len(envs.envs)))
         returns[rows], lengths[rows] = play_episodes(
             envs.envs[: len(rows)], [seeds[r] for r in rows],
-            lambda obs, idx, masks: mode(act(obs, rows[idx])), env_action)  # no masks: refused
+            lambda obs, idx, masks: mode(act(obs, rows[idx])), env_action,  # no masks: refused
+            gym_id=envs.gym_id)
         if progress:
             progress(int(lengths.sum()))
     return returns, lengths
