@@ -213,6 +213,8 @@ def test_progress_return_is_the_last_100_episodes_and_survives_batches_without_a
     assert f"return {history[5]['return_rolling']:7.1f} | eval       - |" in line
     assert " | kl 0.0000 ls 1 | ent " in line and " | ev " in line
     assert f"(sample {history[5]['time_sample']:.2f}, adv " in line and ", vf " in line
+    assert ", eval " not in line and summaries.progress_line(
+        5, 6, {**history[5], "time_eval": 1.25}, 3.0, "kl", TRPO.stages).endswith(", eval 1.25)")
     searched = {k: v for k, v in history[5].items() if k in summaries.TAGS}
     line = summaries.progress_line(5, 6, {**searched, "time_update": 0.5}, float("nan"),
                                    "spread 0.100", CEMSearch.stages)  # CEM's

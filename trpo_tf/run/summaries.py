@@ -82,8 +82,10 @@ def progress_line(it, iterations, m, last_eval, update, stages=()):
     evaluation of the deterministic policy ("-" before there is one); `update`: the method's
     part ("kl 0.0097 ls 1"); `stages`: the method's timed stages after sampling, as (label,
     metric) pairs. The entropy and explained variance show where the method has them (CEM /
-    CMA have neither)."""
+    CMA have neither); the evaluation's seconds close the stages where there was one (they
+    count in the iteration's seconds and steps/s)."""
     timed = "".join(f", {label} {m[key]:.2f}" for label, key in stages)
+    timed += f", eval {m['time_eval']:.2f}" if "time_eval" in m else ""
     shown = "".join(f" | {name} {m[key]:+.2f}" for name, key in
                     (("ent", "entropy"), ("ev", "explained_variance")) if key in m)
     return (f"it {it + 1:4d}/{iterations} | steps {int(m['env_steps']):>9,} | return "
