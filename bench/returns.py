@@ -8,7 +8,7 @@ generic defaults), then a CSV of final evaluation returns, learning curves (mean
 
 Resumable: a finished run (<out>/<env>/seed_<s>/finished.json) is skipped; a killed one
 resumes from its checkpoints. Each run is its own `trpo_tf.launch` process; SIGTERM or Ctrl-C
-stops it after its iteration (a second one at once). The CSV, curves and summary cover every
+ends it with this command (it resumes from its last checkpoint). The CSV, curves and summary cover every
 finished run under --out with the same --steps and --flag's: a command that adds seeds
 (--first_seed) or envs reports the whole grid.
 """
@@ -62,29 +62,18 @@ def run_dir(out, env, seed):
 
 def train_run(env, seed, steps, logdir, extra):
     """One run to completion (resuming if it was cut short) -> its wall seconds over every
-    invocation (WALL_FILE). The run is a process group of its own: a signal to this command
-    (SIGTERM, Ctrl-C) reaches it once, as SIGINT (it stops after its iteration); a second one
-    kills it (it resumes from its last checkpoint)."""
+    invocation (WALL_FILE). A signal that stops this command (SIGTERM, Ctrl-C) ends the run
+    too (subprocess.run kills it: it resumes from its last checkpoint)."""
     cmd = [sys.executable, "-m", "trpo_tf.launch", f"--env={env}", f"--seed={seed}",
            f"--steps={steps}", f"--logdir={logdir}", "--quiet", *(f"--{kv}" for kv in extra)]
     tic = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
     try:
-        _, err = proc.communicate()
-    except BaseException:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait()
-        except BaseException:
-            proc.kill()
-            proc.wait()
-        raise
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     finally:
         wall = add_wall_seconds(logdir, time.perf_counter() - tic)
     if proc.returncode != 0:
         raise SystemExit(f"{env} seed {seed} failed (exit {proc.returncode}): "
-                         f"{err.strip().splitlines()[-1] if err.strip() else ''}")
+                         f"{proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ''}")
     return wall
 
 
@@ -262,8 +251,8 @@ def main(argv):
                 for seed in range(FLAGS.first_seed, FLAGS.first_seed + seeds):
                     run_grid_cell(out, env, seed, steps, extra)
         except KeyboardInterrupt:
-            print("error: interrupted; the run in progress stopped after its iteration: the "
-                  "same command goes on from its checkpoint", file=sys.stderr)
+            print("error: interrupted; the run in progress stopped with this command: the "
+                  "same command goes on from its last checkpoint", file=sys.stderr)
             sys.exit(130)
         records, curves = [], {}
         for record, logdir in grid_runs(out, steps, extra, envs):

@@ -227,10 +227,10 @@ def test_returns_benchmark_smoke_writes_csv_curves_and_iqm_then_skips_finished_r
     assert "| Cartpole | 2 |" in (tmp_path / "summary.md").read_text()
 
 
-def test_returns_benchmark_stopped_by_sigterm_stops_its_run_after_the_iteration(tmp_path):
+def test_returns_benchmark_stopped_by_sigterm_ends_its_run_too(tmp_path):
     """SIGTERM (a scheduler's, `timeout`'s) reached the bench alone: its launch child trained
-    on as an orphan and held the run's logdir. Now the run stops after its iteration, the
-    bench exits 130 and the same command goes on (the lock is free)."""
+    on as an orphan and held the run's logdir. Now the run ends with the bench, which exits
+    130, and the same command goes on (the lock is free)."""
     proc = zygote.Popen([sys.executable, "bench/returns.py", "--envs=Cartpole", "--seeds=1",
                          "--steps=10000000", "--flag=batch_steps=400", "--flag=num_envs=2",
                          "--flag=eval_every=1", "--flag=eval_episodes=1",
