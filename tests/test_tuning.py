@@ -282,12 +282,16 @@ def fake_tune(monkeypatch, base, trials=1):
     return FakeTrainer.configs
 
 
-def test_tuning_trial_0_trains_the_starting_point_even_outside_the_search_space(tmp_path, monkeypatch):
+def test_tuning_trial_0_trains_the_starting_point_even_outside_the_search_space(
+        tmp_path, monkeypatch, capsys):
     from trpo_tf.config import Config
 
     base = Config(env="Cartpole", steps=1000, eval_every=1, logdir=str(tmp_path / "a?b%41"),
                   policy_hidden=(), gamma=0.9999, max_kl=0.02)
     first = fake_tune(monkeypatch, base)[0]
+    # a budget below a batch the search may draw: said once (a trial trained past it silently)
+    assert ("note: --steps=1,000 is less than the batches of 1,024, 2,048, 4,096, 8,192 steps "
+            "trials may draw") in capsys.readouterr().out
     assert (first.policy_hidden, first.gamma, first.max_kl) == ((), 0.9999, 0.02)
     assert first.gae_lambda == base.gae_lambda and first.batch_steps == base.batch_steps
     # '?' and '%41' are part of the name: the study is inside that directory

@@ -37,8 +37,9 @@ STARTING_POINT = "starting_point"  # the user attribute of trial 0: the settings
 
 # The search space: {Config field: trial -> value}. Floats are rounded to 3 significant digits
 # (the flagfile stays readable; TPE does not need more).
+BATCH_STEPS = [1024, 2048, 4096, 8192]
 SPACE = {
-    "batch_steps": lambda t: t.suggest_categorical("batch_steps", [1024, 2048, 4096, 8192]),
+    "batch_steps": lambda t: t.suggest_categorical("batch_steps", BATCH_STEPS),
     "gamma": lambda t: t.suggest_categorical("gamma", [0.9, 0.95, 0.98, 0.99, 0.995, 0.999]),
     "gae_lambda": lambda t: t.suggest_float("gae_lambda", 0.9, 0.99),
     "max_kl": lambda t: t.suggest_float("max_kl", 0.003, 0.05, log=True),
@@ -272,6 +273,11 @@ def tune(base, trials, startup_trials, fixed=()):
         left = trials - finished(study)
         print(f"tuning {base.env}: {finished(study)} of {trials} trials done, {left} to run; study "
               f"{os.path.join(base.logdir, STUDY_FILE)}", flush=True)
+        larger = [b for b in BATCH_STEPS if b > base.steps]
+        if larger and "batch_steps" not in fixed:
+            print(f"note: --steps={base.steps:,} is less than the batches of "
+                  f"{', '.join(f'{b:,}' for b in larger)} steps trials may draw: such a trial "
+                  "trains one batch, more than --steps (fix --batch_steps to avoid it)", flush=True)
         best_path = os.path.join(base.logdir, BEST_FILE)
 
         def after_trial(study, trial):
