@@ -256,3 +256,41 @@ def test_the_value_learning_rate_follows_its_schedule_and_a_resume_sets_it_again
         assert float(method.value_fitter.optimizer.learning_rate) == pytest.approx(5.5e-4, rel=1e-6)
     finally:
         trainer.close()
+
+
+@pytest.mark.parametrize("max_kl", [1e-6, 0.05])
+def test_the_step_is_measured_from_the_policy_that_sampled_normaliser_included(max_kl):
+    """With a normaliser that takes in the batch first, the surrogate before is the sampling
+    policy's (every ratio 1: the mean advantage), the bar the line search's steps must clear;
+    and a rejected step reports the change the moved normaliser made (it reported 0)."""
+    import keras
+    import tensorflow as tf
+
+    from trpo_tf.distributions import DiagGaussian
+    from trpo_tf.methods import update as U
+    from trpo_tf.methods.base import update_normalizer
+    from trpo_tf.policies import build_policy
+
+    dist = DiagGaussian(2)
+    keras.utils.set_random_seed(0)
+    policy = build_policy((3,), dist, (), normalize_obs=True, init_log_std=-0.5)
+    rng = np.random.default_rng(0)
+    obs = (3.0 + 2.0 * rng.standard_normal((400, 3))).astype(np.float32)  # far from N(0, 1)
+    act = rng.standard_normal((400, 2)).astype(np.float32)
+    adv = (act[:, 0] * obs[:, 1] - act[:, 1]).astype(np.float32)
+    specs = [tf.TensorSpec((None, 3), tf.float32), tf.TensorSpec((None, 2), tf.float32),
+             tf.TensorSpec((None,), tf.float32), tf.TensorSpec((None, 4), tf.float32)]
+    learner = U.TRPOLearner(policy, dist, U.single_path_gain(dist), specs, max_kl=max_kl,
+                            cg_iters=10, cg_damping=0.1, fvp_subsample=1.0, ls_shrink=0.8,
+                            ls_max_backtracks=10, behaviour_params=True)
+    (behaviour,) = update_normalizer(policy, tf.constant(obs))
+    m = {k: float(v) for k, v in learner.step(obs, act, adv, behaviour).items()}
+    assert m["surrogate_before"] == pytest.approx(float(np.mean(adv)), abs=1e-5)
+    kl = dist.kl(behaviour, policy(obs)).numpy()
+    assert m["kl"] == pytest.approx(float(kl.mean()), rel=1e-4)
+    assert m["kl_max"] == pytest.approx(float(kl.max()), rel=1e-4)
+    if max_kl < 1e-3:  # the normaliser's move alone is past delta: every step rejected
+        assert m["step_accepted"] == 0.0 and m["step_norm"] == 0.0 and m["kl"] > max_kl
+    else:
+        assert m["step_accepted"] == 1.0 and 0.0 < m["kl"] <= max_kl
+        assert m["surrogate_after"] > m["surrogate_before"]

@@ -224,8 +224,8 @@ class TRPOLearner:
     the entropy are those of the masked policy. With behaviour_params=True the inputs end
     with the sampling policy's parameters on `obs` (and then on the KL states): pi_old of the surrogate and of the KL is the policy that
     sampled, computed before the observation normaliser took in the batch, so the line search
-    bounds the whole change, normaliser's included; the Fisher-vector products are those at
-    the current parameters.
+    bounds the whole change, normaliser's included, and a step must improve on that policy's
+    surrogate; the Fisher-vector products are those at the current parameters.
 
     fisher="analytic" applies the KL Hessian as J^T M J v (fisher_vector_product);
     fisher="kl_hessian" is the same matrix by double backprop, about twice the cost (the
@@ -307,6 +307,9 @@ class TRPOLearner:
             old_params = masked_logits(behaviour[0], mask) if behaviour else tf.stop_gradient(params)
             gain_old = self.gain_fn(params, old_params, *data)
         grad = flat_concat(tape.gradient(gain_old, variables))
+        # the bar a step must clear: the surrogate of the policy that sampled (eq. 14 at
+        # theta_old, every ratio 1), not of the old weights under the moved normaliser
+        gain_sampling = self.gain_fn(old_params, old_params, *data) if behaviour else gain_old
         # the Fisher matrix at the current parameters; the KL from pi_old
         current = tf.stop_gradient(policy(kl_obs)) if self.kl_states else tf.stop_gradient(params)
         kl_old_params = masked_logits(behaviour[-1], mask) if behaviour else current
@@ -320,7 +323,8 @@ class TRPOLearner:
         else:
             full_step = max_step_length(direction, damped_fvp(direction), self.max_kl) * direction
         # a non-finite gradient, Fisher-vector product or CG solution never reaches theta
-        finite = tf.reduce_all(tf.math.is_finite(full_step)) & tf.math.is_finite(gain_old)
+        finite = (tf.reduce_all(tf.math.is_finite(full_step)) & tf.math.is_finite(gain_old)
+                  & tf.math.is_finite(gain_sampling))
         full_step = tf.where(finite, full_step, tf.zeros_like(full_step))
 
         def evaluate(theta):
@@ -339,13 +343,17 @@ class TRPOLearner:
                 max_kl_full = evaluate(theta_old + full_step)[2]
                 full_step *= tf.minimum(1.0, tf.sqrt(self.max_kl / (max_kl_full + 1e-12)))
             theta, accepted, tried, gain, kl, kl_max = backtracking_line_search(
-                evaluate, theta_old, full_step, gain_old, self.max_kl, self.ls_shrink,
+                evaluate, theta_old, full_step, gain_sampling, self.max_kl, self.ls_shrink,
                 self.ls_max_backtracks, constrain_max=self.constraint == "max")
+            # rejected: the old weights stay, under the normaliser that took in the batch: its
+            # change from the sampling policy is what the metrics report (not 0)
+            gain, kl, kl_max = tf.cond(accepted, lambda: (gain, kl, kl_max),
+                                       lambda: evaluate(theta_old))
             line_search = {"linesearch_steps": tried,
                            "step_accepted": tf.cast(accepted, tf.float32)}
         set_flat(variables, theta)
         return {
-            "surrogate_before": gain_old,
+            "surrogate_before": gain_sampling,
             "surrogate_after": gain,
             "kl": kl,
             "kl_max": kl_max,
