@@ -21,7 +21,8 @@ declare(GROUP, "cg_iters", 15, "Conjugate-gradient iterations (appendix C: 10)."
 declare(GROUP, "cg_damping", 0.1, "CG solves (A + damping I) x = g.", check=at_least(0.0),
         rule=">= 0")
 declare(GROUP, "fvp_subsample", 1.0,
-        "Fraction of the batch used for Fisher-vector products (appendix C: 0.1).",
+        "Fraction of the batch used for Fisher-vector products (appendix C: 0.1): every k-th "
+        "state, k = round(1 / fraction), so 0.4 and 0.6 take half, 0.75 all.",
         check=in_unit_interval(), rule="in (0, 1]")
 declare(GROUP, "ls_shrink", 0.8, "Line search: step shrinks by this factor per backtrack.",
         check=in_unit_interval(high_open=True), rule="in (0, 1)")
