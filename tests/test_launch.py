@@ -55,6 +55,8 @@ def launch(*args, timeout=300, fresh=False):
     (["--gamma=nan"], "--gamma must be a finite number (got nan)"),
     (["--env=Hopper", "--batch_steps=10000000000"], "need about 1229.3 GiB while a batch is built"),
     (["--sampler=vine", "--vine_kl_states=-1"], "--vine_kl_states must be >= 0, 0 meaning every trunk state"),
+    # Atari settings without a game: they were ignored, and the run trained cart-pole
+    (["--flagfile=launch/paper/atari/single_path.cfg"], "--frame_skip (Atari preprocessing) is given, but --env='Cartpole' is no Atari game: name one"),
 ])
 def test_bad_input_is_one_clear_line_and_exit_2(args, needle, tmp_path, capsys):
     """The launch command's parsing and checks, run in this process (a subprocess each would
@@ -103,6 +105,30 @@ def test_each_check_runs_once_and_before_tensorflow_loads(tmp_path, capsys, monk
                            timeout=300)
     assert child.stdout.split() == ["2", "False"], child.stderr
     assert "need about 1229.3 GiB while a batch is built" in child.stderr
+
+
+def test_shipped_flagfiles_work_from_any_directory_and_flags_a_file_overrides_are_named(
+        tmp_path, capsys, monkeypatch):
+    """The shipped flagfiles name each other as launch/...: from another directory the nested
+    one was not found (an error naming a file the user never typed). Flags before a file that
+    sets them lost to it without a word."""
+    from trpo_tf import launch
+
+    monkeypatch.chdir(tmp_path)
+    launch.FLAGS.unparse_flags()
+    try:
+        launch.parse_flags_with_preset([
+            "trpo_tf.launch", "--iterations=3", "--seed=4",
+            f"--flagfile={zygote.ROOT}/launch/paper/cartpole_quick.cfg", "--max_kl=0.02"])
+        # cartpole.cfg's batch (the nested file), the quick file's iterations, ours after them
+        assert (launch.FLAGS.batch_steps, launch.FLAGS.iterations) == (5000, 20)
+        assert (launch.FLAGS.seed, launch.FLAGS.max_kl) == (4, 0.02)
+    finally:
+        launch.FLAGS.unparse_flags()
+    assert capsys.readouterr().err.splitlines() == [
+        f"note: --iterations=3 comes before --flagfile={zygote.ROOT}/launch/paper/cartpole_quick.cfg, "
+        "which sets --iterations=20: the file's value counts (put flags after the file to "
+        "override it)"]
 
 
 def test_validate_catches_each_bad_value():

@@ -4,6 +4,7 @@ absl flags -> one frozen Config -> train(). Flagfiles under launch/ hold the pap
 """
 import contextlib
 import dataclasses
+import os
 import sys
 
 from absl import app, flags
@@ -55,6 +56,12 @@ def parse_flags_with_preset(argv):
     their flagfiles)."""
     from trpo_tf.run import presets
 
+    with flagfiles_found_from_anywhere():
+        return parse_with_preset(argv, presets)
+
+
+def parse_with_preset(argv, presets):
+    """parse_flags_with_preset's work, the project's flagfiles found from any directory."""
     APPLIED_PRESET.update(path="", given=set())
     rest = parse_flags(argv)
     given = APPLIED_PRESET["given"] = {name for name in FLAGS if FLAGS[name].present}
@@ -73,7 +80,60 @@ def parse_flags_with_preset(argv):
         APPLIED_PRESET["path"] = presets.display_path(path)
     if last_budget_flag(argv[1:]) == "iterations":
         FLAGS.steps = 0  # --iterations after a flagfile's (or the preset's) --steps counts
+    for note in overridden_by_flagfiles(argv[1:]):
+        print(f"note: {note}", file=sys.stderr)
     return rest
+
+
+@contextlib.contextmanager
+def flagfiles_found_from_anywhere():
+    """While flags are parsed, a flagfile that is not where its (relative) name points from the
+    working directory but is one of the project's is read from the repository: the shipped
+    flagfiles name each other as launch/..., so they work from any directory (absl's reader,
+    wrapped for the parse only)."""
+    from trpo_tf.run.presets import REPO
+
+    read = getattr(flags.FlagValues, "_get_flag_file_lines", None)
+    if read is None:  # another absl: flagfiles are read from the working directory
+        yield
+        return
+
+    def found(self, filename, parsed_file_stack=None):
+        shipped = os.path.join(REPO, filename or "")
+        if filename and not os.path.isabs(filename) and not os.path.exists(filename) \
+                and os.path.isfile(shipped):
+            filename = shipped
+        return read(self, filename, parsed_file_stack)
+
+    flags.FlagValues._get_flag_file_lines = found
+    try:
+        yield
+    finally:
+        flags.FlagValues._get_flag_file_lines = read
+
+
+def flag_name(arg):
+    """The flag an argument sets: --name=value, --name, --noname (a boolean's false)."""
+    name = arg.lstrip("-").split("=")[0]
+    return name[2:] if name.startswith("no") and name not in FLAGS and name[2:] in FLAGS else name
+
+
+def overridden_by_flagfiles(args):
+    """A line for each flag the command line gives before a --flagfile that sets it again:
+    absl takes the later value, the file's, without a word."""
+    given, notes = {}, []
+    for arg in args:
+        if not arg.startswith("-"):
+            continue
+        if flag_name(arg) != "flagfile":
+            given[flag_name(arg)] = arg
+            continue
+        sets = {flag_name(inner): inner for inner in FLAGS.read_flags_from_files(
+            [arg], force_gnu=False) if inner.startswith("-")}  # the file's last value of each
+        for name in [name for name in given if name in sets]:
+            notes.append(f"{given.pop(name)} comes before {arg}, which sets {sets[name]}: the "
+                         "file's value counts (put flags after the file to override it)")
+    return notes
 
 
 def last_budget_flag(args):
@@ -88,6 +148,10 @@ def last_budget_flag(args):
     return last
 
 
+ATARI_FLAGS = ("frame_skip", "screen_size", "frame_stack", "sticky_actions", "noop_max",
+               "terminal_on_life_loss")
+
+
 def config_from_flags(f=FLAGS):
     fields = {field.name for field in dataclasses.fields(Config)} - set(NOT_FLAGS)
     values = {name: f[name].value for name in fields}
@@ -95,7 +159,22 @@ def config_from_flags(f=FLAGS):
     values["policy_hidden"] = (None if f.policy_hidden is None
                                else _int_tuple(f.policy_hidden, "policy_hidden"))
     values["value_hidden"] = _int_tuple(f.value_hidden, "value_hidden")
-    return validate(Config(**values))
+    cfg = validate(Config(**values))
+    if f is FLAGS:
+        refuse_atari_settings_without_a_game(cfg, APPLIED_PRESET["given"])
+    return cfg
+
+
+def refuse_atari_settings_without_a_game(cfg, given):
+    """ConfigError if Atari preprocessing flags are given (a flagfile of Atari settings) while
+    --env names no Atari game: they would be ignored, and the run train the default env."""
+    from trpo_tf import envs
+
+    atari = [name for name in ATARI_FLAGS if name in given]
+    if atari and not envs.is_atari(envs.resolve_env(cfg.env).gym_id):
+        raise ConfigError(f"--{atari[0]} (Atari preprocessing) is given, but --env={cfg.env!r} "
+                          "is no Atari game: name one, e.g. --env=Pong (or "
+                          f"--flagfile=launch/paper/atari/<game>.cfg)")
 
 
 def seed_configs(cfg, seeds):
