@@ -185,6 +185,7 @@ def test_tuning_two_trials_resumes_after_a_kill_and_writes_the_best_flagfile(tmp
     best = os.path.join(tmp_path, "best.cfg")
     cfg = parse(f"--flagfile={best}")
     assert cfg.env == "Cartpole" and cfg.batch_steps == 400  # given flags are held, not searched
+    assert cfg.logdir == os.path.join(tmp_path, "best")  # not runs/default: it may hold a run
     best_trial = tune_module.best_trial(study)  # the earliest of the best, whatever the storage
     assert best_trial.value == study.best_value
     with open(best) as f:

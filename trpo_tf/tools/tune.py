@@ -110,11 +110,13 @@ def best_trial(study):
 
 
 def write_best(path, study):
-    """The best trial so far as a flagfile, from the settings that trial ran with."""
+    """The best trial so far as a flagfile, from the settings that trial ran with, training
+    into <study dir>/best (not --logdir's default, which may hold another run)."""
     best = best_trial(study)
     lines = [f"# python -m trpo_tf.tune: trial {best.number} of {len(study.trials)}, final "
              f"evaluation return {best.value:.1f} at {best.user_attrs.get('env_steps', 0):,} steps"]
     lines += [f"--{name}={flag_value(value)}" for name, value in best.user_attrs["flags"].items()]
+    lines.append(f"--logdir={os.path.join(os.path.dirname(path), 'best')}")
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.write("\n".join(lines) + "\n")
