@@ -38,7 +38,7 @@ from trpo_tf.sampling import batch_obs_dtype  # noqa: E402
 from trpo_tf.sampling.single_path import SinglePathSampler  # noqa: E402
 
 flags.DEFINE_string("env", "Hopper", "Short name or gymnasium id (for the spaces and nets).")
-flags.DEFINE_integer("batch_steps", 50_000, "Steps in the synthetic batch.")
+flags.DEFINE_integer("batch_steps", 50_000, "Steps in the batch sampled (one real batch).")
 flags.DEFINE_list("policy_hidden", None, "Policy hidden sizes (default: the env's).")
 flags.DEFINE_integer("repeats", 5, "Timed updates.")
 flags.DEFINE_integer("cg_iters", None, "CG iterations (default: config.py's).")

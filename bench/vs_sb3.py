@@ -199,8 +199,9 @@ def main(argv):
         print(f"{lib:>8} mean: {m['wall_seconds']:8.1f} s wall | {m['steps_per_sec']:8,.0f} steps/s | "
               f"update {m['update_share']:.1%} of wall | eval return {m['eval_return']:.1f}", flush=True)
     if ratios:
-        print(f"trpo_tf / SB3: {ratios['steps_per_sec']:.1f}x steps/s, {ratios['update_seconds']:.1f}x "
-              f"less update time, eval return {ratios['eval_return_difference']:+.1f}", flush=True)
+        print(f"trpo_tf / SB3: {ratios['steps_per_sec']:.1f}x the steps/s; update time SB3 / "
+              f"trpo_tf: {ratios['update_seconds']:.1f}x (below 1: trpo_tf's took longer); eval "
+              f"return {ratios['eval_return_difference']:+.1f}", flush=True)
     if not FLAGS.smoke and FLAGS.out:
         write_result(FLAGS.out, {"bench": "vs_sb3", "env": FLAGS.env, "steps": steps, "seeds": seeds,
                                  "trpo_flags": FLAGS.trpo_flags, "runs": results, "means": means,

@@ -131,6 +131,14 @@ def test_shipped_flagfiles_work_from_any_directory_and_flags_a_file_overrides_ar
         "override it)"]
 
 
+def test_tools_without_a_logdir_write_beside_the_default_run_not_into_it():
+    from trpo_tf.launch import tool_logdir
+
+    assert tool_logdir("tune", "Pendulum-v1") == "runs/tune_pendulum-v1"
+    assert tool_logdir("npg_sweep", "ALE/Pong-v5") == "runs/npg_sweep_ale_pong-v5"
+    assert tool_logdir("npg_sweep", "my_pkg:Env-v0") == "runs/npg_sweep_my_pkg_env-v0"
+
+
 def test_validate_catches_each_bad_value():
     for bad in (dict(iterations=0), dict(cg_iters=0), dict(cg_damping=-1.0), dict(fvp_subsample=0.0),
                 dict(ls_shrink=1.0), dict(advantage="td"), dict(resume="maybe"), dict(vf_lr=0.0),

@@ -177,6 +177,12 @@ def refuse_atari_settings_without_a_game(cfg, given):
                           f"--flagfile=launch/paper/atari/<game>.cfg)")
 
 
+def tool_logdir(tool, env):
+    """A tool's runs without --logdir: runs/<tool>_<env> (runs/default is the default training
+    run's; a sweep's or a study's runs nested in it)."""
+    return f"runs/{tool}_{env.replace('/', '_').replace(':', '_').lower()}"
+
+
 def seed_configs(cfg, seeds):
     """--seeds=N: N configs with seeds cfg.seed, cfg.seed + 1, ... in <logdir>/seed_<s> (and,
     with --export_dir, exporting to <export_dir>/seed_<s>: one seed's policy never replaces

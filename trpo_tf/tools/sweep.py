@@ -43,6 +43,8 @@ def main(argv):
         if not steps:
             raise ConfigError("--npg_steps is empty: give the steps to try, e.g. 0.01,0.03,0.1")
         base = dataclasses.replace(launch.config_from_flags(), algo="natural_gradient")
+        if not FLAGS["logdir"].present:  # not inside runs/default, the default training run
+            base = dataclasses.replace(base, logdir=launch.tool_logdir("npg_sweep", base.env))
         configs = {v: launch.seed_configs(
             launch.validate(dataclasses.replace(
                 base, npg_step=v, logdir=f"{base.logdir}/npg_{v:g}",

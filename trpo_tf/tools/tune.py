@@ -326,7 +326,7 @@ def main(argv):
             raise ConfigError("--eval_every must be > 0: trials are scored by their evaluations")
         given = launch.APPLIED_PRESET["given"]
         if "logdir" not in given:  # not the preset's training logdir
-            cfg = dataclasses.replace(cfg, logdir=f"runs/tune_{cfg.env.replace('/', '_').lower()}")
+            cfg = dataclasses.replace(cfg, logdir=launch.tool_logdir("tune", cfg.env))
         check_run(cfg)
         fixed = [name for name in SPACE if name in given]  # not searched
         if len(fixed) == len(SPACE):
