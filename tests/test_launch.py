@@ -131,6 +131,31 @@ def test_shipped_flagfiles_work_from_any_directory_and_flags_a_file_overrides_ar
         "override it)"]
 
 
+def test_gymnasium_warnings_are_one_line_of_ours(capsys, monkeypatch):
+    """gymnasium's logger warned in colour codes with the source line that warned (--env=
+    Hopper-v4: 'registration.py:511: DeprecationWarning: \\x1b[33mWARN: ...' and a second
+    line); a command shows one note. Other warnings are shown as Python shows them."""
+    import warnings
+
+    import gymnasium
+
+    from trpo_tf.cli import main_guard
+
+    def command():
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            gymnasium.logger.deprecation("The environment %s is out of date.", "Hopper-v4")
+            warnings.warn("not gymnasium's", UserWarning)
+
+    others = []
+    monkeypatch.setattr(warnings, "showwarning", lambda message, *rest: others.append(message))
+    capsys.readouterr()
+    main_guard(command)
+    assert capsys.readouterr().err.splitlines() == [
+        "note: gymnasium: The environment Hopper-v4 is out of date."]
+    assert [str(m) for m in others] == ["not gymnasium's"]  # shown as before
+
+
 def test_tools_without_a_logdir_write_beside_the_default_run_not_into_it():
     from trpo_tf.launch import tool_logdir
 

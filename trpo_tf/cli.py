@@ -1,8 +1,10 @@
 """What the command-line tools share: flag parsing that fails in one line (exit code 2),
 signals that stop a run cleanly, and quiet absl logging."""
 import os
+import re
 import signal
 import sys
+import warnings
 
 from absl import app, flags, logging
 
@@ -88,6 +90,24 @@ class OutputWithoutReader:
             self._reader_gone()
 
 
+GYMNASIUM_WARNING = re.compile(r"^(?:\x1b\[\d+m)*WARN: (.*?)(?:\x1b\[0m)?$", re.DOTALL)
+
+
+def gymnasium_warnings_as_notes(show):
+    """warnings.showwarning for a command: gymnasium's logger warnings (colour codes, "WARN: ",
+    and the source line that warned) as one line, "note: gymnasium: ..."; others by `show`."""
+    def shown(message, category, filename, lineno, file=None, line=None):
+        said = GYMNASIUM_WARNING.match(str(message))
+        if not said:
+            return show(message, category, filename, lineno, file, line)
+        try:
+            print(f"note: gymnasium: {said.group(1)}", file=file or sys.stderr, flush=True)
+        except OSError:  # stderr gone: the warning is lost, as warnings' own would be
+            pass
+
+    return shown
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM while a command starts (before a run's StopOnSignal takes signals over)."""
 
@@ -113,6 +133,8 @@ def main_guard(fn, without=()):
     sigterm = signal.getsignal(signal.SIGTERM)
     if sigterm == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, raise_terminated)
+    show_warning = warnings.showwarning
+    warnings.showwarning = gymnasium_warnings_as_notes(show_warning)
     try:
         return fn()
     except KeyboardInterrupt as err:  # a training run's says what its checkpoints hold
@@ -129,6 +151,7 @@ def main_guard(fn, without=()):
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
     finally:
+        warnings.showwarning = show_warning
         signal.signal(signal.SIGTERM, sigterm)
         sys.stdout.flush()  # through the wrapper: what is buffered may meet a closed pipe
         sys.stdout = stdout
