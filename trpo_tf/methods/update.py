@@ -346,9 +346,11 @@ class TRPOLearner:
                 evaluate, theta_old, full_step, gain_sampling, self.max_kl, self.ls_shrink,
                 self.ls_max_backtracks, constrain_max=self.constraint == "max")
             # rejected: the old weights stay, under the normaliser that took in the batch: its
-            # change from the sampling policy is what the metrics report (not 0)
-            gain, kl, kl_max = tf.cond(accepted, lambda: (gain, kl, kl_max),
-                                       lambda: evaluate(theta_old))
+            # change from the sampling policy is what the metrics report (not 0); `current`
+            # and gain_old are that policy's already
+            kl_stay = dist.kl(kl_old_params, current)
+            gain, kl, kl_max = (tf.where(accepted, got, stay) for got, stay in zip(
+                (gain, kl, kl_max), (gain_old, tf.reduce_mean(kl_stay), tf.reduce_max(kl_stay))))
             line_search = {"linesearch_steps": tried,
                            "step_accepted": tf.cast(accepted, tf.float32)}
         set_flat(variables, theta)
