@@ -63,6 +63,10 @@ class Tiny(gym.Env):
             return self._obs(), np.ones(2), False, False, {}
         if self.t == self.malformed_at and self.malformed == "four_values":  # the old gym API
             return self._obs(), 1.0, False, {}
+        if self.t == self.malformed_at and self.malformed in ("two_values", "none"):
+            return (self._obs(), {}) if self.malformed == "two_values" else None
+        if self.malformed == "object_array":  # floats in an object array: numbers all the same
+            return self._obs().astype(object), 1.0, False, False, {}
         return self._obs(), self.bad_reward if bad else 1.0, False, False, {}
 
 
@@ -92,5 +96,7 @@ def register():
         gym.register("BadShapeAtStep-v0", entry_point=Tiny, kwargs={"bad_shape_at": 50},
                      max_episode_steps=1000)
         for name, kind in (("StringsAtStep-v0", "strings"), ("ArrayRewardAtStep-v0", "array_reward"),
-                           ("FourValuesAtStep-v0", "four_values")):  # no TimeLimit: ours unpacks
+                           ("FourValuesAtStep-v0", "four_values"), ("TwoValuesAtStep-v0", "two_values"),
+                           ("NoneAtStep-v0", "none"), ("ObjectArrayObs-v0", "object_array")):
+            # no TimeLimit: ours unpacks
             gym.register(name, entry_point=Tiny, kwargs={"malformed_at": 50, "malformed": kind})

@@ -201,6 +201,10 @@ def test_observations_of_the_wrong_shape_are_one_line_at_reset_or_step():
     ("ArrayRewardAtStep-v0", "returned a reward of shape (2,) and dtype float64: it must be a number"),
     ("FourValuesAtStep-v0", "returned 4 values: gymnasium's API is reset() -> (obs, info), step() "
                             "-> (obs, reward, terminated, truncated, info)"),
+    ("TwoValuesAtStep-v0", "returned 2 values: gymnasium's API is reset() -> (obs, info), step() "
+                           "-> (obs, reward, terminated, truncated, info)"),
+    ("NoneAtStep-v0", "returned NoneType: gymnasium's API is reset() -> (obs, info), step() "
+                      "-> (obs, reward, terminated, truncated, info)"),
 ])
 def test_what_an_env_returns_wrong_is_named_where_it_is_stepped(env, said):
     """Not '... raised ValueError' (trpo_tf's unpacking raised), nor a traceback (strings):
@@ -219,7 +223,7 @@ def test_what_an_env_returns_wrong_is_named_where_it_is_stepped(env, said):
     single.reset(seed=0)
     with pytest.raises(envs.EnvStepError) as caught:
         for _ in range(60):
-            envs.checked(lambda: single.step(0), single, "one")
+            envs.checked(lambda: single.step(0), single, "one", 5)
     assert str(caught.value) == f"one {said}"
     if env == "FourValuesAtStep-v0":
         timed = gym.wrappers.TimeLimit(single, 1000)
@@ -227,7 +231,24 @@ def test_what_an_env_returns_wrong_is_named_where_it_is_stepped(env, said):
         with pytest.raises(envs.EnvStepError, match=r"^one raised ValueError: not enough values "
                            r"to unpack \(expected 5, got 4\) \(a step\(\) of the old gym API"):
             for _ in range(60):
-                envs.checked(lambda: timed.step(0), timed, "one")
+                envs.checked(lambda: timed.step(0), timed, "one", 5)
+    single.close()
+
+
+def test_an_object_array_of_numbers_is_an_observation_as_before():
+    """NumPy reads floats in an object array as numbers: such an env trained before the
+    output checks and still does (sampler group, per-step path)."""
+    group = envs.GymnasiumEnvs(envs.resolve_env("ObjectArrayObs-v0"), 2, 0)
+    group.reset()
+    try:
+        for _ in range(60):
+            obs = group.step(np.zeros(2, np.int64))[0]
+    finally:
+        group.close()
+    assert obs.dtype == np.float64 and obs.shape == (2, 2)  # the space's dtype
+    single = envs.make_env(envs.resolve_env("ObjectArrayObs-v0"))
+    single.reset(seed=0)
+    assert envs.checked(lambda: single.step(0), single, "one", 5)[1] == 1.0
     single.close()
 
 

@@ -76,6 +76,7 @@ GAME_FRAME_SKIP = {"ALE/SpaceInvaders-v5": 3}
 GYMNASIUM_API = ("gymnasium's API is reset() -> (obs, info), step() -> (obs, reward, "
                  "terminated, truncated, info)")
 NUMBERS = (float, int, np.floating, np.integer, np.bool_)
+NOT_RETURNED = object()  # GymnasiumEnvs.step: the env's step raised before returning
 
 
 def env_raised(err, where):
@@ -87,17 +88,18 @@ def env_raised(err, where):
     return EnvStepError(f"{where} raised {type(err).__name__}: {err}{hint}")
 
 
-def output_problem(out, space):
-    """Why `out`, what an env's reset() or step() returned, is not gymnasium's tuple with a
-    numeric observation (and a number as the reward), or None."""
-    if (type(out) is tuple and len(out) == 5 and isinstance(out[1], NUMBERS)
+def output_problem(out, space, values=(2, 5)):
+    """Why `out`, what an env's reset() (2 values) or step() (5) returned, is not gymnasium's
+    tuple of one of the lengths `values` with a numeric observation (one numbers can be read
+    from: an object array of floats is) and a number as the reward, or None."""
+    if (type(out) is tuple and len(out) == 5 and 5 in values and isinstance(out[1], NUMBERS)
             and type(out[0]) is np.ndarray and out[0].dtype.kind in "biuf"):
         return None  # a well-formed step, at once (vine and evaluation check every step)
-    if not isinstance(out, (tuple, list)) or len(out) not in (2, 5):
+    if not isinstance(out, (tuple, list)) or len(out) not in values:
         what = f"{len(out)} values" if isinstance(out, (tuple, list)) else type(out).__name__
         return f"returned {what}: {GYMNASIUM_API}"
     dtype = np.asarray(out[0]).dtype
-    if dtype.kind not in "biuf":
+    if dtype.kind not in "biuf" and not readable_as_numbers(out[0]):
         return f"returned an observation of dtype {dtype}; its observation_space is {space}"
     if len(out) == 5 and (np.ndim(out[1]) != 0 or np.asarray(out[1]).dtype.kind not in "biuf"):
         return (f"returned a reward of shape {np.shape(out[1])} and dtype "
@@ -112,15 +114,24 @@ def check_shape(obs, space, where):
                            f"observation_space is {space}")
 
 
-def checked(call, env, where):
-    """call() -> env.step's or env.reset's tuple, or EnvStepError naming `where` if it raises,
-    returns something else than gymnasium's tuple (output_problem), or an observation of
-    another shape than the env's space."""
+def readable_as_numbers(obs):
+    """Whether NumPy reads `obs` as float numbers (what the sampler's buffers do with it)."""
+    try:
+        np.asarray(obs, np.float64)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def checked(call, env, where, values=2):
+    """call() -> env.reset's tuple (values=2) or env.step's (5), or EnvStepError naming
+    `where` if it raises, returns something else than gymnasium's tuple (output_problem), or
+    an observation of another shape than the env's space."""
     try:
         out = call()
     except Exception as err:  # whatever a simulator or a user's env raises
         raise env_raised(err, where) from err
-    problem = output_problem(out, env.observation_space)
+    problem = output_problem(out, env.observation_space, (values,))
     if problem:
         raise EnvStepError(f"{where} {problem}")
     check_shape(out[0], env.observation_space, where)
@@ -461,7 +472,7 @@ class GymnasiumEnvs:
         space, shape = self.observation_space, self.observation_space.shape
         self._episode_steps += 1
         for i, (env, action) in enumerate(zip(self.envs, actions)):  # the hot loop: inline
-            out = None
+            out = NOT_RETURNED
             try:
                 out = env.step(action)
                 o, rew[i], term[i], trunc[i], info = out
@@ -475,7 +486,7 @@ class GymnasiumEnvs:
             except EnvStepError:
                 raise
             except Exception as err:  # whatever a simulator or a user's env raises, or what
-                problem = out is not None and output_problem(out, space)  # it returned wrong
+                problem = out is not NOT_RETURNED and output_problem(out, space, (5,))
                 raise (EnvStepError(f"{self.where[i]} {problem}") if problem
                        else env_raised(err, self.where[i])) from err
             if type(o) is not np.ndarray or o.shape != shape:  # ~0.1 us for an array that fits

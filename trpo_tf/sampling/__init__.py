@@ -70,7 +70,7 @@ def play_episodes(envs, reset_seeds, act, to_env, what="env", mask_source=None, 
     while alive.any():
         idx = np.flatnonzero(alive)
         for e, a in zip(idx, to_env(act(obs[idx], idx, None if masks is None else masks[idx]))):
-            o, r, term, trunc, info = checked(lambda: envs[e].step(a), envs[e], where[e])
+            o, r, term, trunc, info = checked(lambda: envs[e].step(a), envs[e], where[e], 5)
             obs[e], returns[e], lengths[e] = o, returns[e] + r, lengths[e] + 1
             alive[e] = not (term or trunc)
             if masks is not None and alive[e]:

@@ -91,7 +91,7 @@ class VineSampler:
                     rollout_set.offer(lambda: (obs[j].copy(), self.envs.snapshot_one(j)))
                     kl_set.offer(lambda: obs[j].copy())
                     o, r, term, trunc, _ = checked(lambda: group[j].step(a), group[j],
-                                                   self.envs.where[j])
+                                                   self.envs.where[j], 5)
                     obs[j], ret[j], length[j] = o, ret[j] + r, length[j] + 1
                     steps += 1
                     self.progress = steps
@@ -148,7 +148,7 @@ class VineSampler:
                 for e in idx:
                     i, j = chunk[e]
                     o, r, term, trunc, _ = checked(lambda: envs[e].step(self._env_action(act[e])),
-                                                   envs[e], self.envs.where[e])
+                                                   envs[e], self.envs.where[e], 5)
                     q_hat[i, j] += self.gamma**t * r
                     cur[e] = o
                     steps += 1
