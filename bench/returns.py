@@ -107,8 +107,10 @@ def finished_record(env, seed, steps, extra, logdir, curve, wall):
     record = {"env": env, "seed": seed, "steps": int(steps_done[-1]),
               "final_eval_return": float(evals[-1]), "wall_seconds": wall,
               "budget": steps, "flags": list(extra)}
-    with open(os.path.join(logdir, FINISHED), "w") as f:
+    path = os.path.join(logdir, FINISHED)
+    with open(path + ".tmp", "w") as f:  # whole or absent: a signal may come while it is written
         json.dump(record, f)
+    os.replace(path + ".tmp", path)
     return record
 
 

@@ -129,6 +129,13 @@ def test_shipped_flagfiles_work_from_any_directory_and_flags_a_file_overrides_ar
         f"note: --iterations=3 comes before --flagfile={zygote.ROOT}/launch/paper/cartpole_quick.cfg, "
         "which sets --iterations=20: the file's value counts (put flags after the file to "
         "override it)"]
+    quick = f"{zygote.ROOT}/launch/paper/cartpole_quick.cfg"
+    with launch.flagfiles_found_from_anywhere():  # as while flags are parsed
+        # set again after the file, the command line's value counts; --flagfile PATH (a space)
+        assert launch.overridden_by_flagfiles(["--iterations=3", f"--flagfile={quick}",
+                                               "--iterations=7"]) == []
+        assert len(launch.overridden_by_flagfiles(["--iterations=3", "--flagfile", quick])) == 1
+        assert launch.overridden_by_flagfiles(["--flagfile"]) == []  # absl refuses it first
 
 
 def test_gymnasium_warnings_are_one_line_of_ours(capsys, monkeypatch):

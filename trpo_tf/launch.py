@@ -119,21 +119,29 @@ def flag_name(arg):
 
 
 def overridden_by_flagfiles(args):
-    """A line for each flag the command line gives before a --flagfile that sets it again:
-    absl takes the later value, the file's, without a word."""
-    given, notes = {}, []
-    for arg in args:
+    """A line for each flag the command line gives before a --flagfile that sets it again, and
+    not again after it: absl takes the file's value without a word."""
+    args = list(args)
+    notes = {}  # flag name -> its note, while the file's value is the one that counts
+    given = {}
+    for i, arg in enumerate(args):
         if not arg.startswith("-"):
             continue
+        if arg.lstrip("-") == "flagfile" and i + 1 < len(args):  # --flagfile PATH
+            arg = f"--flagfile={args[i + 1]}"
         if flag_name(arg) != "flagfile":
             given[flag_name(arg)] = arg
+            notes.pop(flag_name(arg), None)  # the command line has the last word again
             continue
-        sets = {flag_name(inner): inner for inner in FLAGS.read_flags_from_files(
-            [arg], force_gnu=False) if inner.startswith("-")}  # the file's last value of each
+        try:
+            inner = FLAGS.read_flags_from_files([arg], force_gnu=False)
+        except flags.Error:  # absl's parse already accepted or refused the file
+            continue
+        sets = {flag_name(a): a for a in inner if a.startswith("-")}  # the file's last value
         for name in [name for name in given if name in sets]:
-            notes.append(f"{given.pop(name)} comes before {arg}, which sets {sets[name]}: the "
-                         "file's value counts (put flags after the file to override it)")
-    return notes
+            notes[name] = (f"{given.pop(name)} comes before {arg}, which sets {sets[name]}: "
+                           "the file's value counts (put flags after the file to override it)")
+    return list(notes.values())
 
 
 def last_budget_flag(args):
