@@ -288,9 +288,11 @@ class Trainer:
             if progress:  # after the save: an iteration on the terminal survives a kill
                 self.log(progress)
             if self.failure:
-                if not self.goes_on(it + 1, env_steps):  # the budget is spent: export first
-                    self.log(f"exported policy to {self.export()}")
-                raise self.failure
+                try:
+                    if not self.goes_on(it + 1, env_steps):  # the budget is spent: export first
+                        self.log(f"exported policy to {self.export()}")
+                finally:  # the evaluation's failure is the run's error, an export's too
+                    raise self.failure
             if on_iteration:
                 on_iteration(it + 1, m)
             if stop.signum is not None:
