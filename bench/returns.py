@@ -114,6 +114,11 @@ def finished_record(env, seed, steps, extra, logdir, curve, wall):
     return record
 
 
+def same_grid(record, steps, extra):
+    """Whether a finished run's record was trained with this budget and these flags."""
+    return (record.get("budget"), record.get("flags")) == (steps, list(extra))
+
+
 def grid_runs(out, steps, extra, envs):
     """[(record, logdir)] of every finished run under `out` with this budget and these flags:
     the envs of `envs` first, then the grid's others; seeds in order."""
@@ -121,7 +126,7 @@ def grid_runs(out, steps, extra, envs):
     for path in glob.glob(os.path.join(out, "*", "seed_*", FINISHED)):
         with open(path) as f:
             record = json.load(f)
-        if (record.get("budget"), record.get("flags")) == (steps, list(extra)):
+        if same_grid(record, steps, extra):
             found.append((record, os.path.dirname(path)))
     order = {env: i for i, env in enumerate(envs)}
     return sorted(found, key=lambda run: (order.get(run[0]["env"], len(order)), run[0]["env"],
@@ -193,13 +198,15 @@ def aggregate_scores(records, reps):
     from rliable import library as rly
     from rliable import metrics
 
+    from trpo_tf.tools.figures import seed_std
+
     envs = list(dict.fromkeys(r["env"] for r in records))
     scores = {e: np.array([r["final_eval_return"] for r in records if r["env"] == e]) for e in envs}
     iqm = lambda x: np.array([metrics.aggregate_iqm(x)])  # noqa: E731
     rows = []
     for env, x in scores.items():
         point, ci = rly.get_interval_estimates({"trpo_tf": x[:, None]}, iqm, reps=reps)
-        rows.append((env, len(x), float(x.mean()), float(x.std(ddof=1)) if len(x) > 1 else 0.0,
+        rows.append((env, len(x), float(x.mean()), float(seed_std(x)),
                      float(point["trpo_tf"][0]), *map(float, ci["trpo_tf"][:, 0])))
     refs = [reference(e) for e in envs]
     normalised = None
@@ -283,7 +290,7 @@ def run_grid_cell(out, env, seed, steps, extra):
     if os.path.isfile(done):
         with open(done) as f:
             record = json.load(f)
-        if (record.get("budget"), record.get("flags")) != (steps, list(extra)):
+        if not same_grid(record, steps, extra):
             raise SystemExit(f"{logdir} finished with --steps={record.get('budget')} and flags "
                              f"{record.get('flags')}: use another --out for --steps={steps} and "
                              f"flags {list(extra)}")

@@ -150,9 +150,8 @@ def last_budget_flag(args):
     earlier one."""
     last = None
     for arg in FLAGS.read_flags_from_files(args, force_gnu=False):
-        name = arg.lstrip("-").split("=")[0]
-        if arg.startswith("-") and name in ("steps", "iterations"):
-            last = name
+        if arg.startswith("-") and flag_name(arg) in ("steps", "iterations"):
+            last = flag_name(arg)
     return last
 
 

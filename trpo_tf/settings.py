@@ -54,9 +54,9 @@ def at_least(low):
     return lambda value: value >= low
 
 
-def between(low, high, low_open=False):
-    """A check for [low, high], or (low, high] with low_open."""
-    return lambda value: (value > low if low_open else value >= low) and value <= high
+def between(low, high):
+    """A check for [low, high]."""
+    return lambda value: low <= value <= high
 
 
 def in_unit_interval(low_open=True, high_open=False):

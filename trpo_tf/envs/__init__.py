@@ -220,42 +220,37 @@ def registered_spec(name, atari):
         if is_atari(gym_id):
             return EnvSpec(name, gym_id, ATARI_HIDDEN, atari=atari.for_game(gym_id))
         return EnvSpec(name, gym_id, DEFAULT_HIDDEN)
-    retired = retired_version(name)
-    if retired:
-        raise EnvError(f"--env={name!r}: gymnasium no longer has this version ({retired})")
+    said = gymnasium_error(name)
+    if isinstance(said, gym.error.DeprecatedEnv):  # it names the version to use
+        raise EnvError(f"--env={name!r}: gymnasium no longer has this version "
+                       f"({first_line(said, 200).removeprefix('DeprecatedEnv: ')})")
     raise EnvError(
         f"--env={name!r} is neither a short name ({', '.join((*SHORT_NAMES, *ATARI_GAMES))}) "
         "nor a registered gymnasium id (e.g. HalfCheetah-v5, CartPole-v1, ALE/Pong-v5, or "
         "my_package.envs:MyEnv-v0 to import the module that registers it)"
-        + unknown_env_hint(name))
+        + unknown_env_hint(name, said))
 
 
-def retired_version(name):
-    """gymnasium's word on `name` if it is a version gymnasium retired (it names the one to
-    use), else ""."""
+def gymnasium_error(name):
+    """The error gymnasium gives for an id it has not registered (a retired version, a name
+    spelt like one it knows), or None."""
     try:
         gym.spec(name)
-    except gym.error.DeprecatedEnv as err:
-        return first_line(err, 200).removeprefix("DeprecatedEnv: ")
-    except gym.error.Error:
-        pass
-    return ""
+    except gym.error.Error as err:
+        return err
+    return None
 
 
-def unknown_env_hint(name):
+def unknown_env_hint(name, said):
     """What may have been meant by an --env that names nothing: a short name spelt alike
-    (any case), else gymnasium's own word on the id (a name it knows that is close), as
-    "; ..." or ""."""
+    (any case), else gymnasium's own word `said` on the id (a name it knows that is close),
+    as "; ..." or ""."""
     short = {n.lower(): n for n in (*SHORT_NAMES, *ATARI_GAMES)}
     close = difflib.get_close_matches(name.lower(), short, n=1, cutoff=0.75)
     if close:
         return f"; did you mean --env={short[close[0]]}?"
-    try:
-        gym.spec(name)
-    except gym.error.Error as err:
-        said = first_line(err, 200)
-        if "Did you mean" in said:
-            return f"; gymnasium: {said}"
+    if said is not None and "Did you mean" in first_line(said, 200):
+        return f"; gymnasium: {first_line(said, 200)}"
     return ""
 
 

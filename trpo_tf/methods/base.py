@@ -173,10 +173,16 @@ class Method:
         line = f"kl {m.get('kl', NAN):.4f}"
         if "linesearch_steps" not in self.tags:
             return line
-        if m.get("grad_norm") == 0.0:  # every advantage 0 (vine: every Q alike): no direction
-            return line + " ls - (zero gradient)"
+        why = self.no_signal(m)
+        if why:
+            return line + f" ls - ({why})"
         line += f" ls {int(m.get('linesearch_steps', 0))}"
         return line + (" rejected" if m.get("step_accepted", 1.0) == 0.0 else "")
+
+    def no_signal(self, m):
+        """Why the batch gave the step no direction to search, or "": a zero gradient (every
+        advantage 0)."""
+        return "zero gradient" if m.get("grad_norm") == 0.0 else ""
 
     def state(self):
         """JSON-able state beside the variables: checkpointed, and restored after a skip."""

@@ -3,15 +3,15 @@ maximises the surrogate (eq. 14-15) under the mean KL bound (eq. 13) by conjugat
 on Fisher-vector products and a backtracking line search (update.py), then the value fit.
 Its ablations (natural_gradient.py, empirical_fim.py, max_kl.py) swap one piece of it."""
 from trpo_tf.methods.base import TRUST_REGION_TAGS, AdvantageMethod
-from trpo_tf.settings import at_least, between, declare, in_unit_interval
+from trpo_tf.settings import at_least, declare, in_unit_interval
 
 GROUP = "4 method trpo: the trust-region step (also vine and the ablations)"
 declare(GROUP, "max_kl", 0.01, "delta: bound on the mean KL(pi_old || pi) per update (eq. 13).",
-        check=between(0.0, 1.0, low_open=True),
+        check=in_unit_interval(),
         rule="> 0 and <= 1 (nats; the paper's 0.01: beyond 1 no region is left to trust)")
 declare(GROUP, "max_kl_end", 0.0,
         "delta at the end of the budget (--steps or --iterations), reached linearly from "
-        "--max_kl; 0 = --max_kl throughout.", check=between(0.0, 1.0),
+        "--max_kl; 0 = --max_kl throughout.", check=in_unit_interval(low_open=False),
         rule="between 0 and 1, 0 meaning no schedule")
 declare(GROUP, "entropy_coef", 0.0,
         "Added to the surrogate: this times the policy's mean entropy over the batch's states "

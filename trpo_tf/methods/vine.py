@@ -111,12 +111,10 @@ class Vine(Method):
                 f"{cfg.vine_states} states x {self.sampler.k} branches x "
                 f"{cfg.vine_rollout_length} steps")
 
-    def progress(self, m):
-        """Base's line, but a rollout set whose branches all returned alike gives no signal:
-        no step to search (its gradient is rounding alone)."""
-        if m.get("vine_q_spread") == 0.0:
-            return f"kl {m.get('kl', float('nan')):.4f} ls - (every branch's Q alike)"
-        return super().progress(m)
+    def no_signal(self, m):
+        """Also a rollout set whose branches all returned alike: its gradient is rounding
+        alone."""
+        return "every branch's Q alike" if m.get("vine_q_spread") == 0.0 else super().no_signal(m)
 
     def anneal(self, spent):
         anneal_trust_region(self.learner, self.cfg, spent)
