@@ -64,11 +64,12 @@ class PPOLearner:
         import tensorflow as tf
 
         from trpo_tf.distributions import masked_logits
+        from trpo_tf.graph import adam_step
 
         with tf.GradientTape() as tape:
             loss = -clipped_surrogate(self.dist, masked_logits(self.policy(obs), mask), actions,
                                       old_log_prob, advantages, self.clip)
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, self.variables), self.variables))
+        adam_step(self.optimizer, tape.gradient(loss, self.variables), self.variables)
 
     def _step(self, obs, actions, advantages, *rest):
         import tensorflow as tf

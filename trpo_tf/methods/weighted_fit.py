@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 
 from trpo_tf.flat import get_flat, revert_unless
-from trpo_tf.graph import repeat, traced
+from trpo_tf.graph import adam_step, repeat, traced
 
 
 def rwr_weights(returns, temperature):
@@ -60,7 +60,7 @@ class WeightedMaxLikelihood:
         def ascend(_):
             with tf.GradientTape() as tape:
                 loss = -weighted_log_likelihood()
-            self.optimizer.apply_gradients(zip(tape.gradient(loss, self.variables), self.variables))
+            adam_step(self.optimizer, tape.gradient(loss, self.variables), self.variables)
 
         repeat(self.epochs, ascend)
         params = policy(obs)

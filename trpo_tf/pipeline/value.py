@@ -21,7 +21,7 @@ import collections
 import keras
 import tensorflow as tf
 
-from trpo_tf.graph import repeat, traced
+from trpo_tf.graph import adam_step, repeat, traced
 from trpo_tf.policies import padded
 
 
@@ -94,7 +94,7 @@ class ValueFitter(AdamFit):
         def step(j):
             with tf.GradientTape() as tape:
                 loss = self._weighted_mse(tf.gather(obs, order[j]), tf.gather(targets, order[j]), weights[j])
-            self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+            adam_step(self.optimizer, tape.gradient(loss, variables), variables)
 
         repeat(num_minibatches, step)
 
@@ -172,7 +172,7 @@ class SequenceValueFitter(AdamFit):
         variables = self.value_net.trainable_variables
         with tf.GradientTape() as tape:
             loss = self.loss(seqs)
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        adam_step(self.optimizer, tape.gradient(loss, variables), variables)
 
     def _fit_epoch(self, seqs, order, weights):
         """One Adam step per row j of order [M, k]: the sequences order[j] of `seqs`, weighted
