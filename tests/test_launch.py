@@ -316,6 +316,25 @@ def test_tools_refuse_bad_counts_extensions_damaged_models_and_mismatched_action
         assert helped.returncode == 0 and "--" in helped.stdout, module
 
 
+def test_the_sweep_reads_the_shipped_flagfiles_from_any_directory_and_refuses_atari_flags_alone(
+        tmp_path):
+    """From another directory, the figure 4 flagfile the sweep's help names (it names
+    launch/paper/cartpole.cfg inside) is read: the sweep gets as far as its own check of
+    --npg_steps. An Atari flagfile without an Atari --env is refused, as launch refuses it."""
+    env = {**os.environ, "PYTHONPATH": zygote.ROOT}
+    for flagfile, said in [
+            ("launch/paper/figure4_quick/cartpole_natural_gradient.cfg",
+             "error: --npg_step must be > 0 (got -1.0)"),
+            ("launch/paper/atari/single_path.cfg",
+             "error: --frame_skip (Atari preprocessing) is given, but --env='Cartpole' is no "
+             "Atari game")]:
+        out = zygote.run([sys.executable, "-m", "trpo_tf.sweep", f"--flagfile={flagfile}",
+                          "--npg_steps=-1"], capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path, env=env)
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith(said), out.stderr
+
+
 def test_ray_address_takes_a_bracketed_ipv6_address():
     import socket
 

@@ -139,12 +139,16 @@ def test_ctrl_c_with_several_seeds_stops_the_whole_command_and_pipes_get_no_hear
 @pytest.mark.parametrize("signal_name, said, code", [("SIGINT", "interrupted", 130),
                                                     ("SIGTERM", "terminated", 143)])
 def test_ctrl_c_or_sigterm_during_start_up_is_one_line(tmp_path, signal_name, said, code):
-    """The signal while TensorFlow loads (simulated: importing the trainer sends it). SIGTERM
-    killed the process without a word, its logdir holding a lock file."""
+    """The signal while TensorFlow loads (simulated: importing the trainer raises it in the
+    main thread, whose handler runs before the import returns). SIGTERM killed the process
+    without a word, its logdir holding a lock file."""
     source = ("import os, signal, sys, types\n"
+              # as in a terminal's foreground job (one started with & by a shell without job
+              # control ignores SIGINT, and so does Python in it)
+              "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
               "class Interrupted(types.ModuleType):\n"
               "    def __getattr__(self, name):\n"
-              f"        os.kill(os.getpid(), signal.{signal_name})\n"
+              f"        signal.raise_signal(signal.{signal_name})\n"
               "sys.modules['trpo_tf.run.train'] = Interrupted('trpo_tf.run.train')\n"
               "from absl import app\n"
               "import trpo_tf.launch as launch\n"

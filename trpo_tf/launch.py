@@ -60,11 +60,28 @@ def parse_flags_with_preset(argv):
         return parse_with_preset(argv, presets)
 
 
-def parse_with_preset(argv, presets):
-    """parse_flags_with_preset's work, the project's flagfiles found from any directory."""
+def parse_flags_as_given(argv):
+    """parse_flags_with_preset without the preset (the sweep's parser): the project's flagfiles
+    found from any directory, the flags the user gave recorded in APPLIED_PRESET (the Atari
+    refusal reads them), the budget's rule and the notes."""
+    with flagfiles_found_from_anywhere():
+        rest = parse_given(argv)
+        settle_budget_and_note_overrides(argv)
+    return rest
+
+
+def parse_given(argv):
+    """parse_flags, recording the flags the user gave in APPLIED_PRESET (no preset yet)."""
     APPLIED_PRESET.update(path="", given=set())
     rest = parse_flags(argv)
-    given = APPLIED_PRESET["given"] = {name for name in FLAGS if FLAGS[name].present}
+    APPLIED_PRESET["given"] = {name for name in FLAGS if FLAGS[name].present}
+    return rest
+
+
+def parse_with_preset(argv, presets):
+    """parse_flags_with_preset's work, the project's flagfiles found from any directory."""
+    rest = parse_given(argv)
+    given = APPLIED_PRESET["given"]
     if "preset" in given and FLAGS.preset == "auto" and presets.names_flagfile(argv):
         print("error: --preset=auto applies a tuned preset only without a --flagfile, which "
               "gives the settings itself: drop one of them", file=sys.stderr)
@@ -78,11 +95,17 @@ def parse_with_preset(argv, presets):
         argv = [argv[0], f"--flagfile={path}", *argv[1:]]
         rest = parse_flags(argv)
         APPLIED_PRESET["path"] = presets.display_path(path)
+    settle_budget_and_note_overrides(argv)
+    return rest
+
+
+def settle_budget_and_note_overrides(argv):
+    """What every parse ends with: of --steps and --iterations the one `argv` gives last sets
+    the budget, and a flag that a later flagfile sets again is named in a note."""
     if last_budget_flag(argv[1:]) == "iterations":
         FLAGS.steps = 0  # --iterations after a flagfile's (or the preset's) --steps counts
     for note in overridden_by_flagfiles(argv[1:]):
         print(f"note: {note}", file=sys.stderr)
-    return rest
 
 
 @contextlib.contextmanager

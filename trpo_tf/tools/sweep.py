@@ -78,3 +78,6 @@ def main(argv):
         print(f"best --npg_step={best:g} (final return {results[best]:.1f})", flush=True)
 
     main_guard(sweep)
+
+
+FLAGS_PARSER = launch.parse_flags_as_given  # the shipped flagfiles from any directory
