@@ -68,6 +68,10 @@ def test_ppo_trains_logs_exports_and_resumes_with_its_own_optimizer_state(tmp_pa
     np.testing.assert_array_equal(theta_resumed, theta)
     for v, w in zip(adam_resumed, adam):
         np.testing.assert_array_equal(v, w)
+    # --ppo_lr is a flag, not state: a resume takes the command line's (the checkpoint's
+    # Adam holds the rate it was saved with)
+    history, _, adam_changed = trained(ppo_config(tmp_path / "split", iterations=3, ppo_lr=0.05))
+    assert len(history) == 1 and adam_changed[1] == np.float32(0.05)
 
 
 def test_a_skipped_ppo_iteration_rolls_back_its_optimizer(tmp_path):

@@ -138,6 +138,10 @@ class PPO(AdvantageMethod):
         return {**super().trackables(), "ppo_optimizer": self.learner.optimizer,
                 "ppo_rng": self.learner.rng}
 
+    def load_state(self, saved):
+        super().load_state(saved)
+        self.learner.optimizer.learning_rate = self.cfg.ppo_lr  # a flag, not checkpoint state
+
     def progress(self, m):
         return f"kl {m.get('kl', float('nan')):.4f} clip {m.get('clip_fraction', 0.0):.2f}"
 
