@@ -424,3 +424,31 @@ def test_a_command_with_stdout_closed_sends_its_lines_nowhere(monkeypatch):
 
     assert main_guard(command) is False
     assert sys.stdout is None
+
+
+def test_a_setting_too_big_for_memory_is_one_line_naming_the_tensor_and_the_flags(capsys):
+    """`--policy_hidden=200000,200000` or `--policy_rnn_units=100000` ended in a Keras
+    traceback around TensorFlow's OOM ("Exception encountered when calling Dense.call()" on
+    its first line): now one line naming the tensor and the flags that size memory, exit 2.
+    MemoryError likewise; any other exception still propagates."""
+    import tensorflow as tf
+
+    from trpo_tf.cli import main_guard
+
+    oom = tf.errors.ResourceExhaustedError(
+        None, None, "Exception encountered when calling Dense.call().\n\n{{function_node "
+        "__wrapped__StatelessRandomUniformV2}} OOM when allocating tensor with "
+        "shape[200000,200000] and type float on /job:localhost by allocator mklcpu\n\n"
+        "Arguments received by Dense.call():")
+    for err, said in [(oom, "out of memory (OOM when allocating tensor with shape[200000,200000]): "),
+                      (MemoryError(), "out of memory (MemoryError): ")]:
+        def command():
+            raise err
+
+        with pytest.raises(SystemExit) as done:
+            main_guard(command)
+        lines = capsys.readouterr().err.splitlines()
+        assert done.value.code == 2 and len(lines) == 1, lines
+        assert lines[0].startswith("error: " + said) and "--policy_hidden" in lines[0], lines
+    with pytest.raises(ZeroDivisionError):
+        main_guard(lambda: 1 / 0)

@@ -150,11 +150,31 @@ def main_guard(fn, without=()):
     except (errors.EnvStepError, errors.TrainingFault) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+    except Exception as err:
+        if not out_of_memory(err):
+            raise
+        print(f"error: {out_of_memory_line(err)}", file=sys.stderr)
+        sys.exit(2)
     finally:
         warnings.showwarning = show_warning
         signal.signal(signal.SIGTERM, sigterm)
         sys.stdout.flush()  # through the wrapper: what is buffered may meet a closed pipe
         sys.stdout = stdout
+
+
+def out_of_memory(err):
+    """Whether `err` is an allocation that failed: Python's MemoryError, TensorFlow's
+    ResourceExhaustedError (told by name: this module loads no TensorFlow)."""
+    return isinstance(err, MemoryError) or type(err).__name__ == "ResourceExhaustedError"
+
+
+def out_of_memory_line(err):
+    """One line for a failed allocation, naming the tensor where TensorFlow does (Keras wraps
+    it in lines about the layer's call) and the settings that size the memory."""
+    tensor = re.search(r"OOM when allocating tensor with shape\[[^\]]*\]", str(err))
+    return (f"out of memory ({tensor.group(0) if tensor else errors.first_line(err)}): the "
+            "networks (--policy_hidden, --value_hidden, --policy_rnn_units) or the batch "
+            "(--batch_steps, --num_envs) need more memory than this machine has")
 
 
 def end_ray_session():
