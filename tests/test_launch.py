@@ -3,6 +3,7 @@ import copy
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -452,3 +453,44 @@ def test_a_setting_too_big_for_memory_is_one_line_naming_the_tensor_and_the_flag
         assert lines[0].startswith("error: " + said) and "--policy_hidden" in lines[0], lines
     with pytest.raises(ZeroDivisionError):
         main_guard(lambda: 1 / 0)
+
+
+def test_two_signals_inside_one_long_call_still_stop_at_once():
+    """Two SIGINTs that arrive while the main thread is inside one C call (a long TensorFlow
+    op; here builtin sum, which checks no signal) reach Python's handler as one call: the
+    second Ctrl-C was lost, and the run went on to finish its iteration. StopOnSignal counts
+    them, and the second stops at once; one alone only asks the loop to stop."""
+    import threading
+
+    from trpo_tf.cli import StopOnSignal
+
+    def sigint_pending():
+        """Whether a SIGINT sent to this process waits for delivery (/proc's ShdPnd): one
+        sent before the last is delivered merges into it, as no two key presses do."""
+        with open("/proc/self/status") as f:
+            mask = next(line for line in f if line.startswith("ShdPnd:")).split()[1]
+        return int(mask, 16) >> (signal.SIGINT - 1) & 1
+
+    def send(times, inside):
+        inside.wait()
+        for _ in range(times):
+            while sigint_pending():
+                pass
+            os.kill(os.getpid(), signal.SIGINT)
+
+    for times in (2, 1):
+        with StopOnSignal(announce=False) as stop:
+            inside = threading.Event()
+            sender = threading.Thread(target=send, args=(times, inside))
+            sender.start()
+            try:
+                inside.set()
+                sum(range(30_000_000))  # both signals arrive in here (~1 s of C)
+                sender.join()
+                sum(range(1))  # a call after both: Python's handler has run by its end
+                interrupted = False
+            except KeyboardInterrupt:
+                interrupted = True
+            sender.join()
+        assert interrupted == (times == 2), times
+    assert stop.signum == signal.SIGINT  # the one signal: the loop stops after the iteration

@@ -28,14 +28,30 @@ def parse_flags(argv):
 class StopOnSignal:
     """While active, SIGINT / SIGTERM only set `.signum` and say so at once (if `announce`):
     the loop finishes the iteration, checkpoints, exports and returns (a command with several
-    runs starts no more). A second signal interrupts at once (KeyboardInterrupt)."""
+    runs starts no more). A second signal interrupts at once (KeyboardInterrupt).
+
+    Two signals that arrive while the main thread is inside one long C call (a TensorFlow op)
+    reach the Python handler as one call: Python keeps one flag per signal. Each still writes
+    a byte to the wakeup fd (signal.set_wakeup_fd), so the handler counts them there."""
+
+    STOPPING = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, announce=True):
         self.signum = None
         self.announce = announce
 
+    def _arrived(self):
+        """How many SIGINT / SIGTERM arrived since the last call (their wakeup-fd bytes)."""
+        count = 0
+        while True:
+            try:
+                data = os.read(self._wakeup[0], 512)
+            except BlockingIOError:
+                return count
+            count += sum(byte in self.STOPPING for byte in data)
+
     def _handle(self, signum, frame):
-        if self.signum is not None:
+        if self.signum is not None or self._arrived() > 1:
             raise KeyboardInterrupt
         self.signum = signum
         if self.announce:
@@ -47,12 +63,19 @@ class StopOnSignal:
                 print(line, flush=True)
 
     def __enter__(self):
-        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        self._wakeup = os.pipe()
+        for fd in self._wakeup:
+            os.set_blocking(fd, False)
+        self._previous_wakeup = signal.set_wakeup_fd(self._wakeup[1], warn_on_full_buffer=False)
+        self._previous = {s: signal.signal(s, self._handle) for s in self.STOPPING}
         return self
 
     def __exit__(self, *exc):
         for s, handler in self._previous.items():
             signal.signal(s, handler)
+        signal.set_wakeup_fd(self._previous_wakeup)
+        for fd in self._wakeup:
+            os.close(fd)
 
 
 class OutputWithoutReader:
