@@ -328,3 +328,29 @@ def test_tuning_refuses_a_study_of_other_settings_a_bad_logdir_a_damaged_study_a
                      timeout=120)
     assert out.returncode == 2 and out.stderr.startswith("error: --seeds=3: a trial trains one "
                                                          "seed"), out.stderr
+
+
+def test_each_method_is_tuned_over_its_own_settings_and_one_without_a_space_is_refused(
+        tmp_path, monkeypatch):
+    """PPO's trials drew TRPO's max_kl and cg_damping (which PPO never reads) and never its
+    clip range, learning rate, epochs or minibatch; the ablations and vine, whose own settings
+    the space does not hold, are refused in one line instead of tuned on half of them."""
+    from trpo_tf.config import Config
+    from trpo_tf.errors import ConfigError
+    from trpo_tf.run import train
+    from trpo_tf.tools import tune
+
+    own = {"trpo": {"max_kl", "cg_damping"},
+           "ppo": {"ppo_clip", "ppo_lr", "ppo_epochs", "ppo_minibatch"}}
+    for algo in own:
+        space = set(tune.search_space(Config(algo=algo)))
+        assert own[algo] <= space and not own["ppo" if algo == "trpo" else "trpo"] & space, algo
+    monkeypatch.setattr(train, "Trainer", FakeTrainer)
+    FakeTrainer.configs = []
+    study = tune.tune(Config(algo="ppo", env="Cartpole", steps=1000, eval_every=1,
+                             logdir=str(tmp_path)), 2, 0)
+    assert set(study.trials[1].params) == set(tune.SHARED_SPACE) | own["ppo"]
+    for settings in ({"algo": "natural_gradient"}, {"algo": "cem"}, {"sampler": "vine"}):
+        with pytest.raises(ConfigError, match="the tuner has no search space for this method; "
+                                              "it tunes --algo=ppo and --algo=trpo$"):
+            tune.search_space(Config(**settings))

@@ -6,6 +6,7 @@ from trpo_tf.methods.trpo import TRPO
 class EmpiricalFIM(TRPO):
     algo = "empirical_fim"
     tuned_presets = False
+    search_space = {}
 
     def learner_options(self):
         return {"fisher": "empirical"}

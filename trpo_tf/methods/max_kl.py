@@ -6,6 +6,7 @@ from trpo_tf.methods.trpo import TRPO
 class MaxKL(TRPO):
     algo = "max_kl"
     tuned_presets = False
+    search_space = {}
 
     def learner_options(self):
         return {"constraint": "max"}

@@ -11,6 +11,7 @@ declare("4 method natural_gradient", "npg_step", 0.1,
 class NaturalGradient(TRPO):
     algo = "natural_gradient"
     tuned_presets = False
+    search_space = {}
     tags = {k: v for k, v in TRPO.tags.items()  # no line search
             if k not in ("linesearch_steps", "step_accepted")}
 

@@ -122,6 +122,12 @@ class PPO(AdvantageMethod):
     algo = "ppo"
     takes_action_masks = True
     tags = {**AdvantageMethod.tags, "clip_fraction": "PPO/ClipFraction"}
+    search_space = {
+        "ppo_clip": lambda t: t.suggest_float("ppo_clip", 0.1, 0.3),
+        "ppo_lr": lambda t: t.suggest_float("ppo_lr", 1e-4, 1e-3, log=True),
+        "ppo_epochs": lambda t: t.suggest_int("ppo_epochs", 3, 15),
+        "ppo_minibatch": lambda t: t.suggest_categorical("ppo_minibatch", [32, 64, 128, 256]),
+    }
 
     def make_learner(self):
         from trpo_tf import seeding

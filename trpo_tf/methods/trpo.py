@@ -56,7 +56,11 @@ def anneal_trust_region(learner, cfg, spent):
 class TRPO(AdvantageMethod):
     algo = "trpo"
     takes_action_masks = True  # and its ablations
-    tuned_presets = True  # not its ablations (they set it back)
+    tuned_presets = True  # not its ablations (they set it back, and have no search space)
+    search_space = {
+        "max_kl": lambda t: t.suggest_float("max_kl", 0.003, 0.05, log=True),
+        "cg_damping": lambda t: t.suggest_float("cg_damping", 0.01, 0.3, log=True),
+    }
     takes_recurrent_policy = True
     tags = {**AdvantageMethod.tags, **TRUST_REGION_TAGS}
 

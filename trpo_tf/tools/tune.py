@@ -35,15 +35,14 @@ NOT_RESULTS = ("checkpoint_every", "env_threads", "ray_address")  # a resumed st
 STARTING_POINT = "starting_point"  # the user attribute of trial 0: the settings it draws
 
 
-# The search space: {Config field: trial -> value}. Floats are rounded to 3 significant digits
+# The search space: {Config field: trial -> value}, these settings of every method the tuner
+# takes and the method's own (Method.search_space). Floats are rounded to 3 significant digits
 # (the flagfile stays readable; TPE does not need more).
 BATCH_STEPS = [1024, 2048, 4096, 8192]
-SPACE = {
+SHARED_SPACE = {
     "batch_steps": lambda t: t.suggest_categorical("batch_steps", BATCH_STEPS),
     "gamma": lambda t: t.suggest_categorical("gamma", [0.9, 0.95, 0.98, 0.99, 0.995, 0.999]),
     "gae_lambda": lambda t: t.suggest_float("gae_lambda", 0.9, 0.99),
-    "max_kl": lambda t: t.suggest_float("max_kl", 0.003, 0.05, log=True),
-    "cg_damping": lambda t: t.suggest_float("cg_damping", 0.01, 0.3, log=True),
     "vf_epochs": lambda t: t.suggest_int("vf_epochs", 2, 20),
     "vf_minibatch": lambda t: t.suggest_categorical("vf_minibatch", [64, 128, 256]),
     "vf_lr": lambda t: t.suggest_float("vf_lr", 3e-4, 3e-3, log=True),
@@ -54,14 +53,28 @@ SPACE = {
 }
 
 
-def starting_point(base, fixed):
-    """The base run's own values of SPACE's settings where the space holds them: queued as a
+def search_space(cfg):
+    """SHARED_SPACE and the method's own settings (Method.search_space); ConfigError for a
+    method without a space (the settings shared would be only part of what it depends on)."""
+    from trpo_tf import methods
+
+    own = methods.REGISTRY[(cfg.algo, cfg.sampler)].search_space
+    if not own:
+        tuned = sorted(f"--algo={algo}" + ("" if sampler == "single_path" else f" --sampler={sampler}")
+                       for (algo, sampler), method in methods.REGISTRY.items() if method.search_space)
+        raise ConfigError(f"--algo={cfg.algo} --sampler={cfg.sampler}: the tuner has no search "
+                          f"space for this method; it tunes {' and '.join(tuned)}")
+    return {**SHARED_SPACE, **own}
+
+
+def starting_point(space, base, fixed):
+    """The base run's own values of the `space`'s settings where the space holds them: queued as a
     fresh study's first trial, which trains the base run's settings (those the space cannot
     hold included), so the tuner's best is never worse than what it started from."""
     import optuna
 
     point = {}
-    for name in SPACE:
+    for name in space:
         value = getattr(base, name)
         value = ",".join(map(str, value)) if isinstance(value, tuple) else value
         if name in fixed or value is None:
@@ -69,7 +82,7 @@ def starting_point(base, fixed):
         with warnings.catch_warnings(record=True) as caught:  # out of a float's range: a warning
             warnings.simplefilter("always")
             try:
-                SPACE[name](optuna.trial.FixedTrial({name: value}))
+                space[name](optuna.trial.FixedTrial({name: value}))
             except ValueError:  # not among a categorical's choices (e.g. a linear policy)
                 continue
         if not caught:
@@ -77,9 +90,9 @@ def starting_point(base, fixed):
     return point
 
 
-def suggest(trial, fixed):
-    """{Config field: value} for one trial, over SPACE less the `fixed` fields."""
-    values = {name: draw(trial) for name, draw in SPACE.items() if name not in fixed}
+def suggest(space, trial, fixed):
+    """{Config field: value} for one trial, over the `space` less the `fixed` fields."""
+    values = {name: draw(trial) for name, draw in space.items() if name not in fixed}
     return {k: float(f"{v:.3g}") if isinstance(v, float) else v for k, v in values.items()}
 
 
@@ -159,6 +172,8 @@ def objective_fn(base, stop, fixed):
     from trpo_tf.config import validate
     from trpo_tf.run.train import Trainer
 
+    space = search_space(base)
+
     def objective(trial):
         if stop.signum is not None:  # a signal between trials: this one never started
             trial.set_user_attr("cut", True)
@@ -166,7 +181,7 @@ def objective_fn(base, stop, fixed):
         start = trial.user_attrs.get(STARTING_POINT)
         # the starting point draws only the settings the space holds; the others (a linear
         # policy, gamma 0.9999, ...) keep the base run's values
-        settings = suggest(trial, fixed if start is None else set(SPACE) - set(start))
+        settings = suggest(space, trial, fixed if start is None else set(space) - set(start))
         retry = trial.user_attrs.get("logdir")
         logdir = retry or os.path.join(base.logdir, f"trial_{trial.number}")
         # a fresh trial never continues checkpoints left in its directory by an older study
@@ -216,7 +231,7 @@ def study_settings(base, fixed):
     """What every trial of a study shares (the env, method, budget, seed, the searched settings
     the user fixed ...): JSON-able, recorded in the study; a study resumed with others would
     rank trials of different tasks together."""
-    searched = set(SPACE) - set(fixed)
+    searched = set(search_space(base)) - set(fixed)
     return {name: list(value) if isinstance(value, tuple) else value
             for name, value in dataclasses.asdict(base).items()
             if name not in TRIAL_ONLY + NOT_RESULTS and name not in searched}
@@ -259,7 +274,7 @@ def open_study(base, startup_trials):
 
 
 def tune(base, trials, startup_trials, fixed=()):
-    """Run the study until `trials` trials finished; `fixed`: SPACE's fields held at the base
+    """Run the study until `trials` trials finished; `fixed`: the search space's fields held at the base
     run's values (the flags the user gave)."""
     import optuna
 
@@ -270,7 +285,7 @@ def tune(base, trials, startup_trials, fixed=()):
         check_study_settings(study, study_settings(base, fixed), base.logdir)
         retry_cut_trials(study)
         if not study.trials:  # trial 0 trains the base run itself (see objective_fn)
-            point = starting_point(base, fixed)
+            point = starting_point(search_space(base), base, fixed)
             study.enqueue_trial(point, user_attrs={STARTING_POINT: sorted(point)})
         left = trials - finished(study)
         print(f"tuning {base.env}: {finished(study)} of {trials} trials done, {left} to run; study "
@@ -328,9 +343,10 @@ def main(argv):
         if "logdir" not in given:  # not the preset's training logdir
             cfg = dataclasses.replace(cfg, logdir=launch.tool_logdir("tune", cfg.env))
         check_run(cfg)
-        fixed = [name for name in SPACE if name in given]  # not searched
-        if len(fixed) == len(SPACE):
-            raise ConfigError(f"your flags fix every setting the tuner searches ({', '.join(SPACE)})"
+        space = search_space(cfg)
+        fixed = [name for name in space if name in given]  # not searched
+        if len(fixed) == len(space):
+            raise ConfigError(f"your flags fix every setting the tuner searches ({', '.join(space)})"
                               ": leave some out")
         tune(cfg, FLAGS.trials, FLAGS.startup_trials, fixed)
 
