@@ -209,6 +209,13 @@ def test_a_masked_run_trains_exports_and_plays_under_the_envs_masks(tmp_path, ca
     out = launch_here(capsys, "--env=mask_envs:MaskedMatch-v0", "--iterations=2", "--batch_steps=400",
               "--num_envs=2", "--eval_every=1", f"--logdir={tmp_path}")
     assert out.returncode == 0 and out.stderr == "", out.stderr
+    assert "policy, 5127 parameters, action masks, 2 gymnasium envs" in out.stdout  # header
+    off = launch_here(capsys, "--env=mask_envs:MaskedMatch-v0", "--iterations=3",
+                      "--batch_steps=400", "--num_envs=2", "--action_masks=off",
+                      f"--logdir={tmp_path}")
+    assert off.returncode == 2 and ("holds a run trained with the env's action masks "
+                                    "(--action_masks=auto), these settings give no action masks "
+                                    "(--action_masks=off, or an env without them)") in off.stderr
     played = cli("play", f"--policy={tmp_path / 'policy'}", "--episodes=3")
     assert played.returncode == 0, played.stderr
     for line in played.stdout.strip().splitlines():

@@ -46,6 +46,8 @@ def test_runs_are_grouped_by_task_and_method_and_averaged_over_seeds(fixture_log
     np.testing.assert_allclose(values.mean(0), 2.0 * np.arange(1, 11) + 0.5)
     rows = {(p, l): (n, m, s) for p, l, n, m, s in figures.final_values(data, window=2)}
     assert rows[("swimmer", "cem")] == (2, pytest.approx(10.0), pytest.approx(0.5 ** 0.5))
+    assert figures.mean_and_spread(10.0, 0.5 ** 0.5, 2) == "10.0 +- 0.7"
+    assert figures.mean_and_spread(40.3, 0.0, 1) == "40.3 (one seed)"  # not "+- 0.0"
     assert figures.uneven_seeds(data) == []
     # a third seed that ran longer (or one still running): each seed's own last iterations
     write_run(fixture_logdir / "cartpole" / "cem" / "seed_2", [t + 2.0 for t in range(1, 15)])

@@ -30,6 +30,17 @@ from trpo_tf.sampling.single_path import value_step_kwargs
 # Settings that only shape the sampler: a resumed run with other values starts new episodes.
 SAMPLER_SETTINGS = ("num_envs", "env_backend", "max_path_length", "workers")
 # What run records written before a setting existed mean by its absence.
+# How a run record's value reads where the record holds an outcome of the flag, not its value
+RECORD_WORDS = {"action_masks": {True: "the env's action masks (--action_masks=auto)",
+                                 False: "no action masks (--action_masks=off, or an env "
+                                        "without them)"}}
+
+
+def record_text(key, value):
+    """A run record's `key`: `value` as a refusal names it."""
+    return RECORD_WORDS[key][value] if key in RECORD_WORDS else f"{key}={value}"
+
+
 RECORD_DEFAULTS = {"workers": 0, "action_masks": False, "policy_rnn": "none", "value_rnn": "none",
                    "activation": "tanh", "env_kwargs": {}}
 HEARTBEAT_SECONDS = 2.0  # a terminal hears from a long sampling phase this often
@@ -158,8 +169,9 @@ class Trainer:
         for key in changed:
             if key not in SAMPLER_SETTINGS:
                 raise ConfigError(
-                    f"--logdir={self.cfg.logdir} holds a run trained with {key}={earlier[key]}, "
-                    f"these settings give {key}={self.record[key]}: resume with the same "
+                    f"--logdir={self.cfg.logdir} holds a run trained with "
+                    f"{record_text(key, earlier[key])}, these settings give "
+                    f"{record_text(key, self.record[key])}: resume with the same "
                     "settings, use another --logdir, or --resume=never to start over (the "
                     "earlier run moves to <logdir>/previous-<k>/)")
         return [f"{k} {earlier[k]} -> {self.record[k]}" for k in changed]
@@ -260,7 +272,8 @@ class Trainer:
         self.log(f"trpo_tf: {self.spec.name} ({self.spec.gym_id}{' ' + given if given else ''}), "
                  f"{self.dist.__class__.__name__} "
                  f"policy, {sum(int(np.prod(v.shape)) for v in self.policy.trainable_variables)} "
-                 f"parameters, " + (f"{cfg.workers} Ray workers x " if cfg.workers else "")
+                 f"parameters{', action masks' if self.record['action_masks'] else ''}, "
+                 + (f"{cfg.workers} Ray workers x " if cfg.workers else "")
                  + f"{cfg.num_envs} {self.backend} envs x {self.method.sampling_line(share)}"
                  + (f"; preset {cfg.preset_file}" if cfg.preset_file else ""))
         history, pending = [], []

@@ -83,6 +83,11 @@ def final_values(data, window):
     return rows
 
 
+def mean_and_spread(mean, std, seeds):
+    """"mean +- std" over seeds; one seed has no spread to give ("mean (one seed)")."""
+    return f"{mean:.1f} +- {std:.1f}" if seeds > 1 else f"{mean:.1f} (one seed)"
+
+
 def uneven_seeds(data):
     """["panel/line: ...", ...] for each line whose seeds end at different steps (past the
     first end its curve averages fewer seeds)."""

@@ -14,7 +14,8 @@ from absl import flags
 
 from trpo_tf.cli import main_guard, quiet_logging
 from trpo_tf.errors import ConfigError
-from trpo_tf.tools.figures import curves, draw, final_values, find_runs, uneven_seeds
+from trpo_tf.tools.figures import (curves, draw, final_values, find_runs, mean_and_spread,
+                                   uneven_seeds)
 
 flags.DEFINE_string("logdir", None, "Directory holding the runs (searched recursively).")
 flags.DEFINE_list("out", ["figure.png"], "Output files; the extension picks the format (png, svg, pdf).")
@@ -57,10 +58,10 @@ def main(argv):
         ylabel = f"cost (-{FLAGS.tag})" if FLAGS.cost else FLAGS.tag
         draw(data, FLAGS.out, ylabel, FLAGS.title)
         print(f"| task | method | seeds | final {ylabel} (each seed's last {FLAGS.final_window} "
-              "its) |")
+              "its, or as many as it has) |")
         print("|---|---|---|---|")
         for panel, line, n, mean, std in final_values(data, FLAGS.final_window):
-            print(f"| {panel} | {line} | {n} | {mean:.1f} +- {std:.1f} |")
+            print(f"| {panel} | {line} | {n} | {mean_and_spread(mean, std, n)} |")
         print(f"wrote {', '.join(FLAGS.out)}", flush=True)
 
     main_guard(plot)
