@@ -28,6 +28,7 @@ def test_repeat_runs_its_body_with_each_index_in_one_graph(times, total):
     assert int(count(tf.constant(times))) == total
 
 
+@pytest.mark.filterwarnings("ignore:Gradients do not exist")  # Keras's, on the unused one
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_adam_step_is_kerass_apply_gradients_bit_for_bit(jit_compile):
     """The same weights, moments and step count as keras.optimizers.Adam.apply_gradients over
