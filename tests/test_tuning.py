@@ -350,6 +350,14 @@ def test_each_method_is_tuned_over_its_own_settings_and_one_without_a_space_is_r
     study = tune.tune(Config(algo="ppo", env="Cartpole", steps=1000, eval_every=1,
                              logdir=str(tmp_path)), 2, 0)
     assert set(study.trials[1].params) == set(tune.SHARED_SPACE) | own["ppo"]
+    # a study that held one of them fixed (as a PPO study did before the space was PPO's) is
+    # not resumed searching it: its trials and their checkpoints were trained with it fixed
+    base = Config(algo="ppo", env="Cartpole", steps=1000, eval_every=1,
+                  logdir=str(tmp_path / "held"))
+    tune.tune(base, 1, 0, fixed=["ppo_clip"])
+    with pytest.raises(ConfigError, match=r"held --ppo_clip=0.2 fixed, this command searches "
+                                          r"--ppo_clip: give --ppo_clip=0.2 to go on"):
+        tune.tune(base, 2, 0)
     for settings in ({"algo": "natural_gradient"}, {"algo": "cem"}, {"sampler": "vine"}):
         with pytest.raises(ConfigError, match="the tuner has no search space for this method; "
                                               "it tunes --algo=ppo and --algo=trpo$"):

@@ -39,9 +39,12 @@ class StopOnSignal:
     def __init__(self, announce=True):
         self.signum = None
         self.announce = announce
+        self._wakeup = None  # the wakeup fd's pipe, while active
 
     def _arrived(self):
         """How many SIGINT / SIGTERM arrived since the last call (their wakeup-fd bytes)."""
+        if self._wakeup is None:  # a signal while __enter__ sets up: this one
+            return 1
         count = 0
         while True:
             try:
@@ -63,11 +66,12 @@ class StopOnSignal:
                 print(line, flush=True)
 
     def __enter__(self):
+        # first: outside the main thread it raises ValueError before any pipe exists
+        self._previous = {s: signal.signal(s, self._handle) for s in self.STOPPING}
         self._wakeup = os.pipe()
         for fd in self._wakeup:
             os.set_blocking(fd, False)
         self._previous_wakeup = signal.set_wakeup_fd(self._wakeup[1], warn_on_full_buffer=False)
-        self._previous = {s: signal.signal(s, self._handle) for s in self.STOPPING}
         return self
 
     def __exit__(self, *exc):
@@ -76,6 +80,7 @@ class StopOnSignal:
         signal.set_wakeup_fd(self._previous_wakeup)
         for fd in self._wakeup:
             os.close(fd)
+        self._wakeup = None
 
 
 class OutputWithoutReader:
@@ -144,7 +149,8 @@ def main_guard(fn, without=()):
     a run stopped by a crashing env or repeated numerical faults is one line and exit code 1;
     an interrupt (a second Ctrl-C, or one during start-up) is one line and exit code 130, at
     once: the iteration in progress is lost, the checkpoints are as the last one left them
-    (a training run's interrupt names the last one, or says there is none); SIGTERM during
+    (a training run's interrupt names the last one, or says there is none); an allocation
+    that failed (settings too big for the memory) is one line and exit code 2; SIGTERM during
     start-up likewise, exit code 143 (it killed the process without a word, its logdir
     locked). The process is the command's: TensorFlow loads without what no command uses
     (tf_logs), nor the modules `without` that this command does not use. A reader of stdout
@@ -187,8 +193,10 @@ def main_guard(fn, without=()):
 
 def out_of_memory(err):
     """Whether `err` is an allocation that failed: Python's MemoryError, TensorFlow's
-    ResourceExhaustedError (told by name: this module loads no TensorFlow)."""
-    return isinstance(err, MemoryError) or type(err).__name__ == "ResourceExhaustedError"
+    ResourceExhaustedError of an allocation (told by name: this module loads no TensorFlow;
+    TensorFlow raises it for a full disk or quota too, which is not this)."""
+    return isinstance(err, MemoryError) or (
+        type(err).__name__ == "ResourceExhaustedError" and "OOM when allocating" in str(err))
 
 
 def out_of_memory_line(err):

@@ -29,7 +29,6 @@ from trpo_tf.sampling.single_path import value_step_kwargs
 
 # Settings that only shape the sampler: a resumed run with other values starts new episodes.
 SAMPLER_SETTINGS = ("num_envs", "env_backend", "max_path_length", "workers")
-# What run records written before a setting existed mean by its absence.
 # How a run record's value reads where the record holds an outcome of the flag, not its value
 RECORD_WORDS = {"action_masks": {True: "the env's action masks (--action_masks=auto)",
                                  False: "no action masks (--action_masks=off, or an env "
@@ -40,6 +39,8 @@ def record_text(key, value):
     """A run record's `key`: `value` as a refusal names it."""
     return RECORD_WORDS[key][value] if key in RECORD_WORDS else f"{key}={value}"
 
+
+# What run records written before a setting existed mean by its absence.
 
 RECORD_DEFAULTS = {"workers": 0, "action_masks": False, "policy_rnn": "none", "value_rnn": "none",
                    "activation": "tanh", "env_kwargs": {}}

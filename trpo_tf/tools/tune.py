@@ -237,12 +237,19 @@ def study_settings(base, fixed):
             if name not in TRIAL_ONLY + NOT_RESULTS and name not in searched}
 
 
-def check_study_settings(study, settings, logdir):
-    """Record `settings` in a new study; ConfigError if an earlier one ran with others."""
+def check_study_settings(study, settings, searched, logdir):
+    """Record `settings` in a new study; ConfigError if an earlier one ran with others, or held
+    fixed one that this command searches (`searched`: a study of PPO from before the space was
+    the method's held its clip range)."""
     earlier = study.user_attrs.get("settings")
     if earlier is None:
         study.set_user_attr("settings", settings)
         return
+    for name in sorted(set(earlier) & set(searched)):
+        raise ConfigError(
+            f"the study in --logdir={logdir} held --{name}={flag_value(earlier[name])} fixed, "
+            f"this command searches --{name}: give --{name}={flag_value(earlier[name])} to go "
+            "on with it, or another --logdir for a new study")
     for name in sorted(set(earlier) | set(settings)):
         if name in earlier and name in settings and earlier[name] != settings[name]:
             raise ConfigError(
@@ -282,7 +289,8 @@ def tune(base, trials, startup_trials, fixed=()):
     outputs.check_writable_dir(base.logdir, "--logdir")
     with outputs.lock_dir(base.logdir):  # a second tuner would fail this one's running trials
         study = open_study(base, startup_trials)
-        check_study_settings(study, study_settings(base, fixed), base.logdir)
+        check_study_settings(study, study_settings(base, fixed),
+                             set(search_space(base)) - set(fixed), base.logdir)
         retry_cut_trials(study)
         if not study.trials:  # trial 0 trains the base run itself (see objective_fn)
             point = starting_point(search_space(base), base, fixed)
