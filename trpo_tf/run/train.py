@@ -41,7 +41,6 @@ def record_text(key, value):
 
 
 # What run records written before a setting existed mean by its absence.
-
 RECORD_DEFAULTS = {"workers": 0, "action_masks": False, "policy_rnn": "none", "value_rnn": "none",
                    "activation": "tanh", "env_kwargs": {}}
 HEARTBEAT_SECONDS = 2.0  # a terminal hears from a long sampling phase this often

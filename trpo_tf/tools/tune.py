@@ -164,15 +164,13 @@ def finished(study):
 PRUNING_POINTS = 100  # trials report at percent of the budget, so different batch sizes compare
 
 
-def objective_fn(base, stop, fixed):
+def objective_fn(base, space, stop, fixed):
     """Optuna's objective: train one trial's settings; after every iteration report the
     latest evaluation at the percent of the budget spent, and prune."""
     import optuna
 
     from trpo_tf.config import validate
     from trpo_tf.run.train import Trainer
-
-    space = search_space(base)
 
     def objective(trial):
         if stop.signum is not None:  # a signal between trials: this one never started
@@ -227,11 +225,10 @@ def describe(settings):
     return " ".join(f"{k}={flag_value(v)}" for k, v in settings.items())
 
 
-def study_settings(base, fixed):
-    """What every trial of a study shares (the env, method, budget, seed, the searched settings
-    the user fixed ...): JSON-able, recorded in the study; a study resumed with others would
-    rank trials of different tasks together."""
-    searched = set(search_space(base)) - set(fixed)
+def study_settings(base, searched):
+    """What every trial of a study shares (the env, method, budget, seed, the settings of the
+    search space the user fixed: all but `searched` ...): JSON-able, recorded in the study; a
+    study resumed with others would rank trials of different tasks together."""
     return {name: list(value) if isinstance(value, tuple) else value
             for name, value in dataclasses.asdict(base).items()
             if name not in TRIAL_ONLY + NOT_RESULTS and name not in searched}
@@ -245,7 +242,9 @@ def check_study_settings(study, settings, searched, logdir):
     if earlier is None:
         study.set_user_attr("settings", settings)
         return
-    for name in sorted(set(earlier) & set(searched)):
+    held = sorted(set(earlier) & set(searched))
+    if held:
+        name = held[0]
         raise ConfigError(
             f"the study in --logdir={logdir} held --{name}={flag_value(earlier[name])} fixed, "
             f"this command searches --{name}: give --{name}={flag_value(earlier[name])} to go "
@@ -289,11 +288,12 @@ def tune(base, trials, startup_trials, fixed=()):
     outputs.check_writable_dir(base.logdir, "--logdir")
     with outputs.lock_dir(base.logdir):  # a second tuner would fail this one's running trials
         study = open_study(base, startup_trials)
-        check_study_settings(study, study_settings(base, fixed),
-                             set(search_space(base)) - set(fixed), base.logdir)
+        space = search_space(base)
+        searched = set(space) - set(fixed)
+        check_study_settings(study, study_settings(base, searched), searched, base.logdir)
         retry_cut_trials(study)
         if not study.trials:  # trial 0 trains the base run itself (see objective_fn)
-            point = starting_point(search_space(base), base, fixed)
+            point = starting_point(space, base, fixed)
             study.enqueue_trial(point, user_attrs={STARTING_POINT: sorted(point)})
         left = trials - finished(study)
         print(f"tuning {base.env}: {finished(study)} of {trials} trials done, {left} to run; study "
@@ -317,7 +317,7 @@ def tune(base, trials, startup_trials, fixed=()):
 
         with StopOnSignal() as stop:
             while left > 0 and stop.signum is None:  # trials stopped by numerical faults are rerun
-                study.optimize(objective_fn(base, stop, fixed), n_trials=left,
+                study.optimize(objective_fn(base, space, stop, fixed), n_trials=left,
                                callbacks=[after_trial], catch=(TrainingFault,))
                 left, before = trials - finished(study), left
                 if left == before and stop.signum is None:
