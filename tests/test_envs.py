@@ -30,6 +30,18 @@ def test_backend_choice():
         envs.pick_backend(hopper, "ray")
 
 
+@pytest.mark.parametrize("allowed, threads, offset", [
+    ({0, 1}, 2, 0),  # one worker per core of the machine: pinned
+    ({4, 5, 6}, 3, 4),  # a process held to cores 4-6 (taskset, a container): pinned there
+    ({0, 1}, 1, -1),  # fewer workers than cores: the OS places them (and other processes')
+    ({0, 1}, 4, -1),  # more workers than cores: two would share a core
+    ({0, 2}, 2, -1)])  # not contiguous: EnvPool pins worker i to core offset + i
+def test_envpool_workers_are_pinned_only_where_they_cover_every_allowed_core(
+        monkeypatch, allowed, threads, offset):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: allowed)
+    assert envs.pinned_cores_offset(threads) == offset
+
+
 @pytest.mark.parametrize("env_id, differences", [
     ("FrozenLake-v1", r"observations Discrete\(16\) against Box\(0, 1, \(16,\)"),
     ("Blackjack-v1", r"observations Box\(0, 31, \(3,\), int32\) against Box\(0, 1, \(45,\)")])

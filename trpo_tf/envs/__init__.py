@@ -438,6 +438,7 @@ class GymnasiumEnvs:
         self.gym_id = spec.gym_id
         self.where = [f"{spec.gym_id} env {i} of {num_envs}" for i in range(num_envs)]  # in errors
         self._reset_once = [False] * num_envs
+        self._actions = None  # send()'s, for recv()
         self.mask_source = self.action_masks = None
         if action_masks and isinstance(self.action_space, MASKABLE):
             env = self.envs[0]
@@ -458,6 +459,13 @@ class GymnasiumEnvs:
         """Env i's legal actions after the reset or step that gave `info`."""
         return action_mask(self.envs[i], info, self.mask_source, self.where[i],
                            self._episode_steps[i])
+
+    def send(self, actions):
+        """The next step's actions; recv() takes the step (one thread: nothing overlaps)."""
+        self._actions = actions
+
+    def recv(self):
+        return self.step(self._actions)
 
     def step(self, actions):
         n = self.num_envs
@@ -602,8 +610,10 @@ class EnvPoolEnvs:
         del action_masks
         import envpool
 
+        threads = num_threads or min(num_envs, os.cpu_count() or 1)
         kwargs = {"env_type": "gymnasium", "num_envs": num_envs, "batch_size": num_envs,
-                  "seed": seed, "num_threads": num_threads or min(num_envs, os.cpu_count() or 1)}
+                  "seed": seed, "num_threads": threads,
+                  "thread_affinity_offset": pinned_cores_offset(threads)}
         if spec.atari is not None:
             kwargs.update(envpool_atari_options(spec.atari, max_path_length))
         elif max_path_length:
@@ -620,8 +630,13 @@ class EnvPoolEnvs:
         obs, info = self.pool.reset()
         return _by_env_id(obs, info)
 
-    def step(self, actions):
-        obs, rew, term, trunc, info = self.pool.step(actions)
+    def send(self, actions):
+        """Start a step of every env (EnvPool's threads simulate while the caller goes on)."""
+        self.pool.send(actions)
+
+    def recv(self):
+        """Wait for the step `send` started: (obs, rew, term, trunc, {env: final obs})."""
+        obs, rew, term, trunc, info = self.pool.recv()
         order = np.argsort(info["env_id"])
         obs, rew, term, trunc = obs[order], rew[order], term[order], trunc[order]
         final_obs = {i: obs[i] for i in np.flatnonzero(term | trunc)}
@@ -632,6 +647,20 @@ class EnvPoolEnvs:
 
     def close(self):
         self.pool.close()
+
+
+def pinned_cores_offset(threads):
+    """EnvPool's thread_affinity_offset: its `threads` workers pinned one per core (worker i
+    on core offset + i) when they are as many as the cores this process may run on and those
+    are numbered contiguously, else -1 (the OS places them). Unpinned, a worker that waits for
+    the next actions longer than a few tens of microseconds (the policy's turn) is woken late
+    or on a busy core, and the simulators ran ~1.5x slower inside the sampler than stepped back
+    to back (bench/README.md); pinned, each process's workers cover every core it may use,
+    so processes side by side load the cores as they would unpinned."""
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if allowed and allowed == list(range(allowed[0], allowed[0] + threads)):
+        return allowed[0]
+    return -1
 
 
 def _by_env_id(obs, info):

@@ -48,7 +48,10 @@ def env_action_fn(action_space, dist):
         start = getattr(action_space, "start", 0)
         return (lambda actions: actions + start) if np.any(start) else (lambda actions: actions)
     low, high = action_space.low, action_space.high
-    return lambda actions: np.clip(np.nan_to_num(actions, nan=0.0), low, high)
+    zero = np.clip(np.zeros_like(low), low, high)
+    # = np.clip(np.nan_to_num(actions, nan=0.0), low, high) in a third of its time (it runs
+    # on every step, before the simulators may go on)
+    return lambda actions: np.fmin(np.fmax(np.where(actions == actions, actions, zero), low), high)
 
 
 def play_episodes(envs, reset_seeds, act, to_env, what="env", mask_source=None, gym_id=None):

@@ -67,92 +67,103 @@ class SinglePathSampler:
         """One batch with the policy `params_fn`: NumPy obs [E, ...] -> params [E, P]; for a
         recurrent policy (obs, state [E, S]) -> (params, new state), one call for all envs.
         A recurrent value baseline's state moves on by `value_step` (obs, state [E, Sv]) ->
-        new state, one call for all envs."""
+        new state, one call for all envs.
+
+        Step t's actions go to the envs (send) before step t - 1's results are written into
+        the batch, so that bookkeeping runs while a threaded backend (EnvPool) simulates;
+        only what the next action needs (which rows start an episode) is settled at once."""
         if self._obs is None:
             self._obs = self.envs.reset()
         T, E = self.steps_per_env, self.envs.num_envs
         obs_space = self.envs.observation_space
-        obs_buf = np.empty((T, E) + obs_space.shape, batch_obs_dtype(obs_space))
-        act_buf = None
-        rew_buf = np.empty((T, E), np.float32)
-        disc_buf = np.empty((T, E), np.float32)
-        term_buf = np.zeros((T, E), np.float32)
-        end_buf = np.zeros((T, E), np.float32)
-        start_buf = np.zeros((T, E), np.float32)
-        valid_buf = np.ones((T, E), bool)
-        mask_buf = (np.empty((T, E, self.dist.param_dim), bool) if self.envs.mask_source
-                    else None)
-        end_obs = {}  # flat index (env-major) -> observation after the segment end
-        episodes = []
+        b = BatchBuffers(T, E, obs_space, self.dist.param_dim if self.envs.mask_source else 0)
         time_policy = time_env = 0.0
         start_state = None if self._rnn_state is None else self._rnn_state.copy()
         value_start = None if self._value_state is None else self._value_state.copy()
+        received = None  # step t - 1's results, recorded while the simulators take step t
         for t in range(T):
             tic = time.perf_counter()
-            obs_buf[t] = self._obs
-            params = (params_fn(obs_buf[t]) if start_state is None
-                      else self.recurrent_step(params_fn, obs_buf[t]))
+            b.obs[t] = self._obs
+            params = (params_fn(b.obs[t]) if start_state is None
+                      else self.recurrent_step(params_fn, b.obs[t]))
             if value_start is not None:
-                self.value_cell_step(value_step, obs_buf[t])
-            if mask_buf is not None:
-                mask_buf[t] = self.envs.action_masks
-                params = masked_logits(params, mask_buf[t])
+                self.value_cell_step(value_step, b.obs[t])
+            if b.mask is not None:
+                b.mask[t] = self.envs.action_masks
+                params = masked_logits(params, b.mask[t])
             actions = self.dist.sample_np(params, self.rng)
-            if act_buf is None:
-                act_buf = np.empty((T,) + actions.shape, actions.dtype)
-            act_buf[t] = actions
+            if b.act is None:
+                b.act = np.empty((T,) + actions.shape, actions.dtype)
+            b.act[t] = actions
             env_actions = self._env_action(actions)
             toc = time.perf_counter()
-            self._obs, rew, term, trunc, final_obs = self.envs.step(env_actions)
-            time_env += time.perf_counter() - toc
+            self.envs.send(env_actions)
+            tac = time.perf_counter()
+            if received is not None:
+                self.record_step(b, t - 1, *received)
+            tec = time.perf_counter()
+            self._obs, rew, term, trunc, final_obs = self.envs.recv()
+            time_env += tac - toc + time.perf_counter() - tec
             time_policy += toc - tic
-            rew_buf[t] = rew
-            term_buf[t] = term
-            valid_buf[t] = ~self._resetting
-            start_buf[t] = self._starting & valid_buf[t]
-            self._starting &= ~valid_buf[t]
-            self._ep_return += rew
-            self._disc_return = self.gamma * self._disc_return + rew
-            disc_buf[t] = self._disc_return
-            # a non-finite reward skips this batch's iteration (the fault check sees it here);
-            # the carry starts afresh, or it would poison every batch to the episode's end
-            self._disc_return[~np.isfinite(self._disc_return)] = 0.0
-            self._ep_length += valid_buf[t]
-            self.progress = (t + 1) * E
-            if self.envs.autoreset_next_step:
-                self._resetting = term | trunc
-            for i, o in final_obs.items():
-                end_buf[t, i] = 1.0
-                end_obs[i * T + t] = o
-                self._starting[i] = True
-                if np.isfinite(self._ep_return[i]):  # a NaN / Inf reward's episode has no return
-                    episodes.append((self._ep_return[i], self._ep_length[i]))
-                self._ep_return[i], self._ep_length[i], self._disc_return[i] = 0.0, 0, 0.0
+            self.mark_starts(b, t, term | trunc, final_obs)
+            received = rew, term, final_obs
+        self.record_step(b, T - 1, *received)
         for i in range(E):  # the batch cut: bootstrap from the state the env is in now
-            last = T - 1 if valid_buf[T - 1, i] else T - 2  # a reset row follows an end
-            if not end_buf[last, i]:
-                end_buf[last, i] = 1.0
-                end_obs[i * T + last] = self._obs[i]
+            last = T - 1 if b.valid[T - 1, i] else T - 2  # a reset row follows an end
+            if not b.end[last, i]:
+                b.end[last, i] = 1.0
+                b.end_obs[i * T + last] = self._obs[i]
         self.batches_produced += 1
-        valid = None if valid_buf.all() else _env_major(valid_buf)
+        valid = None if b.valid.all() else _env_major(b.valid)
         return {
-            "obs": _env_major(obs_buf, valid),
-            "act": _env_major(act_buf, valid),
-            "rew": _env_major(rew_buf, valid),
-            "discounted_return": _env_major(disc_buf, valid),
-            "terminal": _env_major(term_buf, valid),
-            "path_end": _env_major(end_buf, valid),
-            "path_start": _env_major(start_buf, valid),
-            **({} if mask_buf is None else {"action_mask": _env_major(mask_buf, valid)}),
+            "obs": _env_major(b.obs, valid),
+            "act": _env_major(b.act, valid),
+            "rew": _env_major(b.rew, valid),
+            "discounted_return": _env_major(b.disc, valid),
+            "terminal": _env_major(b.term, valid),
+            "path_end": _env_major(b.end, valid),
+            "path_start": _env_major(b.start, valid),
+            **({} if b.mask is None else {"action_mask": _env_major(b.mask, valid)}),
             **({} if start_state is None else {"rnn_state": start_state,
-                                               "env_rows": valid_buf.sum(0).astype(np.int32)}),
+                                               "env_rows": b.valid.sum(0).astype(np.int32)}),
             **({} if value_start is None else {"value_state": value_start}),
-            "end_obs": np.stack([end_obs[k] for k in sorted(end_obs)]).astype(obs_buf.dtype),
-            **episode_fields(episodes),
-            "sim_steps": np.float32(valid_buf.sum()),
+            "end_obs": np.stack([b.end_obs[k] for k in sorted(b.end_obs)]).astype(b.obs.dtype),
+            **episode_fields(b.episodes),
+            "sim_steps": np.float32(b.valid.sum()),
             "time_policy": np.float32(time_policy),
             "time_env": np.float32(time_env),
         }
+
+    def mark_starts(self, b, t, ended, final_obs):
+        """Which of step t's rows are real (not EnvPool's reset step) and start an episode,
+        and which envs start one next: what the next action (a recurrent policy's reset)
+        needs before the rest of step t is recorded."""
+        b.valid[t] = ~self._resetting
+        b.start[t] = self._starting & b.valid[t]
+        self._starting &= ~b.valid[t]
+        if self.envs.autoreset_next_step:
+            self._resetting = ended
+        for i in final_obs:
+            self._starting[i] = True
+
+    def record_step(self, b, t, rew, term, final_obs):
+        """Step t's rewards, ends and episode statistics into the batch `b`."""
+        b.rew[t] = rew
+        b.term[t] = term
+        self._ep_return += rew
+        self._disc_return = self.gamma * self._disc_return + rew
+        b.disc[t] = self._disc_return
+        # a non-finite reward skips this batch's iteration (the fault check sees it here);
+        # the carry starts afresh, or it would poison every batch to the episode's end
+        self._disc_return[~np.isfinite(self._disc_return)] = 0.0
+        self._ep_length += b.valid[t]
+        self.progress = (t + 1) * len(rew)
+        for i, o in final_obs.items():
+            b.end[t, i] = 1.0
+            b.end_obs[i * b.T + t] = o
+            if np.isfinite(self._ep_return[i]):  # a NaN / Inf reward's episode has no return
+                b.episodes.append((self._ep_return[i], self._ep_length[i]))
+            self._ep_return[i], self._ep_length[i], self._disc_return[i] = 0.0, 0, 0.0
 
     def recurrent_step(self, step_fn, obs):
         """The recurrent policy's parameters for every env, its state moved on by one step
@@ -201,6 +212,24 @@ def value_step_kwargs(value_net):
     """SinglePathSampler.sample's keyword for a recurrent value baseline `value_net` (its
     NumPy cell step, today's weights); {} for None."""
     return {} if value_net is None else {"value_step": numpy_cell_fn(value_net)}
+
+
+class BatchBuffers:
+    """A batch in the making, time-major [T, E, ...]; `mask_size` > 0 keeps action masks."""
+
+    def __init__(self, T, E, obs_space, mask_size):
+        self.T = T
+        self.obs = np.empty((T, E) + obs_space.shape, batch_obs_dtype(obs_space))
+        self.act = None  # its dtype and shape come with the first actions
+        self.rew = np.empty((T, E), np.float32)
+        self.disc = np.empty((T, E), np.float32)
+        self.term = np.zeros((T, E), np.float32)
+        self.end = np.zeros((T, E), np.float32)
+        self.start = np.zeros((T, E), np.float32)
+        self.valid = np.ones((T, E), bool)
+        self.mask = np.empty((T, E, mask_size), bool) if mask_size else None
+        self.end_obs = {}  # flat index (env-major) -> observation after the segment end
+        self.episodes = []
 
 
 def _env_major(x, valid=None):
