@@ -139,6 +139,53 @@ def test_shipped_flagfiles_work_from_any_directory_and_flags_a_file_overrides_ar
         assert launch.overridden_by_flagfiles(["--flagfile"]) == []  # absl refuses it first
 
 
+def parsed_notes(capsys, *args):
+    """The notes launch's parser prints for `args` (the flags are reset after)."""
+    from trpo_tf import launch
+
+    launch.FLAGS.unparse_flags()
+    try:
+        launch.parse_flags_with_preset(["trpo_tf.launch", *args])
+    finally:
+        launch.FLAGS.unparse_flags()
+    return capsys.readouterr().err.splitlines()
+
+
+def test_a_flag_of_another_method_than_the_one_trained_is_named_in_a_note(capsys):
+    """--max_kl with --algo=ppo was accepted without a word, and changed nothing."""
+    assert parsed_notes(capsys, "--algo=ppo", "--max_kl=0.05", "--ppo_clip=0.1") == [
+        "note: --algo=ppo does not read --max_kl (a setting of --algo=trpo, "
+        "--algo=natural_gradient, --algo=empirical_fim, --algo=max_kl): it changes nothing in "
+        "this run"]
+    # the sampler counts: vine's settings on single path, and TRPO's read by vine
+    assert parsed_notes(capsys, "--vine_states=10", "--max_kl=0.02") == [
+        "note: --algo=trpo does not read --vine_states (a setting of --algo=trpo "
+        "--sampler=vine): it changes nothing in this run"]
+    assert parsed_notes(capsys, "--sampler=vine", "--vine_states=10", "--max_kl=0.02") == []
+    # a preset's settings are not the user's: Walker's preset sets TRPO's, PPO's given here;
+    # the space-separated form counts too
+    assert parsed_notes(capsys, "--env=Walker", "--ppo_clip", "0.1") == [
+        "note: --algo=trpo does not read --ppo_clip (a setting of --algo=ppo): it changes "
+        "nothing in this run"]
+    assert parsed_notes(capsys, "--algo=cem", "--population=4", "--cma_sigma=0.3") == [
+        "note: --algo=cem does not read --cma_sigma (a setting of --algo=cma): it changes "
+        "nothing in this run"]
+
+
+def test_every_method_settings_group_is_read_by_a_method_and_flagfiles_give_no_such_note(capsys):
+    """A flagfile's settings may be its family's: figure4/cartpole_cem.cfg reads the task's
+    cartpole.cfg, TRPO's settings included; only flags typed on the command line are noted."""
+    from trpo_tf import launch
+    from trpo_tf.settings import SETTINGS
+
+    claimed = {g for m in launch.methods.METHODS for g in m.setting_groups}
+    assert {s.group for s in SETTINGS.values() if s.group.startswith("4 method")} == claimed
+    flagfiles = sorted(glob.glob(os.path.join(zygote.ROOT, "launch", "**", "*.cfg"), recursive=True))
+    assert len(flagfiles) > 20
+    for path in flagfiles:
+        assert parsed_notes(capsys, f"--flagfile={path}") == [], path
+
+
 def test_gymnasium_warnings_are_one_line_of_ours(capsys, monkeypatch):
     """gymnasium's logger warned in colour codes with the source line that warned (--env=
     Hopper-v4: 'registration.py:511: DeprecationWarning: \\x1b[33mWARN: ...' and a second

@@ -104,8 +104,34 @@ def settle_budget_and_note_overrides(argv):
     the budget, and a flag that a later flagfile sets again is named in a note."""
     if last_budget_flag(argv[1:]) == "iterations":
         FLAGS.steps = 0  # --iterations after a flagfile's (or the preset's) --steps counts
-    for note in overridden_by_flagfiles(argv[1:]):
+    typed = {flag_name(arg) for arg in argv[1:] if arg.startswith("-")} & APPLIED_PRESET["given"]
+    for note in overridden_by_flagfiles(argv[1:]) + unread_method_settings(typed):
         print(f"note: {note}", file=sys.stderr)
+
+
+def method_words(method):
+    """How the command line selects `method`: --algo=X, with --sampler=Y off single path."""
+    return f"--algo={method.algo}" + ("" if method.sampler_name == "single_path"
+                                       else f" --sampler={method.sampler_name}")
+
+
+def unread_method_settings(typed):
+    """A note for each flag typed on the command line (`typed`; a flagfile's may be shared by
+    several methods, as launch/paper/figure4/*.cfg share their task's) that configures another
+    method than the one --algo / --sampler select (e.g. --max_kl with --algo=ppo)."""
+    method = methods.REGISTRY.get((FLAGS.algo, FLAGS.sampler))  # None: validate says why
+    notes = []
+    for name in sorted(typed):
+        group = SETTINGS[name].group if name in SETTINGS else ""
+        readers = [m for m in methods.METHODS if group in m.setting_groups]
+        if method is None or not readers or group in method.setting_groups:
+            continue  # not a method's setting, or this method's
+        algos = {m.algo for m in readers if m.sampler_name == "single_path"}
+        words = dict.fromkeys(method_words(m) for m in readers
+                              if m.sampler_name == "single_path" or m.algo not in algos)
+        notes.append(f"{method_words(method)} does not read --{name} (a setting of "
+                     f"{', '.join(words)}): it changes nothing in this run")
+    return notes
 
 
 @contextlib.contextmanager

@@ -2,17 +2,19 @@
 policy's mean parameters, one of section 8.1's derivative-free baselines."""
 import numpy as np
 
+from trpo_tf.methods import population
 from trpo_tf.methods.population import PopulationMethod
 from trpo_tf.settings import at_least, declare, in_unit_interval, positive
 
-declare("4 method cem", "cem_elite_frac", 0.2, "cem: fraction of the population refitted to.",
+GROUP = "4 method cem"
+declare(GROUP, "cem_elite_frac", 0.2, "cem: fraction of the population refitted to.",
         check=in_unit_interval(), rule="in (0, 1]")
-declare("4 method cem", "cem_init_std", 1.0, "cem: initial std of the parameter search.",
+declare(GROUP, "cem_init_std", 1.0, "cem: initial std of the parameter search.",
         check=positive, rule="> 0")
-declare("4 method cem", "cem_extra_noise", 0.1,
+declare(GROUP, "cem_extra_noise", 0.1,
         "cem: variance added after each refit (Szita & Lorincz 2006) ...",
         check=at_least(0.0), rule=">= 0")
-declare("4 method cem", "cem_noise_decay", 0.9, "cem: --cem_extra_noise multiplied by this per iteration.",
+declare(GROUP, "cem_noise_decay", 0.9, "cem: --cem_extra_noise multiplied by this per iteration.",
         check=in_unit_interval(), rule="in (0, 1]")
 
 
@@ -44,6 +46,7 @@ class CEM:
 
 class CEMSearch(PopulationMethod):
     algo = "cem"
+    setting_groups = (population.GROUP, GROUP)
 
     def make_search(self, start):
         cfg = self.cfg

@@ -2,10 +2,12 @@
 parameters, one of section 8.1's derivative-free baselines."""
 import numpy as np
 
+from trpo_tf.methods import population
 from trpo_tf.methods.population import PopulationMethod
 from trpo_tf.settings import declare, positive
 
-declare("4 method cma", "cma_sigma", 0.5, "cma: initial step size sigma0.", check=positive, rule="> 0")
+GROUP = "4 method cma"
+declare(GROUP, "cma_sigma", 0.5, "cma: initial step size sigma0.", check=positive, rule="> 0")
 
 
 class CMA:
@@ -36,6 +38,7 @@ class CMA:
 
 class CMASearch(PopulationMethod):
     algo = "cma"
+    setting_groups = (population.GROUP, GROUP)
 
     def make_search(self, start):
         from trpo_tf import seeding

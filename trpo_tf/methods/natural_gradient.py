@@ -3,13 +3,15 @@ fixed step, theta += npg_step * A^-1 g, without trust region or line search."""
 from trpo_tf.methods.trpo import TRPO
 from trpo_tf.settings import declare, positive
 
-declare("4 method natural_gradient", "npg_step", 0.1,
+GROUP = "4 method natural_gradient"
+declare(GROUP, "npg_step", 0.1,
         "natural_gradient: fixed step theta += npg_step * A^-1 g (the paper swept it by factors "
         "of 3: trpo_tf.sweep).", check=positive, rule="> 0")
 
 
 class NaturalGradient(TRPO):
     algo = "natural_gradient"
+    setting_groups = (*TRPO.setting_groups, GROUP)
     tuned_presets = False
     search_space = {}
     tags = {k: v for k, v in TRPO.tags.items()  # no line search

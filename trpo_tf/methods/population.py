@@ -7,7 +7,8 @@ import time
 from trpo_tf.methods.base import Method, timed
 from trpo_tf.settings import at_least, declare
 
-declare("4 method cem / cma", "population", 20,
+GROUP = "4 method cem / cma"
+declare(GROUP, "population", 20,
         "cem / cma: candidates per iteration, one episode each.", check=at_least(2), rule=">= 2")
 
 

@@ -120,6 +120,7 @@ class PPOLearner:
 
 class PPO(AdvantageMethod):
     algo = "ppo"
+    setting_groups = (GROUP,)
     takes_action_masks = True
     tags = {**AdvantageMethod.tags, "clip_fraction": "PPO/ClipFraction"}
     search_space = {

@@ -96,27 +96,28 @@ from trpo_tf.methods.base import (NAN, POLICY_STEP_FAULT, POLICY_STEP_TAGS, REWA
                                   update_normalizer)
 from trpo_tf.settings import at_least, declare, positive
 
-declare("4 method reps", "reps_epsilon", 0.5,
+GROUP = "4 method reps"
+declare(GROUP, "reps_epsilon", 0.5,
         "reps: KL bound epsilon between the reweighted and the sampled state-action distribution.",
         check=positive, rule="> 0")
-declare("4 method reps", "reps_dual_iters", 100, "reps: L-BFGS-B iterations on the dual.",
+declare(GROUP, "reps_dual_iters", 100, "reps: L-BFGS-B iterations on the dual.",
         check=at_least(1), rule=">= 1")
-declare("4 method reps", "reps_epochs", 50,
+declare(GROUP, "reps_epochs", 50,
         "reps: full-batch Adam steps of the weighted maximum-likelihood policy fit.",
         check=at_least(1), rule=">= 1")
-declare("4 method reps", "reps_lr", 0.01, "reps: Adam learning rate of the policy fit.", check=positive,
+declare(GROUP, "reps_lr", 0.01, "reps: Adam learning rate of the policy fit.", check=positive,
         rule="> 0")
-declare("4 method reps", "reps_features", "quadratic",
+declare(GROUP, "reps_features", "quadratic",
         "reps: the features the dual's value function is linear in: the standardised "
         "observation and its pairwise products (quadratic), or the observation and random "
         "Fourier features of it (fourier; Pendulum-v1 learns with these, not with quadratic).",
         choices=("quadratic", "fourier"))
 MAX_FOURIER_COUNT = 4096  # the dual holds [batch, count] float64 arrays
-declare("4 method reps", "reps_fourier_count", 300,
+declare(GROUP, "reps_fourier_count", 300,
         "reps: how many random Fourier features --reps_features=fourier draws (the dual's cost "
         "grows with them: ~1 s per 2K batch at 300).",
         check=lambda n: 1 <= n <= MAX_FOURIER_COUNT, rule=f"between 1 and {MAX_FOURIER_COUNT}")
-declare("4 method reps", "reps_bandwidth", 0.3,
+declare(GROUP, "reps_bandwidth", 0.3,
         "reps: the Fourier features' length scale, in batch standard deviations per square root "
         "of the observation's size.", check=positive, rule="> 0")
 MAX_QUADRATIC_SIZE = 64  # quadratic features: 64 inputs give 2,144 of them
@@ -265,6 +266,7 @@ def solve_dual(rewards, dphi, epsilon, max_iters):
 
 class REPS(SinglePathMethod):
     algo = "reps"
+    setting_groups = (GROUP,)
     stages, _stage_tags = timed(("dual", "time_dual"), ("update", "time_update"))
     tags = {**POLICY_STEP_TAGS, **REWARD_SCALE_TAGS, **_stage_tags, "reps_eta": "REPS/Eta", "reps_dual": "REPS/Dual", "reps_kl": "REPS/SampleKL",
             "reps_dual_iterations": "REPS/DualIterations",

@@ -4,17 +4,19 @@ rewards not scaled); M-step, weighted maximum likelihood (weighted_fit.py)."""
 from trpo_tf.methods.base import REWARD_SCALE_TAGS, AdvantageMethod
 from trpo_tf.settings import at_least, declare, positive
 
-declare("4 method rwr", "rwr_temperature", 0.5, "rwr: weights exp((Q - max Q) / (T std Q)).",
+GROUP = "4 method rwr"
+declare(GROUP, "rwr_temperature", 0.5, "rwr: weights exp((Q - max Q) / (T std Q)).",
         check=positive, rule="> 0")
-declare("4 method rwr", "rwr_epochs", 50,
+declare(GROUP, "rwr_epochs", 50,
         "rwr: full-batch Adam steps of the weighted maximum-likelihood refit.",
         check=at_least(1), rule=">= 1")
-declare("4 method rwr", "rwr_lr", 0.01, "rwr: Adam learning rate of the refit.", check=positive,
+declare(GROUP, "rwr_lr", 0.01, "rwr: Adam learning rate of the refit.", check=positive,
         rule="> 0")
 
 
 class RWR(AdvantageMethod):
     algo = "rwr"
+    setting_groups = (GROUP,)
     advantage_settings = {"advantage": "q", "normalize_advantages": False}
     scales_rewards = False
     tags = {**{k: v for k, v in AdvantageMethod.tags.items() if k not in REWARD_SCALE_TAGS},

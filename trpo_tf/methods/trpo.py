@@ -55,6 +55,7 @@ def anneal_trust_region(learner, cfg, spent):
 
 class TRPO(AdvantageMethod):
     algo = "trpo"
+    setting_groups = (GROUP,)
     takes_action_masks = True  # and its ablations
     tuned_presets = True  # not its ablations (they set it back, and have no search space)
     search_space = {
