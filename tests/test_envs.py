@@ -35,10 +35,12 @@ def test_backend_choice():
     ({4, 5, 6}, 3, 4),  # a process held to cores 4-6 (taskset, a container): pinned there
     ({0, 1}, 1, -1),  # fewer workers than cores: the OS places them (and other processes')
     ({0, 1}, 4, -1),  # more workers than cores: two would share a core
-    ({0, 2}, 2, -1)])  # not contiguous: EnvPool pins worker i to core offset + i
+    ({0, 2}, 2, -1),  # not contiguous: EnvPool pins worker i to core offset + i
+    ({8, 9}, 2, -1)])  # beyond the count EnvPool takes core numbers modulo
 def test_envpool_workers_are_pinned_only_where_they_cover_every_allowed_core(
         monkeypatch, allowed, threads, offset):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: allowed)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
     assert envs.pinned_cores_offset(threads) == offset
 
 

@@ -46,6 +46,13 @@ def test_non_finite_actions_reach_the_env_as_finite_values_in_the_box():
     to_env = env_action_fn(space, DiagGaussian(2))
     out = to_env(np.array([[np.nan, np.inf], [-np.inf, 0.7], [3.0, -3.0]]))
     np.testing.assert_array_equal(out, [[0.0, 2.0], [-1.0, 0.7], [1.0, 0.5]])
+    # an unbounded dimension: infinite draws reach the env as the largest finite values
+    space = gym.spaces.Box(np.array([-np.inf, 0.5], np.float32), np.array([np.inf, 2.0], np.float32))
+    out = env_action_fn(space, DiagGaussian(2))(
+        np.array([[np.nan, np.inf], [np.inf, np.nan], [-np.inf, 0.7]], np.float32))
+    big = np.finfo(np.float32).max
+    np.testing.assert_array_equal(out, np.array([[0.0, 2.0], [big, 0.5], [-big, 0.7]], np.float32))
+    assert np.isfinite(out).all()
 
 
 def test_repeated_nan_batches_stop_the_run_with_the_last_good_checkpoint(tmp_path):

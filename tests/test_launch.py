@@ -154,22 +154,41 @@ def parsed_notes(capsys, *args):
 def test_a_flag_of_another_method_than_the_one_trained_is_named_in_a_note(capsys):
     """--max_kl with --algo=ppo was accepted without a word, and changed nothing."""
     assert parsed_notes(capsys, "--algo=ppo", "--max_kl=0.05", "--ppo_clip=0.1") == [
-        "note: --algo=ppo does not read --max_kl (a setting of --algo=trpo, "
-        "--algo=natural_gradient, --algo=empirical_fim, --algo=max_kl): it changes nothing in "
-        "this run"]
+        "note: --max_kl is a setting of --algo=trpo|empirical_fim|max_kl, not of --algo=ppo: "
+        "it changes nothing in this run"]
     # the sampler counts: vine's settings on single path, and TRPO's read by vine
     assert parsed_notes(capsys, "--vine_states=10", "--max_kl=0.02") == [
-        "note: --algo=trpo does not read --vine_states (a setting of --algo=trpo "
-        "--sampler=vine): it changes nothing in this run"]
+        "note: --vine_states is a setting of --algo=trpo --sampler=vine, not of --algo=trpo "
+        "--sampler=single_path: it changes nothing in this run"]
     assert parsed_notes(capsys, "--sampler=vine", "--vine_states=10", "--max_kl=0.02") == []
     # a preset's settings are not the user's: Walker's preset sets TRPO's, PPO's given here;
     # the space-separated form counts too
     assert parsed_notes(capsys, "--env=Walker", "--ppo_clip", "0.1") == [
-        "note: --algo=trpo does not read --ppo_clip (a setting of --algo=ppo): it changes "
-        "nothing in this run"]
+        "note: --ppo_clip is a setting of --algo=ppo, not of --algo=trpo --sampler=single_path: "
+        "it changes nothing in this run"]
     assert parsed_notes(capsys, "--algo=cem", "--population=4", "--cma_sigma=0.3") == [
-        "note: --algo=cem does not read --cma_sigma (a setting of --algo=cma): it changes "
-        "nothing in this run"]
+        "note: --cma_sigma is a setting of --algo=cma, not of --algo=cem: it changes nothing "
+        "in this run"]
+    # the natural gradient's fixed step has no trust region and no line search
+    assert parsed_notes(capsys, "--algo=natural_gradient", "--npg_step=0.3", "--cg_iters=5",
+                        "--max_kl=0.05", "--ls_shrink=0.5") == [
+        f"note: --{name} is a setting of --algo=trpo|empirical_fim|max_kl, not of "
+        "--algo=natural_gradient: it changes nothing in this run"
+        for name in ("ls_shrink", "max_kl")]
+
+
+def test_the_sweeps_notes_judge_flags_against_the_natural_gradient_it_trains(capsys):
+    from trpo_tf import launch
+    from trpo_tf.tools import sweep
+
+    launch.FLAGS.unparse_flags()
+    try:
+        sweep.FLAGS_PARSER(["trpo_tf.sweep", "--npg_step=0.3", "--max_kl=0.05"])
+    finally:
+        launch.FLAGS.unparse_flags()
+    assert capsys.readouterr().err.splitlines() == [
+        "note: --max_kl is a setting of --algo=trpo|empirical_fim|max_kl, not of "
+        "--algo=natural_gradient: it changes nothing in this run"]
 
 
 def test_every_method_settings_group_is_read_by_a_method_and_flagfiles_give_no_such_note(capsys):

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from trpo_tf import envs, pipeline
@@ -28,6 +29,31 @@ def test_batch_structure_paths_and_episodes():
     assert np.all(end.reshape(3, 50)[:, -1])                     # the batch cut ends every env's run
     # every completed episode (terminated, or truncated at 20 steps) is reported
     assert len(batch["episode_return"]) > 0 and batch["episode_length"].max() <= 20
+
+
+@pytest.mark.parametrize("backend", ["gymnasium", "envpool"])
+def test_a_policy_that_raises_mid_batch_leaves_the_steps_before_it_recorded(backend):
+    """The sampler records step t - 1 after sending step t's actions: a policy raising in
+    between must not leave step t - 1 out (the next batch merged two episodes into one)."""
+    group = envs.make_env_group(envs.resolve_env("CartPole-v1"), backend, 2, 0,
+                                max_path_length=5)
+    dist = for_action_space(group.action_space)
+    sampler = SinglePathSampler(group, dist, 12, 0)
+    calls = []
+
+    def fails_on_the_11th_call(obs):
+        calls.append(1)
+        if len(calls) == 11:
+            raise RuntimeError("the policy failed")
+        return zero_policy(dist)(obs)
+
+    with pytest.raises(RuntimeError, match="the policy failed"):
+        sampler.sample(fails_on_the_11th_call)
+    batch = sampler.sample(zero_policy(dist))  # every episode is cut at 5 steps, paying 1 each
+    assert len(batch["episode_length"]) > 0
+    np.testing.assert_array_equal(batch["episode_length"], 5)
+    np.testing.assert_array_equal(batch["episode_return"], 5.0)
+    group.close()
 
 
 def test_vectorised_batch_replays_exactly_in_single_envs():

@@ -64,7 +64,9 @@ declare(ENVS, "num_envs", 8, "Environments stepped together with one batched pol
 declare(ENVS, "env_backend", "auto",
         "auto: EnvPool where it has the env and is faster, else gymnasium's.",
         choices=("auto", "envpool", "gymnasium"))
-declare(ENVS, "env_threads", 0, "EnvPool worker threads; 0 = min(num_envs, CPU cores).",
+declare(ENVS, "env_threads", 0,
+        "EnvPool worker threads; 0 = min(num_envs, the cores this process may use). As many "
+        "as those cores: pinned one per core (measured faster: bench/README.md).",
         check=at_least(0), rule=">= 0")
 declare(ENVS, "action_masks", "auto",
         "auto: where the env gives action masks (gymnasium's info['action_mask'] or an "

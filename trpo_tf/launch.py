@@ -60,13 +60,13 @@ def parse_flags_with_preset(argv):
         return parse_with_preset(argv, presets)
 
 
-def parse_flags_as_given(argv):
-    """parse_flags_with_preset without the preset (the sweep's parser): the project's flagfiles
-    found from any directory, the flags the user gave recorded in APPLIED_PRESET (the Atari
-    refusal reads them), the budget's rule and the notes."""
+def parse_flags_as_given(argv, algo=None):
+    """parse_flags_with_preset without the preset (the sweep's parser: it trains `algo`): the
+    project's flagfiles found from any directory, the flags the user gave recorded in
+    APPLIED_PRESET (the Atari refusal reads them), the budget's rule and the notes."""
     with flagfiles_found_from_anywhere():
         rest = parse_given(argv)
-        settle_budget_and_note_overrides(argv)
+        settle_budget_and_note_overrides(argv, algo)
     return rest
 
 
@@ -99,38 +99,46 @@ def parse_with_preset(argv, presets):
     return rest
 
 
-def settle_budget_and_note_overrides(argv):
+def settle_budget_and_note_overrides(argv, algo=None):
     """What every parse ends with: of --steps and --iterations the one `argv` gives last sets
-    the budget, and a flag that a later flagfile sets again is named in a note."""
+    the budget; a flag that a later flagfile sets again, and one typed for another method
+    than the one trained (--algo, or `algo` where the command fixes it), are named in notes."""
     if last_budget_flag(argv[1:]) == "iterations":
         FLAGS.steps = 0  # --iterations after a flagfile's (or the preset's) --steps counts
     typed = {flag_name(arg) for arg in argv[1:] if arg.startswith("-")} & APPLIED_PRESET["given"]
-    for note in overridden_by_flagfiles(argv[1:]) + unread_method_settings(typed):
+    for note in overridden_by_flagfiles(argv[1:]) + unread_method_settings(typed, algo):
         print(f"note: {note}", file=sys.stderr)
 
 
+def reads(method, name):
+    """Whether `method` reads the setting `name` (its groups' settings but those it ignores)."""
+    return SETTINGS[name].group in method.setting_groups and name not in method.unread_settings
+
+
 def method_words(method):
-    """How the command line selects `method`: --algo=X, with --sampler=Y off single path."""
-    return f"--algo={method.algo}" + ("" if method.sampler_name == "single_path"
-                                       else f" --sampler={method.sampler_name}")
+    """How the command line selects `method`: --algo=X, and --sampler=Y where X has several."""
+    several = len(methods.samplers_of(method.algo)) > 1
+    return f"--algo={method.algo}" + (f" --sampler={method.sampler_name}" if several else "")
 
 
-def unread_method_settings(typed):
+def unread_method_settings(typed, algo=None):
     """A note for each flag typed on the command line (`typed`; a flagfile's may be shared by
-    several methods, as launch/paper/figure4/*.cfg share their task's) that configures another
-    method than the one --algo / --sampler select (e.g. --max_kl with --algo=ppo)."""
-    method = methods.REGISTRY.get((FLAGS.algo, FLAGS.sampler))  # None: validate says why
+    several methods, as launch/paper/figure4/*.cfg share their task's) that configures
+    another method than the one trained (--algo, or `algo` where the command fixes it, and
+    --sampler), e.g. the trust region's size for a method without one: it changes nothing."""
+    method = methods.REGISTRY.get((algo or FLAGS.algo, FLAGS.sampler))  # None: validate says why
     notes = []
-    for name in sorted(typed):
-        group = SETTINGS[name].group if name in SETTINGS else ""
-        readers = [m for m in methods.METHODS if group in m.setting_groups]
-        if method is None or not readers or group in method.setting_groups:
-            continue  # not a method's setting, or this method's
-        algos = {m.algo for m in readers if m.sampler_name == "single_path"}
-        words = dict.fromkeys(method_words(m) for m in readers
-                              if m.sampler_name == "single_path" or m.algo not in algos)
-        notes.append(f"{method_words(method)} does not read --{name} (a setting of "
-                     f"{', '.join(words)}): it changes nothing in this run")
+    for name in sorted(n for n in typed if n in SETTINGS):
+        readers = [m for m in methods.METHODS if reads(m, name)]
+        if method is None or reads(method, name) or not any(
+                SETTINGS[name].group in m.setting_groups for m in methods.METHODS):
+            continue  # this method's, or no method's (a stage's) setting
+        single = [m.algo for m in readers if m.sampler_name == "single_path"]
+        words = ([f"--algo={'|'.join(dict.fromkeys(single))}"] if single else []) + [
+            f"--algo={m.algo} --sampler={m.sampler_name}" for m in readers
+            if m.sampler_name != "single_path" and m.algo not in single]
+        notes.append(f"--{name} is a setting of {' or '.join(words)}, not of "
+                     f"{method_words(method)}: it changes nothing in this run")
     return notes
 
 

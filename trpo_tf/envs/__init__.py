@@ -461,7 +461,8 @@ class GymnasiumEnvs:
                            self._episode_steps[i])
 
     def send(self, actions):
-        """The next step's actions; recv() takes the step (one thread: nothing overlaps)."""
+        """The next step's actions (kept, not copied: the sampler does not change them);
+        recv() takes the step (one thread: nothing overlaps)."""
         self._actions = actions
 
     def recv(self):
@@ -610,7 +611,7 @@ class EnvPoolEnvs:
         del action_masks
         import envpool
 
-        threads = num_threads or min(num_envs, os.cpu_count() or 1)
+        threads = num_threads or min(num_envs, len(allowed_cores()) or os.cpu_count() or 1)
         kwargs = {"env_type": "gymnasium", "num_envs": num_envs, "batch_size": num_envs,
                   "seed": seed, "num_threads": threads,
                   "thread_affinity_offset": pinned_cores_offset(threads)}
@@ -634,6 +635,10 @@ class EnvPoolEnvs:
         """Start a step of every env (EnvPool's threads simulate while the caller goes on)."""
         self.pool.send(actions)
 
+    def step(self, actions):
+        self.send(actions)
+        return self.recv()
+
     def recv(self):
         """Wait for the step `send` started: (obs, rew, term, trunc, {env: final obs})."""
         obs, rew, term, trunc, info = self.pool.recv()
@@ -649,6 +654,12 @@ class EnvPoolEnvs:
         self.pool.close()
 
 
+def allowed_cores():
+    """The cores this process may run on (taskset, a container's cpuset), sorted; [] where the
+    OS does not say."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+
+
 def pinned_cores_offset(threads):
     """EnvPool's thread_affinity_offset: its `threads` workers pinned one per core (worker i
     on core offset + i) when they are as many as the cores this process may run on and those
@@ -657,8 +668,9 @@ def pinned_cores_offset(threads):
     or on a busy core, and the simulators ran ~1.5x slower inside the sampler than stepped back
     to back (bench/README.md); pinned, each process's workers cover every core it may use,
     so processes side by side load the cores as they would unpinned."""
-    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    if allowed and allowed == list(range(allowed[0], allowed[0] + threads)):
+    allowed = allowed_cores()
+    if allowed and allowed == list(range(allowed[0], allowed[0] + threads)) \
+            and allowed[-1] < (os.cpu_count() or 0):  # EnvPool takes core numbers mod its count
         return allowed[0]
     return -1
 

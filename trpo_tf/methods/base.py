@@ -63,6 +63,7 @@ class Method:
     takes_action_masks = False  # it trains the policy under the env's action masks
     tuned_presets = False       # launch/tuned/<env>.cfg were tuned for it: --env applies them
     setting_groups = ()         # the method groups of settings (settings.py) it reads
+    unread_settings = ()        # settings of those groups it ignores
     takes_recurrent_policy = False  # it trains a --policy_rnn policy on the batch's sequences
     # {Config field: optuna trial -> value}: the settings of its own that trpo_tf.tune searches
     # beside the batch, discount and value fit; empty: tune has no space for it

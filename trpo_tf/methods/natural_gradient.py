@@ -12,6 +12,7 @@ declare(GROUP, "npg_step", 0.1,
 class NaturalGradient(TRPO):
     algo = "natural_gradient"
     setting_groups = (*TRPO.setting_groups, GROUP)
+    unread_settings = ("max_kl", "max_kl_end", "ls_shrink", "ls_max_backtracks")  # a fixed step
     tuned_presets = False
     search_space = {}
     tags = {k: v for k, v in TRPO.tags.items()  # no line search

@@ -6,7 +6,7 @@ import time
 
 from trpo_tf.methods.base import (POLICY_STEP_FAULT, POLICY_STEP_TAGS, TRUST_REGION_TAGS, Method,
                                   policy_step, timed, update_normalizer)
-from trpo_tf.methods import trpo
+from trpo_tf.methods.trpo import GROUP as TRPO_GROUP
 from trpo_tf.methods.trpo import anneal_trust_region, trpo_learner
 from trpo_tf.settings import at_least, declare
 
@@ -35,7 +35,7 @@ declare(GROUP, "vine_kl_states", 0,
 
 class Vine(Method):
     algo = "trpo"
-    setting_groups = (trpo.GROUP, GROUP)
+    setting_groups = (TRPO_GROUP, GROUP)
     sampler_name = "vine"
     backend = "gymnasium"  # branches restore simulator states
     stages, _stage_tags = timed(("update", "time_update"))

@@ -48,9 +48,11 @@ def env_action_fn(action_space, dist):
         start = getattr(action_space, "start", 0)
         return (lambda actions: actions + start) if np.any(start) else (lambda actions: actions)
     low, high = action_space.low, action_space.high
+    if not (np.isfinite(low).all() and np.isfinite(high).all()):  # +-inf becomes finite
+        return lambda actions: np.clip(np.nan_to_num(actions, nan=0.0), low, high)
     zero = np.clip(np.zeros_like(low), low, high)
-    # = np.clip(np.nan_to_num(actions, nan=0.0), low, high) in a third of its time (it runs
-    # on every step, before the simulators may go on)
+    # within finite bounds, the values above (up to the sign of a zero) in a third of the time:
+    # it runs on every step, before the simulators may go on
     return lambda actions: np.fmin(np.fmax(np.where(actions == actions, actions, zero), low), high)
 
 

@@ -83,21 +83,14 @@ class SinglePathSampler:
         received = None  # step t - 1's results, recorded while the simulators take step t
         for t in range(T):
             tic = time.perf_counter()
-            b.obs[t] = self._obs
-            params = (params_fn(b.obs[t]) if start_state is None
-                      else self.recurrent_step(params_fn, b.obs[t]))
-            if value_start is not None:
-                self.value_cell_step(value_step, b.obs[t])
-            if b.mask is not None:
-                b.mask[t] = self.envs.action_masks
-                params = masked_logits(params, b.mask[t])
-            actions = self.dist.sample_np(params, self.rng)
-            if b.act is None:
-                b.act = np.empty((T,) + actions.shape, actions.dtype)
-            b.act[t] = actions
-            env_actions = self._env_action(actions)
-            toc = time.perf_counter()
-            self.envs.send(env_actions)
+            try:
+                env_actions = self.act(b, t, params_fn, value_step)
+                toc = time.perf_counter()
+                self.envs.send(env_actions)
+            except BaseException:  # the policy or an env raised: step t - 1 stays recorded
+                if received is not None:
+                    self.record_step(b, t - 1, *received)
+                raise
             tac = time.perf_counter()
             if received is not None:
                 self.record_step(b, t - 1, *received)
@@ -133,6 +126,23 @@ class SinglePathSampler:
             "time_policy": np.float32(time_policy),
             "time_env": np.float32(time_env),
         }
+
+    def act(self, b, t, params_fn, value_step):
+        """Step t's actions from the observations the envs are in (into `b`) -> what the
+        envs are given."""
+        b.obs[t] = self._obs
+        params = (params_fn(b.obs[t]) if self._rnn_state is None
+                  else self.recurrent_step(params_fn, b.obs[t]))
+        if self._value_state is not None:
+            self.value_cell_step(value_step, b.obs[t])
+        if b.mask is not None:
+            b.mask[t] = self.envs.action_masks
+            params = masked_logits(params, b.mask[t])
+        actions = self.dist.sample_np(params, self.rng)
+        if b.act is None:
+            b.act = np.empty((b.T,) + actions.shape, actions.dtype)
+        b.act[t] = actions
+        return self._env_action(actions)
 
     def mark_starts(self, b, t, ended, final_obs):
         """Which of step t's rows are real (not EnvPool's reset step) and start an episode,

@@ -7,6 +7,7 @@ best by final performance: trains every value (all of launch's flags apply) in
 --final_window iterations, over seeds) and the best one.
 """
 import dataclasses
+import functools
 
 from absl import flags
 
@@ -18,6 +19,7 @@ flags.DEFINE_list("npg_steps", ["0.003", "0.01", "0.03", "0.1", "0.3", "1"],
                   "Fixed natural-gradient steps to try (factors of about three).")
 flags.DEFINE_integer("final_window", 5, "Iterations averaged for the final return (of each batch's mean episode return, Train/EpisodeReturnMean).", lower_bound=1)
 FLAGS = flags.FLAGS
+ALGO = "natural_gradient"  # what the sweep trains, whatever --algo says
 
 
 def final_return(logdir, window):
@@ -42,7 +44,7 @@ def main(argv):
             raise ConfigError(f"--npg_steps must be comma-separated numbers (got {FLAGS.npg_steps})")
         if not steps:
             raise ConfigError("--npg_steps is empty: give the steps to try, e.g. 0.01,0.03,0.1")
-        base = dataclasses.replace(launch.config_from_flags(), algo="natural_gradient")
+        base = dataclasses.replace(launch.config_from_flags(), algo=ALGO)
         if not FLAGS["logdir"].present:  # not inside runs/default, the default training run
             base = dataclasses.replace(base, logdir=launch.tool_logdir("npg_sweep", base.env))
         configs = {v: launch.seed_configs(
@@ -80,4 +82,5 @@ def main(argv):
     main_guard(sweep)
 
 
-FLAGS_PARSER = launch.parse_flags_as_given  # the shipped flagfiles from any directory
+# the shipped flagfiles from any directory; the notes judge flags against what it trains
+FLAGS_PARSER = functools.partial(launch.parse_flags_as_given, algo=ALGO)
