@@ -130,12 +130,11 @@ def unread_method_settings(typed, algo=None):
     notes = []
     for name in sorted(n for n in typed if n in SETTINGS):
         readers = [m for m in methods.METHODS if reads(m, name)]
-        if method is None or reads(method, name) or not any(
-                SETTINGS[name].group in m.setting_groups for m in methods.METHODS):
-            continue  # this method's, or no method's (a stage's) setting
+        if method is None or not readers or reads(method, name):
+            continue  # no method's (a stage's) setting, or this method's
         single = [m.algo for m in readers if m.sampler_name == "single_path"]
         words = ([f"--algo={'|'.join(dict.fromkeys(single))}"] if single else []) + [
-            f"--algo={m.algo} --sampler={m.sampler_name}" for m in readers
+            method_words(m) for m in readers
             if m.sampler_name != "single_path" and m.algo not in single]
         notes.append(f"--{name} is a setting of {' or '.join(words)}, not of "
                      f"{method_words(method)}: it changes nothing in this run")

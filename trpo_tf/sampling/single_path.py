@@ -87,13 +87,10 @@ class SinglePathSampler:
                 env_actions = self.act(b, t, params_fn, value_step)
                 toc = time.perf_counter()
                 self.envs.send(env_actions)
-            except BaseException:  # the policy or an env raised: step t - 1 stays recorded
+                tac = time.perf_counter()
+            finally:  # also where the policy or an env raised: step t - 1 stays recorded
                 if received is not None:
                     self.record_step(b, t - 1, *received)
-                raise
-            tac = time.perf_counter()
-            if received is not None:
-                self.record_step(b, t - 1, *received)
             tec = time.perf_counter()
             self._obs, rew, term, trunc, final_obs = self.envs.recv()
             time_env += tac - toc + time.perf_counter() - tec
